@@ -1,0 +1,41 @@
+//! The shared state of a running poolkeeper: configuration, the two databases, the clock.
+
+use std::sync::Arc;
+
+use crate::auth::LoginThrottle;
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::db::{PoolDb, UsersDb};
+use crate::domain::login_throttle::ThrottlePolicy;
+use crate::http::routes::RouteDomains;
+
+pub struct App {
+    pub config: Config,
+    pub pool: PoolDb,
+    pub users: UsersDb,
+    pub clock: SharedClock,
+    pub login_throttle: LoginThrottle,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Domain of every API route, taken from the OpenAPI document.
+    pub route_domains: RouteDomains,
+}
+
+pub type AppState = Arc<App>;
+
+impl App {
+    pub fn new(config: Config, pool: PoolDb, users: UsersDb, clock: SharedClock) -> AppState {
+        Arc::new(Self {
+            config,
+            pool,
+            users,
+            clock,
+            login_throttle: LoginThrottle::new(ThrottlePolicy::default()),
+            metrics: crate::metrics::handle(),
+            route_domains: RouteDomains::from_openapi(&crate::http::openapi()),
+        })
+    }
+
+    pub fn session_ttl_ms(&self) -> i64 {
+        i64::try_from(self.config.session_ttl_hours).unwrap_or(24 * 365).saturating_mul(3_600_000)
+    }
+}

@@ -1,0 +1,263 @@
+//! Admin authentication: password hashing (argon2id), random tokens, session and API-token checks,
+//! and login throttling. Only hashes of passwords, session cookies and API tokens reach a database.
+
+use std::fmt;
+use std::sync::Mutex;
+
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use sha2::{Digest, Sha256};
+
+use crate::clock::SharedClock;
+use crate::db::UsersDb;
+use crate::domain::login_throttle::{Throttle, ThrottlePolicy};
+use crate::store::{self, StoreError, StoreResult};
+
+/// What an API token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Admin,
+    Worker,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Admin => "admin",
+            Scope::Worker => "worker",
+        }
+    }
+}
+
+/// Who made a request.
+#[derive(Clone)]
+pub enum Principal {
+    /// A browser session of an admin user.
+    Session { user_id: i64, username: String, csrf_token: String },
+    /// A bearer token.
+    Token { id: i64, name: String, scope: Scope },
+}
+
+impl Principal {
+    /// The name shown in logs and records: the username, or `token:<name>`.
+    pub fn display_name(&self) -> String {
+        match self {
+            Principal::Session { username, .. } => username.clone(),
+            Principal::Token { name, .. } => format!("token:{name}"),
+        }
+    }
+}
+
+impl fmt::Debug for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Principal::Session { username, .. } => f.debug_struct("Session").field("username", username).finish_non_exhaustive(),
+            Principal::Token { name, scope, .. } => f.debug_struct("Token").field("name", name).field("scope", scope).finish_non_exhaustive(),
+        }
+    }
+}
+
+/// `n` random bytes as lowercase hex.
+pub fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    getrandom::fill(&mut bytes).expect("the operating system's random source is unavailable");
+    hex(&bytes)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A readable random password of 20 characters from an alphabet without look-alikes.
+pub fn random_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut bytes = [0u8; 20];
+    getrandom::fill(&mut bytes).expect("the operating system's random source is unavailable");
+    // 256 % 55 leaves a bias under 2%; acceptable for a one-time password that is changed anyway.
+    bytes.iter().map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect()
+}
+
+/// SHA-256 of a token, as stored in the database.
+pub fn token_hash(token: &str) -> String {
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
+/// A new API token: `pk_` and 64 hex digits.
+pub fn new_api_token() -> String {
+    format!("pk_{}", random_hex(32))
+}
+
+/// Hashes a password with argon2id (off the async threads: it is slow on purpose).
+pub async fn hash_password(password: String) -> anyhow::Result<String> {
+    tokio::task::spawn_blocking(move || {
+        Argon2::default()
+            .hash_password(password.as_bytes())
+            .map(|h| h.to_string())
+            .map_err(|e| anyhow::anyhow!("hashing password: {e}"))
+    })
+    .await?
+}
+
+/// Checks a password against a stored hash; a malformed hash counts as a mismatch.
+pub async fn verify_password(password: String, hash: String) -> bool {
+    tokio::task::spawn_blocking(move || Argon2::default().verify_password(password.as_bytes(), hash.as_str()).is_ok())
+        .await
+        .unwrap_or(false)
+}
+
+/// Password rules for admin users.
+pub fn check_new_password(password: &str) -> Result<(), String> {
+    if password.chars().count() < 8 {
+        return Err("password must be at least 8 characters".into());
+    }
+    if password.len() > 1024 {
+        return Err("password must be at most 1024 bytes".into());
+    }
+    Ok(())
+}
+
+/// Username rules for admin users.
+pub fn check_username(username: &str) -> Result<(), String> {
+    let ok = !username.is_empty()
+        && username.len() <= 64
+        && username.chars().all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c));
+    if ok { Ok(()) } else { Err("username must be 1-64 characters of letters, digits and . _ - @".into()) }
+}
+
+/// Failed-login bookkeeping per username and per client address, shared by the process.
+pub struct LoginThrottle {
+    by_user: Mutex<Throttle>,
+    by_addr: Mutex<Throttle>,
+}
+
+impl LoginThrottle {
+    pub fn new(policy: ThrottlePolicy) -> Self {
+        Self { by_user: Mutex::new(Throttle::new(policy)), by_addr: Mutex::new(Throttle::new(policy)) }
+    }
+
+    /// Seconds to wait before trying again, when either key is blocked.
+    pub fn retry_after_secs(&self, username: &str, addr: &str, now: i64) -> Option<u64> {
+        let user = lock(&self.by_user).blocked_for(username, now);
+        let addr = lock(&self.by_addr).blocked_for(addr, now);
+        user.max(addr).map(|ms| (ms as u64).div_ceil(1000))
+    }
+
+    pub fn record_failure(&self, username: &str, addr: &str, now: i64) {
+        let mut users = lock(&self.by_user);
+        users.record_failure(username, now);
+        users.prune(now);
+        let mut addrs = lock(&self.by_addr);
+        addrs.record_failure(addr, now);
+        addrs.prune(now);
+    }
+
+    pub fn record_success(&self, username: &str) {
+        lock(&self.by_user).clear(username);
+    }
+}
+
+fn lock(m: &Mutex<Throttle>) -> std::sync::MutexGuard<'_, Throttle> {
+    // A panic while holding the lock cannot leave the map inconsistent; keep using it.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The outcome of a login attempt.
+pub enum LoginOutcome {
+    Ok { session_token: String, csrf_token: String, username: String },
+    BadCredentials,
+    Throttled { retry_after_secs: u64 },
+}
+
+/// Checks credentials and, when they match, opens a session.
+pub async fn login(
+    users: &UsersDb,
+    throttle: &LoginThrottle,
+    clock: &SharedClock,
+    session_ttl_ms: i64,
+    username: &str,
+    password: &str,
+    client_addr: &str,
+) -> StoreResult<LoginOutcome> {
+    let now = clock.now_ms();
+    if let Some(retry_after_secs) = throttle.retry_after_secs(username, client_addr, now) {
+        return Ok(LoginOutcome::Throttled { retry_after_secs });
+    }
+    let user = store::admins::find_by_username(users, username).await?;
+    let matches = match &user {
+        Some(user) => verify_password(password.to_string(), user.password_hash.clone()).await,
+        None => {
+            // Spend the same time on unknown users so timing does not reveal which names exist.
+            let _ = hash_password(password.to_string()).await;
+            false
+        }
+    };
+    let Some(user) = user.filter(|_| matches) else {
+        throttle.record_failure(username, client_addr, now);
+        return Ok(LoginOutcome::BadCredentials);
+    };
+    throttle.record_success(username);
+    let session_token = random_hex(32);
+    let csrf_token = random_hex(24);
+    store::sessions::create(users, &token_hash(&session_token), user.id, &csrf_token, now, now + session_ttl_ms).await?;
+    Ok(LoginOutcome::Ok { session_token, csrf_token, username: user.username })
+}
+
+/// The admin behind a session cookie, if it is live.
+pub async fn session_principal(users: &UsersDb, clock: &SharedClock, session_token: &str) -> StoreResult<Option<Principal>> {
+    let row = store::sessions::find_live(users, &token_hash(session_token), clock.now_ms()).await?;
+    Ok(row.map(|row| Principal::Session { user_id: row.user_id, username: row.username, csrf_token: row.csrf_token }))
+}
+
+/// The token behind a bearer value, if it is active.
+pub async fn token_principal(users: &UsersDb, clock: &SharedClock, bearer: &str) -> StoreResult<Option<Principal>> {
+    let Some(token) = store::tokens::find_active(users, &token_hash(bearer)).await? else {
+        return Ok(None);
+    };
+    let scope = match token.scope.as_str() {
+        "admin" => Scope::Admin,
+        "worker" => Scope::Worker,
+        other => return Err(StoreError::Conflict(format!("token {} has unknown scope {other}", token.id))),
+    };
+    store::tokens::touch(users, token.id, clock.now_ms()).await?;
+    Ok(Some(Principal::Token { id: token.id, name: token.name, scope }))
+}
+
+/// Creates an API token and returns it with the plain value, which is shown once and never stored.
+pub async fn create_api_token(users: &UsersDb, clock: &SharedClock, name: &str, scope: Scope) -> StoreResult<(store::tokens::ApiToken, String)> {
+    let token = new_api_token();
+    let row = store::tokens::create(users, name, scope.as_str(), &token_hash(&token), clock.now_ms()).await?;
+    Ok((row, token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn password_hash_round_trip() {
+        let hash = hash_password("correct horse".into()).await.unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse".into(), hash.clone()).await);
+        assert!(!verify_password("wrong horse".into(), hash).await);
+        assert!(!verify_password("x".into(), "not a hash".into()).await);
+    }
+
+    #[test]
+    fn tokens_are_random_and_hashed() {
+        let a = new_api_token();
+        assert!(a.starts_with("pk_") && a.len() == 67);
+        assert_ne!(a, new_api_token());
+        assert_eq!(token_hash(&a), token_hash(&a));
+        assert_ne!(token_hash(&a), a);
+        assert_eq!(random_password().len(), 20);
+    }
+
+    #[test]
+    fn username_and_password_rules() {
+        assert!(check_username("admin").is_ok());
+        assert!(check_username("").is_err());
+        assert!(check_username("a b").is_err());
+        assert!(check_new_password("short").is_err());
+        assert!(check_new_password("long enough").is_ok());
+    }
+}

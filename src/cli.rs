@@ -1,0 +1,293 @@
+//! The command line: `serve`, `demo`, `migrate`, `admin`, `token`. Parsing lives here; each command
+//! calls into the library.
+
+use std::io::{BufRead, IsTerminal};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::auth::{self, Scope};
+use crate::clock::{self, SharedClock};
+use crate::config::{Config, Overrides, RunEnv};
+use crate::server;
+use crate::store::{self, StoreError};
+
+#[derive(Parser, Debug)]
+#[command(name = "poolkeeper", version, about = "Manage pools of provider accounts: seat pools, redeem codes, credential leases, jobs.")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Configuration file (default: POOLKEEPER_CONFIG, else ./poolkeeper.toml when present).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory for the embedded SQLite databases and generated files [default: ./data].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Pool database URL (sqlite:PATH or postgres://...) [default: DATA_DIR/pool.db].
+    #[arg(long, global = true, value_name = "URL")]
+    pub pool_database_url: Option<String>,
+    /// Users database URL (sqlite:PATH or postgres://...) [default: DATA_DIR/users.db].
+    #[arg(long, global = true, value_name = "URL")]
+    pub users_database_url: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server: migrate both databases, create the first admin if none exists, serve HTTP.
+    Serve(ServeArgs),
+    /// Run a demo on the embedded SQLite default in ./demo-data, printing where to open it and the login.
+    Demo(ServeArgs),
+    /// Apply pending migrations to both databases, or with --check report whether any are pending.
+    Migrate {
+        /// Only report each database's state; exit 1 when one is behind or missing.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Manage admin users.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Create an admin user. The password is read from stdin with --password-stdin, else generated and printed.
+    Create {
+        #[arg(long)]
+        username: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a new password for an admin user and end their sessions.
+    Passwd {
+        #[arg(long)]
+        username: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create an API token; it is printed once and only its hash is stored.
+    Create {
+        /// A unique name for the token (who or what uses it).
+        #[arg(long)]
+        name: String,
+        /// What the token may do.
+        #[arg(long, value_enum)]
+        scope: Scope,
+    },
+    /// List tokens (never their values).
+    List,
+    /// Revoke a token by id or name.
+    Revoke {
+        /// The token's id or name.
+        token: String,
+    },
+}
+
+impl Cli {
+    /// Settings from all layers, with this command line on top.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let mut overrides = Overrides {
+            data_dir: self.global.data_dir.clone(),
+            pool_database_url: self.global.pool_database_url.clone(),
+            users_database_url: self.global.users_database_url.clone(),
+            ..Overrides::default()
+        };
+        match &self.command {
+            Command::Serve(args) => overrides.listen = args.listen,
+            Command::Demo(args) => {
+                overrides.listen = args.listen;
+                overrides.env = Some(RunEnv::Development);
+                if overrides.data_dir.is_none() {
+                    overrides.data_dir = Some(PathBuf::from("./demo-data"));
+                }
+            }
+            _ => {}
+        }
+        Config::load(self.global.config.as_deref(), &overrides)
+    }
+}
+
+/// Runs a parsed command; the exit code is returned for commands that report a state.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let config = cli.config()?;
+    let clock = clock::system();
+    match cli.command {
+        Command::Serve(_) => serve(config, clock, false).await.map(|_| 0),
+        Command::Demo(_) => serve(config, clock, true).await.map(|_| 0),
+        Command::Migrate { check: true } => migrate_check(&config).await,
+        Command::Migrate { check: false } => {
+            let (pool, users) = server::open_and_migrate(&config).await?;
+            for db in [pool.database(), users.database()] {
+                let s = db.migration_status().await?;
+                println!("{}: {:?}, migrated to version {}", db.name().as_str(), db.backend(), s.version);
+            }
+            Ok(0)
+        }
+        Command::Admin(cmd) => admin(&config, &clock, cmd).await.map(|_| 0),
+        Command::Token(cmd) => token(&config, &clock, cmd).await.map(|_| 0),
+    }
+}
+
+async fn serve(config: Config, clock: SharedClock, demo: bool) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let data_dir = config.data_dir.clone();
+    let (app, first) = server::prepare(config, clock).await?;
+    let running = server::start(app, listen).await?;
+    let url = format!("http://{}", running.addr);
+    println!("poolkeeper {} listening on {url}", env!("CARGO_PKG_VERSION"));
+    if let Some(first) = &first {
+        match &first.generated_password {
+            Some((password, path)) => println!(
+                "Created admin user `{}` with password {password}\n(also written to {}; change it with `poolkeeper admin passwd --username {}`)",
+                first.username,
+                path.display(),
+                first.username
+            ),
+            None => println!("Created admin user `{}` with the configured admin_password.", first.username),
+        }
+    }
+    if demo {
+        println!("\nDemo: open {url} in a browser and log in as `admin`.");
+        let file = data_dir.join(server::INITIAL_PASSWORD_FILE);
+        match std::fs::read_to_string(&file) {
+            Ok(password) => println!("Password: {} (from {})", password.trim(), file.display()),
+            Err(_) => println!("The admin password was set on an earlier run; reset it with `poolkeeper --data-dir {} admin passwd --username admin`.", data_dir.display()),
+        }
+        println!("Stop with Ctrl-C.");
+    }
+    running.run_until_signal().await
+}
+
+async fn migrate_check(config: &Config) -> anyhow::Result<i32> {
+    let opts = crate::db::OpenOptions { create: false, max_connections: 2 };
+    let mut behind = false;
+    for (name, url) in [("pool", config.pool_database_url()), ("users", config.users_database_url())] {
+        let db = if name == "pool" {
+            crate::db::PoolDb::open(&url, &opts).await.map(|d| d.database().clone())
+        } else {
+            crate::db::UsersDb::open(&url, &opts).await.map(|d| d.database().clone())
+        };
+        match db {
+            Err(e) => {
+                behind = true;
+                println!("{name}: missing or unreachable ({e}); behind");
+            }
+            Ok(db) => {
+                let s = db.migration_status().await?;
+                let state = if s.pending == 0 { "up to date" } else { "behind" };
+                println!("{name}: {:?}, version {} of {}, {} pending; {state}", db.backend(), s.version, s.latest, s.pending);
+                behind |= s.pending > 0;
+                db.close().await;
+            }
+        }
+    }
+    Ok(if behind { 1 } else { 0 })
+}
+
+fn read_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
+    if !from_stdin {
+        return Ok((auth::random_password(), true));
+    }
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("Password: ");
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\n', '\r']).to_string();
+    auth::check_new_password(&password).map_err(|e| anyhow::anyhow!(e))?;
+    Ok((password, false))
+}
+
+async fn admin(config: &Config, clock: &SharedClock, cmd: AdminCommand) -> anyhow::Result<()> {
+    let (_, users) = server::open_and_migrate(config).await?;
+    match cmd {
+        AdminCommand::Create { username, password_stdin } => {
+            auth::check_username(&username).map_err(|e| anyhow::anyhow!(e))?;
+            let (password, generated) = read_password(password_stdin)?;
+            let hash = auth::hash_password(password.clone()).await?;
+            match store::admins::create(&users, &username, &hash, clock.now_ms()).await {
+                Ok(_) => println!("Created admin user `{username}`."),
+                Err(StoreError::Conflict(_)) => anyhow::bail!("admin user `{username}` already exists; use `admin passwd`"),
+                Err(e) => return Err(e.into()),
+            }
+            if generated {
+                println!("Password: {password}");
+            }
+        }
+        AdminCommand::Passwd { username, password_stdin } => {
+            let (password, generated) = read_password(password_stdin)?;
+            let hash = auth::hash_password(password.clone()).await?;
+            match store::admins::set_password(&users, &username, &hash, clock.now_ms()).await {
+                Ok(()) => println!("Password of `{username}` changed; their sessions were ended."),
+                Err(StoreError::NotFound) => anyhow::bail!("no admin user `{username}`"),
+                Err(e) => return Err(e.into()),
+            }
+            if generated {
+                println!("Password: {password}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn token(config: &Config, clock: &SharedClock, cmd: TokenCommand) -> anyhow::Result<()> {
+    let (_, users) = server::open_and_migrate(config).await?;
+    match cmd {
+        TokenCommand::Create { name, scope } => {
+            if name.trim().is_empty() || name.len() > 100 {
+                anyhow::bail!("--name must be 1-100 characters");
+            }
+            match auth::create_api_token(&users, clock, &name, scope).await {
+                Ok((row, token)) => {
+                    eprintln!("Created token {} `{}` with scope {}. It is shown once; store it now:", row.id, row.name, row.scope);
+                    println!("{token}");
+                }
+                Err(StoreError::Conflict(_)) => anyhow::bail!("a token named `{name}` already exists"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        TokenCommand::List => {
+            println!("{:<6} {:<24} {:<7} {:<26} {:<26} status", "id", "name", "scope", "created", "last used");
+            for t in store::tokens::list(&users).await? {
+                let status = if t.revoked_at.is_some() { "revoked" } else { "active" };
+                println!(
+                    "{:<6} {:<24} {:<7} {:<26} {:<26} {status}",
+                    t.id,
+                    t.name,
+                    t.scope,
+                    clock::rfc3339(t.created_at),
+                    t.last_used_at.map(clock::rfc3339).unwrap_or_else(|| "-".into())
+                );
+            }
+        }
+        TokenCommand::Revoke { token } => match store::tokens::revoke(&users, &token, clock.now_ms()).await {
+            Ok(t) => println!("Revoked token {} `{}`.", t.id, t.name),
+            Err(StoreError::NotFound) => anyhow::bail!("no active token with id or name `{token}`"),
+            Err(e) => return Err(e.into()),
+        },
+    }
+    Ok(())
+}

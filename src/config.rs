@@ -1,0 +1,319 @@
+//! Settings, layered: built-in defaults -> `poolkeeper.toml` -> `POOLKEEPER_*` env -> CLI flags.
+//!
+//! Env names are `POOLKEEPER_` + the key in upper case, nested keys joined by `__`
+//! (`POOLKEEPER_JOBS__MAX_ATTEMPTS`). `child_email_domain` and `pool_auto_invite_missing` are also
+//! read from `CHILD_EMAIL_DOMAIN` and `POOL_AUTO_INVITE_MISSING` (the `POOLKEEPER_` names win).
+//! Secret values may be given as files through the `*_file` keys. Every key is in the README.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// A string that must never be printed: database URLs with passwords, the initial admin password.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RunEnv {
+    #[default]
+    Development,
+    Production,
+}
+
+impl RunEnv {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunEnv::Development => "development",
+            RunEnv::Production => "production",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JobsConfig {
+    /// Seconds a claimed job stays locked without a heartbeat before it is rescued.
+    pub visibility_timeout_seconds: u64,
+    /// Attempts a job gets before it is marked failed.
+    pub max_attempts: u32,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self { visibility_timeout_seconds: 300, max_attempts: 3 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool_database_url: Option<Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool_database_url_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users_database_url: Option<Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users_database_url_file: Option<PathBuf>,
+    /// Connections per PostgreSQL pool (and SQLite readers).
+    pub database_max_connections: u32,
+    pub env: RunEnv,
+    /// Require `X-Domain` on unsafe admin requests; defaults to on in production.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain_guard: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_key_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub child_email_domain: Option<String>,
+    pub pool_auto_invite_missing: bool,
+    /// Mark the session cookie `Secure` (set when poolkeeper is reached over https).
+    pub cookie_secure: bool,
+    /// Hours an admin session lasts after login.
+    pub session_ttl_hours: u64,
+    /// Password for the `admin` user created on first start when no admin exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_password: Option<Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_password_file: Option<PathBuf>,
+    /// Log filter in `tracing` syntax (`RUST_LOG` wins when set).
+    pub log: String,
+    pub jobs: JobsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            pool_database_url: None,
+            pool_database_url_file: None,
+            users_database_url: None,
+            users_database_url_file: None,
+            database_max_connections: 8,
+            env: RunEnv::Development,
+            domain_guard: None,
+            secret_key_file: None,
+            child_email_domain: None,
+            pool_auto_invite_missing: false,
+            cookie_secure: false,
+            session_ttl_hours: 12,
+            admin_password: None,
+            admin_password_file: None,
+            log: "info".to_string(),
+            jobs: JobsConfig::default(),
+        }
+    }
+}
+
+/// Values given on the command line; `None` leaves the lower layers alone.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool_database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users_database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env: Option<RunEnv>,
+}
+
+/// Env variables with the `POOLKEEPER_` prefix that are not configuration keys.
+const NOT_CONFIG_KEYS: &[&str] = &["config", "test_pg"];
+
+impl Config {
+    /// Loads the layers. `file` is `--config`; without it `POOLKEEPER_CONFIG`, then `./poolkeeper.toml`
+    /// when it exists.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Self> {
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("POOLKEEPER_CONFIG").map(PathBuf::from));
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => {
+                if !path.is_file() {
+                    anyhow::bail!("config file {} does not exist", path.display());
+                }
+                figment = figment.merge(Toml::file_exact(path));
+            }
+            None if Path::new("poolkeeper.toml").is_file() => figment = figment.merge(Toml::file_exact("poolkeeper.toml")),
+            None => {}
+        }
+        let figment = figment
+            .merge(Env::raw().only(&["child_email_domain", "pool_auto_invite_missing"]))
+            .merge(Env::prefixed("POOLKEEPER_").split("__").ignore(NOT_CONFIG_KEYS))
+            .merge(Serialized::defaults(overrides));
+        Self::from_figment(figment)
+    }
+
+    fn from_figment(figment: Figment) -> anyhow::Result<Self> {
+        let mut config: Config = figment.extract().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+        config.resolve_files()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads `*_file` keys into the values they stand for.
+    fn resolve_files(&mut self) -> anyhow::Result<()> {
+        fn read(key: &str, path: &Path) -> anyhow::Result<Secret> {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("configuration: {key}: cannot read {}: {e}", path.display()))?;
+            Ok(Secret::new(text.trim_end_matches(['\n', '\r'])))
+        }
+        if let Some(path) = &self.pool_database_url_file {
+            self.pool_database_url = Some(read("pool_database_url_file", path)?);
+        }
+        if let Some(path) = &self.users_database_url_file {
+            self.users_database_url = Some(read("users_database_url_file", path)?);
+        }
+        if let Some(path) = &self.admin_password_file {
+            self.admin_password = Some(read("admin_password_file", path)?);
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.jobs.max_attempts == 0 || self.jobs.max_attempts > 100 {
+            anyhow::bail!("configuration: jobs.max_attempts must be between 1 and 100, got {}", self.jobs.max_attempts);
+        }
+        if self.jobs.visibility_timeout_seconds == 0 {
+            anyhow::bail!("configuration: jobs.visibility_timeout_seconds must be at least 1");
+        }
+        if self.database_max_connections == 0 {
+            anyhow::bail!("configuration: database_max_connections must be at least 1");
+        }
+        if self.session_ttl_hours == 0 {
+            anyhow::bail!("configuration: session_ttl_hours must be at least 1");
+        }
+        for (key, url) in [("pool_database_url", &self.pool_database_url), ("users_database_url", &self.users_database_url)] {
+            if let Some(url) = url {
+                let url = url.expose();
+                if !(url.starts_with("sqlite:") || crate::db::is_postgres_url(url)) {
+                    anyhow::bail!("configuration: {key} must start with sqlite: or postgres://");
+                }
+            }
+        }
+        if let (Some(pool), Some(users)) = (&self.pool_database_url, &self.users_database_url)
+            && pool == users
+        {
+            anyhow::bail!("configuration: pool_database_url and users_database_url must name two different databases");
+        }
+        if let Some(domain) = &self.child_email_domain
+            && !crate::domain::email::is_valid_domain(domain)
+        {
+            anyhow::bail!("configuration: child_email_domain {domain:?} is not a valid domain name");
+        }
+        Ok(())
+    }
+
+    /// Whether the domain guard is on: as configured, else on in production.
+    pub fn domain_guard(&self) -> bool {
+        self.domain_guard.unwrap_or(self.env == RunEnv::Production)
+    }
+
+    pub fn pool_database_url(&self) -> String {
+        self.database_url(&self.pool_database_url, "pool.db")
+    }
+
+    pub fn users_database_url(&self) -> String {
+        self.database_url(&self.users_database_url, "users.db")
+    }
+
+    fn database_url(&self, configured: &Option<Secret>, file: &str) -> String {
+        match configured {
+            Some(url) => url.expose().to_string(),
+            None => format!("sqlite://{}", self.data_dir.join(file).display()),
+        }
+    }
+
+    /// Whether both databases are SQLite files under `data_dir` (the embedded default).
+    pub fn uses_embedded_default(&self) -> bool {
+        self.pool_database_url.is_none() && self.users_database_url.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str, env: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml));
+        for (k, v) in env {
+            // Layer env-like values the way `load` does, without touching the process environment.
+            let key = k.trim_start_matches("POOLKEEPER_").to_lowercase().replace("__", ".");
+            figment = figment.merge((key, *v));
+        }
+        Config::from_figment(figment)
+    }
+
+    #[test]
+    fn defaults_match_the_documented_values() {
+        let c = Config::default();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.jobs, JobsConfig { visibility_timeout_seconds: 300, max_attempts: 3 });
+        assert!(!c.domain_guard());
+        assert!(!c.pool_auto_invite_missing);
+        assert_eq!(c.pool_database_url(), "sqlite://./data/pool.db");
+        assert_eq!(c.users_database_url(), "sqlite://./data/users.db");
+    }
+
+    #[test]
+    fn production_turns_the_domain_guard_on_unless_configured_off() {
+        assert!(load("env = 'production'", &[]).unwrap().domain_guard());
+        assert!(!load("env = 'production'\ndomain_guard = false", &[]).unwrap().domain_guard());
+    }
+
+    #[test]
+    fn later_layers_win() {
+        let c = load("[jobs]\nmax_attempts = 5", &[("POOLKEEPER_JOBS__MAX_ATTEMPTS", "7")]).unwrap();
+        assert_eq!(c.jobs.max_attempts, 7);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = load("[jobs]\nmax_attempts = 'many'", &[]).unwrap_err().to_string();
+        assert!(err.contains("max_attempts"), "{err}");
+        let err = load("env = 'staging'", &[]).unwrap_err().to_string();
+        assert!(err.contains("env"), "{err}");
+        let err = load("listen = 'nowhere'", &[]).unwrap_err().to_string();
+        assert!(err.contains("listen"), "{err}");
+        let err = load("[jobs]\nmax_attempts = 0", &[]).unwrap_err().to_string();
+        assert!(err.contains("jobs.max_attempts"), "{err}");
+        let err = load("pool_database_url = 'mysql://x'", &[]).unwrap_err().to_string();
+        assert!(err.contains("pool_database_url"), "{err}");
+    }
+
+    #[test]
+    fn secret_files_are_read_and_never_debug_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("url");
+        std::fs::write(&file, "postgres://u:hunter2@db/pool\n").unwrap();
+        let c = load(&format!("pool_database_url_file = '{}'", file.display()), &[]).unwrap();
+        assert_eq!(c.pool_database_url(), "postgres://u:hunter2@db/pool");
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,301 @@
+//! Connections to the two databases, `pool` and `users`, on SQLite or PostgreSQL.
+//!
+//! The two handles are distinct types ([`PoolDb`], [`UsersDb`]); store functions take the one whose
+//! tables they touch, so reading a pool table through the users handle does not compile:
+//!
+//! ```compile_fail
+//! async fn wrong(users: &poolkeeper::db::UsersDb) {
+//!     // `admins` lives in the users database; handing it the pool handle is a type error.
+//!     let pool: &poolkeeper::db::PoolDb = users;
+//! }
+//! ```
+//!
+//! On SQLite, writes go through a pool of exactly one connection and start with `BEGIN IMMEDIATE`,
+//! reads through a separate pool; with WAL and a busy timeout, racing writers queue instead of failing.
+
+mod migrations;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+pub use migrations::MigrationStatus;
+
+/// Which engine a database runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Which of the two logical databases a handle points at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DbName {
+    Pool,
+    Users,
+}
+
+impl DbName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DbName::Pool => "pool",
+            DbName::Users => "users",
+        }
+    }
+}
+
+/// The live connection pools of one database.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Sqlite { read: SqlitePool, write: SqlitePool },
+    Postgres(PgPool),
+}
+
+/// One open database: its connections and which logical database it is.
+#[derive(Clone)]
+pub struct Database {
+    name: DbName,
+    pub(crate) conn: Conn,
+}
+
+/// Handle to the `pool` database.
+#[derive(Clone)]
+pub struct PoolDb(pub(crate) Database);
+
+/// Handle to the `users` database.
+#[derive(Clone)]
+pub struct UsersDb(pub(crate) Database);
+
+impl PoolDb {
+    pub async fn open(url: &str, opts: &OpenOptions) -> anyhow::Result<Self> {
+        Ok(Self(Database::open(DbName::Pool, url, opts).await?))
+    }
+    pub fn database(&self) -> &Database {
+        &self.0
+    }
+}
+
+impl UsersDb {
+    pub async fn open(url: &str, opts: &OpenOptions) -> anyhow::Result<Self> {
+        Ok(Self(Database::open(DbName::Users, url, opts).await?))
+    }
+    pub fn database(&self) -> &Database {
+        &self.0
+    }
+}
+
+/// How to open a database.
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    /// Create a missing SQLite file (false for read-only checks such as `migrate --check`).
+    pub create: bool,
+    /// Connections in the PostgreSQL pool, and readers in the SQLite read pool.
+    pub max_connections: u32,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self { create: true, max_connections: 8 }
+    }
+}
+
+/// Whether a database URL names PostgreSQL.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// A URL safe to print: the password, if any, is replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+impl Database {
+    async fn open(name: DbName, url: &str, opts: &OpenOptions) -> anyhow::Result<Self> {
+        let conn = if is_postgres_url(url) {
+            let connect = PgConnectOptions::from_str(url)
+                .map_err(|e| anyhow::anyhow!("{} database URL {}: {e}", name.as_str(), redact_url(url)))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(opts.max_connections.max(2))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(connect)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot connect to the {} database at {}: {e}", name.as_str(), redact_url(url)))?;
+            Conn::Postgres(pool)
+        } else if url.starts_with("sqlite:") {
+            let base = SqliteConnectOptions::from_str(url)
+                .map_err(|e| anyhow::anyhow!("{} database URL {url}: {e}", name.as_str()))?
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            let write = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(base.clone().create_if_missing(opts.create))
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot open the {} database {url}: {e}", name.as_str()))?;
+            let read = SqlitePoolOptions::new()
+                .max_connections(opts.max_connections.clamp(1, 8))
+                .connect_with(base.create_if_missing(false))
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot open the {} database {url}: {e}", name.as_str()))?;
+            Conn::Sqlite { read, write }
+        } else {
+            anyhow::bail!(
+                "{}_database_url must start with sqlite: or postgres://, got {}",
+                name.as_str(),
+                redact_url(url)
+            );
+        };
+        Ok(Self { name, conn })
+    }
+
+    pub fn name(&self) -> DbName {
+        self.name
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.conn {
+            Conn::Sqlite { .. } => Backend::Sqlite,
+            Conn::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Answers when the database can run a trivial query.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        match &self.conn {
+            Conn::Sqlite { read, .. } => sqlx::query("SELECT 1").execute(read).await.map(drop),
+            Conn::Postgres(pg) => sqlx::query("SELECT 1").execute(pg).await.map(drop),
+        }
+    }
+
+    /// Applies every pending migration of this database.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        migrations::run(self).await
+    }
+
+    /// Applied and pending migrations of this database.
+    pub async fn migration_status(&self) -> anyhow::Result<MigrationStatus> {
+        migrations::status(self).await
+    }
+
+    /// Names of the tables of this database (poolkeeper's own, not the migration bookkeeping).
+    pub async fn table_names(&self) -> Result<Vec<String>, sqlx::Error> {
+        let names: Vec<String> = match &self.conn {
+            Conn::Sqlite { read, .. } => {
+                sqlx::query_scalar(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' \
+                     AND name <> '_sqlx_migrations' ORDER BY name",
+                )
+                .fetch_all(read)
+                .await?
+            }
+            Conn::Postgres(pg) => {
+                sqlx::query_scalar(
+                    "SELECT table_name::TEXT FROM information_schema.tables \
+                     WHERE table_schema = current_schema() AND table_name <> '_sqlx_migrations' ORDER BY 1",
+                )
+                .fetch_all(pg)
+                .await?
+            }
+        };
+        Ok(names)
+    }
+
+    pub async fn close(&self) {
+        match &self.conn {
+            Conn::Sqlite { read, write } => {
+                read.close().await;
+                write.close().await;
+            }
+            Conn::Postgres(pg) => pg.close().await,
+        }
+    }
+}
+
+/// Runs `$body` with `$pool` bound to the pool that serves reads.
+macro_rules! on_reader {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match &$db.0.conn {
+            $crate::db::Conn::Sqlite { read: $pool, .. } => $body,
+            $crate::db::Conn::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Runs `$body` with `$pool` bound to the pool that serves single-statement writes.
+macro_rules! on_writer {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match &$db.0.conn {
+            $crate::db::Conn::Sqlite { write: $pool, .. } => $body,
+            $crate::db::Conn::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Runs `$body` with `$tx` bound to a write transaction (`BEGIN IMMEDIATE` on SQLite); the body
+/// must commit it.
+macro_rules! in_transaction {
+    ($db:expr, |$tx:ident| $body:expr) => {
+        match &$db.0.conn {
+            $crate::db::Conn::Sqlite { write, .. } => {
+                #[allow(unused_mut)]
+                let mut $tx = write.begin_with("BEGIN IMMEDIATE").await?;
+                $body
+            }
+            $crate::db::Conn::Postgres(pg) => {
+                #[allow(unused_mut)]
+                let mut $tx = pg.begin().await?;
+                $body
+            }
+        }
+    };
+}
+
+pub(crate) use {in_transaction, on_reader, on_writer};
+
+/// How a database is doing, as reported by `/api/admin/db-status`, `/readyz` and the dashboard.
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DbState {
+    pub backend: Backend,
+    /// The database answers and has no pending migration.
+    pub ok: bool,
+    /// Highest applied migration version (0 when none).
+    pub version: i64,
+    /// Migrations this binary would still apply.
+    pub pending: usize,
+    /// Why `ok` is false, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Database {
+    pub async fn state(&self) -> DbState {
+        let backend = self.backend();
+        let unreachable = |e: String| DbState { backend, ok: false, version: 0, pending: 0, error: Some(e) };
+        if let Err(e) = self.ping().await {
+            return unreachable(format!("database does not answer: {e}"));
+        }
+        match self.migration_status().await {
+            Ok(s) => DbState {
+                backend,
+                ok: s.pending == 0,
+                version: s.version,
+                pending: s.pending,
+                error: (s.pending > 0).then(|| format!("{} migration(s) pending; run `poolkeeper migrate`", s.pending)),
+            },
+            Err(e) => unreachable(format!("cannot read migration state: {e}")),
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Pure rules: no I/O, no clock reads (time comes in as an argument), unit-tested directly.
+
+pub mod email;
+pub mod login_throttle;

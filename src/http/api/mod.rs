@@ -1,0 +1,29 @@
+//! The JSON API. Every route is declared with `#[utoipa::path]` and registered through
+//! `utoipa_axum::routes!`, so the router and the OpenAPI document come from the same definitions.
+//! Each operation has exactly one tag, its domain: `pool`, `users` or `system`.
+
+pub mod session;
+pub mod system;
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+
+/// Routes anyone may call: probes, metrics, login.
+pub fn public_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(system::healthz))
+        .routes(routes!(system::readyz))
+        .routes(routes!(system::metrics))
+        .routes(routes!(session::login))
+}
+
+/// Routes that need an admin (session or admin-scope token).
+pub fn admin_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(session::logout))
+        .routes(routes!(session::me))
+        .routes(routes!(system::db_status))
+        .routes(routes!(system::system))
+}

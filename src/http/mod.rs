@@ -1,0 +1,101 @@
+//! The HTTP surface: JSON API under `/api`, probes and metrics, the web UI, static assets and the
+//! OpenAPI document with Swagger UI. Handlers stay thin; rules live in `domain`, SQL in `store`.
+
+pub mod api;
+pub mod extract;
+pub mod middleware;
+pub mod routes;
+pub mod ui;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::OpenApi;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+use utoipa::{Modify, OpenApi as _};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "poolkeeper", description = "Seat pools, redeem codes, credential leases and durable jobs."),
+    tags(
+        (name = "system", description = "Probes, login, status: not tied to one database"),
+        (name = "pool", description = "Pool database: groups, mothers, teams, seats, children, sync sessions"),
+        (name = "users", description = "Users database: admins, tokens, codes, invites, jobs"),
+    ),
+    modifiers(&Security)
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, doc: &mut OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        components.add_security_scheme("session", SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(middleware::SESSION_COOKIE))));
+        doc.security = Some(vec![
+            SecurityRequirement::new("bearer", Vec::<String>::new()),
+            SecurityRequirement::new("session", Vec::<String>::new()),
+        ]);
+    }
+}
+
+/// The OpenAPI document, generated from the route definitions.
+pub fn openapi() -> OpenApi {
+    OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
+        .merge(api::public_routes())
+        .merge(api::admin_routes())
+        .split_for_parts()
+        .1
+}
+
+/// The whole application router.
+pub fn router(state: AppState) -> Router {
+    let admin = api::admin_routes()
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::domain_guard))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::require_admin));
+    let (documented, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(api::public_routes())
+        .merge(admin)
+        .split_for_parts();
+    let documented = documented.layer(axum::middleware::from_fn_with_state(state.clone(), middleware::track_api_request));
+
+    Router::new()
+        .merge(documented)
+        .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", doc))
+        .merge(ui::routes(state.clone()))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(middleware::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(middleware::limit_body))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
+        .layer(axum::middleware::from_fn(middleware::security_headers))
+        .with_state(state)
+}
+
+async fn not_found(req: Request) -> Response {
+    let path = req.uri().path();
+    if path.starts_with("/api/") || path == "/api" {
+        ApiError::not_found(format!("no API route {} {path}", req.method())).into_response()
+    } else {
+        (StatusCode::NOT_FOUND, Html(ui::not_found_page())).into_response()
+    }
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+    .into_response()
+}

@@ -1,0 +1,216 @@
+//! Server-rendered admin pages. Pages need a live session (else a redirect to `/login`); every form
+//! that changes state carries the session's CSRF token and is checked like an API request.
+
+use axum::extract::{Form, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+use axum_extra::extract::cookie::CookieJar;
+use askama::Template;
+use askama_web::WebTemplate;
+use serde::Deserialize;
+
+use crate::app::AppState;
+use crate::auth::{self, LoginOutcome, Principal};
+use crate::clock;
+use crate::db::DbState;
+use crate::http::api::session::{removal_cookie, session_cookie};
+use crate::http::extract::ClientAddr;
+use crate::http::middleware::{SESSION_COOKIE, check_csrf};
+
+mod assets;
+
+/// The areas in the navigation, in order: (path, label).
+const NAV: &[(&str, &str)] = &[
+    ("/", "Dashboard"),
+    ("/pool-groups", "Pool groups"),
+    ("/mothers", "Mothers"),
+    ("/jobs", "Jobs"),
+    ("/sync-sessions", "Sync sessions"),
+    ("/codes", "Codes"),
+    ("/accounts", "Accounts"),
+];
+
+pub fn routes(state: AppState) -> Router<AppState> {
+    let pages = Router::new()
+        .route("/", get(dashboard))
+        .route("/pool-groups", get(area))
+        .route("/mothers", get(area))
+        .route("/jobs", get(area))
+        .route("/sync-sessions", get(area))
+        .route("/codes", get(area))
+        .route("/accounts", get(area))
+        .route("/logout", axum::routing::post(logout))
+        .route_layer(axum::middleware::from_fn_with_state(state, require_session));
+    Router::new()
+        .route("/login", get(login_page).post(login_submit))
+        .route("/static/{*path}", get(assets::serve))
+        .merge(pages)
+}
+
+/// What every signed-in page shows in its frame.
+pub struct Layout {
+    pub username: String,
+    pub csrf_token: String,
+    pub active: &'static str,
+    pub nav: &'static [(&'static str, &'static str)],
+}
+
+impl Layout {
+    fn new(principal: &Principal, active: &'static str) -> Self {
+        let (username, csrf_token) = match principal {
+            Principal::Session { username, csrf_token, .. } => (username.clone(), csrf_token.clone()),
+            Principal::Token { .. } => (principal.display_name(), String::new()),
+        };
+        Self { username, csrf_token, active, nav: NAV }
+    }
+}
+
+async fn require_session(State(app): State<AppState>, jar: CookieJar, mut req: Request, next: Next) -> Response {
+    let principal = match jar.get(SESSION_COOKIE) {
+        Some(cookie) => auth::session_principal(&app.users, &app.clock, cookie.value()).await,
+        None => Ok(None),
+    };
+    match principal {
+        Ok(Some(principal)) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+        Ok(None) => Redirect::to("/login").into_response(),
+        Err(e) => crate::error::ApiError::from(e).into_response(),
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "login.html")]
+struct LoginPage {
+    error: Option<String>,
+    username: String,
+}
+
+async fn login_page() -> LoginPage {
+    LoginPage { error: None, username: String::new() }
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    username: String,
+    password: String,
+}
+
+async fn login_submit(
+    State(app): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let page = |status: StatusCode, error: String| {
+        (status, LoginPage { error: Some(error), username: form.username.clone() }).into_response()
+    };
+    if !origin_is_absent_or_same(&headers) {
+        return page(StatusCode::FORBIDDEN, "This form was submitted from another site.".into());
+    }
+    if form.username.is_empty() || form.password.is_empty() {
+        return page(StatusCode::BAD_REQUEST, "Enter a username and a password.".into());
+    }
+    let outcome =
+        auth::login(&app.users, &app.login_throttle, &app.clock, app.session_ttl_ms(), &form.username, &form.password, &addr).await;
+    match outcome {
+        Ok(LoginOutcome::Ok { session_token, .. }) => (jar.add(session_cookie(&app, session_token)), Redirect::to("/")).into_response(),
+        Ok(LoginOutcome::BadCredentials) => page(StatusCode::UNAUTHORIZED, "Wrong username or password.".into()),
+        Ok(LoginOutcome::Throttled { retry_after_secs }) => {
+            page(StatusCode::TOO_MANY_REQUESTS, format!("Too many failed logins. Try again in {retry_after_secs} seconds."))
+        }
+        Err(e) => page(StatusCode::SERVICE_UNAVAILABLE, format!("Login is unavailable: {e}")),
+    }
+}
+
+/// Login CSRF: a browser sends `Origin` on form posts; when it does, it must be this site.
+fn origin_is_absent_or_same(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    origin.split_once("://").is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Principal::Session { csrf_token, .. } = &principal
+        && let Err(e) = check_csrf(&headers, &form.csrf, csrf_token)
+    {
+        return e.into_response();
+    }
+    if let Some(cookie) = jar.get(SESSION_COOKIE)
+        && let Err(e) = crate::store::sessions::delete(&app.users, &auth::token_hash(cookie.value())).await
+    {
+        return crate::error::ApiError::from(e).into_response();
+    }
+    (jar.add(removal_cookie()), Redirect::to("/login")).into_response()
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "dashboard.html")]
+struct DashboardPage {
+    layout: Layout,
+    databases: Vec<(&'static str, DbState)>,
+    version: &'static str,
+    env: &'static str,
+    domain_guard: bool,
+    listen: String,
+    data_dir: String,
+    visibility_timeout_seconds: u64,
+    max_attempts: u32,
+    now: String,
+}
+
+async fn dashboard(State(app): State<AppState>, Extension(principal): Extension<Principal>) -> DashboardPage {
+    let (pool, users) = tokio::join!(app.pool.database().state(), app.users.database().state());
+    DashboardPage {
+        layout: Layout::new(&principal, "/"),
+        databases: vec![("pool", pool), ("users", users)],
+        version: env!("CARGO_PKG_VERSION"),
+        env: app.config.env.as_str(),
+        domain_guard: app.config.domain_guard(),
+        listen: app.config.listen.to_string(),
+        data_dir: app.config.data_dir.display().to_string(),
+        visibility_timeout_seconds: app.config.jobs.visibility_timeout_seconds,
+        max_attempts: app.config.jobs.max_attempts,
+        now: clock::rfc3339(app.clock.now_ms()),
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "area.html")]
+struct AreaPage {
+    layout: Layout,
+    title: &'static str,
+}
+
+/// Areas whose features have not been built yet: the page says so plainly.
+async fn area(Extension(principal): Extension<Principal>, uri: axum::http::Uri) -> AreaPage {
+    let (path, title) = NAV.iter().copied().find(|(p, _)| *p == uri.path()).unwrap_or(("/", "Dashboard"));
+    AreaPage { layout: Layout::new(&principal, path), title }
+}
+
+#[derive(Template)]
+#[template(path = "not_found.html")]
+struct NotFoundPage;
+
+pub fn not_found_page() -> String {
+    NotFoundPage.render().unwrap_or_else(|_| "Not found".to_string())
+}

@@ -1,0 +1,15 @@
+//! poolkeeper: a self-hosted service and CLI that manages pools of provider accounts.
+//! See DESIGN.md in the project's shared notes and the README for the big picture.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod server;
+pub mod store;

@@ -1,0 +1,181 @@
+//! Starting and stopping poolkeeper: open and migrate both databases, make sure an admin exists,
+//! serve HTTP until a shutdown signal, then drain in-flight requests.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::app::{App, AppState};
+use crate::auth;
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::db::{OpenOptions, PoolDb, UsersDb};
+use crate::store;
+
+pub const INITIAL_PASSWORD_FILE: &str = "initial-admin-password";
+pub const FIRST_ADMIN: &str = "admin";
+
+/// Opens both databases (creating SQLite files and the data dir when `create`).
+pub async fn open_databases(config: &Config, create: bool) -> anyhow::Result<(PoolDb, UsersDb)> {
+    // The default SQLite files live in data_dir.
+    if create && (config.pool_database_url.is_none() || config.users_database_url.is_none()) {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
+    }
+    let opts = OpenOptions { create, max_connections: config.database_max_connections };
+    let pool = PoolDb::open(&config.pool_database_url(), &opts).await?;
+    let users = UsersDb::open(&config.users_database_url(), &opts).await?;
+    Ok((pool, users))
+}
+
+/// Opens and migrates both databases.
+pub async fn open_and_migrate(config: &Config) -> anyhow::Result<(PoolDb, UsersDb)> {
+    let (pool, users) = open_databases(config, true).await?;
+    pool.database().migrate().await?;
+    users.database().migrate().await?;
+    Ok((pool, users))
+}
+
+/// The admin created on first start, and where its password went.
+pub struct FirstAdmin {
+    pub username: String,
+    /// Set when the password was generated (not given by `admin_password`).
+    pub generated_password: Option<(String, PathBuf)>,
+}
+
+/// Creates `admin` when no admin exists: with `admin_password` if configured, else with a random
+/// password written to `<data_dir>/initial-admin-password` (mode 0600).
+pub async fn ensure_first_admin(config: &Config, users: &UsersDb, clock: &SharedClock) -> anyhow::Result<Option<FirstAdmin>> {
+    if store::admins::count(users).await? > 0 {
+        return Ok(None);
+    }
+    let (password, generated) = match &config.admin_password {
+        Some(p) => {
+            auth::check_new_password(p.expose()).map_err(|e| anyhow::anyhow!("configuration: admin_password: {e}"))?;
+            (p.expose().to_string(), false)
+        }
+        None => (auth::random_password(), true),
+    };
+    let hash = auth::hash_password(password.clone()).await?;
+    // Another process may have created the first admin meanwhile; then there is nothing to tell.
+    if store::admins::create_first(users, FIRST_ADMIN, &hash, clock.now_ms()).await?.is_none() {
+        return Ok(None);
+    }
+    let generated_password = if generated {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let path = config.data_dir.join(INITIAL_PASSWORD_FILE);
+        write_private(&path, &format!("{password}\n"))?;
+        Some((password, path))
+    } else {
+        None
+    };
+    Ok(Some(FirstAdmin { username: FIRST_ADMIN.to_string(), generated_password }))
+}
+
+/// Writes a file readable by its owner only.
+pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+/// A server running in this process.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub app: AppState,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish, and waits for the server to end.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await??;
+        self.app.pool.database().close().await;
+        self.app.users.database().close().await;
+        Ok(())
+    }
+
+    /// Waits until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        self.shutdown().await
+    }
+}
+
+/// Binds `listen` and serves `app` in the background.
+pub async fn start(app: AppState, listen: SocketAddr) -> anyhow::Result<RunningServer> {
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    let (shutdown, mut rx) = watch::channel(false);
+    spawn_maintenance(app.clone(), rx.clone());
+    let router = crate::http::router(app.clone());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    Ok(RunningServer { addr, app, shutdown, task })
+}
+
+/// Periodic housekeeping of this process: expired sessions, metric upkeep.
+fn spawn_maintenance(app: AppState, mut stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            app.metrics.run_upkeep();
+            if let Err(e) = store::sessions::delete_expired(&app.users, app.clock.now_ms()).await {
+                tracing::warn!(error = %e, "removing expired sessions failed");
+            }
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Everything `serve` does before it accepts requests: open, migrate, first admin, state.
+pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<(AppState, Option<FirstAdmin>)> {
+    let (pool, users) = open_and_migrate(&config).await?;
+    let first = ensure_first_admin(&config, &users, &clock).await?;
+    Ok((App::new(config, pool, users, clock), first))
+}

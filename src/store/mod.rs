@@ -1,0 +1,30 @@
+//! SQL, one module per aggregate. Each function takes the handle of the database its tables live in.
+//! Errors from sqlx are mapped to [`StoreError`] here, once.
+
+pub mod admins;
+pub mod sessions;
+pub mod tokens;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Other(sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict(db.constraint().map(str::to_string).unwrap_or_else(|| db.message().to_string()))
+            }
+            other => StoreError::Other(other),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;

@@ -1,0 +1,66 @@
+//! API tokens (`api_tokens`, users database). Only hashes are stored.
+
+use serde::Serialize;
+use sqlx::FromRow;
+
+use super::StoreResult;
+use crate::db::{UsersDb, on_reader, on_writer};
+
+#[derive(Clone, Debug, FromRow, Serialize, utoipa::ToSchema)]
+pub struct ApiToken {
+    pub id: i64,
+    pub name: String,
+    pub scope: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+const COLUMNS: &str = "id, name, scope, created_at, last_used_at, revoked_at";
+
+pub async fn create(db: &UsersDb, name: &str, scope: &str, token_hash: &str, now: i64) -> StoreResult<ApiToken> {
+    Ok(on_writer!(db, |p| sqlx::query_as(
+        "INSERT INTO api_tokens (name, scope, token_hash, created_at) VALUES ($1, $2, $3, $4) \
+         RETURNING id, name, scope, created_at, last_used_at, revoked_at"
+    )
+    .bind(name)
+    .bind(scope)
+    .bind(token_hash)
+    .bind(now)
+    .fetch_one(p)
+    .await)?)
+}
+
+pub async fn list(db: &UsersDb) -> StoreResult<Vec<ApiToken>> {
+    let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM api_tokens ORDER BY id"));
+    Ok(on_reader!(db, |p| sqlx::query_as(sql).fetch_all(p).await)?)
+}
+
+/// The unrevoked token with this hash.
+pub async fn find_active(db: &UsersDb, token_hash: &str) -> StoreResult<Option<ApiToken>> {
+    let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL"));
+    Ok(on_reader!(db, |p| sqlx::query_as(sql).bind(token_hash).fetch_optional(p).await)?)
+}
+
+/// Records use at most once a minute per token, so reads do not turn into a write per request.
+pub async fn touch(db: &UsersDb, id: i64, now: i64) -> StoreResult<()> {
+    on_writer!(db, |p| sqlx::query(
+        "UPDATE api_tokens SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $3)"
+    )
+    .bind(id)
+    .bind(now)
+    .bind(now - 60_000)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Revokes by id or by name; `NotFound` when no active token matches.
+pub async fn revoke(db: &UsersDb, id_or_name: &str, now: i64) -> StoreResult<ApiToken> {
+    let id: i64 = id_or_name.parse().unwrap_or(-1);
+    let sql = sqlx::AssertSqlSafe(format!(
+        "UPDATE api_tokens SET revoked_at = $3 WHERE (id = $1 OR name = $2) AND revoked_at IS NULL RETURNING {COLUMNS}"
+    ));
+    Ok(on_writer!(db, |p| sqlx::query_as(sql).bind(id).bind(id_or_name).bind(now).fetch_one(p).await)?)
+}
