@@ -36,6 +36,8 @@ impl App {
     }
 
     pub fn session_ttl_ms(&self) -> i64 {
-        i64::try_from(self.config.session_ttl_hours).unwrap_or(24 * 365).saturating_mul(3_600_000)
+        i64::try_from(self.config.session_ttl_hours)
+            .unwrap_or(24 * 365)
+            .saturating_mul(3_600_000)
     }
 }

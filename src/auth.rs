@@ -13,7 +13,17 @@ use crate::domain::login_throttle::{Throttle, ThrottlePolicy};
 use crate::store::{self, StoreError, StoreResult};
 
 /// What an API token may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     Admin,
@@ -33,7 +43,11 @@ impl Scope {
 #[derive(Clone)]
 pub enum Principal {
     /// A browser session of an admin user.
-    Session { user_id: i64, username: String, csrf_token: String },
+    Session {
+        user_id: i64,
+        username: String,
+        csrf_token: String,
+    },
     /// A bearer token.
     Token { id: i64, name: String, scope: Scope },
 }
@@ -51,8 +65,15 @@ impl Principal {
 impl fmt::Debug for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Principal::Session { username, .. } => f.debug_struct("Session").field("username", username).finish_non_exhaustive(),
-            Principal::Token { name, scope, .. } => f.debug_struct("Token").field("name", name).field("scope", scope).finish_non_exhaustive(),
+            Principal::Session { username, .. } => f
+                .debug_struct("Session")
+                .field("username", username)
+                .finish_non_exhaustive(),
+            Principal::Token { name, scope, .. } => f
+                .debug_struct("Token")
+                .field("name", name)
+                .field("scope", scope)
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -74,7 +95,10 @@ pub fn random_password() -> String {
     let mut bytes = [0u8; 20];
     getrandom::fill(&mut bytes).expect("the operating system's random source is unavailable");
     // 256 % 55 leaves a bias under 2%; acceptable for a one-time password that is changed anyway.
-    bytes.iter().map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect()
+    bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect()
 }
 
 /// SHA-256 of a token, as stored in the database.
@@ -100,9 +124,13 @@ pub async fn hash_password(password: String) -> anyhow::Result<String> {
 
 /// Checks a password against a stored hash; a malformed hash counts as a mismatch.
 pub async fn verify_password(password: String, hash: String) -> bool {
-    tokio::task::spawn_blocking(move || Argon2::default().verify_password(password.as_bytes(), hash.as_str()).is_ok())
-        .await
-        .unwrap_or(false)
+    tokio::task::spawn_blocking(move || {
+        Argon2::default()
+            .verify_password(password.as_bytes(), hash.as_str())
+            .is_ok()
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// Password rules for admin users.
@@ -120,8 +148,14 @@ pub fn check_new_password(password: &str) -> Result<(), String> {
 pub fn check_username(username: &str) -> Result<(), String> {
     let ok = !username.is_empty()
         && username.len() <= 64
-        && username.chars().all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c));
-    if ok { Ok(()) } else { Err("username must be 1-64 characters of letters, digits and . _ - @".into()) }
+        && username
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err("username must be 1-64 characters of letters, digits and . _ - @".into())
+    }
 }
 
 /// Failed-login bookkeeping per username and per client address, shared by the process.
@@ -132,7 +166,10 @@ pub struct LoginThrottle {
 
 impl LoginThrottle {
     pub fn new(policy: ThrottlePolicy) -> Self {
-        Self { by_user: Mutex::new(Throttle::new(policy)), by_addr: Mutex::new(Throttle::new(policy)) }
+        Self {
+            by_user: Mutex::new(Throttle::new(policy)),
+            by_addr: Mutex::new(Throttle::new(policy)),
+        }
     }
 
     /// Seconds to wait before trying again, when either key is blocked.
@@ -163,9 +200,15 @@ fn lock(m: &Mutex<Throttle>) -> std::sync::MutexGuard<'_, Throttle> {
 
 /// The outcome of a login attempt.
 pub enum LoginOutcome {
-    Ok { session_token: String, csrf_token: String, username: String },
+    Ok {
+        session_token: String,
+        csrf_token: String,
+        username: String,
+    },
     BadCredentials,
-    Throttled { retry_after_secs: u64 },
+    Throttled {
+        retry_after_secs: u64,
+    },
 }
 
 /// Checks credentials and, when they match, opens a session.
@@ -198,34 +241,79 @@ pub async fn login(
     throttle.record_success(username);
     let session_token = random_hex(32);
     let csrf_token = random_hex(24);
-    store::sessions::create(users, &token_hash(&session_token), user.id, &csrf_token, now, now + session_ttl_ms).await?;
-    Ok(LoginOutcome::Ok { session_token, csrf_token, username: user.username })
+    store::sessions::create(
+        users,
+        &token_hash(&session_token),
+        user.id,
+        &csrf_token,
+        now,
+        now + session_ttl_ms,
+    )
+    .await?;
+    Ok(LoginOutcome::Ok {
+        session_token,
+        csrf_token,
+        username: user.username,
+    })
 }
 
 /// The admin behind a session cookie, if it is live.
-pub async fn session_principal(users: &UsersDb, clock: &SharedClock, session_token: &str) -> StoreResult<Option<Principal>> {
+pub async fn session_principal(
+    users: &UsersDb,
+    clock: &SharedClock,
+    session_token: &str,
+) -> StoreResult<Option<Principal>> {
     let row = store::sessions::find_live(users, &token_hash(session_token), clock.now_ms()).await?;
-    Ok(row.map(|row| Principal::Session { user_id: row.user_id, username: row.username, csrf_token: row.csrf_token }))
+    Ok(row.map(|row| Principal::Session {
+        user_id: row.user_id,
+        username: row.username,
+        csrf_token: row.csrf_token,
+    }))
 }
 
 /// The token behind a bearer value, if it is active.
-pub async fn token_principal(users: &UsersDb, clock: &SharedClock, bearer: &str) -> StoreResult<Option<Principal>> {
+pub async fn token_principal(
+    users: &UsersDb,
+    clock: &SharedClock,
+    bearer: &str,
+) -> StoreResult<Option<Principal>> {
     let Some(token) = store::tokens::find_active(users, &token_hash(bearer)).await? else {
         return Ok(None);
     };
     let scope = match token.scope.as_str() {
         "admin" => Scope::Admin,
         "worker" => Scope::Worker,
-        other => return Err(StoreError::Conflict(format!("token {} has unknown scope {other}", token.id))),
+        other => {
+            return Err(StoreError::Conflict(format!(
+                "token {} has unknown scope {other}",
+                token.id
+            )));
+        }
     };
     store::tokens::touch(users, token.id, clock.now_ms()).await?;
-    Ok(Some(Principal::Token { id: token.id, name: token.name, scope }))
+    Ok(Some(Principal::Token {
+        id: token.id,
+        name: token.name,
+        scope,
+    }))
 }
 
 /// Creates an API token and returns it with the plain value, which is shown once and never stored.
-pub async fn create_api_token(users: &UsersDb, clock: &SharedClock, name: &str, scope: Scope) -> StoreResult<(store::tokens::ApiToken, String)> {
+pub async fn create_api_token(
+    users: &UsersDb,
+    clock: &SharedClock,
+    name: &str,
+    scope: Scope,
+) -> StoreResult<(store::tokens::ApiToken, String)> {
     let token = new_api_token();
-    let row = store::tokens::create(users, name, scope.as_str(), &token_hash(&token), clock.now_ms()).await?;
+    let row = store::tokens::create(
+        users,
+        name,
+        scope.as_str(),
+        &token_hash(&token),
+        clock.now_ms(),
+    )
+    .await?;
     Ok((row, token))
 }
 

@@ -14,7 +14,11 @@ use crate::server;
 use crate::store::{self, StoreError};
 
 #[derive(Parser, Debug)]
-#[command(name = "poolkeeper", version, about = "Manage pools of provider accounts: seat pools, redeem codes, credential leases, jobs.")]
+#[command(
+    name = "poolkeeper",
+    version,
+    about = "Manage pools of provider accounts: seat pools, redeem codes, credential leases, jobs."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -141,7 +145,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let (pool, users) = server::open_and_migrate(&config).await?;
             for db in [pool.database(), users.database()] {
                 let s = db.migration_status().await?;
-                println!("{}: {:?}, migrated to version {}", db.name().as_str(), db.backend(), s.version);
+                println!(
+                    "{}: {:?}, migrated to version {}",
+                    db.name().as_str(),
+                    db.backend(),
+                    s.version
+                );
             }
             Ok(0)
         }
@@ -156,7 +165,10 @@ async fn serve(config: Config, clock: SharedClock, demo: bool) -> anyhow::Result
     let (app, first) = server::prepare(config, clock).await?;
     let running = server::start(app, listen).await?;
     let url = format!("http://{}", running.addr);
-    println!("poolkeeper {} listening on {url}", env!("CARGO_PKG_VERSION"));
+    println!(
+        "poolkeeper {} listening on {url}",
+        env!("CARGO_PKG_VERSION")
+    );
     if let Some(first) = &first {
         match &first.generated_password {
             Some((password, path)) => println!(
@@ -165,7 +177,10 @@ async fn serve(config: Config, clock: SharedClock, demo: bool) -> anyhow::Result
                 path.display(),
                 first.username
             ),
-            None => println!("Created admin user `{}` with the configured admin_password.", first.username),
+            None => println!(
+                "Created admin user `{}` with the configured admin_password.",
+                first.username
+            ),
         }
     }
     if demo {
@@ -173,7 +188,10 @@ async fn serve(config: Config, clock: SharedClock, demo: bool) -> anyhow::Result
         let file = data_dir.join(server::INITIAL_PASSWORD_FILE);
         match std::fs::read_to_string(&file) {
             Ok(password) => println!("Password: {} (from {})", password.trim(), file.display()),
-            Err(_) => println!("The admin password was set on an earlier run; reset it with `poolkeeper --data-dir {} admin passwd --username admin`.", data_dir.display()),
+            Err(_) => println!(
+                "The admin password was set on an earlier run; reset it with `poolkeeper --data-dir {} admin passwd --username admin`.",
+                data_dir.display()
+            ),
         }
         println!("Stop with Ctrl-C.");
     }
@@ -181,13 +199,23 @@ async fn serve(config: Config, clock: SharedClock, demo: bool) -> anyhow::Result
 }
 
 async fn migrate_check(config: &Config) -> anyhow::Result<i32> {
-    let opts = crate::db::OpenOptions { create: false, max_connections: 2 };
+    let opts = crate::db::OpenOptions {
+        create: false,
+        max_connections: 2,
+    };
     let mut behind = false;
-    for (name, url) in [("pool", config.pool_database_url()), ("users", config.users_database_url())] {
+    for (name, url) in [
+        ("pool", config.pool_database_url()),
+        ("users", config.users_database_url()),
+    ] {
         let db = if name == "pool" {
-            crate::db::PoolDb::open(&url, &opts).await.map(|d| d.database().clone())
+            crate::db::PoolDb::open(&url, &opts)
+                .await
+                .map(|d| d.database().clone())
         } else {
-            crate::db::UsersDb::open(&url, &opts).await.map(|d| d.database().clone())
+            crate::db::UsersDb::open(&url, &opts)
+                .await
+                .map(|d| d.database().clone())
         };
         match db {
             Err(e) => {
@@ -196,8 +224,18 @@ async fn migrate_check(config: &Config) -> anyhow::Result<i32> {
             }
             Ok(db) => {
                 let s = db.migration_status().await?;
-                let state = if s.pending == 0 { "up to date" } else { "behind" };
-                println!("{name}: {:?}, version {} of {}, {} pending; {state}", db.backend(), s.version, s.latest, s.pending);
+                let state = if s.pending == 0 {
+                    "up to date"
+                } else {
+                    "behind"
+                };
+                println!(
+                    "{name}: {:?}, version {} of {}, {} pending; {state}",
+                    db.backend(),
+                    s.version,
+                    s.latest,
+                    s.pending
+                );
                 behind |= s.pending > 0;
                 db.close().await;
             }
@@ -224,20 +262,28 @@ fn read_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
 async fn admin(config: &Config, clock: &SharedClock, cmd: AdminCommand) -> anyhow::Result<()> {
     let (_, users) = server::open_and_migrate(config).await?;
     match cmd {
-        AdminCommand::Create { username, password_stdin } => {
+        AdminCommand::Create {
+            username,
+            password_stdin,
+        } => {
             auth::check_username(&username).map_err(|e| anyhow::anyhow!(e))?;
             let (password, generated) = read_password(password_stdin)?;
             let hash = auth::hash_password(password.clone()).await?;
             match store::admins::create(&users, &username, &hash, clock.now_ms()).await {
                 Ok(_) => println!("Created admin user `{username}`."),
-                Err(StoreError::Conflict(_)) => anyhow::bail!("admin user `{username}` already exists; use `admin passwd`"),
+                Err(StoreError::Conflict(_)) => {
+                    anyhow::bail!("admin user `{username}` already exists; use `admin passwd`")
+                }
                 Err(e) => return Err(e.into()),
             }
             if generated {
                 println!("Password: {password}");
             }
         }
-        AdminCommand::Passwd { username, password_stdin } => {
+        AdminCommand::Passwd {
+            username,
+            password_stdin,
+        } => {
             let (password, generated) = read_password(password_stdin)?;
             let hash = auth::hash_password(password.clone()).await?;
             match store::admins::set_password(&users, &username, &hash, clock.now_ms()).await {
@@ -262,32 +308,50 @@ async fn token(config: &Config, clock: &SharedClock, cmd: TokenCommand) -> anyho
             }
             match auth::create_api_token(&users, clock, &name, scope).await {
                 Ok((row, token)) => {
-                    eprintln!("Created token {} `{}` with scope {}. It is shown once; store it now:", row.id, row.name, row.scope);
+                    eprintln!(
+                        "Created token {} `{}` with scope {}. It is shown once; store it now:",
+                        row.id, row.name, row.scope
+                    );
                     println!("{token}");
                 }
-                Err(StoreError::Conflict(_)) => anyhow::bail!("a token named `{name}` already exists"),
+                Err(StoreError::Conflict(_)) => {
+                    anyhow::bail!("a token named `{name}` already exists")
+                }
                 Err(e) => return Err(e.into()),
             }
         }
         TokenCommand::List => {
-            println!("{:<6} {:<24} {:<7} {:<26} {:<26} status", "id", "name", "scope", "created", "last used");
+            println!(
+                "{:<6} {:<24} {:<7} {:<26} {:<26} status",
+                "id", "name", "scope", "created", "last used"
+            );
             for t in store::tokens::list(&users).await? {
-                let status = if t.revoked_at.is_some() { "revoked" } else { "active" };
+                let status = if t.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
                 println!(
                     "{:<6} {:<24} {:<7} {:<26} {:<26} {status}",
                     t.id,
                     t.name,
                     t.scope,
                     clock::rfc3339(t.created_at),
-                    t.last_used_at.map(clock::rfc3339).unwrap_or_else(|| "-".into())
+                    t.last_used_at
+                        .map(clock::rfc3339)
+                        .unwrap_or_else(|| "-".into())
                 );
             }
         }
-        TokenCommand::Revoke { token } => match store::tokens::revoke(&users, &token, clock.now_ms()).await {
-            Ok(t) => println!("Revoked token {} `{}`.", t.id, t.name),
-            Err(StoreError::NotFound) => anyhow::bail!("no active token with id or name `{token}`"),
-            Err(e) => return Err(e.into()),
-        },
+        TokenCommand::Revoke { token } => {
+            match store::tokens::revoke(&users, &token, clock.now_ms()).await {
+                Ok(t) => println!("Revoked token {} `{}`.", t.id, t.name),
+                Err(StoreError::NotFound) => {
+                    anyhow::bail!("no active token with id or name `{token}`")
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
     Ok(())
 }

@@ -60,7 +60,10 @@ pub struct JobsConfig {
 
 impl Default for JobsConfig {
     fn default() -> Self {
-        Self { visibility_timeout_seconds: 300, max_attempts: 3 }
+        Self {
+            visibility_timeout_seconds: 300,
+            max_attempts: 3,
+        }
     }
 }
 
@@ -159,18 +162,26 @@ impl Config {
                 }
                 figment = figment.merge(Toml::file_exact(path));
             }
-            None if Path::new("poolkeeper.toml").is_file() => figment = figment.merge(Toml::file_exact("poolkeeper.toml")),
+            None if Path::new("poolkeeper.toml").is_file() => {
+                figment = figment.merge(Toml::file_exact("poolkeeper.toml"))
+            }
             None => {}
         }
         let figment = figment
             .merge(Env::raw().only(&["child_email_domain", "pool_auto_invite_missing"]))
-            .merge(Env::prefixed("POOLKEEPER_").split("__").ignore(NOT_CONFIG_KEYS))
+            .merge(
+                Env::prefixed("POOLKEEPER_")
+                    .split("__")
+                    .ignore(NOT_CONFIG_KEYS),
+            )
             .merge(Serialized::defaults(overrides));
         Self::from_figment(figment)
     }
 
     fn from_figment(figment: Figment) -> anyhow::Result<Self> {
-        let mut config: Config = figment.extract().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+        let mut config: Config = figment
+            .extract()
+            .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
         config.resolve_files()?;
         config.validate()?;
         Ok(config)
@@ -179,8 +190,9 @@ impl Config {
     /// Reads `*_file` keys into the values they stand for.
     fn resolve_files(&mut self) -> anyhow::Result<()> {
         fn read(key: &str, path: &Path) -> anyhow::Result<Secret> {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("configuration: {key}: cannot read {}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("configuration: {key}: cannot read {}: {e}", path.display())
+            })?;
             Ok(Secret::new(text.trim_end_matches(['\n', '\r'])))
         }
         if let Some(path) = &self.pool_database_url_file {
@@ -197,7 +209,10 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         if self.jobs.max_attempts == 0 || self.jobs.max_attempts > 100 {
-            anyhow::bail!("configuration: jobs.max_attempts must be between 1 and 100, got {}", self.jobs.max_attempts);
+            anyhow::bail!(
+                "configuration: jobs.max_attempts must be between 1 and 100, got {}",
+                self.jobs.max_attempts
+            );
         }
         if self.jobs.visibility_timeout_seconds == 0 {
             anyhow::bail!("configuration: jobs.visibility_timeout_seconds must be at least 1");
@@ -208,7 +223,10 @@ impl Config {
         if self.session_ttl_hours == 0 {
             anyhow::bail!("configuration: session_ttl_hours must be at least 1");
         }
-        for (key, url) in [("pool_database_url", &self.pool_database_url), ("users_database_url", &self.users_database_url)] {
+        for (key, url) in [
+            ("pool_database_url", &self.pool_database_url),
+            ("users_database_url", &self.users_database_url),
+        ] {
             if let Some(url) = url {
                 let url = url.expose();
                 if !(url.starts_with("sqlite:") || crate::db::is_postgres_url(url)) {
@@ -219,12 +237,16 @@ impl Config {
         if let (Some(pool), Some(users)) = (&self.pool_database_url, &self.users_database_url)
             && pool == users
         {
-            anyhow::bail!("configuration: pool_database_url and users_database_url must name two different databases");
+            anyhow::bail!(
+                "configuration: pool_database_url and users_database_url must name two different databases"
+            );
         }
         if let Some(domain) = &self.child_email_domain
             && !crate::domain::email::is_valid_domain(domain)
         {
-            anyhow::bail!("configuration: child_email_domain {domain:?} is not a valid domain name");
+            anyhow::bail!(
+                "configuration: child_email_domain {domain:?} is not a valid domain name"
+            );
         }
         Ok(())
     }
@@ -258,15 +280,16 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use figment::Jail;
 
-    fn load(toml: &str, env: &[(&str, &str)]) -> anyhow::Result<Config> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml));
+    /// Loads through every real layer inside a jail (its own cwd and env).
+    fn load_in(jail: &mut Jail, toml: &str, env: &[(&str, &str)]) -> Result<Config, String> {
+        jail.create_file("poolkeeper.toml", toml)
+            .map_err(|e| e.to_string())?;
         for (k, v) in env {
-            // Layer env-like values the way `load` does, without touching the process environment.
-            let key = k.trim_start_matches("POOLKEEPER_").to_lowercase().replace("__", ".");
-            figment = figment.merge((key, *v));
+            jail.set_env(k, v);
         }
-        Config::from_figment(figment)
+        Config::load(None, &Overrides::default()).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -274,7 +297,13 @@ mod tests {
         let c = Config::default();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.data_dir, PathBuf::from("./data"));
-        assert_eq!(c.jobs, JobsConfig { visibility_timeout_seconds: 300, max_attempts: 3 });
+        assert_eq!(
+            c.jobs,
+            JobsConfig {
+                visibility_timeout_seconds: 300,
+                max_attempts: 3
+            }
+        );
         assert!(!c.domain_guard());
         assert!(!c.pool_auto_invite_missing);
         assert_eq!(c.pool_database_url(), "sqlite://./data/pool.db");
@@ -283,37 +312,94 @@ mod tests {
 
     #[test]
     fn production_turns_the_domain_guard_on_unless_configured_off() {
-        assert!(load("env = 'production'", &[]).unwrap().domain_guard());
-        assert!(!load("env = 'production'\ndomain_guard = false", &[]).unwrap().domain_guard());
+        Jail::expect_with(|jail| {
+            assert!(load_in(jail, "env = 'production'", &[])?.domain_guard());
+            assert!(
+                !load_in(jail, "env = 'production'\ndomain_guard = false", &[])?.domain_guard()
+            );
+            Ok(())
+        });
     }
 
     #[test]
-    fn later_layers_win() {
-        let c = load("[jobs]\nmax_attempts = 5", &[("POOLKEEPER_JOBS__MAX_ATTEMPTS", "7")]).unwrap();
-        assert_eq!(c.jobs.max_attempts, 7);
+    fn layers_apply_in_order_file_env_flags() {
+        Jail::expect_with(|jail| {
+            let c = load_in(
+                jail,
+                "listen = '127.0.0.1:9000'\n[jobs]\nmax_attempts = 5",
+                &[("POOLKEEPER_JOBS__MAX_ATTEMPTS", "7")],
+            )?;
+            assert_eq!(c.jobs.max_attempts, 7, "env beats the file");
+            assert_eq!(c.listen.port(), 9000, "file beats defaults");
+            let flags = Overrides {
+                listen: Some("127.0.0.1:9100".parse().unwrap()),
+                ..Overrides::default()
+            };
+            let c = Config::load(None, &flags).map_err(|e| e.to_string())?;
+            assert_eq!(c.listen.port(), 9100, "flags beat the file");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn legacy_env_names_are_read_and_poolkeeper_names_win() {
+        Jail::expect_with(|jail| {
+            let c = load_in(
+                jail,
+                "",
+                &[
+                    ("CHILD_EMAIL_DOMAIN", "kids.example.org"),
+                    ("POOL_AUTO_INVITE_MISSING", "true"),
+                ],
+            )?;
+            assert_eq!(c.child_email_domain.as_deref(), Some("kids.example.org"));
+            assert!(c.pool_auto_invite_missing);
+            let c = load_in(
+                jail,
+                "",
+                &[("POOLKEEPER_CHILD_EMAIL_DOMAIN", "pk.example.org")],
+            )?;
+            assert_eq!(c.child_email_domain.as_deref(), Some("pk.example.org"));
+            Ok(())
+        });
     }
 
     #[test]
     fn bad_values_name_their_key() {
-        let err = load("[jobs]\nmax_attempts = 'many'", &[]).unwrap_err().to_string();
-        assert!(err.contains("max_attempts"), "{err}");
-        let err = load("env = 'staging'", &[]).unwrap_err().to_string();
-        assert!(err.contains("env"), "{err}");
-        let err = load("listen = 'nowhere'", &[]).unwrap_err().to_string();
-        assert!(err.contains("listen"), "{err}");
-        let err = load("[jobs]\nmax_attempts = 0", &[]).unwrap_err().to_string();
-        assert!(err.contains("jobs.max_attempts"), "{err}");
-        let err = load("pool_database_url = 'mysql://x'", &[]).unwrap_err().to_string();
-        assert!(err.contains("pool_database_url"), "{err}");
+        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+            ("[jobs]\nmax_attempts = 'many'", &[], "max_attempts"),
+            (
+                "",
+                &[("POOLKEEPER_JOBS__VISIBILITY_TIMEOUT_SECONDS", "soon")],
+                "visibility_timeout_seconds",
+            ),
+            ("env = 'staging'", &[], "env"),
+            ("listen = 'nowhere'", &[], "listen"),
+            ("[jobs]\nmax_attempts = 0", &[], "jobs.max_attempts"),
+            ("pool_database_url = 'mysql://x'", &[], "pool_database_url"),
+            (
+                "child_email_domain = 'not a domain'",
+                &[],
+                "child_email_domain",
+            ),
+        ];
+        for (toml, env, key) in cases {
+            Jail::expect_with(|jail| {
+                let err = load_in(jail, toml, env).expect_err(toml);
+                assert!(err.to_lowercase().contains(key), "{toml:?} {env:?}: {err}");
+                Ok(())
+            });
+        }
     }
 
     #[test]
     fn secret_files_are_read_and_never_debug_printed() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("url");
-        std::fs::write(&file, "postgres://u:hunter2@db/pool\n").unwrap();
-        let c = load(&format!("pool_database_url_file = '{}'", file.display()), &[]).unwrap();
-        assert_eq!(c.pool_database_url(), "postgres://u:hunter2@db/pool");
-        assert!(!format!("{c:?}").contains("hunter2"));
+        Jail::expect_with(|jail| {
+            jail.create_file("url", "postgres://u:hunter2@db/pool\n")?;
+            let c = load_in(jail, "pool_database_url_file = 'url'", &[])?;
+            assert_eq!(c.pool_database_url(), "postgres://u:hunter2@db/pool");
+            assert!(!format!("{c:?}").contains("hunter2"));
+            Ok(())
+        });
     }
 }

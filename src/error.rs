@@ -34,8 +34,17 @@ pub struct ErrorDetail {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
-        Self { status, code: code.into(), message: message.into(), retry_after_secs: None }
+    pub fn new(
+        status: StatusCode,
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            code: code.into(),
+            message: message.into(),
+            retry_after_secs: None,
+        }
     }
     pub fn bad_request(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -53,10 +62,17 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "conflict", message)
     }
     pub fn payload_too_large() -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body is larger than 1 MiB")
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "request body is larger than 1 MiB",
+        )
     }
     pub fn too_many_requests(message: impl Into<String>, retry_after_secs: u64) -> Self {
-        Self { retry_after_secs: Some(retry_after_secs), ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message) }
+        Self {
+            retry_after_secs: Some(retry_after_secs),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message)
+        }
     }
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
@@ -64,16 +80,27 @@ impl ApiError {
     /// An unexpected failure: logged in full, answered without details.
     pub fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!(%error, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the server log",
+        )
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code.into_owned(), message: self.message } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.into_owned(),
+                message: self.message,
+            },
+        };
         let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
@@ -83,7 +110,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => ApiError::not_found("no such record"),
-            StoreError::Conflict(what) => ApiError::conflict(format!("conflicts with an existing record ({what})")),
+            StoreError::Conflict(what) => {
+                ApiError::conflict(format!("conflicts with an existing record ({what})"))
+            }
             StoreError::Other(e) => ApiError::internal(e),
         }
     }
@@ -92,14 +121,21 @@ impl From<StoreError> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {
-            JsonRejection::JsonSyntaxError(e) => ApiError::bad_request("invalid_json", format!("malformed JSON: {}", source_text(&e))),
-            JsonRejection::JsonDataError(e) => ApiError::bad_request("invalid_body", source_text(&e)),
+            JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(
+                "invalid_json",
+                format!("malformed JSON: {}", source_text(&e)),
+            ),
+            JsonRejection::JsonDataError(e) => {
+                ApiError::bad_request("invalid_body", source_text(&e))
+            }
             JsonRejection::MissingJsonContentType(_) => ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "expected a request with Content-Type: application/json",
             ),
-            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::payload_too_large(),
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::payload_too_large()
+            }
             other => ApiError::bad_request("invalid_body", other.body_text()),
         }
     }
@@ -108,7 +144,9 @@ impl From<JsonRejection> for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
         match rejection {
-            QueryRejection::FailedToDeserializeQueryString(e) => ApiError::bad_request("invalid_query", source_text(&e)),
+            QueryRejection::FailedToDeserializeQueryString(e) => {
+                ApiError::bad_request("invalid_query", source_text(&e))
+            }
             other => ApiError::bad_request("invalid_query", other.body_text()),
         }
     }

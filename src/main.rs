@@ -11,7 +11,9 @@ async fn main() {
         Err(_) => "info".to_string(),
     };
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter)))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter)),
+        )
         .with_writer(std::io::stderr)
         .init();
     match poolkeeper::cli::run(cli).await {

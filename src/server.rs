@@ -27,7 +27,10 @@ pub async fn open_databases(config: &Config, create: bool) -> anyhow::Result<(Po
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
     }
-    let opts = OpenOptions { create, max_connections: config.database_max_connections };
+    let opts = OpenOptions {
+        create,
+        max_connections: config.database_max_connections,
+    };
     let pool = PoolDb::open(&config.pool_database_url(), &opts).await?;
     let users = UsersDb::open(&config.users_database_url(), &opts).await?;
     Ok((pool, users))
@@ -50,20 +53,28 @@ pub struct FirstAdmin {
 
 /// Creates `admin` when no admin exists: with `admin_password` if configured, else with a random
 /// password written to `<data_dir>/initial-admin-password` (mode 0600).
-pub async fn ensure_first_admin(config: &Config, users: &UsersDb, clock: &SharedClock) -> anyhow::Result<Option<FirstAdmin>> {
+pub async fn ensure_first_admin(
+    config: &Config,
+    users: &UsersDb,
+    clock: &SharedClock,
+) -> anyhow::Result<Option<FirstAdmin>> {
     if store::admins::count(users).await? > 0 {
         return Ok(None);
     }
     let (password, generated) = match &config.admin_password {
         Some(p) => {
-            auth::check_new_password(p.expose()).map_err(|e| anyhow::anyhow!("configuration: admin_password: {e}"))?;
+            auth::check_new_password(p.expose())
+                .map_err(|e| anyhow::anyhow!("configuration: admin_password: {e}"))?;
             (p.expose().to_string(), false)
         }
         None => (auth::random_password(), true),
     };
     let hash = auth::hash_password(password.clone()).await?;
     // Another process may have created the first admin meanwhile; then there is nothing to tell.
-    if store::admins::create_first(users, FIRST_ADMIN, &hash, clock.now_ms()).await?.is_none() {
+    if store::admins::create_first(users, FIRST_ADMIN, &hash, clock.now_ms())
+        .await?
+        .is_none()
+    {
         return Ok(None);
     }
     let generated_password = if generated {
@@ -74,7 +85,10 @@ pub async fn ensure_first_admin(config: &Config, users: &UsersDb, clock: &Shared
     } else {
         None
     };
-    Ok(Some(FirstAdmin { username: FIRST_ADMIN.to_string(), generated_password }))
+    Ok(Some(FirstAdmin {
+        username: FIRST_ADMIN.to_string(),
+        generated_password,
+    }))
 }
 
 /// Writes a file readable by its owner only.
@@ -120,19 +134,29 @@ impl RunningServer {
 
 /// Binds `listen` and serves `app` in the background.
 pub async fn start(app: AppState, listen: SocketAddr) -> anyhow::Result<RunningServer> {
-    let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
     let (shutdown, mut rx) = watch::channel(false);
     spawn_maintenance(app.clone(), rx.clone());
     let router = crate::http::router(app.clone());
     let task = tokio::spawn(async move {
-        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            })
-            .await
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        })
+        .await
     });
-    Ok(RunningServer { addr, app, shutdown, task })
+    Ok(RunningServer {
+        addr,
+        app,
+        shutdown,
+        task,
+    })
 }
 
 /// Periodic housekeeping of this process: expired sessions, metric upkeep.
@@ -174,7 +198,10 @@ async fn shutdown_signal() {
 }
 
 /// Everything `serve` does before it accepts requests: open, migrate, first admin, state.
-pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<(AppState, Option<FirstAdmin>)> {
+pub async fn prepare(
+    config: Config,
+    clock: SharedClock,
+) -> anyhow::Result<(AppState, Option<FirstAdmin>)> {
     let (pool, users) = open_and_migrate(&config).await?;
     let first = ensure_first_admin(&config, &users, &clock).await?;
     Ok((App::new(config, pool, users, clock), first))

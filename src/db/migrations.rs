@@ -40,25 +40,41 @@ pub(super) async fn run(db: &Database) -> anyhow::Result<()> {
 
 pub(super) async fn status(db: &Database) -> anyhow::Result<MigrationStatus> {
     let migrator = migrator(db);
-    let known: Vec<i64> = migrator.iter().filter(|m| m.migration_type.is_up_migration()).map(|m| m.version).collect();
+    let known: Vec<i64> = migrator
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+        .map(|m| m.version)
+        .collect();
     let applied: Vec<i64> = match &db.conn {
         Conn::Sqlite { read, .. } => {
+            let exists: Option<String> = sqlx::query_scalar(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+            )
+            .fetch_optional(read)
+            .await?;
+            if exists.is_none() {
+                Vec::new()
+            } else {
+                sqlx::query_scalar(
+                    "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+                )
+                .fetch_all(read)
+                .await?
+            }
+        }
+        Conn::Postgres(pg) => {
             let exists: Option<String> =
-                sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'")
-                    .fetch_optional(read)
+                sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::TEXT")
+                    .fetch_one(pg)
                     .await?;
             if exists.is_none() {
                 Vec::new()
             } else {
-                sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version").fetch_all(read).await?
-            }
-        }
-        Conn::Postgres(pg) => {
-            let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::TEXT").fetch_one(pg).await?;
-            if exists.is_none() {
-                Vec::new()
-            } else {
-                sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version").fetch_all(pg).await?
+                sqlx::query_scalar(
+                    "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+                )
+                .fetch_all(pg)
+                .await?
             }
         }
     };

@@ -19,7 +19,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 pub use migrations::MigrationStatus;
 
@@ -98,7 +100,10 @@ pub struct OpenOptions {
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        Self { create: true, max_connections: 8 }
+        Self {
+            create: true,
+            max_connections: 8,
+        }
     }
 }
 
@@ -124,14 +129,21 @@ pub fn redact_url(url: &str) -> String {
 impl Database {
     async fn open(name: DbName, url: &str, opts: &OpenOptions) -> anyhow::Result<Self> {
         let conn = if is_postgres_url(url) {
-            let connect = PgConnectOptions::from_str(url)
-                .map_err(|e| anyhow::anyhow!("{} database URL {}: {e}", name.as_str(), redact_url(url)))?;
+            let connect = PgConnectOptions::from_str(url).map_err(|e| {
+                anyhow::anyhow!("{} database URL {}: {e}", name.as_str(), redact_url(url))
+            })?;
             let pool = PgPoolOptions::new()
                 .max_connections(opts.max_connections.max(2))
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(connect)
                 .await
-                .map_err(|e| anyhow::anyhow!("cannot connect to the {} database at {}: {e}", name.as_str(), redact_url(url)))?;
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot connect to the {} database at {}: {e}",
+                        name.as_str(),
+                        redact_url(url)
+                    )
+                })?;
             Conn::Postgres(pool)
         } else if url.starts_with("sqlite:") {
             let base = SqliteConnectOptions::from_str(url)
@@ -144,12 +156,16 @@ impl Database {
                 .max_connections(1)
                 .connect_with(base.clone().create_if_missing(opts.create))
                 .await
-                .map_err(|e| anyhow::anyhow!("cannot open the {} database {url}: {e}", name.as_str()))?;
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot open the {} database {url}: {e}", name.as_str())
+                })?;
             let read = SqlitePoolOptions::new()
                 .max_connections(opts.max_connections.clamp(1, 8))
                 .connect_with(base.create_if_missing(false))
                 .await
-                .map_err(|e| anyhow::anyhow!("cannot open the {} database {url}: {e}", name.as_str()))?;
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot open the {} database {url}: {e}", name.as_str())
+                })?;
             Conn::Sqlite { read, write }
         } else {
             anyhow::bail!(
@@ -283,7 +299,13 @@ pub struct DbState {
 impl Database {
     pub async fn state(&self) -> DbState {
         let backend = self.backend();
-        let unreachable = |e: String| DbState { backend, ok: false, version: 0, pending: 0, error: Some(e) };
+        let unreachable = |e: String| DbState {
+            backend,
+            ok: false,
+            version: 0,
+            pending: 0,
+            error: Some(e),
+        };
         if let Err(e) = self.ping().await {
             return unreachable(format!("database does not answer: {e}"));
         }
@@ -293,7 +315,12 @@ impl Database {
                 ok: s.pending == 0,
                 version: s.version,
                 pending: s.pending,
-                error: (s.pending > 0).then(|| format!("{} migration(s) pending; run `poolkeeper migrate`", s.pending)),
+                error: (s.pending > 0).then(|| {
+                    format!(
+                        "{} migration(s) pending; run `poolkeeper migrate`",
+                        s.pending
+                    )
+                }),
             },
             Err(e) => unreachable(format!("cannot read migration state: {e}")),
         }

@@ -27,7 +27,9 @@ pub fn is_valid_address(address: &str) -> bool {
         && !local.starts_with('.')
         && !local.ends_with('.')
         && !local.contains("..")
-        && local.chars().all(|c| c.is_ascii_alphanumeric() || ".!#$%&'*+/=?^_`{|}~-".contains(c))
+        && local
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".!#$%&'*+/=?^_`{|}~-".contains(c))
         && is_valid_domain(domain)
 }
 
@@ -40,17 +42,40 @@ mod tests {
         for ok in ["example.org", "a-b.example.co", "x1.y2"] {
             assert!(is_valid_domain(ok), "{ok}");
         }
-        for bad in ["", "localhost", "-a.org", "a-.org", "a..org", "a_b.org", "exa mple.org", ".org"] {
+        for bad in [
+            "",
+            "localhost",
+            "-a.org",
+            "a-.org",
+            "a..org",
+            "a_b.org",
+            "exa mple.org",
+            ".org",
+        ] {
             assert!(!is_valid_domain(bad), "{bad}");
         }
     }
 
     #[test]
     fn addresses() {
-        for ok in ["a@example.org", "pool-20261123-001@example.org", "first.last+tag@sub.example.org"] {
+        for ok in [
+            "a@example.org",
+            "pool-20261123-001@example.org",
+            "first.last+tag@sub.example.org",
+        ] {
             assert!(is_valid_address(ok), "{ok}");
         }
-        for bad in ["", "a", "@example.org", "a@", "a@localhost", ".a@example.org", "a..b@example.org", "a b@example.org", "a@b@example.org"] {
+        for bad in [
+            "",
+            "a",
+            "@example.org",
+            "a@",
+            "a@localhost",
+            ".a@example.org",
+            "a..b@example.org",
+            "a b@example.org",
+            "a@b@example.org",
+        ] {
             assert!(!is_valid_address(bad), "{bad}");
         }
     }

@@ -13,7 +13,10 @@ pub struct ThrottlePolicy {
 
 impl Default for ThrottlePolicy {
     fn default() -> Self {
-        Self { max_failures: 5, window_ms: 15 * 60 * 1000 }
+        Self {
+            max_failures: 5,
+            window_ms: 15 * 60 * 1000,
+        }
     }
 }
 
@@ -26,7 +29,10 @@ pub struct Throttle {
 
 impl Throttle {
     pub fn new(policy: ThrottlePolicy) -> Self {
-        Self { policy, failures: HashMap::new() }
+        Self {
+            policy,
+            failures: HashMap::new(),
+        }
     }
 
     /// Milliseconds until `key` may try again, or `None` when it may try now.
@@ -64,7 +70,8 @@ impl Throttle {
     /// Drops keys whose failures have all aged out (called now and then to bound memory).
     pub fn prune(&mut self, now: i64) {
         let window = self.policy.window_ms;
-        self.failures.retain(|_, entries| entries.back().is_some_and(|t| now - t < window));
+        self.failures
+            .retain(|_, entries| entries.back().is_some_and(|t| now - t < window));
     }
 }
 
@@ -76,7 +83,10 @@ mod tests {
 
     #[test]
     fn fifth_failure_blocks_until_the_first_leaves_the_window() {
-        let mut t = Throttle::new(ThrottlePolicy { max_failures: 5, window_ms: 15 * MIN });
+        let mut t = Throttle::new(ThrottlePolicy {
+            max_failures: 5,
+            window_ms: 15 * MIN,
+        });
         for i in 0..4 {
             t.record_failure("admin", i * MIN);
             assert_eq!(t.blocked_for("admin", i * MIN), None);
@@ -89,7 +99,10 @@ mod tests {
 
     #[test]
     fn keys_are_independent_and_clear_resets() {
-        let mut t = Throttle::new(ThrottlePolicy { max_failures: 2, window_ms: MIN });
+        let mut t = Throttle::new(ThrottlePolicy {
+            max_failures: 2,
+            window_ms: MIN,
+        });
         t.record_failure("a", 0);
         t.record_failure("a", 1);
         assert!(t.blocked_for("a", 2).is_some());
@@ -100,7 +113,10 @@ mod tests {
 
     #[test]
     fn prune_forgets_old_keys() {
-        let mut t = Throttle::new(ThrottlePolicy { max_failures: 2, window_ms: MIN });
+        let mut t = Throttle::new(ThrottlePolicy {
+            max_failures: 2,
+            window_ms: MIN,
+        });
         t.record_failure("a", 0);
         t.prune(MIN);
         assert!(t.failures.is_empty());

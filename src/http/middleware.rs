@@ -23,7 +23,10 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Methods that change state and so need CSRF and domain checks.
 pub fn is_unsafe(method: &Method) -> bool {
-    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
+    !matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
 }
 
 /// Requires an admin: a bearer token of scope `admin`, or a session cookie (with CSRF checks on
@@ -38,7 +41,11 @@ pub async fn require_admin(State(app): State<AppState>, mut req: Request, next: 
     }
 }
 
-async fn authenticate(app: &AppState, method: &Method, headers: &HeaderMap) -> ApiResult<Principal> {
+async fn authenticate(
+    app: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+) -> ApiResult<Principal> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let token = value
             .to_str()
@@ -46,20 +53,27 @@ async fn authenticate(app: &AppState, method: &Method, headers: &HeaderMap) -> A
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::unauthorized("Authorization header must be `Bearer <token>`"))?;
+            .ok_or_else(|| {
+                ApiError::unauthorized("Authorization header must be `Bearer <token>`")
+            })?;
         let principal = auth::token_principal(&app.users, &app.clock, token)
             .await?
             .ok_or_else(|| ApiError::unauthorized("API token is unknown or revoked"))?;
         if let Principal::Token { scope, .. } = &principal
             && *scope != Scope::Admin
         {
-            return Err(ApiError::forbidden("insufficient_scope", "this route needs a token with scope admin"));
+            return Err(ApiError::forbidden(
+                "insufficient_scope",
+                "this route needs a token with scope admin",
+            ));
         }
         return Ok(principal);
     }
     let jar = CookieJar::from_headers(headers);
     let Some(cookie) = jar.get(SESSION_COOKIE) else {
-        return Err(ApiError::unauthorized("log in first, or send Authorization: Bearer <token>"));
+        return Err(ApiError::unauthorized(
+            "log in first, or send Authorization: Bearer <token>",
+        ));
     };
     let principal = auth::session_principal(&app.users, &app.clock, cookie.value())
         .await?
@@ -67,7 +81,10 @@ async fn authenticate(app: &AppState, method: &Method, headers: &HeaderMap) -> A
     if is_unsafe(method)
         && let Principal::Session { csrf_token, .. } = &principal
     {
-        let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let sent = headers
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         check_csrf(headers, sent, csrf_token)?;
     }
     Ok(principal)
@@ -76,12 +93,19 @@ async fn authenticate(app: &AppState, method: &Method, headers: &HeaderMap) -> A
 /// CSRF for cookie-authenticated unsafe requests: the token must match the session's and the
 /// request must come from this origin (`Origin`, else `Referer`, against `Host`).
 pub fn check_csrf(headers: &HeaderMap, sent_token: &str, session_token: &str) -> ApiResult<()> {
-    let token_ok = !sent_token.is_empty() && bool::from(sent_token.as_bytes().ct_eq(session_token.as_bytes()));
+    let token_ok =
+        !sent_token.is_empty() && bool::from(sent_token.as_bytes().ct_eq(session_token.as_bytes()));
     if !token_ok {
-        return Err(ApiError::forbidden("csrf_failed", "missing or wrong X-CSRF-Token"));
+        return Err(ApiError::forbidden(
+            "csrf_failed",
+            "missing or wrong X-CSRF-Token",
+        ));
     }
     if !is_same_origin(headers) {
-        return Err(ApiError::forbidden("csrf_failed", "request Origin (or Referer) is not this site"));
+        return Err(ApiError::forbidden(
+            "csrf_failed",
+            "request Origin (or Referer) is not this site",
+        ));
     }
     Ok(())
 }
@@ -110,11 +134,19 @@ pub async fn domain_guard(State(app): State<AppState>, req: Request, next: Next)
     if app.config.domain_guard() && is_unsafe(req.method()) {
         let domain = route_domain(&app, &req);
         if let Some(domain @ (Domain::Pool | Domain::Users)) = domain {
-            let sent = req.headers().get(DOMAIN_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let sent = req
+                .headers()
+                .get(DOMAIN_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             if sent != domain.as_str() {
                 return ApiError::forbidden(
                     "domain_mismatch",
-                    format!("this route is in the {} domain; send X-Domain: {}", domain.as_str(), domain.as_str()),
+                    format!(
+                        "this route is in the {} domain; send X-Domain: {}",
+                        domain.as_str(),
+                        domain.as_str()
+                    ),
                 )
                 .into_response();
             }
@@ -133,18 +165,25 @@ fn route_domain(app: &AppState, req: &Request) -> Option<Domain> {
 pub async fn track_api_request(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let matched = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
+    let matched = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string());
     let domain = route_domain(&app, &req);
     let mut response = match (&matched, domain) {
         // A routed API path missing from the OpenAPI document is a programming error: fail loudly so
         // the test suite notices, instead of serving it without a domain.
-        (Some(path), None) if path.starts_with("/api/") => {
-            ApiError::internal(format!("route {method} {path} is not in the OpenAPI document")).into_response()
-        }
+        (Some(path), None) if path.starts_with("/api/") => ApiError::internal(format!(
+            "route {method} {path} is not in the OpenAPI document"
+        ))
+        .into_response(),
         _ => next.run(req).await,
     };
     if let Some(domain) = domain {
-        response.headers_mut().insert(HeaderName::from_static(DOMAIN_ACK_HEADER), HeaderValue::from_static(domain.as_str()));
+        response.headers_mut().insert(
+            HeaderName::from_static(DOMAIN_ACK_HEADER),
+            HeaderValue::from_static(domain.as_str()),
+        );
     }
     let path = matched.unwrap_or_else(|| "unmatched".to_string());
     if !path.starts_with("/api/") {
@@ -187,7 +226,9 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
         (header::REFERRER_POLICY, "same-origin"),
         (header::X_FRAME_OPTIONS, "DENY"),
     ] {
-        headers.entry(name).or_insert(HeaderValue::from_static(value));
+        headers
+            .entry(name)
+            .or_insert(HeaderValue::from_static(value));
     }
     response
 }

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod extract;
 pub mod middleware;
+pub mod pagination;
 pub mod routes;
 pub mod ui;
 
@@ -14,7 +15,9 @@ use axum::response::{Html, IntoResponse, Response};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::OpenApi;
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityRequirement, SecurityScheme,
+};
 use utoipa::{Modify, OpenApi as _};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
@@ -39,8 +42,14 @@ struct Security;
 impl Modify for Security {
     fn modify(&self, doc: &mut OpenApi) {
         let components = doc.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
-        components.add_security_scheme("session", SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(middleware::SESSION_COOKIE))));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(middleware::SESSION_COOKIE))),
+        );
         doc.security = Some(vec![
             SecurityRequirement::new("bearer", Vec::<String>::new()),
             SecurityRequirement::new("session", Vec::<String>::new()),
@@ -60,13 +69,22 @@ pub fn openapi() -> OpenApi {
 /// The whole application router.
 pub fn router(state: AppState) -> Router {
     let admin = api::admin_routes()
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::domain_guard))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::require_admin));
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::domain_guard,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::require_admin,
+        ));
     let (documented, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(api::public_routes())
         .merge(admin)
         .split_for_parts();
-    let documented = documented.layer(axum::middleware::from_fn_with_state(state.clone(), middleware::track_api_request));
+    let documented = documented.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        middleware::track_api_request,
+    ));
 
     Router::new()
         .merge(documented)
@@ -77,7 +95,9 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(middleware::MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(middleware::limit_body))
         .layer(TraceLayer::new_for_http())
-        .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::internal("handler panicked").into_response()
+        }))
         .layer(axum::middleware::from_fn(middleware::security_headers))
         .with_state(state)
 }

@@ -74,13 +74,21 @@ impl RouteDomains {
 
     pub fn get(&self, method: &Method, path: &str) -> Option<Domain> {
         // HEAD is served by the GET route.
-        let method = if method == Method::HEAD { &Method::GET } else { method };
+        let method = if method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
         self.0.get(&(method.clone(), path.to_string())).copied()
     }
 
     /// Every route with its domain, sorted by path then method.
     pub fn table(&self) -> Vec<(String, String, Domain)> {
-        let mut rows: Vec<_> = self.0.iter().map(|((m, p), d)| (p.clone(), m.to_string(), *d)).collect();
+        let mut rows: Vec<_> = self
+            .0
+            .iter()
+            .map(|((m, p), d)| (p.clone(), m.to_string(), *d))
+            .collect();
         rows.sort();
         rows
     }

@@ -15,12 +15,23 @@ pub struct SessionRow {
 
 impl std::fmt::Debug for SessionRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionRow").field("username", &self.username).field("expires_at", &self.expires_at).finish_non_exhaustive()
+        f.debug_struct("SessionRow")
+            .field("username", &self.username)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
     }
 }
 
-pub async fn create(db: &UsersDb, token_hash: &str, user_id: i64, csrf_token: &str, now: i64, expires_at: i64) -> StoreResult<()> {
-    on_writer!(db, |p| sqlx::query(
+pub async fn create(
+    db: &UsersDb,
+    token_hash: &str,
+    user_id: i64,
+    csrf_token: &str,
+    now: i64,
+    expires_at: i64,
+) -> StoreResult<()> {
+    on_writer!(db, |p| {
+        sqlx::query(
         "INSERT INTO admin_sessions (token_hash, user_id, csrf_token, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)"
     )
     .bind(token_hash)
@@ -30,12 +41,17 @@ pub async fn create(db: &UsersDb, token_hash: &str, user_id: i64, csrf_token: &s
     .bind(expires_at)
     .execute(p)
     .await
-    .map(|r| r.rows_affected()))?;
+    .map(|r| r.rows_affected())
+    })?;
     Ok(())
 }
 
 /// The live session with this hash, if any.
-pub async fn find_live(db: &UsersDb, token_hash: &str, now: i64) -> StoreResult<Option<SessionRow>> {
+pub async fn find_live(
+    db: &UsersDb,
+    token_hash: &str,
+    now: i64,
+) -> StoreResult<Option<SessionRow>> {
     Ok(on_reader!(db, |p| sqlx::query_as(
         "SELECT s.user_id, u.username, s.csrf_token, s.expires_at FROM admin_sessions s \
          JOIN admin_users u ON u.id = s.user_id WHERE s.token_hash = $1 AND s.expires_at > $2"
@@ -47,12 +63,24 @@ pub async fn find_live(db: &UsersDb, token_hash: &str, now: i64) -> StoreResult<
 }
 
 pub async fn delete(db: &UsersDb, token_hash: &str) -> StoreResult<()> {
-    on_writer!(db, |p| sqlx::query("DELETE FROM admin_sessions WHERE token_hash = $1").bind(token_hash).execute(p).await.map(|r| r.rows_affected()))?;
+    on_writer!(db, |p| sqlx::query(
+        "DELETE FROM admin_sessions WHERE token_hash = $1"
+    )
+    .bind(token_hash)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// Removes expired sessions; returns how many.
 pub async fn delete_expired(db: &UsersDb, now: i64) -> StoreResult<u64> {
-    let removed = on_writer!(db, |p| sqlx::query("DELETE FROM admin_sessions WHERE expires_at <= $1").bind(now).execute(p).await.map(|r| r.rows_affected()))?;
+    let removed = on_writer!(db, |p| sqlx::query(
+        "DELETE FROM admin_sessions WHERE expires_at <= $1"
+    )
+    .bind(now)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
     Ok(removed)
 }

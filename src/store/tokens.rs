@@ -18,7 +18,13 @@ pub struct ApiToken {
 
 const COLUMNS: &str = "id, name, scope, created_at, last_used_at, revoked_at";
 
-pub async fn create(db: &UsersDb, name: &str, scope: &str, token_hash: &str, now: i64) -> StoreResult<ApiToken> {
+pub async fn create(
+    db: &UsersDb,
+    name: &str,
+    scope: &str,
+    token_hash: &str,
+    now: i64,
+) -> StoreResult<ApiToken> {
     Ok(on_writer!(db, |p| sqlx::query_as(
         "INSERT INTO api_tokens (name, scope, token_hash, created_at) VALUES ($1, $2, $3, $4) \
          RETURNING id, name, scope, created_at, last_used_at, revoked_at"
@@ -36,15 +42,57 @@ pub async fn list(db: &UsersDb) -> StoreResult<Vec<ApiToken>> {
     Ok(on_reader!(db, |p| sqlx::query_as(sql).fetch_all(p).await)?)
 }
 
+/// Which tokens a page lists.
+#[derive(Clone, Debug, Default)]
+pub struct TokenFilter<'a> {
+    pub scope: Option<&'a str>,
+    pub include_revoked: bool,
+}
+
+/// One page of tokens, newest first, and how many match in all.
+pub async fn list_page(
+    db: &UsersDb,
+    filter: &TokenFilter<'_>,
+    limit: i64,
+    offset: i64,
+) -> StoreResult<(Vec<ApiToken>, i64)> {
+    // `$1 IS NULL OR ...` keeps one statement per query for every filter combination.
+    let condition = "($1 IS NULL OR scope = $1) AND ($2 OR revoked_at IS NULL)";
+    let items_sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM api_tokens WHERE {condition} ORDER BY id DESC LIMIT $3 OFFSET $4"
+    ));
+    let count_sql =
+        sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM api_tokens WHERE {condition}"));
+    let items = on_reader!(db, |p| sqlx::query_as(items_sql)
+        .bind(filter.scope)
+        .bind(filter.include_revoked)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(p)
+        .await)?;
+    let total = on_reader!(db, |p| sqlx::query_scalar(count_sql)
+        .bind(filter.scope)
+        .bind(filter.include_revoked)
+        .fetch_one(p)
+        .await)?;
+    Ok((items, total))
+}
+
 /// The unrevoked token with this hash.
 pub async fn find_active(db: &UsersDb, token_hash: &str) -> StoreResult<Option<ApiToken>> {
-    let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL"));
-    Ok(on_reader!(db, |p| sqlx::query_as(sql).bind(token_hash).fetch_optional(p).await)?)
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL"
+    ));
+    Ok(on_reader!(db, |p| sqlx::query_as(sql)
+        .bind(token_hash)
+        .fetch_optional(p)
+        .await)?)
 }
 
 /// Records use at most once a minute per token, so reads do not turn into a write per request.
 pub async fn touch(db: &UsersDb, id: i64, now: i64) -> StoreResult<()> {
-    on_writer!(db, |p| sqlx::query(
+    on_writer!(db, |p| {
+        sqlx::query(
         "UPDATE api_tokens SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $3)"
     )
     .bind(id)
@@ -52,7 +100,8 @@ pub async fn touch(db: &UsersDb, id: i64, now: i64) -> StoreResult<()> {
     .bind(now - 60_000)
     .execute(p)
     .await
-    .map(|r| r.rows_affected()))?;
+    .map(|r| r.rows_affected())
+    })?;
     Ok(())
 }
 
@@ -62,5 +111,10 @@ pub async fn revoke(db: &UsersDb, id_or_name: &str, now: i64) -> StoreResult<Api
     let sql = sqlx::AssertSqlSafe(format!(
         "UPDATE api_tokens SET revoked_at = $3 WHERE (id = $1 OR name = $2) AND revoked_at IS NULL RETURNING {COLUMNS}"
     ));
-    Ok(on_writer!(db, |p| sqlx::query_as(sql).bind(id).bind(id_or_name).bind(now).fetch_one(p).await)?)
+    Ok(on_writer!(db, |p| sqlx::query_as(sql)
+        .bind(id)
+        .bind(id_or_name)
+        .bind(now)
+        .fetch_one(p)
+        .await)?)
 }

@@ -4,6 +4,7 @@
 
 pub mod session;
 pub mod system;
+pub mod tokens;
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -26,4 +27,6 @@ pub fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(session::me))
         .routes(routes!(system::db_status))
         .routes(routes!(system::system))
+        .routes(routes!(tokens::list_tokens, tokens::create_token))
+        .routes(routes!(tokens::revoke_token))
 }

@@ -23,7 +23,10 @@ pub struct LoginRequest {
 
 impl std::fmt::Debug for LoginRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoginRequest").field("username", &self.username).field("password", &"***").finish()
+        f.debug_struct("LoginRequest")
+            .field("username", &self.username)
+            .field("password", &"***")
+            .finish()
     }
 }
 
@@ -47,7 +50,10 @@ pub fn session_cookie(app: &App, value: String) -> Cookie<'static> {
 
 /// A cookie that clears the session cookie.
 pub fn removal_cookie() -> Cookie<'static> {
-    Cookie::build((SESSION_COOKIE, "")).path("/").max_age(time::Duration::ZERO).build()
+    Cookie::build((SESSION_COOKIE, ""))
+        .path("/")
+        .max_age(time::Duration::ZERO)
+        .build()
 }
 
 /// Logs in with username and password; sets an HttpOnly, SameSite=Strict session cookie.
@@ -65,15 +71,36 @@ pub async fn login(
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<impl IntoResponse> {
     if req.username.is_empty() || req.password.is_empty() {
-        return Err(ApiError::bad_request("invalid_body", "username and password are required"));
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "username and password are required",
+        ));
     }
-    let outcome =
-        auth::login(&app.users, &app.login_throttle, &app.clock, app.session_ttl_ms(), &req.username, &req.password, &addr).await?;
+    let outcome = auth::login(
+        &app.users,
+        &app.login_throttle,
+        &app.clock,
+        app.session_ttl_ms(),
+        &req.username,
+        &req.password,
+        &addr,
+    )
+    .await?;
     match outcome {
-        LoginOutcome::Ok { session_token, csrf_token, username } => {
+        LoginOutcome::Ok {
+            session_token,
+            csrf_token,
+            username,
+        } => {
             tracing::info!(%username, %addr, "admin logged in");
             let jar = jar.add(session_cookie(&app, session_token));
-            Ok((jar, Json(LoginResponse { username, csrf_token })))
+            Ok((
+                jar,
+                Json(LoginResponse {
+                    username,
+                    csrf_token,
+                }),
+            ))
         }
         LoginOutcome::BadCredentials => {
             tracing::warn!(username = %req.username, %addr, "failed admin login");
@@ -114,5 +141,9 @@ pub async fn me(Extension(principal): Extension<Principal>) -> Json<MeResponse> 
         Principal::Session { .. } => ("session", "admin"),
         Principal::Token { scope, .. } => ("token", scope.as_str()),
     };
-    Json(MeResponse { kind, name: principal.display_name(), scope })
+    Json(MeResponse {
+        kind,
+        name: principal.display_name(),
+        scope,
+    })
 }

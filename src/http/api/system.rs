@@ -35,14 +35,21 @@ pub async fn readyz(State(app): State<AppState>) -> ApiResult<Json<Health>> {
     if problems.is_empty() {
         Ok(Json(Health { status: "ready" }))
     } else {
-        Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", problems.join("; ")))
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            problems.join("; "),
+        ))
     }
 }
 
 /// Prometheus metrics in text format.
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
 }
 
 #[derive(Serialize, ToSchema)]

@@ -18,5 +18,12 @@ pub async fn serve(Path(path): Path<String>) -> Response {
         Some("svg") => "image/svg+xml",
         _ => "application/octet-stream",
     };
-    ([(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "public, max-age=300")], file.data).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, mime),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        file.data,
+    )
+        .into_response()
 }

@@ -1,6 +1,8 @@
 //! Server-rendered admin pages. Pages need a live session (else a redirect to `/login`); every form
 //! that changes state carries the session's CSRF token and is checked like an API request.
 
+use askama::Template;
+use askama_web::WebTemplate;
 use axum::extract::{Form, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
@@ -8,8 +10,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use axum_extra::extract::cookie::CookieJar;
-use askama::Template;
-use askama_web::WebTemplate;
 use serde::Deserialize;
 
 use crate::app::AppState;
@@ -61,14 +61,28 @@ pub struct Layout {
 impl Layout {
     fn new(principal: &Principal, active: &'static str) -> Self {
         let (username, csrf_token) = match principal {
-            Principal::Session { username, csrf_token, .. } => (username.clone(), csrf_token.clone()),
+            Principal::Session {
+                username,
+                csrf_token,
+                ..
+            } => (username.clone(), csrf_token.clone()),
             Principal::Token { .. } => (principal.display_name(), String::new()),
         };
-        Self { username, csrf_token, active, nav: NAV }
+        Self {
+            username,
+            csrf_token,
+            active,
+            nav: NAV,
+        }
     }
 }
 
-async fn require_session(State(app): State<AppState>, jar: CookieJar, mut req: Request, next: Next) -> Response {
+async fn require_session(
+    State(app): State<AppState>,
+    jar: CookieJar,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let principal = match jar.get(SESSION_COOKIE) {
         Some(cookie) => auth::session_principal(&app.users, &app.clock, cookie.value()).await,
         None => Ok(None),
@@ -91,7 +105,10 @@ struct LoginPage {
 }
 
 async fn login_page() -> LoginPage {
-    LoginPage { error: None, username: String::new() }
+    LoginPage {
+        error: None,
+        username: String::new(),
+    }
 }
 
 #[derive(Deserialize)]
@@ -108,23 +125,55 @@ async fn login_submit(
     Form(form): Form<LoginForm>,
 ) -> Response {
     let page = |status: StatusCode, error: String| {
-        (status, LoginPage { error: Some(error), username: form.username.clone() }).into_response()
+        (
+            status,
+            LoginPage {
+                error: Some(error),
+                username: form.username.clone(),
+            },
+        )
+            .into_response()
     };
     if !origin_is_absent_or_same(&headers) {
-        return page(StatusCode::FORBIDDEN, "This form was submitted from another site.".into());
+        return page(
+            StatusCode::FORBIDDEN,
+            "This form was submitted from another site.".into(),
+        );
     }
     if form.username.is_empty() || form.password.is_empty() {
-        return page(StatusCode::BAD_REQUEST, "Enter a username and a password.".into());
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Enter a username and a password.".into(),
+        );
     }
-    let outcome =
-        auth::login(&app.users, &app.login_throttle, &app.clock, app.session_ttl_ms(), &form.username, &form.password, &addr).await;
+    let outcome = auth::login(
+        &app.users,
+        &app.login_throttle,
+        &app.clock,
+        app.session_ttl_ms(),
+        &form.username,
+        &form.password,
+        &addr,
+    )
+    .await;
     match outcome {
-        Ok(LoginOutcome::Ok { session_token, .. }) => (jar.add(session_cookie(&app, session_token)), Redirect::to("/")).into_response(),
-        Ok(LoginOutcome::BadCredentials) => page(StatusCode::UNAUTHORIZED, "Wrong username or password.".into()),
-        Ok(LoginOutcome::Throttled { retry_after_secs }) => {
-            page(StatusCode::TOO_MANY_REQUESTS, format!("Too many failed logins. Try again in {retry_after_secs} seconds."))
-        }
-        Err(e) => page(StatusCode::SERVICE_UNAVAILABLE, format!("Login is unavailable: {e}")),
+        Ok(LoginOutcome::Ok { session_token, .. }) => (
+            jar.add(session_cookie(&app, session_token)),
+            Redirect::to("/"),
+        )
+            .into_response(),
+        Ok(LoginOutcome::BadCredentials) => page(
+            StatusCode::UNAUTHORIZED,
+            "Wrong username or password.".into(),
+        ),
+        Ok(LoginOutcome::Throttled { retry_after_secs }) => page(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("Too many failed logins. Try again in {retry_after_secs} seconds."),
+        ),
+        Err(e) => page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("Login is unavailable: {e}"),
+        ),
     }
 }
 
@@ -133,8 +182,13 @@ fn origin_is_absent_or_same(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
-    origin.split_once("://").is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    origin
+        .split_once("://")
+        .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
 }
 
 #[derive(Deserialize)]
@@ -156,7 +210,8 @@ async fn logout(
         return e.into_response();
     }
     if let Some(cookie) = jar.get(SESSION_COOKIE)
-        && let Err(e) = crate::store::sessions::delete(&app.users, &auth::token_hash(cookie.value())).await
+        && let Err(e) =
+            crate::store::sessions::delete(&app.users, &auth::token_hash(cookie.value())).await
     {
         return crate::error::ApiError::from(e).into_response();
     }
@@ -178,7 +233,10 @@ struct DashboardPage {
     now: String,
 }
 
-async fn dashboard(State(app): State<AppState>, Extension(principal): Extension<Principal>) -> DashboardPage {
+async fn dashboard(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> DashboardPage {
     let (pool, users) = tokio::join!(app.pool.database().state(), app.users.database().state());
     DashboardPage {
         layout: Layout::new(&principal, "/"),
@@ -203,8 +261,15 @@ struct AreaPage {
 
 /// Areas whose features have not been built yet: the page says so plainly.
 async fn area(Extension(principal): Extension<Principal>, uri: axum::http::Uri) -> AreaPage {
-    let (path, title) = NAV.iter().copied().find(|(p, _)| *p == uri.path()).unwrap_or(("/", "Dashboard"));
-    AreaPage { layout: Layout::new(&principal, path), title }
+    let (path, title) = NAV
+        .iter()
+        .copied()
+        .find(|(p, _)| *p == uri.path())
+        .unwrap_or(("/", "Dashboard"));
+    AreaPage {
+        layout: Layout::new(&principal, path),
+        title,
+    }
 }
 
 #[derive(Template)]
@@ -212,5 +277,7 @@ async fn area(Extension(principal): Extension<Principal>, uri: axum::http::Uri) 
 struct NotFoundPage;
 
 pub fn not_found_page() -> String {
-    NotFoundPage.render().unwrap_or_else(|_| "Not found".to_string())
+    NotFoundPage
+        .render()
+        .unwrap_or_else(|_| "Not found".to_string())
 }

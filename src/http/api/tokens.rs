@@ -1,0 +1,99 @@
+//! API tokens (users database): list, create (the value is shown once), revoke.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::app::AppState;
+use crate::auth::{self, Scope};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::http::pagination::{Page, PageParams};
+use crate::store::{self, StoreError, tokens::ApiToken};
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TokenListQuery {
+    /// 1-based page number (default 1).
+    pub page: Option<i64>,
+    /// Items per page (default 50, at most 500).
+    pub page_size: Option<i64>,
+    /// Only tokens of this scope.
+    pub scope: Option<Scope>,
+    /// Include revoked tokens (default false).
+    #[serde(default)]
+    pub include_revoked: bool,
+}
+
+/// Lists API tokens, newest first; values are never returned.
+#[utoipa::path(get, path = "/api/admin/tokens", tag = "users", params(TokenListQuery),
+    responses((status = 200, body = Page<ApiToken>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn list_tokens(
+    State(app): State<AppState>,
+    ApiQuery(q): ApiQuery<TokenListQuery>,
+) -> ApiResult<Json<Page<ApiToken>>> {
+    let page = PageParams::new(q.page, q.page_size)?;
+    let filter = store::tokens::TokenFilter {
+        scope: q.scope.map(Scope::as_str),
+        include_revoked: q.include_revoked,
+    };
+    let (items, total) =
+        store::tokens::list_page(&app.users, &filter, page.limit(), page.offset()).await?;
+    Ok(Json(page.wrap(items, total)))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct CreateTokenRequest {
+    /// Unique name: who or what uses the token.
+    pub name: String,
+    pub scope: Scope,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatedToken {
+    #[serde(flatten)]
+    pub token: ApiToken,
+    /// The bearer value. Shown once; only its hash is stored.
+    pub value: String,
+}
+
+/// Creates a token; the response is the only place its value appears.
+#[utoipa::path(post, path = "/api/admin/tokens", tag = "users", request_body = CreateTokenRequest,
+    responses((status = 201, body = CreatedToken), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody, description = "name taken")))]
+pub async fn create_token(
+    State(app): State<AppState>,
+    ApiJson(req): ApiJson<CreateTokenRequest>,
+) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
+    let name = req.name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            "name must be 1-100 characters",
+        ));
+    }
+    match auth::create_api_token(&app.users, &app.clock, name, req.scope).await {
+        Ok((token, value)) => Ok((StatusCode::CREATED, Json(CreatedToken { token, value }))),
+        Err(StoreError::Conflict(_)) => Err(ApiError::conflict(format!(
+            "a token named `{name}` already exists"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Revokes a token; it stops working at once.
+#[utoipa::path(delete, path = "/api/admin/tokens/{id}", tag = "users", params(("id" = i64, Path, description = "token id")),
+    responses((status = 200, body = ApiToken), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody, description = "no active token with this id")))]
+pub async fn revoke_token(
+    State(app): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<ApiToken>> {
+    match store::tokens::revoke(&app.users, &id.to_string(), app.clock.now_ms()).await {
+        Ok(token) => Ok(Json(token)),
+        Err(StoreError::NotFound) => {
+            Err(ApiError::not_found(format!("no active token with id {id}")))
+        }
+        Err(e) => Err(e.into()),
+    }
+}

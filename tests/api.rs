@@ -1,0 +1,881 @@
+//! The HTTP API: probes, errors as JSON, authentication, CSRF, the domain guard, metrics, OpenAPI.
+
+mod common;
+
+use common::{TestApp, api_error, each_backend};
+use poolkeeper::auth::Scope;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn probes_status_and_system_report_both_databases() {
+    each_backend(|backend| async move {
+        let t = TestApp::spawn(&backend).await;
+        let c = &t.client;
+        assert_eq!(c.get(t.url("/healthz")).send().await.unwrap().status(), 200);
+        assert_eq!(c.get(t.url("/readyz")).send().await.unwrap().status(), 200);
+
+        let token = t.token("probe", Scope::Admin).await;
+        let status: Value = c
+            .get(t.url("/api/admin/db-status"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for db in ["pool", "users"] {
+            assert_eq!(status[db]["backend"], backend.name(), "{status}");
+            assert_eq!(status[db]["ok"], true);
+            assert_eq!(status[db]["pending"], 0);
+            assert!(status[db]["version"].as_i64().unwrap() >= 1);
+        }
+        let system: Value = c
+            .get(t.url("/api/admin/system"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(system["env"], "development");
+        assert_eq!(system["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(system["domain_guard"], false);
+        assert_eq!(
+            system["jobs"],
+            json!({"visibility_timeout_seconds": 300, "max_attempts": 3})
+        );
+        t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn readyz_is_503_naming_the_database_that_is_behind() {
+    each_backend(|backend| async move {
+        let dbs = common::TestDbs::new(&backend).await;
+        let (pool, users) = poolkeeper::server::open_databases(&dbs.config, true)
+            .await
+            .unwrap();
+        pool.database().migrate().await.unwrap();
+        // The users database is left unmigrated.
+        let app =
+            poolkeeper::app::App::new(dbs.config.clone(), pool, users, poolkeeper::clock::system());
+        let server = poolkeeper::server::start(app, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let err = api_error(
+            reqwest::get(format!("http://{}/readyz", server.addr))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!((err.status, err.code.as_str()), (503, "not_ready"));
+        assert!(
+            err.message.contains("users database") && err.message.contains("pending"),
+            "{err:?}"
+        );
+        assert!(!err.message.contains("pool database"), "{err:?}");
+        server.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_json_4xx_never_500() {
+    each_backend(|backend| async move {
+        let t = TestApp::spawn(&backend).await;
+        let token = t.token("errors", Scope::Admin).await;
+        let c = &t.client;
+        let post = |body: &'static str| {
+            c.post(t.url("/api/admin/tokens"))
+                .bearer_auth(&token)
+                .header("content-type", "application/json")
+                .body(body)
+        };
+
+        let err = api_error(
+            c.get(t.url("/api/no/such/route"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!((err.status, err.code.as_str()), (404, "not_found"));
+
+        let err = api_error(
+            c.delete(t.url("/api/admin/system"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!((err.status, err.code.as_str()), (405, "method_not_allowed"));
+
+        let err = api_error(post("{not json").send().await.unwrap()).await;
+        assert_eq!((err.status, err.code.as_str()), (400, "invalid_json"));
+
+        let err = api_error(
+            post(r#"{"name": "x", "scope": "root"}"#)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!((err.status, err.code.as_str()), (400, "invalid_body"));
+        assert!(
+            err.message.contains("scope") || err.message.contains("root"),
+            "{err:?}"
+        );
+
+        let err = api_error(post(r#"{"scope": "admin"}"#).send().await.unwrap()).await;
+        assert_eq!(err.status, 400);
+        assert!(
+            err.message.contains("name"),
+            "names the missing field: {err:?}"
+        );
+
+        let err = api_error(
+            c.post(t.url("/api/admin/tokens"))
+                .bearer_auth(&token)
+                .body("{}")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(err.status, 415);
+
+        let big = format!(
+            r#"{{"name": "{}", "scope": "admin"}}"#,
+            "x".repeat(1024 * 1024 + 10)
+        );
+        let err = api_error(
+            c.post(t.url("/api/admin/tokens"))
+                .bearer_auth(&token)
+                .header("content-type", "application/json")
+                .body(big)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!((err.status, err.code.as_str()), (413, "payload_too_large"));
+
+        let err = api_error(
+            c.delete(t.url("/api/admin/tokens/abc"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!((err.status, err.code.as_str()), (400, "invalid_path"));
+        let err = api_error(
+            c.delete(t.url("/api/admin/tokens/999999"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(err.status, 404);
+
+        for query in ["page=0", "page_size=501", "page=abc", "scope=root"] {
+            let err = api_error(
+                c.get(t.url(&format!("/api/admin/tokens?{query}")))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(err.status, 400, "{query}: {err:?}");
+        }
+        let err = api_error(
+            post(r#"{"name": "errors", "scope": "admin"}"#)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!((err.status, err.code.as_str()), (409, "conflict"));
+        t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn credentials_are_required_and_scoped() {
+    each_backend(|backend| async move {
+        let t = TestApp::spawn(&backend).await;
+        let c = &t.client;
+        let err = api_error(c.get(t.url("/api/admin/system")).send().await.unwrap()).await;
+        assert_eq!((err.status, err.code.as_str()), (401, "unauthorized"));
+
+        let err = api_error(
+            c.get(t.url("/api/admin/system"))
+                .bearer_auth("pk_not_a_token")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(err.status, 401);
+        let err = api_error(
+            c.get(t.url("/api/admin/system"))
+                .header("authorization", "Basic YTpi")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(err.status, 401);
+
+        let worker = t.token("worker-1", Scope::Worker).await;
+        let err = api_error(
+            c.get(t.url("/api/admin/system"))
+                .bearer_auth(&worker)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!((err.status, err.code.as_str()), (403, "insufficient_scope"));
+
+        let admin = t.token("admin-1", Scope::Admin).await;
+        let me: Value = c
+            .get(t.url("/api/admin/me"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            me,
+            json!({"kind": "token", "name": "token:admin-1", "scope": "admin"})
+        );
+
+        // Revoking a token through the API makes it stop working at once.
+        let list: Value = c
+            .get(t.url("/api/admin/tokens"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(list["total"], 2);
+        assert!(
+            !list.to_string().contains(&worker),
+            "token values are never listed"
+        );
+        let worker_id = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == "worker-1")
+            .unwrap()["id"]
+            .as_i64()
+            .unwrap();
+        let res = c
+            .delete(t.url(&format!("/api/admin/tokens/{worker_id}")))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let err = api_error(
+            c.get(t.url("/api/admin/system"))
+                .bearer_auth(&worker)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(err.status, 401);
+
+        // A token created through the API is shown once and works.
+        let created: Value = c
+            .post(t.url("/api/admin/tokens"))
+            .bearer_auth(&admin)
+            .json(&json!({"name": "ci", "scope": "admin"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let value = created["value"].as_str().unwrap();
+        assert_eq!(
+            c.get(t.url("/api/admin/system"))
+                .bearer_auth(value)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn login_sets_a_strict_http_only_cookie_and_logout_ends_it() {
+    each_backend(|backend| async move {
+        let t = TestApp::spawn(&backend).await;
+        let c = &t.client;
+        let err = api_error(
+            c.post(t.url("/api/admin/login"))
+                .json(&json!({"username": "admin", "password": "wrong-password"}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!((err.status, err.code.as_str()), (401, "unauthorized"));
+
+        let res = c
+            .post(t.url("/api/admin/login"))
+            .json(&json!({"username": "admin", "password": common::ADMIN_PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let cookie = res
+            .headers()
+            .get("set-cookie")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(cookie.starts_with("pk_session="), "{cookie}");
+        assert!(
+            cookie.contains("HttpOnly")
+                && cookie.contains("SameSite=Strict")
+                && cookie.contains("Path=/"),
+            "{cookie}"
+        );
+        assert!(
+            !cookie.contains("Secure"),
+            "not Secure unless cookie_secure is set: {cookie}"
+        );
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["username"], "admin");
+        assert!(body["csrf_token"].as_str().unwrap().len() >= 32);
+
+        let (client, csrf) = t.login().await;
+        let me: Value = client
+            .get(t.url("/api/admin/me"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            me,
+            json!({"kind": "session", "name": "admin", "scope": "admin"})
+        );
+        let res = client
+            .post(t.url("/api/admin/logout"))
+            .header("x-csrf-token", &csrf)
+            .header("origin", &t.base)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 204);
+        let err = api_error(client.get(t.url("/api/admin/me")).send().await.unwrap()).await;
+        assert_eq!(err.status, 401, "the session is gone after logout");
+        t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn secure_cookie_when_configured() {
+    let t = TestApp::spawn_with(
+        &common::Backend::Sqlite,
+        |c| c.cookie_secure = true,
+        poolkeeper::clock::system(),
+    )
+    .await;
+    let res = t
+        .client
+        .post(t.url("/api/admin/login"))
+        .json(&json!({"username": "admin", "password": common::ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = res.headers().get("set-cookie").unwrap().to_str().unwrap();
+    assert!(cookie.contains("Secure"), "{cookie}");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn repeated_login_failures_are_throttled_per_username_and_per_address() {
+    let clock = poolkeeper::clock::ManualClock::new(1_700_000_000_000);
+    let t = TestApp::spawn_with(&common::Backend::Sqlite, |_| {}, clock.clone()).await;
+    let c = &t.client;
+    let attempt = |user: &str, password: &str| {
+        c.post(t.url("/api/admin/login"))
+            .json(&json!({"username": user, "password": password}))
+            .send()
+    };
+    for _ in 0..5 {
+        assert_eq!(
+            attempt("admin", "wrong-password").await.unwrap().status(),
+            401
+        );
+    }
+    let res = attempt("admin", common::ADMIN_PASSWORD).await.unwrap();
+    let retry_after: u64 = res
+        .headers()
+        .get("retry-after")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        api_error(res).await.status,
+        429,
+        "even the right password waits"
+    );
+    assert!(retry_after > 0 && retry_after <= 15 * 60, "{retry_after}");
+
+    // Past the window the right password works again.
+    clock.advance_ms(15 * 60 * 1000);
+    assert_eq!(
+        attempt("admin", common::ADMIN_PASSWORD)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // The same address trying many usernames is throttled too.
+    for i in 0..5 {
+        assert_eq!(
+            attempt(&format!("nobody{i}"), "wrong-password")
+                .await
+                .unwrap()
+                .status(),
+            401
+        );
+    }
+    assert_eq!(
+        attempt("someone-else", "whatever-password")
+            .await
+            .unwrap()
+            .status(),
+        429
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn cookie_requests_need_csrf_token_and_same_origin_bearer_requests_do_not() {
+    each_backend(|backend| async move {
+        let t = TestApp::spawn(&backend).await;
+        let (client, csrf) = t.login().await;
+        let create = |name: &str| {
+            client
+                .post(t.url("/api/admin/tokens"))
+                .json(&json!({"name": name, "scope": "worker"}))
+        };
+
+        let err = api_error(create("a").header("origin", &t.base).send().await.unwrap()).await;
+        assert_eq!(
+            (err.status, err.code.as_str()),
+            (403, "csrf_failed"),
+            "no token"
+        );
+        let err = api_error(
+            create("b")
+                .header("origin", &t.base)
+                .header("x-csrf-token", "wrong")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (err.status, err.code.as_str()),
+            (403, "csrf_failed"),
+            "wrong token"
+        );
+        let err = api_error(
+            create("c")
+                .header("origin", "http://evil.example")
+                .header("x-csrf-token", &csrf)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (err.status, err.code.as_str()),
+            (403, "csrf_failed"),
+            "foreign origin"
+        );
+        let err = api_error(
+            create("d")
+                .header("x-csrf-token", &csrf)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (err.status, err.code.as_str()),
+            (403, "csrf_failed"),
+            "no origin or referer"
+        );
+
+        assert_eq!(
+            create("e")
+                .header("origin", &t.base)
+                .header("x-csrf-token", &csrf)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            201
+        );
+        let referer = format!("{}/some/page", t.base);
+        assert_eq!(
+            create("f")
+                .header("referer", referer)
+                .header("x-csrf-token", &csrf)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            201
+        );
+        // Safe methods need no CSRF token.
+        assert_eq!(
+            client
+                .get(t.url("/api/admin/tokens"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+
+        let admin = t.token("bearer", Scope::Admin).await;
+        let res = t
+            .client
+            .post(t.url("/api/admin/tokens"))
+            .bearer_auth(&admin)
+            .json(&json!({"name": "g", "scope": "worker"}))
+            .send()
+            .await;
+        assert_eq!(
+            res.unwrap().status(),
+            201,
+            "bearer requests are exempt from CSRF"
+        );
+        t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn domain_guard_requires_matching_x_domain_and_every_admin_response_acks_its_domain() {
+    each_backend(|backend| async move {
+        let t = TestApp::spawn_with(
+            &backend,
+            |c| c.env = poolkeeper::config::RunEnv::Production,
+            poolkeeper::clock::system(),
+        )
+        .await;
+        let admin = t.token("guard", Scope::Admin).await;
+        let c = &t.client;
+        let system: Value = c
+            .get(t.url("/api/admin/system"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(system["domain_guard"], true, "on by default in production");
+
+        let create = |domain: Option<&str>, name: &str| {
+            let req = c
+                .post(t.url("/api/admin/tokens"))
+                .bearer_auth(&admin)
+                .json(&json!({"name": name, "scope": "worker"}));
+            match domain {
+                Some(d) => req.header("x-domain", d),
+                None => req,
+            }
+        };
+        let err = api_error(create(None, "a").send().await.unwrap()).await;
+        assert_eq!((err.status, err.code.as_str()), (403, "domain_mismatch"));
+        assert!(err.message.contains("users"), "{err:?}");
+        let err = api_error(create(Some("pool"), "b").send().await.unwrap()).await;
+        assert_eq!((err.status, err.code.as_str()), (403, "domain_mismatch"));
+        let res = create(Some("users"), "c").send().await.unwrap();
+        assert_eq!(res.status(), 201);
+        assert_eq!(res.headers()["x-domain-ack"], "users");
+
+        // Safe requests and system routes pass without X-Domain, and still ack their domain.
+        let res = c
+            .get(t.url("/api/admin/tokens"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                res.status().as_u16(),
+                res.headers()["x-domain-ack"].to_str().unwrap()
+            ),
+            (200, "users")
+        );
+        let res = c
+            .get(t.url("/api/admin/db-status"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.headers()["x-domain-ack"], "system");
+        let res = c
+            .post(t.url("/api/admin/logout"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                res.status().as_u16(),
+                res.headers()["x-domain-ack"].to_str().unwrap()
+            ),
+            (204, "system")
+        );
+        // Error responses of a routed admin path carry the ack as well.
+        let res = c.get(t.url("/api/admin/tokens")).send().await.unwrap();
+        assert_eq!(
+            (
+                res.status().as_u16(),
+                res.headers()["x-domain-ack"].to_str().unwrap()
+            ),
+            (401, "users")
+        );
+        t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn request_metric_counts_by_route_template_and_duration_histogram_exists() {
+    let t = TestApp::spawn(&common::Backend::Sqlite).await;
+    let admin = t.token("metrics", Scope::Admin).await;
+    let c = &t.client;
+    for id in [424242, 434343] {
+        let res = c
+            .delete(t.url(&format!("/api/admin/tokens/{id}")))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 404);
+    }
+    let text = c
+        .get(t.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("admin_api_requests_total{")
+                && l.contains(r#"path="/api/admin/tokens/{id}""#)
+                && l.contains(r#"method="DELETE""#)
+                && l.contains(r#"domain="users""#)
+                && l.contains(r#"status="404""#)
+        })
+        .unwrap_or_else(|| panic!("no counter line for the route template in:\n{text}"));
+    let count: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(count >= 2.0, "{line}");
+    assert!(!text.contains("424242"), "raw paths never become labels");
+    assert!(
+        text.contains("admin_api_request_duration_seconds_bucket{"),
+        "duration histogram:\n{text}"
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn security_headers_are_on_every_response() {
+    let t = TestApp::spawn(&common::Backend::Sqlite).await;
+    for path in [
+        "/healthz",
+        "/login",
+        "/",
+        "/static/app.css",
+        "/api/admin/system",
+        "/api/nope",
+        "/nope",
+        "/api/openapi.json",
+    ] {
+        let res = t.client.get(t.url(path)).send().await.unwrap();
+        let h = res.headers();
+        let csp = h
+            .get("content-security-policy")
+            .unwrap_or_else(|| panic!("CSP on {path}"))
+            .to_str()
+            .unwrap();
+        assert!(
+            csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"),
+            "{path}: {csp}"
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert!(h.contains_key("referrer-policy"), "{path}");
+    }
+    t.stop().await;
+}
+
+/// The route table: every documented operation, its domain, and whether it needs credentials.
+/// A route added later without a domain tag, or without authentication, fails here.
+#[tokio::test]
+async fn route_table_every_route_has_a_domain_and_admin_routes_need_credentials() {
+    let doc = poolkeeper::http::openapi();
+    let public = [
+        ("POST", "/api/admin/login"),
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/metrics"),
+    ];
+    let t = TestApp::spawn(&common::Backend::Sqlite).await;
+    let mut table = Vec::new();
+    for (method, path, tags) in poolkeeper::http::routes::operations(&doc) {
+        let domains: Vec<_> = tags
+            .iter()
+            .filter(|t| poolkeeper::http::routes::Domain::parse(t).is_some())
+            .collect();
+        assert_eq!(
+            domains.len(),
+            1,
+            "{method} {path} must have exactly one domain tag, has {tags:?}"
+        );
+        table.push(format!(
+            "{:<7} {:<32} {}",
+            method.as_str(),
+            path,
+            domains[0]
+        ));
+
+        let concrete = path.replace("{id}", "1");
+        let res = t
+            .client
+            .request(method.clone(), t.url(&concrete))
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(
+            res.status(),
+            405,
+            "{method} {path} is documented but not routed"
+        );
+        if res.status() == 404 {
+            let err = api_error(res).await;
+            assert!(
+                !err.message.starts_with("no API route"),
+                "{method} {path} is documented but not routed"
+            );
+            continue;
+        }
+        if !public.contains(&(method.as_str(), path.as_str())) {
+            assert!(path.starts_with("/api/admin/"), "{path}");
+            assert_eq!(res.status(), 401, "{method} {path} must need credentials");
+            assert_eq!(
+                res.headers()["x-domain-ack"].to_str().unwrap(),
+                domains[0].as_str()
+            );
+        }
+    }
+    table.sort();
+    eprintln!("route table:\n{}", table.join("\n"));
+    assert!(table.len() >= 10, "{table:?}");
+    t.stop().await;
+}
+
+/// Routes can only reach the router through `#[utoipa::path]` + `routes!`, which also documents them.
+/// Any other mention of an `/api/` path in the sources (a hand-written `.route("/api/...")`) fails.
+#[test]
+fn no_api_route_is_registered_outside_the_openapi_document() {
+    let doc = poolkeeper::http::openapi();
+    let documented: Vec<String> = doc.paths.paths.keys().cloned().collect();
+    let allowed = ["/api/docs", "/api/openapi.json", "/api/"];
+    let mut stack = vec![std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src"
+    ))];
+    let mut undocumented = Vec::new();
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (i, _) in text.match_indices("\"/api/") {
+                let literal: String = text[i + 1..].chars().take_while(|c| *c != '"').collect();
+                if !documented.contains(&literal) && !allowed.contains(&literal.as_str()) {
+                    undocumented.push(format!("{}: {literal}", path.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        undocumented.is_empty(),
+        "API paths outside the OpenAPI document: {undocumented:#?}"
+    );
+}
+
+#[tokio::test]
+async fn openapi_document_and_swagger_ui_are_served_from_the_binary() {
+    let t = TestApp::spawn(&common::Backend::Sqlite).await;
+    let doc: Value = t
+        .client
+        .get(t.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    assert!(doc["paths"]["/api/admin/db-status"]["get"].is_object());
+    assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    let res = t.client.get(t.url("/api/docs/")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("swagger"), "Swagger UI page");
+    assert!(
+        !html.contains("https://"),
+        "no CDN: every asset is served by poolkeeper"
+    );
+    t.stop().await;
+}

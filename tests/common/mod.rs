@@ -1,0 +1,254 @@
+//! Test harness: runs each test body on SQLite (in a temp dir) and, when `POOLKEEPER_TEST_PG` names a
+//! PostgreSQL server, again on PostgreSQL in two fresh databases that are dropped afterwards.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use poolkeeper::app::App;
+use poolkeeper::clock::{self, SharedClock};
+use poolkeeper::config::{Config, Secret};
+use poolkeeper::server::{self, RunningServer};
+use sqlx::Connection;
+
+pub const ADMIN_PASSWORD: &str = "test-admin-password";
+
+#[derive(Clone, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres { server_url: String },
+}
+
+impl Backend {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres { .. } => "postgres",
+        }
+    }
+}
+
+/// SQLite always; PostgreSQL too when `POOLKEEPER_TEST_PG` is set.
+pub fn backends() -> Vec<Backend> {
+    let mut out = vec![Backend::Sqlite];
+    if let Ok(url) = std::env::var("POOLKEEPER_TEST_PG")
+        && !url.is_empty()
+    {
+        out.push(Backend::Postgres { server_url: url });
+    }
+    out
+}
+
+/// Databases for one test: a temp data dir, and on PostgreSQL two databases dropped on drop.
+pub struct TestDbs {
+    pub backend: Backend,
+    pub config: Config,
+    pub dir: tempfile::TempDir,
+    pg_databases: Vec<String>,
+}
+
+/// `postgres://user@host:port/db?x` with the database replaced.
+pub fn with_database(server_url: &str, db: &str) -> String {
+    let (base, query) = match server_url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (server_url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let root = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{root}/{db}?{q}"),
+        None => format!("{root}/{db}"),
+    }
+}
+
+impl TestDbs {
+    pub async fn new(backend: &Backend) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let mut pg_databases = Vec::new();
+        if let Backend::Postgres { server_url } = backend {
+            let tag = uuid::Uuid::new_v4().simple().to_string();
+            let mut conn = sqlx::PgConnection::connect(server_url)
+                .await
+                .expect("connect to POOLKEEPER_TEST_PG");
+            for name in ["pool", "users"] {
+                let db = format!("pk_test_{}_{name}", &tag[..16]);
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create test database");
+                pg_databases.push(db);
+            }
+            conn.close().await.ok();
+            config.pool_database_url =
+                Some(Secret::new(with_database(server_url, &pg_databases[0])));
+            config.users_database_url =
+                Some(Secret::new(with_database(server_url, &pg_databases[1])));
+        }
+        Self {
+            backend: backend.clone(),
+            config,
+            dir,
+            pg_databases,
+        }
+    }
+}
+
+impl Drop for TestDbs {
+    fn drop(&mut self) {
+        let Backend::Postgres { server_url } = &self.backend else {
+            return;
+        };
+        let url = server_url.clone();
+        let dbs = std::mem::take(&mut self.pg_databases);
+        // Drop runs inside the test's runtime; do the async work on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&url).await {
+                    for db in dbs {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+                        )))
+                        .execute(&mut conn)
+                        .await;
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A poolkeeper server on 127.0.0.1:0 with an admin `admin` / [`ADMIN_PASSWORD`].
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub server: Option<RunningServer>,
+    pub dbs: TestDbs,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: &Backend) -> Self {
+        Self::spawn_with(backend, |_| {}, clock::system()).await
+    }
+
+    pub async fn spawn_with(
+        backend: &Backend,
+        tweak: impl FnOnce(&mut Config),
+        clock: SharedClock,
+    ) -> Self {
+        let dbs = TestDbs::new(backend).await;
+        let mut config = dbs.config.clone();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.admin_password = Some(Secret::new(ADMIN_PASSWORD));
+        tweak(&mut config);
+        let (app, _) = server::prepare(config.clone(), clock)
+            .await
+            .expect("prepare app");
+        let server = server::start(app, config.listen)
+            .await
+            .expect("start server");
+        let base = format!("http://{}", server.addr);
+        Self {
+            base,
+            client: reqwest::Client::new(),
+            server: Some(server),
+            dbs,
+        }
+    }
+
+    pub fn app(&self) -> &Arc<App> {
+        &self.server.as_ref().expect("running").app
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A client with a cookie store, logged in as admin; returns it with the CSRF token.
+    pub async fn login(&self) -> (reqwest::Client, String) {
+        let client = reqwest::Client::builder()
+            .cookie_store(true)
+            .build()
+            .unwrap();
+        let res = client
+            .post(self.url("/api/admin/login"))
+            .json(&serde_json::json!({"username": "admin", "password": ADMIN_PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "login");
+        let body: serde_json::Value = res.json().await.unwrap();
+        (client, body["csrf_token"].as_str().unwrap().to_string())
+    }
+
+    /// A fresh API token of the given scope.
+    pub async fn token(&self, name: &str, scope: poolkeeper::auth::Scope) -> String {
+        poolkeeper::auth::create_api_token(&self.app().users, &self.app().clock, name, scope)
+            .await
+            .unwrap()
+            .1
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+/// An error response, with the envelope's shape checked.
+#[derive(Debug)]
+pub struct ApiErr {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+pub async fn api_error(res: reqwest::Response) -> ApiErr {
+    let status = res.status().as_u16();
+    let ct = res
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    assert!(
+        ct.starts_with("application/json"),
+        "error response is JSON, got {ct:?} ({status})"
+    );
+    let body: serde_json::Value = res.json().await.unwrap();
+    let code = body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("error.code in {body}"))
+        .to_string();
+    let message = body["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("error.message in {body}"))
+        .to_string();
+    ApiErr {
+        status,
+        code,
+        message,
+    }
+}
+
+/// Runs `test` once per backend.
+pub async fn each_backend<F, Fut>(test: F)
+where
+    F: Fn(Backend) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for backend in backends() {
+        eprintln!("-- on {}", backend.name());
+        test(backend).await;
+    }
+}
