@@ -146,9 +146,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             for db in [pool.database(), users.database()] {
                 let s = db.migration_status().await?;
                 println!(
-                    "{}: {:?}, migrated to version {}",
+                    "{}: {}, migrated to version {}",
                     db.name().as_str(),
-                    db.backend(),
+                    db.backend().as_str(),
                     s.version
                 );
             }
@@ -230,8 +230,8 @@ async fn migrate_check(config: &Config) -> anyhow::Result<i32> {
                     "behind"
                 };
                 println!(
-                    "{name}: {:?}, version {} of {}, {} pending; {state}",
-                    db.backend(),
+                    "{name}: {}, version {} of {}, {} pending; {state}",
+                    db.backend().as_str(),
                     s.version,
                     s.latest,
                     s.pending

@@ -278,9 +278,14 @@ impl Config {
 }
 
 #[cfg(test)]
+// figment's `Jail` closures return its own (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use figment::Jail;
+
+    /// A config file, env variables, and the key the error must name.
+    type BadCase<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
 
     /// Loads through every real layer inside a jail (its own cwd and env).
     fn load_in(jail: &mut Jail, toml: &str, env: &[(&str, &str)]) -> Result<Config, String> {
@@ -366,7 +371,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        let cases: &[BadCase] = &[
             ("[jobs]\nmax_attempts = 'many'", &[], "max_attempts"),
             (
                 "",

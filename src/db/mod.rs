@@ -1,12 +1,12 @@
 //! Connections to the two databases, `pool` and `users`, on SQLite or PostgreSQL.
 //!
 //! The two handles are distinct types ([`PoolDb`], [`UsersDb`]); store functions take the one whose
-//! tables they touch, so reading a pool table through the users handle does not compile:
+//! tables they touch, so touching a table through the other database's handle does not compile:
 //!
 //! ```compile_fail
-//! async fn wrong(users: &poolkeeper::db::UsersDb) {
-//!     // `admins` lives in the users database; handing it the pool handle is a type error.
-//!     let pool: &poolkeeper::db::PoolDb = users;
+//! async fn wrong(pool: &poolkeeper::db::PoolDb) {
+//!     // `admin_users` lives in the users database: its store functions take a `UsersDb`.
+//!     let _ = poolkeeper::store::admins::count(pool).await;
 //! }
 //! ```
 //!
@@ -31,6 +31,15 @@ pub use migrations::MigrationStatus;
 pub enum Backend {
     Sqlite,
     Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
 }
 
 /// Which of the two logical databases a handle points at.

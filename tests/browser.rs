@@ -1,0 +1,183 @@
+//! The web UI in a real browser (Debian's chromium through chromedriver): a wrong password shows an
+//! error, the right one shows the dashboard with both databases OK, logout returns to the login page.
+//! Under CI (`CI` set) a missing browser fails the test; elsewhere it is skipped with a message.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{ADMIN_PASSWORD, Backend, TestApp};
+use fantoccini::{ClientBuilder, Locator};
+
+fn find_program(env: &str, candidates: &[&str]) -> Option<PathBuf> {
+    if let Ok(path) = std::env::var(env) {
+        return Some(PathBuf::from(path));
+    }
+    candidates.iter().map(PathBuf::from).find(|p| p.is_file())
+}
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn login_dashboard_and_logout_in_a_real_browser() {
+    let driver_bin = find_program("POOLKEEPER_CHROMEDRIVER", &["/usr/bin/chromedriver"]);
+    let browser_bin = find_program("POOLKEEPER_CHROMIUM", &["/usr/bin/chromium"]);
+    let (Some(driver_bin), Some(browser_bin)) = (driver_bin, browser_bin) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install chromium and chromium-driver (see .ci/run)"
+        );
+        eprintln!(
+            "skipping: chromium/chromedriver not installed (apt-get install chromium chromium-driver)"
+        );
+        return;
+    };
+
+    let port = free_port();
+    let driver = Driver(
+        Command::new(&driver_bin)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver"),
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let caps = serde_json::json!({
+        "goog:chromeOptions": {
+            "binary": browser_bin,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--window-size=1280,900", format!("--user-data-dir={}", profile.path().display()),
+            ]
+        }
+    });
+    let caps: fantoccini::wd::Capabilities = caps.as_object().unwrap().clone();
+    let webdriver = format!("http://127.0.0.1:{port}");
+    let mut browser = None;
+    for _ in 0..50 {
+        match ClientBuilder::rustls()
+            .unwrap()
+            .capabilities(caps.clone())
+            .connect(&webdriver)
+            .await
+        {
+            Ok(c) => {
+                browser = Some(c);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    let browser = browser.expect("connect to chromedriver");
+
+    let t = TestApp::spawn(&Backend::Sqlite).await;
+    let result = async {
+        browser.goto(&t.url("/")).await?;
+        assert!(
+            browser.current_url().await?.path().ends_with("/login"),
+            "signed-out visitors land on the login page"
+        );
+
+        browser
+            .find(Locator::Id("username"))
+            .await?
+            .send_keys("admin")
+            .await?;
+        browser
+            .find(Locator::Id("password"))
+            .await?
+            .send_keys("wrong-password")
+            .await?;
+        browser
+            .find(Locator::Id("login-submit"))
+            .await?
+            .click()
+            .await?;
+        let error = browser
+            .wait()
+            .for_element(Locator::Id("login-error"))
+            .await?
+            .text()
+            .await?;
+        assert!(error.contains("Wrong username or password"), "{error}");
+
+        browser
+            .find(Locator::Id("password"))
+            .await?
+            .send_keys(ADMIN_PASSWORD)
+            .await?;
+        browser
+            .find(Locator::Id("login-submit"))
+            .await?
+            .click()
+            .await?;
+        let pool = browser
+            .wait()
+            .for_element(Locator::Css("[data-testid=db-pool-status]"))
+            .await?
+            .text()
+            .await?;
+        let users = browser
+            .find(Locator::Css("[data-testid=db-users-status]"))
+            .await?
+            .text()
+            .await?;
+        assert_eq!((pool.as_str(), users.as_str()), ("OK", "OK"));
+        assert_eq!(
+            browser.find(Locator::Id("version")).await?.text().await?,
+            env!("CARGO_PKG_VERSION")
+        );
+        for label in [
+            "Dashboard",
+            "Pool groups",
+            "Mothers",
+            "Jobs",
+            "Sync sessions",
+            "Codes",
+            "Accounts",
+        ] {
+            browser.find(Locator::LinkText(label)).await?;
+        }
+
+        let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+        std::fs::create_dir_all(&shots).unwrap();
+        std::fs::write(shots.join("dashboard.png"), browser.screenshot().await?).unwrap();
+
+        browser.find(Locator::Id("logout")).await?.click().await?;
+        browser
+            .wait()
+            .for_element(Locator::Id("login-submit"))
+            .await?;
+        assert!(browser.current_url().await?.path().ends_with("/login"));
+        browser.goto(&t.url("/")).await?;
+        assert!(
+            browser.current_url().await?.path().ends_with("/login"),
+            "the session ended"
+        );
+        Ok::<_, fantoccini::error::CmdError>(())
+    }
+    .await;
+    browser.close().await.ok();
+    drop(driver);
+    t.stop().await;
+    result.expect("browser steps");
+}

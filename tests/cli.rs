@@ -1,0 +1,322 @@
+//! The `poolkeeper` binary as an operator runs it: migrate --check, serve and its first admin,
+//! tokens and admins from the CLI, bad flags and values, graceful shutdown on SIGTERM.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output, Stdio};
+
+use common::{Backend, TestDbs, each_backend};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const BIN: &str = env!("CARGO_BIN_EXE_poolkeeper");
+
+/// The command with the test's databases, and nothing from the caller's environment that could
+/// change the configuration.
+fn poolkeeper(dbs: &TestDbs) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dbs.dir.path())
+        .env_remove("POOLKEEPER_ADMIN_PASSWORD")
+        .env("RUST_LOG", "warn");
+    cmd.arg("--data-dir").arg(dbs.dir.path());
+    if let Some(url) = &dbs.config.pool_database_url {
+        cmd.arg("--pool-database-url").arg(url.expose());
+    }
+    if let Some(url) = &dbs.config.users_database_url {
+        cmd.arg("--users-database-url").arg(url.expose());
+    }
+    cmd
+}
+
+fn run(mut cmd: Command) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("run poolkeeper");
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into(),
+        String::from_utf8_lossy(&stderr).into(),
+    )
+}
+
+#[tokio::test]
+async fn migrate_check_fails_before_migrate_and_passes_after() {
+    each_backend(|backend| async move {
+        let dbs = TestDbs::new(&backend).await;
+        let mut cmd = poolkeeper(&dbs);
+        cmd.args(["migrate", "--check"]);
+        let (code, out, _) = run(cmd);
+        assert_eq!(code, 1, "a fresh setup is behind: {out}");
+        assert!(
+            out.contains("pool:") && out.contains("users:") && out.contains("behind"),
+            "{out}"
+        );
+
+        let mut cmd = poolkeeper(&dbs);
+        cmd.arg("migrate");
+        let (code, out, err) = run(cmd);
+        assert_eq!(code, 0, "{out}{err}");
+
+        let mut cmd = poolkeeper(&dbs);
+        cmd.args(["migrate", "--check"]);
+        let (code, out, _) = run(cmd);
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(out.matches("up to date").count(), 2, "{out}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_flags_and_values_exit_non_zero_naming_the_problem() {
+    let dbs = TestDbs::new(&Backend::Sqlite).await;
+    let mut cmd = poolkeeper(&dbs);
+    cmd.args(["serve", "--bogus"]);
+    let (code, _, err) = run(cmd);
+    assert_ne!(code, 0);
+    assert!(err.contains("--bogus"), "{err}");
+
+    let mut cmd = poolkeeper(&dbs);
+    cmd.args(["token", "create", "--name", "x", "--scope", "root"]);
+    let (code, _, err) = run(cmd);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("root") && err.contains("admin") && err.contains("worker"),
+        "{err}"
+    );
+
+    let mut cmd = poolkeeper(&dbs);
+    cmd.args(["migrate"])
+        .env("POOLKEEPER_JOBS__MAX_ATTEMPTS", "many");
+    let (code, _, err) = run(cmd);
+    assert_ne!(code, 0);
+    assert!(err.to_lowercase().contains("max_attempts"), "{err}");
+
+    let mut cmd = poolkeeper(&dbs);
+    cmd.args(["serve", "--listen", "not-an-address"]);
+    let (code, _, err) = run(cmd);
+    assert_ne!(code, 0);
+    assert!(err.contains("--listen"), "{err}");
+
+    for sub in [
+        &["serve"][..],
+        &["migrate"],
+        &["admin", "create"],
+        &["token", "create"],
+        &["demo"],
+    ] {
+        let mut cmd = Command::new(BIN);
+        cmd.args(sub).arg("--help");
+        let (code, out, _) = run(cmd);
+        assert_eq!(code, 0);
+        assert!(out.contains("Usage:") && out.len() > 100, "{sub:?}: {out}");
+    }
+}
+
+struct Served {
+    child: tokio::process::Child,
+    base: String,
+    stdout: String,
+}
+
+async fn serve(dbs: &TestDbs, env: &[(&str, &str)]) -> Served {
+    let mut cmd = tokio::process::Command::from(poolkeeper(dbs));
+    cmd.args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn serve");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stdout = String::new();
+    let base = loop {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("serve prints its address")
+            .unwrap()
+            .expect("serve exited early");
+        stdout.push_str(&line);
+        stdout.push('\n');
+        if let Some(url) = line.split("listening on ").nth(1) {
+            break url.trim().to_string();
+        }
+    };
+    // What follows the address (the first admin's password) is printed right after it.
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(std::time::Duration::from_millis(300), lines.next_line()).await
+    {
+        stdout.push_str(&line);
+        stdout.push('\n');
+    }
+    Served {
+        child,
+        base,
+        stdout,
+    }
+}
+
+fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("running").to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+async fn login_status(base: &str, password: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{base}/api/admin/login"))
+        .json(&json!({"username": "admin", "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn first_serve_creates_admin_with_a_private_password_file_and_sigterm_stops_cleanly() {
+    let dbs = TestDbs::new(&Backend::Sqlite).await;
+    let mut served = serve(&dbs, &[]).await;
+    let file = dbs.dir.path().join("initial-admin-password");
+    let password = std::fs::read_to_string(&file)
+        .expect("password file")
+        .trim()
+        .to_string();
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        served.stdout.contains(&password),
+        "printed once: {}",
+        served.stdout
+    );
+    assert_eq!(login_status(&served.base, &password).await, 200);
+    assert_eq!(login_status(&served.base, "not-the-password").await, 401);
+
+    sigterm(&served.child);
+    let status = tokio::time::timeout(std::time::Duration::from_secs(20), served.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "graceful shutdown exits 0: {status:?}");
+
+    // The second start finds the admin and prints no password.
+    let mut again = serve(&dbs, &[]).await;
+    assert!(!again.stdout.contains(&password), "{}", again.stdout);
+    assert!(!again.stdout.contains("Created admin"), "{}", again.stdout);
+    sigterm(&again.child);
+    again.child.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn configured_admin_password_is_used_and_no_file_is_written() {
+    let dbs = TestDbs::new(&Backend::Sqlite).await;
+    let mut served = serve(&dbs, &[("POOLKEEPER_ADMIN_PASSWORD", "configured-pass-1")]).await;
+    assert!(!dbs.dir.path().join("initial-admin-password").exists());
+    assert!(
+        !served.stdout.contains("configured-pass-1"),
+        "{}",
+        served.stdout
+    );
+    assert_eq!(login_status(&served.base, "configured-pass-1").await, 200);
+    sigterm(&served.child);
+    served.child.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn tokens_and_admins_are_managed_from_the_cli_while_serving() {
+    each_backend(|backend| async move {
+        let dbs = TestDbs::new(&backend).await;
+        let mut served = serve(&dbs, &[("POOLKEEPER_ADMIN_PASSWORD", "configured-pass-1")]).await;
+
+        let mut cmd = poolkeeper(&dbs);
+        cmd.args(["token", "create", "--name", "ops-bot", "--scope", "admin"]);
+        let (code, token, err) = run(cmd);
+        assert_eq!(code, 0, "{err}");
+        let token = token.trim().to_string();
+        assert!(token.starts_with("pk_"), "{token}");
+        let api = reqwest::Client::new();
+        let me = api
+            .get(format!("{}/api/admin/me", served.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(me.status(), 200);
+
+        let mut cmd = poolkeeper(&dbs);
+        cmd.args(["token", "list"]);
+        let (code, out, _) = run(cmd);
+        assert_eq!(code, 0);
+        assert!(out.contains("ops-bot") && out.contains("active"), "{out}");
+        assert!(!out.contains(&token[3..]), "the value is never listed");
+
+        let mut cmd = poolkeeper(&dbs);
+        cmd.args(["token", "revoke", "ops-bot"]);
+        assert_eq!(run(cmd).0, 0);
+        let me = api
+            .get(format!("{}/api/admin/me", served.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(me.status(), 401);
+
+        let mut cmd = poolkeeper(&dbs);
+        cmd.args([
+            "admin",
+            "create",
+            "--username",
+            "second",
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped());
+        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"second-pass-1\n")
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        let res = api
+            .post(format!("{}/api/admin/login", served.base))
+            .json(&json!({"username": "second", "password": "second-pass-1"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+
+        let mut cmd = poolkeeper(&dbs);
+        cmd.args(["admin", "passwd", "--username", "admin"]);
+        let (code, out, _) = run(cmd);
+        assert_eq!(code, 0);
+        let new_password = out
+            .lines()
+            .find_map(|l| l.strip_prefix("Password: "))
+            .expect("generated password printed")
+            .trim();
+        assert_eq!(login_status(&served.base, new_password).await, 200);
+        assert_eq!(login_status(&served.base, "configured-pass-1").await, 401);
+
+        let mut cmd = poolkeeper(&dbs);
+        cmd.args(["admin", "passwd", "--username", "ghost"]);
+        let (code, _, err) = run(cmd);
+        assert_ne!(code, 0);
+        assert!(err.contains("ghost"), "{err}");
+
+        sigterm(&served.child);
+        served.child.wait().await.unwrap();
+    })
+    .await;
+}
