@@ -60,6 +60,56 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Inspect and steer the job queue.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Measure performance; each run prints one JSON object.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobsCommand {
+    /// List jobs, newest first.
+    List {
+        /// Only jobs with this status (pending, running, succeeded, failed, cancelled).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only jobs of this type.
+        #[arg(long = "type")]
+        job_type: Option<String>,
+        /// Page number, from 1.
+        #[arg(long, default_value_t = 1)]
+        page: i64,
+        /// Jobs per page (at most 500).
+        #[arg(long, default_value_t = 50)]
+        page_size: i64,
+    },
+    /// Show one job with its payload, error and result (as JSON).
+    Show { id: String },
+    /// Make a failed or cancelled job pending again with a fresh attempt budget.
+    Retry { id: String },
+    /// Cancel a pending job, or ask a running one to stop.
+    Cancel { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Bulk-enqueue no-op jobs and drain them with concurrent workers.
+    Jobs {
+        /// How many jobs.
+        #[arg(long, default_value_t = 100_000)]
+        jobs: usize,
+        /// Jobs run at the same time.
+        #[arg(long, default_value_t = 8)]
+        workers: usize,
+        /// Most jobs claimed or finished in one statement.
+        #[arg(long, default_value_t = 1_000)]
+        batch_size: usize,
+        /// A scratch users database (sqlite:PATH or postgres://...); default a fresh SQLite file in a temp dir.
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -156,6 +206,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Admin(cmd) => admin(&config, &clock, cmd).await.map(|_| 0),
         Command::Token(cmd) => token(&config, &clock, cmd).await.map(|_| 0),
+        Command::Jobs(cmd) => jobs_command(&config, &clock, cmd).await,
+        Command::Bench(BenchCommand::Jobs {
+            jobs,
+            workers,
+            batch_size,
+            database_url,
+        }) => {
+            anyhow::ensure!(
+                jobs > 0 && workers > 0 && batch_size > 0,
+                "--jobs, --workers and --batch-size must be at least 1"
+            );
+            let args = crate::jobs::bench::BenchJobs {
+                jobs,
+                workers,
+                batch_size,
+                database_url,
+            };
+            let report = crate::jobs::bench::run(&args).await;
+            crate::jobs::bench::cleanup();
+            println!("{}", serde_json::to_string(&report?)?);
+            Ok(0)
+        }
     }
 }
 
@@ -354,4 +426,85 @@ async fn token(config: &Config, clock: &SharedClock, cmd: TokenCommand) -> anyho
         }
     }
     Ok(())
+}
+
+async fn jobs_command(
+    config: &Config,
+    clock: &SharedClock,
+    cmd: JobsCommand,
+) -> anyhow::Result<i32> {
+    use crate::store::jobs as job_store;
+    let (_, users) = server::open_and_migrate(config).await?;
+    let check_id = |id: &str| -> anyhow::Result<()> {
+        uuid::Uuid::parse_str(id)
+            .map(drop)
+            .map_err(|_| anyhow::anyhow!("job id must be a UUID, got {id:?}"))
+    };
+    let explain = |id: &str, e: StoreError| match e {
+        StoreError::NotFound => anyhow::anyhow!("no job {id}"),
+        StoreError::Conflict(why) => anyhow::anyhow!("job {id}: {why}"),
+        other => other.into(),
+    };
+    match cmd {
+        JobsCommand::List {
+            status,
+            job_type,
+            page,
+            page_size,
+        } => {
+            let params = crate::http::pagination::PageParams::new(Some(page), Some(page_size))
+                .map_err(|e| anyhow::anyhow!(e.message))?;
+            let filter = crate::http::api::jobs::job_filter(status, job_type)
+                .map_err(|e| anyhow::anyhow!(e.message))?;
+            let (items, total) =
+                job_store::list(&users, &filter, params.limit(), params.offset()).await?;
+            println!(
+                "{:<36} {:<24} {:<10} {:<8} {:<24} last error",
+                "id", "type", "status", "attempts", "created"
+            );
+            for j in &items {
+                println!(
+                    "{:<36} {:<24} {:<10} {:<8} {:<24} {}",
+                    j.id,
+                    j.job_type,
+                    j.status,
+                    format!("{}/{}", j.attempts, j.max_attempts),
+                    clock::rfc3339(j.created_at),
+                    j.last_error.as_deref().unwrap_or("")
+                );
+            }
+            eprintln!(
+                "page {} of {} ({total} jobs)",
+                params.page,
+                ((total + params.page_size - 1) / params.page_size).max(1)
+            );
+        }
+        JobsCommand::Show { id } => {
+            check_id(&id)?;
+            let job = job_store::get(&users, &id)
+                .await
+                .map_err(|e| explain(&id, e))?;
+            println!("{}", serde_json::to_string_pretty(&job)?);
+        }
+        JobsCommand::Retry { id } => {
+            check_id(&id)?;
+            job_store::retry(&users, &id, clock.now_ms())
+                .await
+                .map_err(|e| explain(&id, e))?;
+            job_store::notify_ready(&users).await?;
+            println!("Job {id} is pending again.");
+        }
+        JobsCommand::Cancel { id } => {
+            check_id(&id)?;
+            let job = job_store::cancel(&users, &id, clock.now_ms())
+                .await
+                .map_err(|e| explain(&id, e))?;
+            if job.status == "cancelled" {
+                println!("Job {id} cancelled.");
+            } else {
+                println!("Cancellation of running job {id} requested.");
+            }
+        }
+    }
+    Ok(0)
 }

@@ -56,6 +56,16 @@ pub struct JobsConfig {
     pub visibility_timeout_seconds: u64,
     /// Attempts a job gets before it is marked failed.
     pub max_attempts: u32,
+    /// Jobs this process runs at the same time.
+    pub concurrency: usize,
+    /// Most jobs claimed in one statement.
+    pub batch_size: usize,
+    /// How often an idle runner looks for work (PostgreSQL also wakes it at once by NOTIFY).
+    pub poll_interval_ms: u64,
+    /// On shutdown, how long running jobs may take to finish before they are handed back.
+    pub shutdown_grace_seconds: u64,
+    /// Register the `diagnostic.sleep` job type (for checking the queue and in tests).
+    pub diagnostic_handlers: bool,
 }
 
 impl Default for JobsConfig {
@@ -63,6 +73,11 @@ impl Default for JobsConfig {
         Self {
             visibility_timeout_seconds: 300,
             max_attempts: 3,
+            concurrency: 4,
+            batch_size: 100,
+            poll_interval_ms: 1000,
+            shutdown_grace_seconds: 10,
+            diagnostic_handlers: false,
         }
     }
 }
@@ -217,6 +232,18 @@ impl Config {
         if self.jobs.visibility_timeout_seconds == 0 {
             anyhow::bail!("configuration: jobs.visibility_timeout_seconds must be at least 1");
         }
+        if self.jobs.concurrency == 0 || self.jobs.concurrency > 1024 {
+            anyhow::bail!(
+                "configuration: jobs.concurrency must be between 1 and 1024, got {}",
+                self.jobs.concurrency
+            );
+        }
+        if self.jobs.batch_size == 0 || self.jobs.batch_size > 5000 {
+            anyhow::bail!(
+                "configuration: jobs.batch_size must be between 1 and 5000, got {}",
+                self.jobs.batch_size
+            );
+        }
         if self.database_max_connections == 0 {
             anyhow::bail!("configuration: database_max_connections must be at least 1");
         }
@@ -303,12 +330,11 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert_eq!(
-            c.jobs,
-            JobsConfig {
-                visibility_timeout_seconds: 300,
-                max_attempts: 3
-            }
+            (c.jobs.visibility_timeout_seconds, c.jobs.max_attempts),
+            (300, 3)
         );
+        assert_eq!((c.jobs.concurrency, c.jobs.batch_size), (4, 100));
+        assert_eq!(c.jobs.shutdown_grace_seconds, 10);
         assert!(!c.domain_guard());
         assert!(!c.pool_auto_invite_missing);
         assert_eq!(c.pool_database_url(), "sqlite://./data/pool.db");

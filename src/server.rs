@@ -15,6 +15,10 @@ use crate::auth;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::db::{OpenOptions, PoolDb, UsersDb};
+use crate::jobs::{
+    self,
+    runner::{Runner, RunnerConfig, RunningRunner},
+};
 use crate::store;
 
 pub const INITIAL_PASSWORD_FILE: &str = "initial-admin-password";
@@ -112,6 +116,7 @@ pub struct RunningServer {
     pub app: AppState,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
+    runner: RunningRunner,
 }
 
 impl RunningServer {
@@ -119,6 +124,7 @@ impl RunningServer {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
         self.task.await??;
+        self.runner.shutdown().await;
         self.app.pool.database().close().await;
         self.app.users.database().close().await;
         Ok(())
@@ -132,7 +138,7 @@ impl RunningServer {
     }
 }
 
-/// Binds `listen` and serves `app` in the background.
+/// Binds `listen`, serves `app` and runs jobs in the background.
 pub async fn start(app: AppState, listen: SocketAddr) -> anyhow::Result<RunningServer> {
     let listener = TcpListener::bind(listen)
         .await
@@ -141,6 +147,13 @@ pub async fn start(app: AppState, listen: SocketAddr) -> anyhow::Result<RunningS
     let (shutdown, mut rx) = watch::channel(false);
     spawn_maintenance(app.clone(), rx.clone());
     let router = crate::http::router(app.clone());
+    let runner = Runner::new(
+        app.users.clone(),
+        jobs::builtin_handlers(app.config.jobs.diagnostic_handlers),
+        RunnerConfig::from_config(&app.config.jobs),
+        app.clock.clone(),
+    )
+    .start();
     let task = tokio::spawn(async move {
         axum::serve(
             listener,
@@ -156,6 +169,7 @@ pub async fn start(app: AppState, listen: SocketAddr) -> anyhow::Result<RunningS
         app,
         shutdown,
         task,
+        runner,
     })
 }
 

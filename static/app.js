@@ -9,3 +9,10 @@ document.addEventListener("submit", (event) => {
     event.preventDefault();
   }
 });
+
+// Elements with data-autorefresh="N" reload the page every N seconds (while jobs are live).
+const refresh = document.querySelector("[data-autorefresh]");
+if (refresh) {
+  const seconds = Number(refresh.dataset.autorefresh) || 5;
+  window.setTimeout(() => window.location.reload(), seconds * 1000);
+}

@@ -2,6 +2,7 @@
 //! Errors from sqlx are mapped to [`StoreError`] here, once.
 
 pub mod admins;
+pub mod jobs;
 pub mod sessions;
 pub mod tokens;
 

@@ -2,6 +2,7 @@
 //! `utoipa_axum::routes!`, so the router and the OpenAPI document come from the same definitions.
 //! Each operation has exactly one tag, its domain: `pool`, `users` or `system`.
 
+pub mod jobs;
 pub mod session;
 pub mod system;
 pub mod tokens;
@@ -29,4 +30,9 @@ pub fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(system::system))
         .routes(routes!(tokens::list_tokens, tokens::create_token))
         .routes(routes!(tokens::revoke_token))
+        .routes(routes!(jobs::list_jobs))
+        .routes(routes!(jobs::job_stats))
+        .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::retry_job))
+        .routes(routes!(jobs::cancel_job))
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::app::AppState;
-use crate::config::{JobsConfig, RunEnv};
+use crate::config::RunEnv;
 use crate::db::DbState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
@@ -71,7 +71,13 @@ pub struct SystemResponse {
     pub env: RunEnv,
     pub version: &'static str,
     pub domain_guard: bool,
-    pub jobs: JobsConfig,
+    pub jobs: SystemJobs,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SystemJobs {
+    pub visibility_timeout_seconds: u64,
+    pub max_attempts: u32,
 }
 
 /// Version and the settings that shape behaviour.
@@ -82,6 +88,9 @@ pub async fn system(State(app): State<AppState>) -> Json<SystemResponse> {
         env: app.config.env,
         version: env!("CARGO_PKG_VERSION"),
         domain_guard: app.config.domain_guard(),
-        jobs: app.config.jobs.clone(),
+        jobs: SystemJobs {
+            visibility_timeout_seconds: app.config.jobs.visibility_timeout_seconds,
+            max_attempts: app.config.jobs.max_attempts,
+        },
     })
 }

@@ -21,6 +21,7 @@ use crate::http::extract::ClientAddr;
 use crate::http::middleware::{SESSION_COOKIE, check_csrf};
 
 mod assets;
+mod jobs;
 
 /// The areas in the navigation, in order: (path, label).
 const NAV: &[(&str, &str)] = &[
@@ -38,11 +39,11 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/", get(dashboard))
         .route("/pool-groups", get(area))
         .route("/mothers", get(area))
-        .route("/jobs", get(area))
         .route("/sync-sessions", get(area))
         .route("/codes", get(area))
         .route("/accounts", get(area))
         .route("/logout", axum::routing::post(logout))
+        .merge(jobs::routes())
         .route_layer(axum::middleware::from_fn_with_state(state, require_session));
     Router::new()
         .route("/login", get(login_page).post(login_submit))

@@ -1,0 +1,554 @@
+//! The job runner: claims ready jobs in batches, runs them on `concurrency` workers, finishes them in
+//! batches, keeps their locks alive with heartbeats, rescues jobs whose runner died, and on shutdown
+//! hands unfinished jobs back without spending an attempt.
+//!
+//! Correctness rests on the store's conditional statements (claim, finish only while holding the
+//! lock, rescue only past the expiry), not on anything this process remembers: several runners, in
+//! one process or many, can share a database.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::{Handlers, JobContext, JobError, StopSignal};
+use crate::clock::SharedClock;
+use crate::db::UsersDb;
+use crate::domain::job_retry::{self, AfterFailure};
+use crate::store::jobs::{self as job_store, ClaimedJob};
+
+#[derive(Clone, Debug)]
+pub struct RunnerConfig {
+    /// Jobs run at the same time by this runner.
+    pub concurrency: usize,
+    /// Most jobs claimed in one statement; claimed jobs wait in a local queue of this size.
+    pub batch_size: usize,
+    /// How long a claimed job stays locked without a heartbeat.
+    pub visibility_timeout: Duration,
+    /// How often an idle runner looks for work (PostgreSQL also wakes it by NOTIFY).
+    pub poll_interval: Duration,
+    /// How often to look for cancellation requests and expired locks.
+    pub maintenance_interval: Duration,
+    /// How long shutdown waits for running jobs before handing them back.
+    pub shutdown_grace: Duration,
+}
+
+impl RunnerConfig {
+    pub fn from_config(jobs: &crate::config::JobsConfig) -> Self {
+        let visibility_timeout = Duration::from_secs(jobs.visibility_timeout_seconds);
+        Self {
+            concurrency: jobs.concurrency.max(1),
+            batch_size: jobs.batch_size.max(1),
+            visibility_timeout,
+            poll_interval: Duration::from_millis(jobs.poll_interval_ms.max(10)),
+            maintenance_interval: (visibility_timeout / 3)
+                .clamp(Duration::from_millis(100), Duration::from_secs(1)),
+            shutdown_grace: Duration::from_secs(jobs.shutdown_grace_seconds),
+        }
+    }
+}
+
+/// What a worker reports about one attempt.
+struct Finished {
+    id: String,
+    job_type: String,
+    attempts: i64,
+    max_attempts: i64,
+    outcome: Result<Option<Value>, JobError>,
+}
+
+/// Jobs this runner holds: claimed and not yet finished.
+#[derive(Default)]
+struct Held {
+    jobs: Mutex<HashMap<String, Arc<StopSignal>>>,
+    count: AtomicUsize,
+    changed: Notify,
+}
+
+impl Held {
+    fn insert(&self, id: &str, stop: Arc<StopSignal>) {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string(), stop);
+        self.count.fetch_add(1, Ordering::SeqCst);
+    }
+    fn remove(&self, id: &str) {
+        if self
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
+            .is_some()
+        {
+            self.count.fetch_sub(1, Ordering::SeqCst);
+            self.changed.notify_waiters();
+        }
+    }
+    fn len(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+    fn signal(&self, id: &str) -> Option<Arc<StopSignal>> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+    fn drain(&self) -> Vec<(String, Arc<StopSignal>)> {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        self.count.store(0, Ordering::SeqCst);
+        jobs.drain().collect()
+    }
+}
+
+pub struct Runner {
+    id: String,
+    users: UsersDb,
+    handlers: Arc<Handlers>,
+    config: RunnerConfig,
+    clock: SharedClock,
+}
+
+/// A runner at work; [`RunningRunner::shutdown`] stops it gracefully.
+pub struct RunningRunner {
+    pub id: String,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    workers: Arc<tokio::sync::Mutex<JoinSet<()>>>,
+    held: Arc<Held>,
+    users: UsersDb,
+    clock: SharedClock,
+    grace: Duration,
+}
+
+impl Runner {
+    pub fn new(
+        users: UsersDb,
+        handlers: Handlers,
+        config: RunnerConfig,
+        clock: SharedClock,
+    ) -> Self {
+        let id = format!(
+            "runner-{}-{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        Self {
+            id,
+            users,
+            handlers: Arc::new(handlers),
+            config,
+            clock,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn start(self) -> RunningRunner {
+        let (stop, stop_rx) = watch::channel(false);
+        let held = Arc::new(Held::default());
+        let (queue_tx, queue_rx) =
+            mpsc::channel::<ClaimedJob>(self.config.batch_size.max(self.config.concurrency) * 2);
+        let queue_rx = Arc::new(tokio::sync::Mutex::new(queue_rx));
+        let (done_tx, done_rx) = mpsc::unbounded_channel::<Finished>();
+        let shared = Arc::new(self);
+
+        let workers = Arc::new(tokio::sync::Mutex::new(JoinSet::new()));
+        {
+            let mut set = workers.try_lock().expect("fresh mutex");
+            for _ in 0..shared.config.concurrency {
+                set.spawn(work(
+                    shared.clone(),
+                    queue_rx.clone(),
+                    done_tx.clone(),
+                    held.clone(),
+                    stop_rx.clone(),
+                ));
+            }
+        }
+        drop(done_tx);
+
+        let mut tasks = JoinSet::new();
+        tasks.spawn(fetch(
+            shared.clone(),
+            queue_tx,
+            held.clone(),
+            stop_rx.clone(),
+        ));
+        tasks.spawn(finish(shared.clone(), done_rx, held.clone()));
+        tasks.spawn(maintain(shared.clone(), held.clone(), stop_rx));
+        RunningRunner {
+            id: shared.id.clone(),
+            stop,
+            tasks,
+            workers,
+            held,
+            users: shared.users.clone(),
+            clock: shared.clock.clone(),
+            grace: shared.config.shutdown_grace,
+        }
+    }
+}
+
+impl RunningRunner {
+    /// Stops claiming, lets running jobs finish within the grace period, then hands the rest back
+    /// to `pending` without spending their attempt.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        let deadline = Instant::now() + self.grace;
+        while self.held.len() > 0 && Instant::now() < deadline {
+            let changed = self.held.changed.notified();
+            if self.held.len() == 0 {
+                break;
+            }
+            let _ =
+                tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), changed)
+                    .await;
+        }
+        let unfinished = self.held.drain();
+        if !unfinished.is_empty() {
+            for (_, signal) in &unfinished {
+                signal.request_shutdown();
+            }
+            self.workers.lock().await.abort_all();
+            let ids: Vec<String> = unfinished.into_iter().map(|(id, _)| id).collect();
+            match job_store::release(&self.users, &self.id, &ids, self.clock.now_ms()).await {
+                Ok(n) => {
+                    tracing::info!(runner = %self.id, released = n, "handed unfinished jobs back")
+                }
+                Err(e) => {
+                    tracing::error!(runner = %self.id, error = %e, "handing jobs back failed; they will be rescued")
+                }
+            }
+        }
+        // Workers have ended (or were aborted): the finisher drains what they reported, then stops.
+        while self.workers.lock().await.join_next().await.is_some() {}
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Claims jobs while there is room in the local queue.
+async fn fetch(
+    runner: Arc<Runner>,
+    queue: mpsc::Sender<ClaimedJob>,
+    held: Arc<Held>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut listener = pg_listener(&runner.users).await;
+    let capacity = runner.config.batch_size.max(runner.config.concurrency);
+    let mut failures = 0u32;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let room = capacity.saturating_sub(held.len());
+        if room == 0 {
+            let changed = held.changed.notified();
+            if capacity.saturating_sub(held.len()) == 0 {
+                tokio::select! {
+                    _ = changed => {}
+                    _ = stop.changed() => {}
+                }
+            }
+            continue;
+        }
+        let now = runner.clock.now_ms();
+        let lock_until = now + runner.config.visibility_timeout.as_millis() as i64;
+        let claimed =
+            match job_store::claim(&runner.users, &runner.id, room as i64, now, lock_until).await {
+                Ok(claimed) => {
+                    failures = 0;
+                    claimed
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(runner = %runner.id, error = %e, "claiming jobs failed");
+                    let backoff = runner.config.poll_interval * failures.min(10);
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => {}
+                    }
+                    continue;
+                }
+            };
+        if claimed.is_empty() {
+            wait_for_work(&runner, &mut listener, &mut stop).await;
+            continue;
+        }
+        for job in claimed {
+            let signal = Arc::new(StopSignal::default());
+            if job.cancel_requested {
+                signal.request_cancel();
+            }
+            held.insert(&job.id, signal);
+            if queue.send(job).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn wait_for_work(
+    runner: &Runner,
+    listener: &mut Option<sqlx::postgres::PgListener>,
+    stop: &mut watch::Receiver<bool>,
+) {
+    let poll = tokio::time::sleep(runner.config.poll_interval);
+    match listener {
+        Some(l) => {
+            tokio::select! {
+                _ = poll => {}
+                _ = stop.changed() => {}
+                notified = l.recv() => {
+                    if let Err(e) = notified {
+                        tracing::warn!(error = %e, "job notifications lost; polling");
+                    }
+                }
+            }
+        }
+        None => {
+            tokio::select! {
+                _ = poll => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+}
+
+/// PostgreSQL only: a listener for `poolkeeper_jobs` notifications. Polling remains the fallback.
+async fn pg_listener(users: &UsersDb) -> Option<sqlx::postgres::PgListener> {
+    let crate::db::Conn::Postgres(pool) = &users.0.conn else {
+        return None;
+    };
+    let mut listener = match sqlx::postgres::PgListener::connect_with(pool).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot LISTEN for jobs; polling only");
+            return None;
+        }
+    };
+    match listener.listen("poolkeeper_jobs").await {
+        Ok(()) => Some(listener),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot LISTEN for jobs; polling only");
+            None
+        }
+    }
+}
+
+/// Runs claimed jobs, one at a time per worker.
+async fn work(
+    runner: Arc<Runner>,
+    queue: Arc<tokio::sync::Mutex<mpsc::Receiver<ClaimedJob>>>,
+    done: mpsc::UnboundedSender<Finished>,
+    held: Arc<Held>,
+    stop: watch::Receiver<bool>,
+) {
+    loop {
+        let job = {
+            let mut queue = queue.lock().await;
+            tokio::select! {
+                biased;
+                job = queue.recv() => job,
+                _ = wait_true(stop.clone()) => None,
+            }
+        };
+        let Some(job) = job else { return };
+        if *stop.borrow() {
+            // Claimed but not started: shutdown hands it back.
+            return;
+        }
+        let Some(signal) = held.signal(&job.id) else {
+            continue;
+        };
+        let outcome = run_one(&runner, &job, signal).await;
+        let finished = Finished {
+            id: job.id,
+            job_type: job.job_type,
+            attempts: job.attempts,
+            max_attempts: job.max_attempts,
+            outcome,
+        };
+        if done.send(finished).is_err() {
+            return;
+        }
+    }
+}
+
+async fn wait_true(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+async fn run_one(
+    runner: &Runner,
+    job: &ClaimedJob,
+    signal: Arc<StopSignal>,
+) -> Result<Option<Value>, JobError> {
+    let Some(handler) = runner.handlers.get(&job.job_type) else {
+        return Err(JobError::permanent(format!(
+            "no handler is registered for job type {:?}",
+            job.job_type
+        )));
+    };
+    let payload: Value = serde_json::from_str(&job.payload)
+        .map_err(|e| JobError::permanent(format!("payload is not valid JSON: {e}")))?;
+    let ctx = JobContext::new(
+        job.id.clone(),
+        job.job_type.clone(),
+        job.attempts,
+        job.max_attempts,
+        payload,
+        signal,
+    );
+    let started = Instant::now();
+    let outcome = handler(ctx).await;
+    metrics::histogram!("job_duration_ms", "type" => job.job_type.clone())
+        .record(started.elapsed().as_secs_f64() * 1000.0);
+    outcome
+}
+
+/// Records what workers report: successes in one statement per batch, failures one by one.
+async fn finish(runner: Arc<Runner>, mut done: mpsc::UnboundedReceiver<Finished>, held: Arc<Held>) {
+    const MAX_BATCH: usize = 1_000;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = done.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match done.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        let now = runner.clock.now_ms();
+        let mut succeeded = Vec::new();
+        let mut succeeded_types = Vec::new();
+        for f in batch.drain(..) {
+            match f.outcome {
+                Ok(result) => {
+                    succeeded.push((f.id.clone(), result.map(|v| v.to_string())));
+                    succeeded_types.push((f.id, f.job_type));
+                }
+                Err(error) => {
+                    let status =
+                        record_failure(&runner, &f.id, f.attempts, f.max_attempts, &error, now)
+                            .await;
+                    metrics::counter!("jobs_finished_total", "type" => f.job_type, "status" => status).increment(1);
+                    held.remove(&f.id);
+                }
+            }
+        }
+        if !succeeded.is_empty() {
+            if let Err(e) = job_store::complete(&runner.users, &runner.id, &succeeded, now).await {
+                // The locks expire and the jobs are rescued and run again: at least once, never lost.
+                tracing::error!(runner = %runner.id, error = %e, jobs = succeeded.len(), "recording finished jobs failed");
+            }
+            for (id, job_type) in succeeded_types {
+                metrics::counter!("jobs_finished_total", "type" => job_type, "status" => "succeeded").increment(1);
+                held.remove(&id);
+            }
+        }
+    }
+}
+
+/// Applies the retry rule to a failed attempt; returns the status the job ends in for now.
+async fn record_failure(
+    runner: &Runner,
+    id: &str,
+    attempts: i64,
+    max_attempts: i64,
+    error: &JobError,
+    now: i64,
+) -> &'static str {
+    let result = if error.cancelled {
+        job_store::finish_cancelled(&runner.users, &runner.id, id, now)
+            .await
+            .map(|_| "cancelled")
+    } else {
+        let jitter = random_unit();
+        match job_retry::after_failure(error.kind, attempts, max_attempts, now, jitter) {
+            AfterFailure::RetryAt(at) => job_store::fail_attempt(
+                &runner.users,
+                &runner.id,
+                id,
+                &error.message,
+                Some(at),
+                now,
+            )
+            .await
+            .map(|_| "retrying"),
+            AfterFailure::Fail => {
+                job_store::fail_attempt(&runner.users, &runner.id, id, &error.message, None, now)
+                    .await
+                    .map(|_| "failed")
+            }
+        }
+    };
+    match result {
+        Ok(status) => {
+            tracing::warn!(job = %id, attempt = attempts, error = %error.message, status, "job attempt failed");
+            status
+        }
+        Err(e) => {
+            tracing::error!(job = %id, error = %e, "recording a failed attempt failed");
+            "unknown"
+        }
+    }
+}
+
+fn random_unit() -> f64 {
+    let mut bytes = [0u8; 4];
+    if getrandom::fill(&mut bytes).is_err() {
+        return 0.5;
+    }
+    f64::from(u32::from_le_bytes(bytes)) / (f64::from(u32::MAX) + 1.0)
+}
+
+/// Heartbeats (lock extension and cancellation requests), rescue of expired jobs, queue-depth gauges.
+async fn maintain(runner: Arc<Runner>, held: Arc<Held>, mut stop: watch::Receiver<bool>) {
+    let vt_ms = runner.config.visibility_timeout.as_millis() as i64;
+    let mut last_depth = Instant::now() - Duration::from_secs(60);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(runner.config.maintenance_interval) => {}
+            _ = stop.changed() => {}
+        }
+        let now = runner.clock.now_ms();
+        if held.len() > 0 {
+            match job_store::heartbeat(&runner.users, &runner.id, now, now + vt_ms).await {
+                Ok(cancel) => {
+                    for id in cancel {
+                        if let Some(signal) = held.signal(&id) {
+                            signal.request_cancel();
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(runner = %runner.id, error = %e, "heartbeat failed"),
+            }
+        }
+        if *stop.borrow() {
+            return;
+        }
+        match job_store::rescue_expired(&runner.users, now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                rescued = n,
+                "rescued jobs whose runner stopped sending heartbeats"
+            ),
+            Err(e) => tracing::warn!(error = %e, "rescuing expired jobs failed"),
+        }
+        if last_depth.elapsed() >= Duration::from_secs(5) {
+            last_depth = Instant::now();
+            if let Ok((pending, running)) = job_store::live_counts(&runner.users).await {
+                metrics::gauge!("jobs_queue_depth", "status" => "pending").set(pending as f64);
+                metrics::gauge!("jobs_queue_depth", "status" => "running").set(running as f64);
+            }
+        }
+    }
+}

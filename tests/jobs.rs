@@ -1,0 +1,577 @@
+//! The durable job queue: de-duplication in the database, runners, retries, cancel, rescue, shutdown.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{TestDbs, each_backend};
+use poolkeeper::clock::{Clock, ManualClock, SharedClock};
+use poolkeeper::db::{OpenOptions, UsersDb};
+use poolkeeper::jobs::runner::{Runner, RunnerConfig};
+use poolkeeper::jobs::{self, Handlers, JobError};
+use poolkeeper::server;
+use poolkeeper::store::jobs::{self as job_store, NewJob};
+use serde_json::json;
+
+const T0: i64 = 1_800_000_000_000;
+
+async fn users_db(dbs: &TestDbs) -> UsersDb {
+    server::open_and_migrate(&dbs.config).await.unwrap().1
+}
+
+fn fast_config() -> RunnerConfig {
+    RunnerConfig {
+        concurrency: 4,
+        batch_size: 50,
+        visibility_timeout: Duration::from_secs(30),
+        poll_interval: Duration::from_millis(20),
+        maintenance_interval: Duration::from_millis(20),
+        shutdown_grace: Duration::from_millis(300),
+    }
+}
+
+/// Polls `check` until it holds (real time, at most 20 s).
+async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn status_of(users: &UsersDb, id: &str) -> (String, i64) {
+    let job = job_store::get(users, id).await.unwrap();
+    (job.status, job.attempts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hundred_concurrent_enqueues_with_one_dedup_key_yield_one_job() {
+    each_backend(|backend| async move {
+        let dbs = TestDbs::new(&backend).await;
+        let users = users_db(&dbs).await;
+        let mut tasks = Vec::new();
+        for _ in 0..100 {
+            let users = users.clone();
+            tasks.push(tokio::spawn(async move {
+                let job = NewJob::new("noop", json!({"n": 1})).dedup_key("sync:mother-7");
+                jobs::enqueue(&users, &job, 3, T0).await.unwrap()
+            }));
+        }
+        let mut ids = std::collections::HashSet::new();
+        let mut fresh = 0;
+        for t in tasks {
+            let (job, deduplicated) = t.await.unwrap();
+            ids.insert(job.id);
+            fresh += usize::from(!deduplicated);
+        }
+        assert_eq!(ids.len(), 1, "every caller gets the same job id");
+        assert_eq!(fresh, 1, "exactly one caller created it");
+        let (_, total) = job_store::list(&users, &Default::default(), 10, 0)
+            .await
+            .unwrap();
+        assert_eq!(total, 1);
+
+        // A finished job does not block a new one with the same key.
+        let id = ids.into_iter().next().unwrap();
+        let claimed = job_store::claim(&users, "r1", 10, T0, T0 + 1000)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(
+            job_store::complete(&users, "r1", &[(id.clone(), None)], T0)
+                .await
+                .unwrap(),
+            1
+        );
+        let (again, deduplicated) = jobs::enqueue(
+            &users,
+            &NewJob::new("noop", json!({})).dedup_key("sync:mother-7"),
+            3,
+            T0,
+        )
+        .await
+        .unwrap();
+        assert!(!deduplicated);
+        assert_ne!(again.id, id);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bulk_enqueue_writes_many_jobs_in_one_transaction_and_dedups() {
+    each_backend(|backend| async move {
+        let dbs = TestDbs::new(&backend).await;
+        let users = users_db(&dbs).await;
+        let existing = jobs::enqueue(
+            &users,
+            &NewJob::new("noop", json!({})).dedup_key("k-0"),
+            3,
+            T0,
+        )
+        .await
+        .unwrap()
+        .0;
+        let mut batch: Vec<NewJob> = (0..2_500)
+            .map(|i| NewJob::new("noop", json!({"i": i})))
+            .collect();
+        batch.push(NewJob::new("noop", json!({})).dedup_key("k-0"));
+        batch.push(NewJob::new("noop", json!({})).dedup_key("k-1"));
+        batch.push(NewJob::new("noop", json!({})).dedup_key("k-1"));
+        let out = jobs::enqueue_many(&users, &batch, 3, T0).await.unwrap();
+        assert_eq!(out.len(), 2_503);
+        assert_eq!(out[2_500], (existing.id.clone(), true));
+        assert!(!out[2_501].1);
+        assert_eq!(out[2_502], (out[2_501].0.clone(), true));
+        let (_, total) = job_store::list(&users, &Default::default(), 1, 0)
+            .await
+            .unwrap();
+        assert_eq!(total, 2_502);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn runner_runs_jobs_records_results_and_fails_unknown_types() {
+    each_backend(|backend| async move {
+        let dbs = TestDbs::new(&backend).await;
+        let users = users_db(&dbs).await;
+        let mut handlers = Handlers::default();
+        handlers.register("double", |ctx| async move {
+            let n = ctx.payload["n"]
+                .as_i64()
+                .ok_or_else(|| JobError::permanent("n is required"))?;
+            Ok(Some(json!({"doubled": n * 2})))
+        });
+        let clock: SharedClock = poolkeeper::clock::system();
+        let now = clock.now_ms();
+        let ok = jobs::enqueue(&users, &NewJob::new("double", json!({"n": 21})), 3, now)
+            .await
+            .unwrap()
+            .0;
+        let bad = jobs::enqueue(&users, &NewJob::new("double", json!({})), 3, now)
+            .await
+            .unwrap()
+            .0;
+        let unknown = jobs::enqueue(&users, &NewJob::new("no.such.type", json!({})), 3, now)
+            .await
+            .unwrap()
+            .0;
+        let runner = Runner::new(users.clone(), handlers, fast_config(), clock).start();
+        for id in [&ok.id, &bad.id, &unknown.id] {
+            wait_until("job finished", || async {
+                job_store::get(&users, id)
+                    .await
+                    .unwrap()
+                    .finished_at
+                    .is_some()
+            })
+            .await;
+        }
+        let ok = job_store::get(&users, &ok.id).await.unwrap();
+        assert_eq!((ok.status.as_str(), ok.attempts), ("succeeded", 1));
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(ok.result.as_deref().unwrap()).unwrap(),
+            json!({"doubled": 42})
+        );
+        let bad = job_store::get(&users, &bad.id).await.unwrap();
+        assert_eq!(
+            (bad.status.as_str(), bad.attempts),
+            ("failed", 1),
+            "a permanent error is not retried"
+        );
+        assert_eq!(bad.last_error.as_deref(), Some("n is required"));
+        let unknown = job_store::get(&users, &unknown.id).await.unwrap();
+        assert_eq!(unknown.status, "failed");
+        assert!(
+            unknown
+                .last_error
+                .unwrap()
+                .contains("no handler is registered for job type \"no.such.type\"")
+        );
+        runner.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn transient_failures_back_off_until_failed_and_retry_revives_the_job() {
+    each_backend(|backend| async move {
+        let dbs = TestDbs::new(&backend).await;
+        let users = users_db(&dbs).await;
+        let clock = ManualClock::new(T0);
+        let healthy = Arc::new(AtomicBool::new(false));
+        let mut handlers = Handlers::default();
+        let h = healthy.clone();
+        handlers.register("flaky", move |_ctx| {
+            let healthy = h.load(Ordering::SeqCst);
+            async move {
+                if healthy {
+                    Ok(None)
+                } else {
+                    Err(JobError::transient("provider timed out"))
+                }
+            }
+        });
+        let job = jobs::enqueue(&users, &NewJob::new("flaky", json!({})), 3, T0)
+            .await
+            .unwrap()
+            .0;
+        let runner = Runner::new(users.clone(), handlers, fast_config(), clock.clone()).start();
+
+        let mut last_run_at = T0;
+        for attempt in 1..=2 {
+            wait_until("attempt recorded", || async {
+                status_of(&users, &job.id).await == ("pending".into(), attempt)
+            })
+            .await;
+            let row = job_store::get(&users, &job.id).await.unwrap();
+            let delay = row.run_at - clock.now_ms();
+            let base = 1000 * (1 << (attempt - 1));
+            assert!(
+                delay >= base * 3 / 4 && delay <= base * 5 / 4,
+                "attempt {attempt}: backoff {delay} ms around {base}"
+            );
+            assert!(row.run_at > last_run_at);
+            last_run_at = row.run_at;
+            assert_eq!(row.last_error.as_deref(), Some("provider timed out"));
+            // Nothing runs before the backoff has passed.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(
+                status_of(&users, &job.id).await,
+                ("pending".into(), attempt)
+            );
+            clock.advance_ms(delay);
+        }
+        wait_until("failed after max attempts", || async {
+            status_of(&users, &job.id).await == ("failed".into(), 3)
+        })
+        .await;
+
+        healthy.store(true, Ordering::SeqCst);
+        let revived = job_store::retry(&users, &job.id, clock.now_ms())
+            .await
+            .unwrap();
+        assert_eq!(
+            (revived.status.as_str(), revived.attempts),
+            ("pending", 0),
+            "a fresh attempt budget"
+        );
+        wait_until("succeeded after retry", || async {
+            status_of(&users, &job.id).await == ("succeeded".into(), 1)
+        })
+        .await;
+        assert!(matches!(
+            job_store::retry(&users, &job.id, T0).await,
+            Err(poolkeeper::store::StoreError::Conflict(_))
+        ));
+        runner.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn retry_after_from_the_handler_sets_the_next_run() {
+    let dbs = TestDbs::new(&common::Backend::Sqlite).await;
+    let users = users_db(&dbs).await;
+    let clock = ManualClock::new(T0);
+    let mut handlers = Handlers::default();
+    handlers.register("limited", |_ctx| async {
+        Err(JobError::retry_after(45_000, "rate limited"))
+    });
+    let job = jobs::enqueue(&users, &NewJob::new("limited", json!({})), 3, T0)
+        .await
+        .unwrap()
+        .0;
+    let runner = Runner::new(users.clone(), handlers, fast_config(), clock.clone()).start();
+    wait_until("attempt recorded", || async {
+        status_of(&users, &job.id).await == ("pending".into(), 1)
+    })
+    .await;
+    assert_eq!(
+        job_store::get(&users, &job.id).await.unwrap().run_at,
+        T0 + 45_000
+    );
+    runner.shutdown().await;
+}
+
+#[tokio::test]
+async fn cancel_stops_a_pending_job_at_once_and_a_running_one_by_request() {
+    each_backend(|backend| async move {
+        let dbs = TestDbs::new(&backend).await;
+        let users = users_db(&dbs).await;
+        let clock = poolkeeper::clock::system();
+        let now = clock.now_ms();
+        let pending = jobs::enqueue(
+            &users,
+            &NewJob {
+                run_at: Some(now + 3_600_000),
+                ..NewJob::new("slow", json!({}))
+            },
+            3,
+            now,
+        )
+        .await
+        .unwrap()
+        .0;
+        let cancelled = job_store::cancel(&users, &pending.id, now).await.unwrap();
+        assert_eq!(cancelled.status, "cancelled");
+        assert!(cancelled.finished_at.is_some());
+        assert!(matches!(
+            job_store::cancel(&users, &pending.id, now).await,
+            Err(poolkeeper::store::StoreError::Conflict(_))
+        ));
+
+        let started = Arc::new(AtomicBool::new(false));
+        let mut handlers = Handlers::default();
+        let s = started.clone();
+        handlers.register("slow", move |ctx| {
+            s.store(true, Ordering::SeqCst);
+            async move {
+                ctx.stopped().await;
+                if ctx.is_cancelled() {
+                    Err(JobError::cancelled())
+                } else {
+                    Err(JobError::transient("shutdown"))
+                }
+            }
+        });
+        let running = jobs::enqueue(&users, &NewJob::new("slow", json!({})), 3, now)
+            .await
+            .unwrap()
+            .0;
+        let runner = Runner::new(users.clone(), handlers, fast_config(), clock.clone()).start();
+        wait_until("handler started", || async {
+            started.load(Ordering::SeqCst)
+        })
+        .await;
+        let requested = job_store::cancel(&users, &running.id, clock.now_ms())
+            .await
+            .unwrap();
+        assert_eq!(
+            (requested.status.as_str(), requested.cancel_requested),
+            ("running", true)
+        );
+        wait_until("running job cancelled", || async {
+            status_of(&users, &running.id).await.0 == "cancelled"
+        })
+        .await;
+        runner.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_hands_unfinished_jobs_back_without_spending_attempts() {
+    each_backend(|backend| async move {
+        let dbs = TestDbs::new(&backend).await;
+        let users = users_db(&dbs).await;
+        let clock = poolkeeper::clock::system();
+        let started = Arc::new(AtomicUsize::new(0));
+        let mut handlers = Handlers::default();
+        let s = started.clone();
+        // Ignores shutdown on purpose: only the grace period can end it.
+        handlers.register("stubborn", move |_ctx| {
+            s.fetch_add(1, Ordering::SeqCst);
+            async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(None)
+            }
+        });
+        handlers.register("quick", |_ctx| async { Ok(None) });
+        let ids: Vec<String> = jobs::enqueue_many(
+            &users,
+            &(0..6)
+                .map(|_| NewJob::new("stubborn", json!({})))
+                .collect::<Vec<_>>(),
+            3,
+            clock.now_ms(),
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+        let quick = jobs::enqueue(
+            &users,
+            &NewJob {
+                priority: 10,
+                ..NewJob::new("quick", json!({}))
+            },
+            3,
+            clock.now_ms(),
+        )
+        .await
+        .unwrap()
+        .0;
+        let runner = Runner::new(users.clone(), handlers, fast_config(), clock.clone()).start();
+        wait_until("4 workers busy", || async {
+            started.load(Ordering::SeqCst) == 4
+        })
+        .await;
+        wait_until("quick job done", || async {
+            status_of(&users, &quick.id).await.0 == "succeeded"
+        })
+        .await;
+        runner.shutdown().await;
+        for id in &ids {
+            let job = job_store::get(&users, id).await.unwrap();
+            assert_eq!(
+                (job.status.as_str(), job.attempts),
+                ("pending", 0),
+                "{id} handed back with its attempt unspent"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rescue_takes_expired_jobs_only_and_counts_the_attempt() {
+    each_backend(|backend| async move {
+        let dbs = TestDbs::new(&backend).await;
+        let users = users_db(&dbs).await;
+        let first = jobs::enqueue(
+            &users,
+            &NewJob {
+                max_attempts: Some(1),
+                ..NewJob::new("noop", json!({}))
+            },
+            3,
+            T0,
+        )
+        .await
+        .unwrap()
+        .0;
+        let second = jobs::enqueue(&users, &NewJob::new("noop", json!({})), 3, T0)
+            .await
+            .unwrap()
+            .0;
+        let third = jobs::enqueue(&users, &NewJob::new("noop", json!({})), 3, T0)
+            .await
+            .unwrap()
+            .0;
+        // A dead runner holds `first` and `second`; a live one holds `third` and keeps beating.
+        let claimed = job_store::claim(&users, "dead", 2, T0, T0 + 1_000)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 2);
+        assert_eq!(
+            job_store::claim(&users, "alive", 1, T0, T0 + 1_000)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            job_store::heartbeat(&users, "alive", T0 + 900, T0 + 2_000)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        assert_eq!(
+            job_store::rescue_expired(&users, T0 + 999).await.unwrap(),
+            0,
+            "nothing expired yet"
+        );
+        assert_eq!(
+            job_store::rescue_expired(&users, T0 + 1_001).await.unwrap(),
+            2
+        );
+        assert_eq!(
+            status_of(&users, &first.id).await,
+            ("failed".into(), 1),
+            "no attempts left"
+        );
+        assert_eq!(
+            status_of(&users, &second.id).await,
+            ("pending".into(), 1),
+            "the attempt is counted"
+        );
+        assert_eq!(
+            status_of(&users, &third.id).await,
+            ("running".into(), 1),
+            "a live job is never taken"
+        );
+        // The dead runner cannot finish a job it lost.
+        assert_eq!(
+            job_store::complete(&users, "dead", &[(second.id.clone(), None)], T0 + 1_100)
+                .await
+                .unwrap(),
+            0
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn several_runners_with_separate_pools_run_each_of_10000_jobs_exactly_once() {
+    each_backend(|backend| async move {
+        let dbs = TestDbs::new(&backend).await;
+        let users = users_db(&dbs).await;
+        let batch: Vec<NewJob> = (0..10_000)
+            .map(|i| NewJob::new("count", json!({"i": i})))
+            .collect();
+        jobs::enqueue_many(&users, &batch, 3, poolkeeper::clock::system().now_ms())
+            .await
+            .unwrap();
+        let seen: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let mut runners = Vec::new();
+        for _ in 0..3 {
+            // Each runner has its own connection pool, as a separate process would.
+            let own = UsersDb::open(
+                &dbs.config.users_database_url(),
+                &OpenOptions {
+                    create: false,
+                    max_connections: 4,
+                },
+            )
+            .await
+            .unwrap();
+            let mut handlers = Handlers::default();
+            let seen = seen.clone();
+            handlers.register("count", move |ctx| {
+                *seen.lock().unwrap().entry(ctx.id.clone()).or_default() += 1;
+                async { Ok(None) }
+            });
+            let config = RunnerConfig {
+                concurrency: 8,
+                batch_size: 200,
+                ..fast_config()
+            };
+            runners.push(Runner::new(own, handlers, config, poolkeeper::clock::system()).start());
+        }
+        wait_until("all jobs succeeded", || async {
+            let (_, total) = job_store::list(
+                &users,
+                &job_store::JobFilter {
+                    status: Some("succeeded".into()),
+                    job_type: None,
+                },
+                1,
+                0,
+            )
+            .await
+            .unwrap();
+            total == 10_000
+        })
+        .await;
+        for r in runners {
+            r.shutdown().await;
+        }
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 10_000);
+        assert!(seen.values().all(|n| *n == 1), "a job ran twice");
+    })
+    .await;
+}
