@@ -11,12 +11,19 @@ const DURATION_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Millisecond buckets for job and sync durations.
+const DURATION_MS_BUCKETS: &[f64] = &[
+    1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1_000.0, 5_000.0, 10_000.0, 60_000.0, 300_000.0,
+];
+
 /// Installs the recorder on first use and returns its handle.
 pub fn handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)
+                .expect("bucket list is not empty")
+                .set_buckets_for_metric(Matcher::Suffix("_ms".into()), DURATION_MS_BUCKETS)
                 .expect("bucket list is not empty")
                 .build_recorder();
             let handle = recorder.handle();

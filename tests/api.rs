@@ -879,3 +879,214 @@ async fn openapi_document_and_swagger_ui_are_served_from_the_binary() {
     );
     t.stop().await;
 }
+
+#[tokio::test]
+async fn jobs_api_lists_filters_shows_retries_cancels_and_counts() {
+    each_backend(|backend| async move {
+        let t = TestApp::spawn(&backend).await;
+        let admin = t.token("jobs", Scope::Admin).await;
+        let c = &t.client;
+        let users = &t.app().users;
+        let now = t.app().clock.now_ms();
+        let later = now + 3_600_000;
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            let job = poolkeeper::store::jobs::NewJob {
+                run_at: Some(later),
+                ..poolkeeper::store::jobs::NewJob::new("later", json!({"i": i}))
+            };
+            ids.push(
+                poolkeeper::jobs::enqueue(users, &job, 3, now)
+                    .await
+                    .unwrap()
+                    .0
+                    .id,
+            );
+        }
+        let get = |path: String| c.get(t.url(&path)).bearer_auth(&admin).send();
+
+        let page: Value = get("/api/admin/jobs?type=later&page_size=2".into())
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                page["total"].as_i64(),
+                page["page_size"].as_i64(),
+                page["page"].as_i64()
+            ),
+            (Some(3), Some(2), Some(1))
+        );
+        assert_eq!(page["items"].as_array().unwrap().len(), 2);
+        assert_eq!(page["items"][0]["id"], ids[2].as_str(), "newest first");
+        let page2: Value = get("/api/admin/jobs?type=later&page_size=2&page=2".into())
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(page2["items"][0]["id"], ids[0].as_str());
+        let none: Value = get("/api/admin/jobs?status=failed".into())
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(none["total"], 0);
+        for bad in [
+            "status=done",
+            "page=0",
+            "page_size=501",
+            "page=x",
+            "type=no%20spaces",
+        ] {
+            let err = api_error(get(format!("/api/admin/jobs?{bad}")).await.unwrap()).await;
+            assert_eq!(err.status, 400, "{bad}: {err:?}");
+        }
+
+        let job: Value = get(format!("/api/admin/jobs/{}", ids[0]))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            (job["status"].as_str(), job["payload"].as_str()),
+            (Some("pending"), Some(r#"{"i":0}"#))
+        );
+        let err = api_error(get("/api/admin/jobs/not-a-uuid".into()).await.unwrap()).await;
+        assert_eq!(err.status, 400);
+        let err = api_error(
+            get(format!("/api/admin/jobs/{}", uuid::Uuid::now_v7()))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(err.status, 404);
+
+        let post = |path: String| c.post(t.url(&path)).bearer_auth(&admin).send();
+        let err = api_error(
+            post(format!("/api/admin/jobs/{}/retry", ids[0]))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (err.status, err.code.as_str()),
+            (409, "conflict"),
+            "a pending job cannot be retried"
+        );
+        let cancelled: Value = post(format!("/api/admin/jobs/{}/cancel", ids[0]))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(cancelled["status"], "cancelled");
+        let err = api_error(
+            post(format!("/api/admin/jobs/{}/cancel", ids[0]))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(err.status, 409, "already finished");
+        let retried: Value = post(format!("/api/admin/jobs/{}/retry", ids[0]))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            (retried["status"].as_str(), retried["attempts"].as_i64()),
+            (Some("pending"), Some(0))
+        );
+        let err = api_error(
+            post(format!("/api/admin/jobs/{}/retry", uuid::Uuid::now_v7()))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(err.status, 404);
+
+        // The retried job is due now; the server's runner has no handler for its type and fails it.
+        let wait_for = |id: String, status: &'static str| async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            loop {
+                let job: Value = get(format!("/api/admin/jobs/{id}"))
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                if job["status"] == status {
+                    return job;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "job never became {status}: {job}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        };
+        let failed = wait_for(ids[0].clone(), "failed").await;
+        assert!(
+            failed["last_error"]
+                .as_str()
+                .unwrap()
+                .contains("no handler"),
+            "{failed}"
+        );
+
+        post(format!("/api/admin/jobs/{}/cancel", ids[1]))
+            .await
+            .unwrap();
+        let stats: Value = get("/api/admin/jobs/stats".into())
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(stats["by_status"]["pending"], 1);
+        assert_eq!(stats["by_status"]["cancelled"], 1);
+        assert_eq!(stats["by_status"]["failed"], 1);
+        assert_eq!(stats["by_status"]["succeeded"], 0);
+        assert_eq!(stats["by_type"]["later"]["pending"], 1);
+        assert_eq!(stats["total"], 3);
+
+        // The built-in runner of the server runs a no-op job end to end.
+        let noop = poolkeeper::jobs::enqueue(
+            users,
+            &poolkeeper::store::jobs::NewJob::new("noop", json!({})),
+            3,
+            now,
+        )
+        .await
+        .unwrap()
+        .0;
+        wait_for(noop.id, "succeeded").await;
+        let metrics = c
+            .get(t.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains(r#"jobs_enqueued_total{type="later",deduplicated="false"}"#),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(r#"jobs_finished_total{type="noop",status="succeeded"}"#),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("job_duration_ms_bucket{type=\"noop\""),
+            "{metrics}"
+        );
+        t.stop().await;
+    })
+    .await;
+}

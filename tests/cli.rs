@@ -320,3 +320,86 @@ async fn tokens_and_admins_are_managed_from_the_cli_while_serving() {
     })
     .await;
 }
+
+/// A `poolkeeper serve` killed with SIGKILL in the middle of a job: after the visibility timeout the
+/// next process rescues the job, runs it once more, and it ends `succeeded` with its side effect
+/// (the "done" line) recorded exactly once.
+#[tokio::test]
+async fn job_of_a_killed_process_is_rescued_and_its_side_effect_happens_once() {
+    each_backend(|backend| async move {
+        let dbs = TestDbs::new(&backend).await;
+        let env = [
+            ("POOLKEEPER_JOBS__DIAGNOSTIC_HANDLERS", "true"),
+            ("POOLKEEPER_JOBS__VISIBILITY_TIMEOUT_SECONDS", "2"),
+            ("POOLKEEPER_JOBS__POLL_INTERVAL_MS", "50"),
+            ("POOLKEEPER_ADMIN_PASSWORD", "configured-pass-1"),
+        ];
+        let mut first = serve(&dbs, &env).await;
+        let users =
+            poolkeeper::db::UsersDb::open(&dbs.config.users_database_url(), &Default::default())
+                .await
+                .unwrap();
+        let effects = dbs.dir.path().join("effects.log");
+        let job = poolkeeper::store::jobs::NewJob::new(
+            "diagnostic.sleep",
+            json!({"ms": 1500, "append_to": effects.display().to_string()}),
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let (job, _) = poolkeeper::store::jobs::enqueue(&users, &job, 3, now)
+            .await
+            .unwrap();
+        let read = || std::fs::read_to_string(&effects).unwrap_or_default();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !read().contains("start") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the job never started"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let pid = first.child.id().unwrap().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-KILL", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        first.child.wait().await.unwrap();
+        let stuck = poolkeeper::store::jobs::get(&users, &job.id).await.unwrap();
+        assert_eq!(
+            (stuck.status.as_str(), stuck.attempts),
+            ("running", 1),
+            "the dead process still holds it"
+        );
+
+        let mut second = serve(&dbs, &env).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let done = loop {
+            let row = poolkeeper::store::jobs::get(&users, &job.id).await.unwrap();
+            if row.status == "succeeded" {
+                break row;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the job was not rescued: {row:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        assert_eq!(done.attempts, 2, "the lost attempt counts");
+        let log = read();
+        assert_eq!(log.matches("start").count(), 2, "{log}");
+        assert_eq!(
+            log.matches("done").count(),
+            1,
+            "the side effect happened exactly once: {log}"
+        );
+        assert!(log.contains(&format!("done {} attempt 2", job.id)), "{log}");
+        sigterm(&second.child);
+        second.child.wait().await.unwrap();
+    })
+    .await;
+}
