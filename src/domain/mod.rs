@@ -2,3 +2,6 @@
 
 pub mod email;
 pub mod login_throttle;
+pub mod mothers;
+pub mod naming;
+pub mod seats;
