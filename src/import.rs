@@ -90,6 +90,35 @@ fn csv_row(headers: &[String], record: &csv::StringRecord) -> RawRow {
     Ok(Value::Object(obj))
 }
 
+/// Rows from pasted text (the web UI's batch form): JSON lines when the first non-blank character is
+/// `{`, else CSV with a header row.
+pub fn rows_from_text(text: &str) -> anyhow::Result<Vec<RawRow>> {
+    if text.trim_start().starts_with('{') {
+        return Ok(text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).map_err(|e| format!("not JSON: {e}")))
+            .collect());
+    }
+    let mut reader = csv::ReaderBuilder::new().from_reader(text.as_bytes());
+    let headers: Vec<String> = reader
+        .headers()
+        .map_err(|e| anyhow::anyhow!("reading the header row: {e}"))?
+        .iter()
+        .map(|h| h.trim().to_string())
+        .collect();
+    if let Some(bad) = headers.iter().find(|h| !COLUMNS.contains(&h.as_str())) {
+        anyhow::bail!("unknown column {bad:?}; columns are {}", COLUMNS.join(", "));
+    }
+    Ok(reader
+        .records()
+        .map(|r| match r {
+            Ok(r) => csv_row(&headers, &r),
+            Err(e) => Err(format!("not a valid CSV row: {e}")),
+        })
+        .collect())
+}
+
 /// Imports the file; exit code 0 when every row was imported, 1 when some were refused.
 pub async fn import_mothers(
     config: &Config,

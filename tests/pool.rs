@@ -939,3 +939,169 @@ async fn cli_import_mothers_from_csv_and_json_lines() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn web_pages_for_groups_and_mothers_with_csrf_and_inline_errors() {
+    each_backend(|backend| async move {
+        let t = TestApp::spawn(&backend).await;
+        let (c, csrf) = t.login().await;
+        let csrf = csrf.as_str();
+        let form = |path: &str, fields: &[(&str, &str)]| {
+            c.post(t.url(path))
+                .header("origin", &t.base)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(url_encoded(fields))
+        };
+        let page = c.get(t.url("/pool-groups")).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        assert!(page.text().await.unwrap().contains("New group"));
+
+        // Without the CSRF field: refused.
+        let res = form("/pool-groups", &[("name", "web")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403);
+        let res = form("/pool-groups", &[("csrf", csrf), ("name", "web")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let gid = res.url().path().rsplit('/').next().unwrap().to_string();
+        let html = res.text().await.unwrap();
+        assert!(
+            html.contains("Naming settings") && html.contains("preview-error"),
+            "no domain yet: preview explains"
+        );
+
+        let settings = format!("/pool-groups/{gid}/settings");
+        let res = form(
+            &settings,
+            &[
+                ("csrf", csrf),
+                ("team_template", "{group}-{nope}"),
+                ("child_name_template", "{group}-{seq3}"),
+                ("child_email_template", "{group}-{seq3}@{domain}"),
+                ("email_domain", "web.example.org"),
+                ("is_active", "1"),
+            ],
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(res.status(), 400);
+        let html = res.text().await.unwrap();
+        assert!(
+            html.contains("settings-error") && html.contains("{nope}"),
+            "inline error names the part"
+        );
+        assert!(
+            html.contains("value=\"{group}-{nope}\""),
+            "the form keeps what was typed"
+        );
+        let res = form(
+            &settings,
+            &[
+                ("csrf", csrf),
+                ("team_template", "{group}-{seq3}"),
+                ("child_name_template", "{group}-{seq3}"),
+                ("child_email_template", "{group}-{seq3}@{domain}"),
+                ("email_domain", "web.example.org"),
+                ("is_active", "1"),
+            ],
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(res.status(), 200);
+        let html = res.text().await.unwrap();
+        assert!(
+            html.contains("Saved.") && html.contains("web-001@web.example.org"),
+            "preview shows names"
+        );
+
+        let res = form(
+            "/mothers",
+            &[
+                ("csrf", csrf),
+                ("name", "webmother"),
+                ("provider", "sim"),
+                ("credential", SECRET),
+                ("seat_limit", "4"),
+                ("pool_group_id", &gid),
+            ],
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(res.status(), 200);
+        let html = res.text().await.unwrap();
+        assert!(html.contains("webmother") && html.contains("id=\"seats\""));
+        assert!(!html.contains(SECRET));
+        let res = form(
+            "/mothers",
+            &[
+                ("csrf", csrf),
+                ("name", "x"),
+                ("provider", "ldap"),
+                ("credential", SECRET),
+            ],
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(res.status(), 400);
+        let html = res.text().await.unwrap();
+        assert!(html.contains("mother-error") && html.contains("provider"));
+        assert!(!html.contains(SECRET), "the credential is not echoed back");
+
+        let list = c
+            .get(t.url("/mothers?search=WEB&status=active"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            list.contains("<meter") && list.contains("webmother"),
+            "usage bar per mother"
+        );
+        let rows = format!("name,provider,credential\nb1,sim,{SECRET}\nb2,nope,{SECRET}\n");
+        let html = form(
+            "/mothers/batch",
+            &[("csrf", csrf), ("rows", &rows), ("action", "import")],
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+        assert!(
+            html.contains("batch-results") && html.contains("1 imported"),
+            "{html}"
+        );
+        assert!(html.contains("provider must be"), "per-row error");
+        t.stop().await;
+    })
+    .await;
+}
+
+fn url_encoded(fields: &[(&str, &str)]) -> String {
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}

@@ -48,6 +48,8 @@ CREATE TABLE mothers (
     updated_at        BIGINT NOT NULL
 );
 CREATE INDEX mothers_status ON mothers (status, id);
+-- Covers the stats and quota queries, so they read this index instead of whole mother rows.
+CREATE INDEX mothers_seat_counters ON mothers (status, pool_group_id, seat_limit, seats_used, seats_held);
 CREATE INDEX mothers_group ON mothers (pool_group_id, id);
 
 CREATE TABLE teams (
