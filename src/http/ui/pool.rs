@@ -25,11 +25,9 @@ use crate::store::mothers::{self as mother_store, Mother, MotherDetail};
 use crate::store::pool_groups::{self as group_store, PoolGroup};
 
 /// The CSRF check of a page form: a session's token must come back in the `csrf` field.
-fn csrf(principal: &Principal, headers: &HeaderMap, sent: &str) -> Result<(), Response> {
+fn csrf(principal: &Principal, headers: &HeaderMap, sent: &str) -> Result<(), ApiError> {
     match principal {
-        Principal::Session { csrf_token, .. } => {
-            check_csrf(headers, sent, csrf_token).map_err(IntoResponse::into_response)
-        }
+        Principal::Session { csrf_token, .. } => check_csrf(headers, sent, csrf_token),
         Principal::Token { .. } => Ok(()),
     }
 }
@@ -93,7 +91,7 @@ pub async fn create_group(
     Form(form): Form<CreateGroupForm>,
 ) -> Response {
     if let Err(r) = csrf(&principal, &headers, &form.csrf) {
-        return r;
+        return r.into_response();
     }
     match group_service::create(app.pool_ctx(), &form.name, Some(&form.description)).await {
         Ok(g) => Redirect::to(&format!("/pool-groups/{}", g.id)).into_response(),
@@ -208,7 +206,7 @@ pub async fn save_settings(
     Form(form): Form<SettingsForm>,
 ) -> Response {
     if let Err(r) = csrf(&principal, &headers, &form.csrf) {
-        return r;
+        return r.into_response();
     }
     let values = SettingsFormValues {
         team_template: form.team_template.clone(),
@@ -252,7 +250,7 @@ pub async fn delete_group(
     Form(form): Form<CsrfOnly>,
 ) -> Response {
     if let Err(r) = csrf(&principal, &headers, &form.csrf) {
-        return r;
+        return r.into_response();
     }
     match group_service::delete(app.pool_ctx(), id).await {
         Ok(()) => Redirect::to("/pool-groups").into_response(),
@@ -409,7 +407,7 @@ pub async fn create_mother(
     Form(mut form): Form<CreateMotherForm>,
 ) -> Response {
     if let Err(r) = csrf(&principal, &headers, &form.csrf) {
-        return r;
+        return r.into_response();
     }
     let credential = Credential::new(std::mem::take(&mut form.credential));
     let parsed = (|| -> Result<MotherInput, String> {
@@ -484,7 +482,7 @@ pub async fn batch(
     Form(form): Form<BatchForm>,
 ) -> Response {
     if let Err(r) = csrf(&principal, &headers, &form.csrf) {
-        return r;
+        return r.into_response();
     }
     let import = form.action == "import";
     let outcome = match crate::import::rows_from_text(&form.rows) {
@@ -552,7 +550,7 @@ pub async fn delete_mother(
     Form(form): Form<CsrfOnly>,
 ) -> Response {
     if let Err(r) = csrf(&principal, &headers, &form.csrf) {
-        return r;
+        return r.into_response();
     }
     match mother_service::delete(app.pool_ctx(), id, form.force.is_some()).await {
         Ok(()) => Redirect::to("/mothers").into_response(),
