@@ -1,10 +1,12 @@
-//! The shared state of a running poolkeeper: configuration, the two databases, the clock.
+//! The shared state of a running poolkeeper: configuration, the two databases, the clock, the
+//! keyring that seals credentials.
 
 use std::sync::Arc;
 
 use crate::auth::LoginThrottle;
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::crypto::Keyring;
 use crate::db::{PoolDb, UsersDb};
 use crate::domain::login_throttle::ThrottlePolicy;
 use crate::http::routes::RouteDomains;
@@ -14,6 +16,7 @@ pub struct App {
     pub pool: PoolDb,
     pub users: UsersDb,
     pub clock: SharedClock,
+    pub keyring: Keyring,
     pub login_throttle: LoginThrottle,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Domain of every API route, taken from the OpenAPI document.
@@ -23,12 +26,19 @@ pub struct App {
 pub type AppState = Arc<App>;
 
 impl App {
-    pub fn new(config: Config, pool: PoolDb, users: UsersDb, clock: SharedClock) -> AppState {
+    pub fn new(
+        config: Config,
+        pool: PoolDb,
+        users: UsersDb,
+        clock: SharedClock,
+        keyring: Keyring,
+    ) -> AppState {
         Arc::new(Self {
             config,
             pool,
             users,
             clock,
+            keyring,
             login_throttle: LoginThrottle::new(ThrottlePolicy::default()),
             metrics: crate::metrics::handle(),
             route_domains: RouteDomains::from_openapi(&crate::http::openapi()),

@@ -1,5 +1,6 @@
-//! The command line: `serve`, `demo`, `migrate`, `admin`, `token`. Parsing lives here; each command
-//! calls into the library.
+//! The command line: `serve`, `demo`, `migrate`, `admin`, `token`, `import`, `secrets`, `bench`.
+//! Parsing lives here; each command calls into the library (`import` in `crate::import`, `bench` in
+//! `crate::bench`).
 
 use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
@@ -63,7 +64,13 @@ pub enum Command {
     /// Inspect and steer the job queue.
     #[command(subcommand)]
     Jobs(JobsCommand),
-    /// Measure performance; each run prints one JSON object.
+    /// Import records from a file.
+    #[command(subcommand)]
+    Import(ImportCommand),
+    /// Manage the master key that seals credentials.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+    /// Measure performance; each run prints one JSON line.
     #[command(subcommand)]
     Bench(BenchCommand),
 }
@@ -94,6 +101,26 @@ pub enum JobsCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum ImportCommand {
+    /// Import mothers from a CSV file with a header row, or from JSON lines (one object per line).
+    /// The format is taken from the extension (.csv, .jsonl, .ndjson, .json), else from the first line.
+    /// Rows are checked like `POST /api/admin/mothers/batch/import`; exit code 1 when any row is refused.
+    Mothers {
+        /// The file to read (streamed, not loaded whole).
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecretsCommand {
+    /// Re-seal every mother credential with the current key (the first key of the keyring).
+    /// Exit code 1 when a credential cannot be opened with any key.
+    Rotate,
+    /// Print a new random master key (base64) for `secret_key` or a key file.
+    NewKey,
+}
+
+#[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Bulk-enqueue no-op jobs and drain them with concurrent workers.
     Jobs {
@@ -110,6 +137,9 @@ pub enum BenchCommand {
         #[arg(long, value_name = "URL")]
         database_url: Option<String>,
     },
+    /// Fill a fresh pool database with mothers of 7 seats each, then time the mothers list with
+    /// usage (first and last page), a search and the stats query.
+    Pool(crate::bench::PoolBenchArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -228,7 +258,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             println!("{}", serde_json::to_string(&report?)?);
             Ok(0)
         }
+        Command::Import(ImportCommand::Mothers { file }) => {
+            crate::import::import_mothers(&config, &clock, &file).await
+        }
+        Command::Secrets(SecretsCommand::Rotate) => secrets_rotate(&config).await,
+        Command::Secrets(SecretsCommand::NewKey) => {
+            println!("{}", crate::crypto::Keyring::generate_key_text());
+            Ok(0)
+        }
+        Command::Bench(BenchCommand::Pool(args)) => crate::bench::pool(&args).await.map(|_| 0),
     }
+}
+
+async fn secrets_rotate(config: &Config) -> anyhow::Result<i32> {
+    let keyring = crate::crypto::Keyring::from_config(config)?;
+    let (pool, _) = server::open_and_migrate(config).await?;
+    let report = crate::service::mothers::reseal_all(&pool, &keyring).await?;
+    println!(
+        "re-sealed {} credential(s) with key {}; {} already under it; {} failed",
+        report.resealed,
+        keyring.current_key_id(),
+        report.already_current,
+        report.failed.len()
+    );
+    for (id, why) in &report.failed {
+        println!("  mother {id}: {why}");
+    }
+    Ok(if report.failed.is_empty() { 0 } else { 1 })
 }
 
 async fn serve(config: Config, clock: SharedClock, demo: bool) -> anyhow::Result<()> {

@@ -100,6 +100,9 @@ pub struct Config {
     /// Require `X-Domain` on unsafe admin requests; defaults to on in production.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub domain_guard: Option<bool>,
+    /// Master key(s) for sealing credentials, base64; env `POOLKEEPER_SECRET_KEY`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<Secret>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret_key_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -131,6 +134,7 @@ impl Default for Config {
             database_max_connections: 8,
             env: RunEnv::Development,
             domain_guard: None,
+            secret_key: None,
             secret_key_file: None,
             child_email_domain: None,
             pool_auto_invite_missing: false,

@@ -3,14 +3,18 @@
 
 pub mod app;
 pub mod auth;
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod crypto;
 pub mod db;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod import;
 pub mod jobs;
 pub mod metrics;
 pub mod server;
+pub mod service;
 pub mod store;

@@ -216,7 +216,8 @@ pub async fn prepare(
     config: Config,
     clock: SharedClock,
 ) -> anyhow::Result<(AppState, Option<FirstAdmin>)> {
+    let keyring = crate::crypto::Keyring::from_config(&config)?;
     let (pool, users) = open_and_migrate(&config).await?;
     let first = ensure_first_admin(&config, &users, &clock).await?;
-    Ok((App::new(config, pool, users, clock), first))
+    Ok((App::new(config, pool, users, clock, keyring), first))
 }

@@ -60,8 +60,14 @@ async fn readyz_is_503_naming_the_database_that_is_behind() {
             .unwrap();
         pool.database().migrate().await.unwrap();
         // The users database is left unmigrated.
-        let app =
-            poolkeeper::app::App::new(dbs.config.clone(), pool, users, poolkeeper::clock::system());
+        let keyring = poolkeeper::crypto::Keyring::from_config(&dbs.config).unwrap();
+        let app = poolkeeper::app::App::new(
+            dbs.config.clone(),
+            pool,
+            users,
+            poolkeeper::clock::system(),
+            keyring,
+        );
         let server = poolkeeper::server::start(app, "127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();

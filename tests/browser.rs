@@ -166,21 +166,62 @@ async fn login_dashboard_and_logout_in_a_real_browser() {
         let now = poolkeeper::clock::Clock::now_ms(&poolkeeper::clock::SystemClock);
         let job = poolkeeper::store::jobs::NewJob {
             run_at: Some(now + 3_600_000),
-            ..poolkeeper::store::jobs::NewJob::new("noop", serde_json::json!({"from": "browser test"}))
+            ..poolkeeper::store::jobs::NewJob::new(
+                "noop",
+                serde_json::json!({"from": "browser test"}),
+            )
         };
-        let (job, _) = poolkeeper::jobs::enqueue(&t.app().users, &job, 3, now).await.unwrap();
-        browser.find(Locator::LinkText("Jobs")).await?.click().await?;
-        browser.wait().for_element(Locator::Css(&format!("a[href='/jobs/{}']", job.id))).await?.click().await?;
-        let status = browser.wait().for_element(Locator::Id("job-status")).await?.text().await?;
+        let (job, _) = poolkeeper::jobs::enqueue(&t.app().users, &job, 3, now)
+            .await
+            .unwrap();
+        browser
+            .find(Locator::LinkText("Jobs"))
+            .await?
+            .click()
+            .await?;
+        browser
+            .wait()
+            .for_element(Locator::Css(&format!("a[href='/jobs/{}']", job.id)))
+            .await?
+            .click()
+            .await?;
+        let status = browser
+            .wait()
+            .for_element(Locator::Id("job-status"))
+            .await?
+            .text()
+            .await?;
         assert_eq!(status, "pending");
-        assert!(browser.find(Locator::Id("payload")).await?.text().await?.contains("browser test"));
+        assert!(
+            browser
+                .find(Locator::Id("payload"))
+                .await?
+                .text()
+                .await?
+                .contains("browser test")
+        );
         browser.find(Locator::Id("cancel")).await?.click().await?;
         browser.accept_alert().await?;
         browser.wait().for_element(Locator::Id("retry")).await?;
-        assert_eq!(browser.find(Locator::Id("job-status")).await?.text().await?, "cancelled");
+        assert_eq!(
+            browser
+                .find(Locator::Id("job-status"))
+                .await?
+                .text()
+                .await?,
+            "cancelled"
+        );
         browser.find(Locator::Id("retry")).await?.click().await?;
         browser.dismiss_alert().await?;
-        assert_eq!(browser.find(Locator::Id("job-status")).await?.text().await?, "cancelled", "dismissing the confirmation does nothing");
+        assert_eq!(
+            browser
+                .find(Locator::Id("job-status"))
+                .await?
+                .text()
+                .await?,
+            "cancelled",
+            "dismissing the confirmation does nothing"
+        );
         browser.find(Locator::Id("retry")).await?.click().await?;
         browser.accept_alert().await?;
         // The job is due again: the server's runner may already have run it.
@@ -194,7 +235,10 @@ async fn login_dashboard_and_logout_in_a_real_browser() {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(["pending", "running", "succeeded"].contains(&status.as_str()), "retried job is {status}");
+        assert!(
+            ["pending", "running", "succeeded"].contains(&status.as_str()),
+            "retried job is {status}"
+        );
         std::fs::write(shots.join("job.png"), browser.screenshot().await?).unwrap();
 
         browser.find(Locator::Id("logout")).await?.click().await?;

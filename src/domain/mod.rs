@@ -3,3 +3,6 @@
 pub mod email;
 pub mod job_retry;
 pub mod login_throttle;
+pub mod mothers;
+pub mod naming;
+pub mod seats;

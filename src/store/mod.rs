@@ -2,7 +2,11 @@
 //! Errors from sqlx are mapped to [`StoreError`] here, once.
 
 pub mod admins;
+pub mod bench_fill;
 pub mod jobs;
+pub mod mothers;
+pub mod pool_groups;
+pub mod seats;
 pub mod sessions;
 pub mod tokens;
 
@@ -21,6 +25,13 @@ impl From<sqlx::Error> for StoreError {
         match e {
             sqlx::Error::RowNotFound => StoreError::NotFound,
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(
+                db.constraint()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| db.message().to_string()),
+            ),
+            // A row still referenced (a group with mothers) or a reference to a row that is gone:
+            // the request conflicts with the current state.
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::Conflict(
                 db.constraint()
                     .map(str::to_string)
                     .unwrap_or_else(|| db.message().to_string()),

@@ -29,11 +29,6 @@ impl Backend {
 
 /// SQLite always; PostgreSQL too when `POOLKEEPER_TEST_PG` is set.
 pub fn backends() -> Vec<Backend> {
-    // Logs show with `RUST_LOG=...` (and `--nocapture`); they are captured per test otherwise.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
     let mut out = vec![Backend::Sqlite];
     if let Ok(url) = std::env::var("POOLKEEPER_TEST_PG")
         && !url.is_empty()

@@ -3,6 +3,8 @@
 //! Each operation has exactly one tag, its domain: `pool`, `users` or `system`.
 
 pub mod jobs;
+pub mod mothers;
+pub mod pool_groups;
 pub mod session;
 pub mod system;
 pub mod tokens;
@@ -35,4 +37,19 @@ pub fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::get_job))
         .routes(routes!(jobs::retry_job))
         .routes(routes!(jobs::cancel_job))
+        .routes(routes!(pool_groups::list_groups, pool_groups::create_group))
+        .routes(routes!(pool_groups::get_group, pool_groups::delete_group))
+        .routes(routes!(pool_groups::update_settings))
+        .routes(routes!(pool_groups::preview))
+        .routes(routes!(mothers::list_mothers, mothers::create_mother))
+        .routes(routes!(
+            mothers::get_mother,
+            mothers::patch_mother,
+            mothers::delete_mother
+        ))
+        .routes(routes!(mothers::rotate_credential))
+        .routes(routes!(mothers::batch_validate))
+        .routes(routes!(mothers::batch_import))
+        .routes(routes!(mothers::stats))
+        .routes(routes!(mothers::quota))
 }

@@ -22,6 +22,7 @@ use crate::http::middleware::{SESSION_COOKIE, check_csrf};
 
 mod assets;
 mod jobs;
+mod pool;
 
 /// The areas in the navigation, in order: (path, label).
 const NAV: &[(&str, &str)] = &[
@@ -37,8 +38,23 @@ const NAV: &[(&str, &str)] = &[
 pub fn routes(state: AppState) -> Router<AppState> {
     let pages = Router::new()
         .route("/", get(dashboard))
-        .route("/pool-groups", get(area))
-        .route("/mothers", get(area))
+        .route("/pool-groups", get(pool::groups).post(pool::create_group))
+        .route("/pool-groups/{id}", get(pool::group))
+        .route(
+            "/pool-groups/{id}/settings",
+            axum::routing::post(pool::save_settings),
+        )
+        .route(
+            "/pool-groups/{id}/delete",
+            axum::routing::post(pool::delete_group),
+        )
+        .route("/mothers", get(pool::mothers).post(pool::create_mother))
+        .route("/mothers/batch", axum::routing::post(pool::batch))
+        .route("/mothers/{id}", get(pool::mother))
+        .route(
+            "/mothers/{id}/delete",
+            axum::routing::post(pool::delete_mother),
+        )
         .route("/sync-sessions", get(area))
         .route("/codes", get(area))
         .route("/accounts", get(area))
@@ -60,7 +76,7 @@ pub struct Layout {
 }
 
 impl Layout {
-    fn new(principal: &Principal, active: &'static str) -> Self {
+    pub(crate) fn new(principal: &Principal, active: &'static str) -> Self {
         let (username, csrf_token) = match principal {
             Principal::Session {
                 username,

@@ -1,0 +1,228 @@
+//! Mothers (pool database): create, list with usage, detail, patch, credential rotation, delete,
+//! batch validate/import, stats and quota. No response carries a credential.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::app::AppState;
+use crate::crypto::Credential;
+use crate::domain::mothers::{self as rules, MotherInput};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::http::pagination::{Page, PageParams};
+use crate::service::mothers::{
+    self as service, BatchReport, MAX_BATCH_ROWS, PatchMotherRequest, Quota, Stats,
+};
+use crate::store::StoreError;
+use crate::store::mothers::{self as store, Mother, MotherDetail, MotherFilter};
+
+async fn detail(app: &AppState, id: i64) -> ApiResult<MotherDetail> {
+    match store::get_detail(&app.pool, id).await {
+        Err(StoreError::NotFound) => Err(ApiError::not_found(format!("no mother {id}"))),
+        other => Ok(other?),
+    }
+}
+
+/// Creates a mother with her teams and `seat_limit` free seats, in one transaction. The credential
+/// is sealed and never returned. Without `teams`, one default team is named by the group's team
+/// template.
+#[utoipa::path(post, path = "/api/admin/mothers", tag = "pool", request_body = MotherInput,
+    responses((status = 201, body = MotherDetail), (status = 400, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "name taken")))]
+pub async fn create_mother(
+    State(app): State<AppState>,
+    ApiJson(req): ApiJson<MotherInput>,
+) -> ApiResult<(StatusCode, Json<MotherDetail>)> {
+    let id = service::create(app.pool_ctx(), req).await?;
+    Ok((StatusCode::CREATED, Json(detail(&app, id).await?)))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MotherListQuery {
+    /// 1-based page number (default 1).
+    pub page: Option<i64>,
+    /// Items per page (default 50, at most 500).
+    pub page_size: Option<i64>,
+    /// Part of the name, case-insensitive.
+    pub search: Option<String>,
+    /// `active`, `invalid` or `disabled`.
+    pub status: Option<String>,
+    pub pool_group_id: Option<i64>,
+}
+
+/// Lists mothers, newest first, each with seat usage, computed in SQL for the page.
+#[utoipa::path(get, path = "/api/admin/mothers", tag = "pool", params(MotherListQuery),
+    responses((status = 200, body = Page<Mother>), (status = 400, body = ErrorBody)))]
+pub async fn list_mothers(
+    State(app): State<AppState>,
+    ApiQuery(q): ApiQuery<MotherListQuery>,
+) -> ApiResult<Json<Page<Mother>>> {
+    let page = PageParams::new(q.page, q.page_size)?;
+    let filter = mother_filter(q.search.as_deref(), q.status.as_deref(), q.pool_group_id)?;
+    let (items, total) =
+        store::list_with_usage(&app.pool, &filter, page.limit(), page.offset()).await?;
+    Ok(Json(page.wrap(items, total)))
+}
+
+/// The store filter for the list query parameters (shared with the web UI).
+pub fn mother_filter(
+    search: Option<&str>,
+    status: Option<&str>,
+    pool_group_id: Option<i64>,
+) -> ApiResult<MotherFilter> {
+    let status = match status.filter(|s| !s.is_empty()) {
+        Some(s) => Some(
+            rules::check_status(s)
+                .map_err(|e| ApiError::bad_request("invalid_query", e.message))?
+                .as_str()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let search = search.map(str::trim).filter(|s| !s.is_empty());
+    if search.is_some_and(|s| s.len() > 200) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "search must be at most 200 bytes",
+        ));
+    }
+    Ok(MotherFilter {
+        name_like: search.map(rules::contains_pattern),
+        status,
+        pool_group_id,
+    })
+}
+
+/// One mother with her teams, seats and children.
+#[utoipa::path(get, path = "/api/admin/mothers/{id}", tag = "pool",
+    params(("id" = i64, Path, description = "mother id")),
+    responses((status = 200, body = MotherDetail), (status = 404, body = ErrorBody)))]
+pub async fn get_mother(
+    State(app): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<MotherDetail>> {
+    Ok(Json(detail(&app, id).await?))
+}
+
+/// Changes name, status, notes, group or seat_limit. Growing adds free seats; shrinking removes
+/// free seats and is refused (409) below the seats in use.
+#[utoipa::path(patch, path = "/api/admin/mothers/{id}", tag = "pool",
+    params(("id" = i64, Path, description = "mother id")), request_body = PatchMotherRequest,
+    responses((status = 200, body = Mother), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "name taken, or seat_limit below the seats in use")))]
+pub async fn patch_mother(
+    State(app): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(req): ApiJson<PatchMotherRequest>,
+) -> ApiResult<Json<Mother>> {
+    Ok(Json(service::patch(app.pool_ctx(), id, req).await?))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteQuery {
+    /// Delete even while seats are used or held.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Deletes a mother with her teams, seats and children; refused while seats are in use unless
+/// `force=true`.
+#[utoipa::path(delete, path = "/api/admin/mothers/{id}", tag = "pool",
+    params(("id" = i64, Path, description = "mother id"), DeleteQuery),
+    responses((status = 204), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "seats in use")))]
+pub async fn delete_mother(
+    State(app): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(q): ApiQuery<DeleteQuery>,
+) -> ApiResult<StatusCode> {
+    service::delete(app.pool_ctx(), id, q.force).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialRequest {
+    #[schema(value_type = String)]
+    pub credential: Credential,
+}
+
+/// Replaces a mother's credential (sealed with the current key). The response never contains it.
+#[utoipa::path(post, path = "/api/admin/mothers/{id}/credential", tag = "pool",
+    params(("id" = i64, Path, description = "mother id")), request_body = CredentialRequest,
+    responses((status = 200, body = Mother), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn rotate_credential(
+    State(app): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(req): ApiJson<CredentialRequest>,
+) -> ApiResult<Json<Mother>> {
+    service::rotate_credential(app.pool_ctx(), id, &req.credential).await?;
+    Ok(Json(store::get(&app.pool, id).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// Up to 1000 rows, each shaped like the create body.
+    #[schema(value_type = Vec<Object>)]
+    pub rows: Vec<serde_json::Value>,
+}
+
+fn batch_rows(req: BatchRequest) -> ApiResult<Vec<service::RawRow>> {
+    if req.rows.is_empty() || req.rows.len() > MAX_BATCH_ROWS {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            format!("rows must hold 1-{MAX_BATCH_ROWS} rows"),
+        ));
+    }
+    Ok(req.rows.into_iter().map(Ok).collect())
+}
+
+/// Checks rows without writing anything; reports each row's errors.
+#[utoipa::path(post, path = "/api/admin/mothers/batch/validate", tag = "pool", request_body = BatchRequest,
+    responses((status = 200, body = BatchReport), (status = 400, body = ErrorBody)))]
+pub async fn batch_validate(
+    State(app): State<AppState>,
+    ApiJson(req): ApiJson<BatchRequest>,
+) -> ApiResult<Json<BatchReport>> {
+    let rows = batch_rows(req)?;
+    let mut seen = Default::default();
+    Ok(Json(
+        service::batch(app.pool_ctx(), rows, false, 1, &mut seen).await?,
+    ))
+}
+
+/// Imports the valid rows (each in its own transaction) and reports each row's outcome.
+#[utoipa::path(post, path = "/api/admin/mothers/batch/import", tag = "pool", request_body = BatchRequest,
+    responses((status = 200, body = BatchReport), (status = 400, body = ErrorBody)))]
+pub async fn batch_import(
+    State(app): State<AppState>,
+    ApiJson(req): ApiJson<BatchRequest>,
+) -> ApiResult<Json<BatchReport>> {
+    let rows = batch_rows(req)?;
+    let mut seen = Default::default();
+    Ok(Json(
+        service::batch(app.pool_ctx(), rows, true, 1, &mut seen).await?,
+    ))
+}
+
+/// Mothers by status, seats by status, groups and children.
+#[utoipa::path(get, path = "/api/admin/stats", tag = "pool",
+    responses((status = 200, body = Stats)))]
+pub async fn stats(State(app): State<AppState>) -> ApiResult<Json<Stats>> {
+    Ok(Json(service::stats(app.pool_ctx()).await?))
+}
+
+/// Seats free to hand out on active mothers (not used, minus held), overall and per group.
+#[utoipa::path(get, path = "/api/admin/quota", tag = "pool",
+    responses((status = 200, body = Quota)))]
+pub async fn quota(State(app): State<AppState>) -> ApiResult<Json<Quota>> {
+    Ok(Json(service::quota(app.pool_ctx()).await?))
+}

@@ -1,0 +1,572 @@
+//! Web pages of the pool domain: pool groups (list, create, settings with inline validation,
+//! preview, delete) and mothers (searchable paginated list with seat-usage bars, create, detail,
+//! batch import with per-row results). Forms post here, not to the API, and carry the CSRF token.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::Extension;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::Layout;
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::crypto::Credential;
+use crate::domain::mothers::MotherInput;
+use crate::error::ApiError;
+use crate::http::api::mothers::mother_filter;
+use crate::http::middleware::check_csrf;
+use crate::http::pagination::PageParams;
+use crate::service::mothers::{self as mother_service, BatchReport};
+use crate::service::pool_groups::{self as group_service, Preview, SettingsPatch};
+use crate::store::mothers::{self as mother_store, Mother, MotherDetail};
+use crate::store::pool_groups::{self as group_store, PoolGroup};
+
+/// The CSRF check of a page form: a session's token must come back in the `csrf` field.
+fn csrf(principal: &Principal, headers: &HeaderMap, sent: &str) -> Result<(), ApiError> {
+    match principal {
+        Principal::Session { csrf_token, .. } => check_csrf(headers, sent, csrf_token),
+        Principal::Token { .. } => Ok(()),
+    }
+}
+
+fn blank_to_none(s: &str) -> Option<String> {
+    let t = s.trim();
+    (!t.is_empty()).then(|| t.to_string())
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "pool/groups.html")]
+pub struct GroupsPage {
+    layout: Layout,
+    groups: Vec<PoolGroup>,
+    error: Option<String>,
+    name: String,
+    description: String,
+}
+
+async fn groups_page(
+    app: &AppState,
+    principal: &Principal,
+    error: Option<String>,
+    name: String,
+    description: String,
+) -> Response {
+    match group_store::list_all(&app.pool).await {
+        Ok(groups) => GroupsPage {
+            layout: Layout::new(principal, "/pool-groups"),
+            groups,
+            error,
+            name,
+            description,
+        }
+        .into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+pub async fn groups(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Response {
+    groups_page(&app, &principal, None, String::new(), String::new()).await
+}
+
+#[derive(Deserialize)]
+pub struct CreateGroupForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    description: String,
+}
+
+pub async fn create_group(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    Form(form): Form<CreateGroupForm>,
+) -> Response {
+    if let Err(r) = csrf(&principal, &headers, &form.csrf) {
+        return r.into_response();
+    }
+    match group_service::create(app.pool_ctx(), &form.name, Some(&form.description)).await {
+        Ok(g) => Redirect::to(&format!("/pool-groups/{}", g.id)).into_response(),
+        Err(e) => {
+            groups_page(
+                &app,
+                &principal,
+                Some(e.message),
+                form.name,
+                form.description,
+            )
+            .await
+        }
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "pool/group.html")]
+pub struct GroupPage {
+    layout: Layout,
+    group: PoolGroup,
+    /// The values shown in the form (what was sent, when it was refused).
+    form: SettingsFormValues,
+    error: Option<String>,
+    saved: bool,
+    preview: Result<Preview, String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SettingsFormValues {
+    team_template: String,
+    child_name_template: String,
+    child_email_template: String,
+    email_domain: String,
+    is_active: bool,
+}
+
+impl From<&PoolGroup> for SettingsFormValues {
+    fn from(g: &PoolGroup) -> Self {
+        Self {
+            team_template: g.settings.team_template.clone(),
+            child_name_template: g.settings.child_name_template.clone(),
+            child_email_template: g.settings.child_email_template.clone(),
+            email_domain: g.settings.email_domain.clone().unwrap_or_default(),
+            is_active: g.settings.is_active,
+        }
+    }
+}
+
+async fn group_page(
+    app: &AppState,
+    principal: &Principal,
+    id: i64,
+    form: Option<SettingsFormValues>,
+    error: Option<String>,
+    saved: bool,
+) -> Response {
+    let group = match group_service::get(app.pool_ctx(), id).await {
+        Ok(g) => g,
+        Err(e) => return e.into_response(),
+    };
+    let preview = group_service::preview(app.pool_ctx(), id, Some(5))
+        .await
+        .map_err(|e| e.message);
+    GroupPage {
+        layout: Layout::new(principal, "/pool-groups"),
+        form: form.unwrap_or_else(|| SettingsFormValues::from(&group)),
+        group,
+        error,
+        saved,
+        preview,
+    }
+    .into_response()
+}
+
+#[derive(Deserialize)]
+pub struct SavedQuery {
+    #[serde(default)]
+    saved: bool,
+}
+
+pub async fn group(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<i64>,
+    Query(q): Query<SavedQuery>,
+) -> Response {
+    group_page(&app, &principal, id, None, None, q.saved).await
+}
+
+#[derive(Deserialize)]
+pub struct SettingsForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    team_template: String,
+    #[serde(default)]
+    child_name_template: String,
+    #[serde(default)]
+    child_email_template: String,
+    #[serde(default)]
+    email_domain: String,
+    /// A checkbox: present when checked.
+    is_active: Option<String>,
+}
+
+pub async fn save_settings(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    Form(form): Form<SettingsForm>,
+) -> Response {
+    if let Err(r) = csrf(&principal, &headers, &form.csrf) {
+        return r.into_response();
+    }
+    let values = SettingsFormValues {
+        team_template: form.team_template.clone(),
+        child_name_template: form.child_name_template.clone(),
+        child_email_template: form.child_email_template.clone(),
+        email_domain: form.email_domain.clone(),
+        is_active: form.is_active.is_some(),
+    };
+    let patch = SettingsPatch {
+        team_template: Some(form.team_template),
+        child_name_template: Some(form.child_name_template),
+        child_email_template: Some(form.child_email_template),
+        email_domain: Some(form.email_domain),
+        is_active: Some(values.is_active),
+    };
+    match group_service::update_settings(app.pool_ctx(), id, patch).await {
+        Ok(_) => Redirect::to(&format!("/pool-groups/{id}?saved=true")).into_response(),
+        Err(e) if e.status.is_client_error() && e.status.as_u16() != 404 => {
+            let mut r =
+                group_page(&app, &principal, id, Some(values), Some(e.message), false).await;
+            *r.status_mut() = e.status;
+            r
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CsrfOnly {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    force: Option<String>,
+}
+
+pub async fn delete_group(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfOnly>,
+) -> Response {
+    if let Err(r) = csrf(&principal, &headers, &form.csrf) {
+        return r.into_response();
+    }
+    match group_service::delete(app.pool_ctx(), id).await {
+        Ok(()) => Redirect::to("/pool-groups").into_response(),
+        Err(e) if e.status.as_u16() == 409 => {
+            let mut r = group_page(&app, &principal, id, None, Some(e.message), false).await;
+            *r.status_mut() = e.status;
+            r
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "pool/mothers.html")]
+pub struct MothersPage {
+    layout: Layout,
+    mothers: Vec<Mother>,
+    total: i64,
+    page: i64,
+    pages: i64,
+    search: String,
+    status: String,
+    groups: Vec<PoolGroup>,
+    error: Option<String>,
+    create: CreateMotherForm,
+    batch_text: String,
+    batch: Option<BatchReport>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ListQuery {
+    page: Option<i64>,
+    #[serde(default)]
+    search: String,
+    #[serde(default)]
+    status: String,
+}
+
+impl ListQuery {
+    /// The query string of another page of this list (values are URL-encoded).
+    fn link(&self, page: i64) -> String {
+        let enc = |s: &str| {
+            s.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect::<String>()
+        };
+        format!(
+            "?page={page}&search={}&status={}",
+            enc(&self.search),
+            enc(&self.status)
+        )
+    }
+}
+
+impl MothersPage {
+    fn link(&self, page: i64) -> String {
+        ListQuery {
+            page: Some(page),
+            search: self.search.clone(),
+            status: self.status.clone(),
+        }
+        .link(page)
+    }
+}
+
+async fn mothers_page(
+    app: &AppState,
+    principal: &Principal,
+    q: ListQuery,
+    error: Option<String>,
+    create: CreateMotherForm,
+    batch_text: String,
+    batch: Option<BatchReport>,
+) -> Response {
+    let page = match PageParams::new(q.page, Some(25)) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let filter = match mother_filter(Some(&q.search), Some(&q.status), None) {
+        Ok(f) => f,
+        Err(e) => return e.into_response(),
+    };
+    let listed =
+        mother_store::list_with_usage(&app.pool, &filter, page.limit(), page.offset()).await;
+    let groups = group_store::list_all(&app.pool).await;
+    let ((mothers, total), groups) = match (listed, groups) {
+        (Ok(l), Ok(g)) => (l, g),
+        (Err(e), _) | (_, Err(e)) => return ApiError::from(e).into_response(),
+    };
+    MothersPage {
+        layout: Layout::new(principal, "/mothers"),
+        mothers,
+        total,
+        page: page.page,
+        pages: ((total + page.page_size - 1) / page.page_size).max(1),
+        search: q.search,
+        status: q.status,
+        groups,
+        error,
+        create,
+        batch_text,
+        batch,
+    }
+    .into_response()
+}
+
+pub async fn mothers(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    mothers_page(
+        &app,
+        &principal,
+        q,
+        None,
+        CreateMotherForm::default(),
+        String::new(),
+        None,
+    )
+    .await
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct CreateMotherForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    provider: String,
+    /// Never echoed back into the page.
+    #[serde(default)]
+    credential: String,
+    #[serde(default)]
+    seat_limit: String,
+    #[serde(default)]
+    pool_group_id: String,
+    #[serde(default)]
+    provider_config: String,
+    #[serde(default)]
+    notes: String,
+}
+
+pub async fn create_mother(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    Form(mut form): Form<CreateMotherForm>,
+) -> Response {
+    if let Err(r) = csrf(&principal, &headers, &form.csrf) {
+        return r.into_response();
+    }
+    let credential = Credential::new(std::mem::take(&mut form.credential));
+    let parsed = (|| -> Result<MotherInput, String> {
+        let seat_limit = blank_to_none(&form.seat_limit)
+            .map(|s| {
+                s.parse::<i64>()
+                    .map_err(|_| "seat_limit must be a whole number".to_string())
+            })
+            .transpose()?;
+        let pool_group_id = blank_to_none(&form.pool_group_id)
+            .map(|s| {
+                s.parse::<i64>()
+                    .map_err(|_| "pool_group_id must be a number".to_string())
+            })
+            .transpose()?;
+        let provider_config = blank_to_none(&form.provider_config)
+            .map(|s| {
+                serde_json::from_str(&s).map_err(|e| format!("provider_config: not JSON ({e})"))
+            })
+            .transpose()?;
+        Ok(MotherInput {
+            name: form.name.clone(),
+            provider: form.provider.clone(),
+            credential,
+            provider_config,
+            seat_limit,
+            pool_group_id,
+            notes: blank_to_none(&form.notes),
+            teams: None,
+        })
+    })();
+    let result = match parsed {
+        Ok(input) => mother_service::create(app.pool_ctx(), input)
+            .await
+            .map_err(|e| e.message),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(id) => Redirect::to(&format!("/mothers/{id}")).into_response(),
+        Err(message) => {
+            let mut r = mothers_page(
+                &app,
+                &principal,
+                ListQuery::default(),
+                Some(message),
+                form,
+                String::new(),
+                None,
+            )
+            .await;
+            *r.status_mut() = axum::http::StatusCode::BAD_REQUEST;
+            r
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct BatchForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    rows: String,
+    /// `validate` or `import`.
+    #[serde(default)]
+    action: String,
+}
+
+pub async fn batch(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    Form(form): Form<BatchForm>,
+) -> Response {
+    if let Err(r) = csrf(&principal, &headers, &form.csrf) {
+        return r.into_response();
+    }
+    let import = form.action == "import";
+    let outcome = match crate::import::rows_from_text(&form.rows) {
+        Ok(rows) if rows.is_empty() || rows.len() > mother_service::MAX_BATCH_ROWS => {
+            Err(format!("paste 1-{} rows", mother_service::MAX_BATCH_ROWS))
+        }
+        Ok(rows) => {
+            let mut seen = Default::default();
+            mother_service::batch(app.pool_ctx(), rows, import, 1, &mut seen)
+                .await
+                .map_err(|e| e.message)
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    // Credentials are in the pasted text: it is shown again only when nothing was imported.
+    let (error, report, text) = match outcome {
+        Ok(report) if import => (None, Some(report), String::new()),
+        Ok(report) => (None, Some(report), form.rows),
+        Err(e) => (Some(e), None, form.rows),
+    };
+    mothers_page(
+        &app,
+        &principal,
+        ListQuery::default(),
+        error,
+        CreateMotherForm::default(),
+        text,
+        report,
+    )
+    .await
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "pool/mother.html")]
+pub struct MotherPage {
+    layout: Layout,
+    m: MotherDetail,
+    error: Option<String>,
+}
+
+pub async fn mother(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<i64>,
+) -> Response {
+    match mother_store::get_detail(&app.pool, id).await {
+        Ok(m) => MotherPage {
+            layout: Layout::new(&principal, "/mothers"),
+            m,
+            error: None,
+        }
+        .into_response(),
+        Err(crate::store::StoreError::NotFound) => {
+            ApiError::not_found(format!("no mother {id}")).into_response()
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+pub async fn delete_mother(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfOnly>,
+) -> Response {
+    if let Err(r) = csrf(&principal, &headers, &form.csrf) {
+        return r.into_response();
+    }
+    match mother_service::delete(app.pool_ctx(), id, form.force.is_some()).await {
+        Ok(()) => Redirect::to("/mothers").into_response(),
+        Err(e) if e.status.as_u16() == 409 => match mother_store::get_detail(&app.pool, id).await {
+            Ok(m) => {
+                let mut r = MotherPage {
+                    layout: Layout::new(&principal, "/mothers"),
+                    m,
+                    error: Some(e.message),
+                }
+                .into_response();
+                *r.status_mut() = axum::http::StatusCode::CONFLICT;
+                r
+            }
+            Err(e) => ApiError::from(e).into_response(),
+        },
+        Err(e) => e.into_response(),
+    }
+}

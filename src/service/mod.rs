@@ -1,0 +1,33 @@
+//! Operations shared by the API, the web UI and the CLI: each checks its input with the rules in
+//! `domain`, seals what must be sealed, and calls `store`. Errors are [`ApiError`]s, whose message
+//! the CLI prints as is.
+//!
+//! [`ApiError`]: crate::error::ApiError
+
+pub mod mothers;
+pub mod pool_groups;
+
+use crate::clock::SharedClock;
+use crate::crypto::Keyring;
+use crate::db::PoolDb;
+
+/// What pool operations need: the pool database, the keyring, the clock and the instance-wide
+/// `child_email_domain`.
+#[derive(Clone, Copy)]
+pub struct PoolCtx<'a> {
+    pub pool: &'a PoolDb,
+    pub keyring: &'a Keyring,
+    pub clock: &'a SharedClock,
+    pub child_email_domain: Option<&'a str>,
+}
+
+impl crate::app::App {
+    pub fn pool_ctx(&self) -> PoolCtx<'_> {
+        PoolCtx {
+            pool: &self.pool,
+            keyring: &self.keyring,
+            clock: &self.clock,
+            child_email_domain: self.config.child_email_domain.as_deref(),
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Pool groups: create with default naming settings, change settings (checked as a whole), preview
+//! the next names without using up a number.
+
+use serde::{Deserialize, Serialize};
+
+use super::PoolCtx;
+use crate::domain::naming::{self, Naming, SettingError};
+use crate::error::{ApiError, ApiResult};
+use crate::store::StoreError;
+use crate::store::pool_groups::{self as store, GroupSettings, PoolGroup, SequenceKind};
+
+pub const MAX_PREVIEW: i64 = 100;
+
+/// A group name: 1-64 letters, digits, `.`, `_` or `-`, because it is rendered into team names,
+/// child names and email addresses.
+pub fn check_group_name(name: &str) -> ApiResult<String> {
+    let name = name.trim();
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && !name.starts_with('.')
+        && !name.ends_with('.');
+    if !ok {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            "name must be 1-64 letters, digits, `.`, `_` or `-` (not starting or ending with `.`)",
+        ));
+    }
+    Ok(name.to_string())
+}
+
+pub fn default_settings() -> GroupSettings {
+    GroupSettings {
+        team_template: naming::DEFAULT_TEAM_TEMPLATE.into(),
+        child_name_template: naming::DEFAULT_CHILD_NAME_TEMPLATE.into(),
+        child_email_template: naming::DEFAULT_CHILD_EMAIL_TEMPLATE.into(),
+        email_domain: None,
+        is_active: true,
+    }
+}
+
+pub async fn create(
+    ctx: PoolCtx<'_>,
+    name: &str,
+    description: Option<&str>,
+) -> ApiResult<PoolGroup> {
+    let name = check_group_name(name)?;
+    let description = description.unwrap_or("").trim();
+    if description.len() > 1000 {
+        return Err(ApiError::bad_request(
+            "invalid_description",
+            "description must be at most 1000 bytes",
+        ));
+    }
+    match store::create(
+        ctx.pool,
+        &name,
+        description,
+        &default_settings(),
+        ctx.clock.now_ms(),
+    )
+    .await
+    {
+        Ok(g) => Ok(g),
+        Err(StoreError::Conflict(_)) => Err(ApiError::conflict(format!(
+            "a pool group named `{name}` already exists"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn get(ctx: PoolCtx<'_>, id: i64) -> ApiResult<PoolGroup> {
+    match store::get(ctx.pool, id).await {
+        Err(StoreError::NotFound) => Err(ApiError::not_found(format!("no pool group {id}"))),
+        other => Ok(other?),
+    }
+}
+
+/// A partial update of a group's settings; absent fields keep their value. `email_domain: ""`
+/// clears the group's domain.
+#[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsPatch {
+    pub team_template: Option<String>,
+    pub child_name_template: Option<String>,
+    pub child_email_template: Option<String>,
+    pub email_domain: Option<String>,
+    pub is_active: Option<bool>,
+}
+
+pub fn template_error(e: &SettingError) -> ApiError {
+    ApiError::bad_request("invalid_template", e.to_string())
+}
+
+/// The group's naming, checked against the instance's `child_email_domain`.
+pub fn naming_of(
+    ctx: PoolCtx<'_>,
+    group: &str,
+    settings: &GroupSettings,
+    day: &str,
+) -> Result<Naming, SettingError> {
+    Naming::check(group, &settings.naming(), ctx.child_email_domain, day)
+}
+
+pub async fn update_settings(
+    ctx: PoolCtx<'_>,
+    id: i64,
+    patch: SettingsPatch,
+) -> ApiResult<PoolGroup> {
+    let group = get(ctx, id).await?;
+    let mut s = group.settings.clone();
+    if let Some(t) = patch.team_template {
+        s.team_template = t;
+    }
+    if let Some(t) = patch.child_name_template {
+        s.child_name_template = t;
+    }
+    if let Some(t) = patch.child_email_template {
+        s.child_email_template = t;
+    }
+    if let Some(d) = patch.email_domain {
+        let d = d.trim().to_ascii_lowercase();
+        s.email_domain = (!d.is_empty()).then_some(d);
+    }
+    if let Some(a) = patch.is_active {
+        s.is_active = a;
+    }
+    let now = ctx.clock.now_ms();
+    naming_of(ctx, &group.name, &s, &naming::utc_day(now)).map_err(|e| {
+        if e.field == "email_domain" {
+            ApiError::bad_request("invalid_email_domain", e.to_string())
+        } else {
+            template_error(&e)
+        }
+    })?;
+    match store::update_settings(ctx.pool, id, &s, now).await {
+        Err(StoreError::NotFound) => Err(ApiError::not_found(format!("no pool group {id}"))),
+        other => Ok(other?),
+    }
+}
+
+/// The next names a group would produce today.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct Preview {
+    /// YYYYMMDD (UTC).
+    pub date: String,
+    pub team_names: Vec<String>,
+    pub child_names: Vec<String>,
+    pub child_emails: Vec<String>,
+}
+
+/// Reads the last numbers handed out today and renders the ones after them; allocates nothing.
+pub async fn preview(ctx: PoolCtx<'_>, id: i64, count: Option<i64>) -> ApiResult<Preview> {
+    let count = count.unwrap_or(5);
+    if !(1..=MAX_PREVIEW).contains(&count) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("count must be between 1 and {MAX_PREVIEW}"),
+        ));
+    }
+    let group = get(ctx, id).await?;
+    let date = naming::utc_day(ctx.clock.now_ms());
+    let naming =
+        naming_of(ctx, &group.name, &group.settings, &date).map_err(|e| template_error(&e))?;
+    let last_team = store::last_sequence(ctx.pool, id, &date, SequenceKind::Team).await?;
+    let last_child = store::last_sequence(ctx.pool, id, &date, SequenceKind::Child).await?;
+    Ok(Preview {
+        team_names: naming.names(&group.name, &date, &naming.team, last_team + 1, count),
+        child_names: naming.names(
+            &group.name,
+            &date,
+            &naming.child_name,
+            last_child + 1,
+            count,
+        ),
+        child_emails: naming.names(
+            &group.name,
+            &date,
+            &naming.child_email,
+            last_child + 1,
+            count,
+        ),
+        date,
+    })
+}
+
+pub async fn delete(ctx: PoolCtx<'_>, id: i64) -> ApiResult<()> {
+    match store::delete(ctx.pool, id).await {
+        Ok(()) => Ok(()),
+        Err(StoreError::NotFound) => Err(ApiError::not_found(format!("no pool group {id}"))),
+        Err(StoreError::Conflict(_)) => Err(ApiError::conflict(format!(
+            "pool group {id} still has mothers; move or delete them first"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}

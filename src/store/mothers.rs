@@ -1,0 +1,545 @@
+//! Mother accounts, their teams and children (pool database), with usage, stats and quota.
+//!
+//! A mother is created with her teams and `seat_limit` free seats in one transaction. Usage comes
+//! from the counters on the mother's row (kept by `store::seats`), so a page of mothers is one
+//! query whatever the number of seats. The sealed credential is read only by
+//! [`credential_sealed`] and the rotation functions; no listing selects it.
+
+use serde::Serialize;
+use sqlx::FromRow;
+
+use super::pool_groups::{ALLOCATE, SequenceKind};
+use super::seats::{self, ADD_FREE_SEATS, REMOVE_FREE_SEATS, Seat};
+use super::{StoreError, StoreResult};
+use crate::db::{PoolDb, in_transaction, on_reader, on_writer};
+use crate::domain::mothers::NewTeam;
+use crate::domain::seats::{Resize, Usage, plan_resize};
+
+/// A mother as the API shows her: never the credential.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct Mother {
+    pub id: i64,
+    pub name: String,
+    pub provider: String,
+    #[schema(value_type = Object)]
+    pub provider_config: serde_json::Value,
+    /// `active`, `invalid` or `disabled`.
+    pub status: String,
+    pub seat_limit: i64,
+    pub pool_group_id: Option<i64>,
+    pub pool_group_name: Option<String>,
+    pub notes: String,
+    pub last_synced_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub usage: Usage,
+}
+
+#[derive(FromRow)]
+struct Row {
+    id: i64,
+    name: String,
+    provider: String,
+    provider_config: String,
+    status: String,
+    seat_limit: i64,
+    seats_used: i64,
+    seats_held: i64,
+    pool_group_id: Option<i64>,
+    pool_group_name: Option<String>,
+    notes: String,
+    last_synced_at: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+    teams: i64,
+}
+
+impl From<Row> for Mother {
+    fn from(r: Row) -> Self {
+        Self {
+            id: r.id,
+            name: r.name,
+            provider: r.provider,
+            provider_config: serde_json::from_str(&r.provider_config)
+                .unwrap_or(serde_json::Value::Null),
+            status: r.status,
+            seat_limit: r.seat_limit,
+            pool_group_id: r.pool_group_id,
+            pool_group_name: r.pool_group_name,
+            notes: r.notes,
+            last_synced_at: r.last_synced_at,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            usage: Usage::new(r.seat_limit, r.seats_used, r.seats_held, r.teams),
+        }
+    }
+}
+
+const COLUMNS: &str = "m.id, m.name, m.provider, m.provider_config, m.status, m.seat_limit, \
+    m.seats_used, m.seats_held, m.pool_group_id, g.name AS pool_group_name, m.notes, \
+    m.last_synced_at, m.created_at, m.updated_at, \
+    (SELECT COUNT(*) FROM teams t WHERE t.mother_id = m.id) AS teams";
+
+#[derive(Clone, Debug, FromRow, Serialize, utoipa::ToSchema)]
+pub struct Team {
+    pub id: i64,
+    pub mother_id: i64,
+    pub provider_team_id: Option<String>,
+    pub name: String,
+    pub is_enabled: bool,
+    pub is_default: bool,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Debug, FromRow, Serialize, utoipa::ToSchema)]
+pub struct Child {
+    pub id: i64,
+    pub mother_id: i64,
+    pub team_id: i64,
+    pub email: String,
+    pub name: String,
+    pub status: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A mother with her teams, seats and children.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct MotherDetail {
+    #[serde(flatten)]
+    pub mother: Mother,
+    pub teams: Vec<Team>,
+    pub seats: Vec<Seat>,
+    pub children: Vec<Child>,
+}
+
+/// How the default team of a mother created without teams is named.
+pub enum DefaultTeam<'a> {
+    Fixed(String),
+    /// The next team number of (group, day), rendered by `render`; allocated in the creating
+    /// transaction, so a mother that is not created does not use up a number.
+    Sequenced {
+        group_id: i64,
+        day: &'a str,
+        render: &'a (dyn Fn(i64) -> String + Send + Sync),
+    },
+}
+
+/// A new mother ready to store (credential already sealed).
+pub struct NewMotherRecord<'a> {
+    pub name: &'a str,
+    pub provider: &'a str,
+    pub provider_config: &'a str,
+    pub credential_sealed: &'a str,
+    pub seat_limit: i64,
+    pub pool_group_id: Option<i64>,
+    pub notes: &'a str,
+    pub teams: &'a [NewTeam],
+    pub default_team: DefaultTeam<'a>,
+}
+
+const INSERT_MOTHER: &str = "INSERT INTO mothers (name, provider, provider_config, \
+    credential_sealed, status, seat_limit, pool_group_id, notes, created_at, updated_at) \
+    VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $8) RETURNING id";
+const INSERT_TEAM: &str = "INSERT INTO teams (mother_id, provider_team_id, name, is_enabled, \
+    is_default, created_at) VALUES ($1, $2, $3, $4, $5, $6)";
+
+/// Creates the mother, her teams and her free seats in one transaction; returns her id.
+pub async fn create(db: &PoolDb, m: &NewMotherRecord<'_>, now: i64) -> StoreResult<i64> {
+    in_transaction!(db, |tx| {
+        let id: i64 = sqlx::query_scalar(INSERT_MOTHER)
+            .bind(m.name)
+            .bind(m.provider)
+            .bind(m.provider_config)
+            .bind(m.credential_sealed)
+            .bind(m.seat_limit)
+            .bind(m.pool_group_id)
+            .bind(m.notes)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+        if m.teams.is_empty() {
+            let name = match &m.default_team {
+                DefaultTeam::Fixed(name) => name.clone(),
+                DefaultTeam::Sequenced {
+                    group_id,
+                    day,
+                    render,
+                } => {
+                    let seq: i64 = sqlx::query_scalar(ALLOCATE)
+                        .bind(*group_id)
+                        .bind(*day)
+                        .bind(SequenceKind::Team.as_str())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    render(seq)
+                }
+            };
+            sqlx::query(INSERT_TEAM)
+                .bind(id)
+                .bind(None::<String>)
+                .bind(name)
+                .bind(true)
+                .bind(true)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for t in m.teams {
+            sqlx::query(INSERT_TEAM)
+                .bind(id)
+                .bind(&t.provider_team_id)
+                .bind(&t.name)
+                .bind(t.is_enabled)
+                .bind(t.is_default)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if m.seat_limit > 0 {
+            sqlx::query(ADD_FREE_SEATS)
+                .bind(id)
+                .bind(1_i64)
+                .bind(m.seat_limit)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(id)
+    })
+}
+
+pub async fn get(db: &PoolDb, id: i64) -> StoreResult<Mother> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM mothers m LEFT JOIN pool_groups g ON g.id = m.pool_group_id \
+         WHERE m.id = $1"
+    ));
+    let row: Row = on_reader!(db, |p| sqlx::query_as(sql).bind(id).fetch_one(p).await)?;
+    Ok(row.into())
+}
+
+pub async fn get_detail(db: &PoolDb, id: i64) -> StoreResult<MotherDetail> {
+    let mother = get(db, id).await?;
+    let teams: Vec<Team> = on_reader!(db, |p| sqlx::query_as(
+        "SELECT id, mother_id, provider_team_id, name, is_enabled, is_default, created_at \
+         FROM teams WHERE mother_id = $1 ORDER BY id"
+    )
+    .bind(id)
+    .fetch_all(p)
+    .await)?;
+    let seat_sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM seats WHERE mother_id = $1 ORDER BY seat_no",
+        seats::COLUMNS
+    ));
+    let seats: Vec<Seat> =
+        on_reader!(db, |p| sqlx::query_as(seat_sql).bind(id).fetch_all(p).await)?;
+    let children: Vec<Child> = on_reader!(db, |p| sqlx::query_as(
+        "SELECT id, mother_id, team_id, email, name, status, created_at, updated_at \
+         FROM children WHERE mother_id = $1 ORDER BY id"
+    )
+    .bind(id)
+    .fetch_all(p)
+    .await)?;
+    Ok(MotherDetail {
+        mother,
+        teams,
+        seats,
+        children,
+    })
+}
+
+/// Which mothers a page lists.
+#[derive(Clone, Debug, Default)]
+pub struct MotherFilter {
+    /// A LIKE pattern (see `domain::mothers::contains_pattern`), matched case-insensitively.
+    pub name_like: Option<String>,
+    pub status: Option<String>,
+    pub pool_group_id: Option<i64>,
+}
+
+/// `$1 IS NULL OR ...` keeps one statement for every filter combination.
+const FILTER: &str = "($1 IS NULL OR LOWER(name) LIKE LOWER($1) ESCAPE '\\') \
+    AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR pool_group_id = $3)";
+
+/// One page of mothers with usage, newest first, and how many match. The page's ids are chosen
+/// first, on the mothers table alone, so joins and the team count run for the page's rows only.
+pub async fn list_with_usage(
+    db: &PoolDb,
+    filter: &MotherFilter,
+    limit: i64,
+    offset: i64,
+) -> StoreResult<(Vec<Mother>, i64)> {
+    let items_sql = sqlx::AssertSqlSafe(format!(
+        "WITH page AS (SELECT id FROM mothers WHERE {FILTER} ORDER BY id DESC LIMIT $4 OFFSET $5) \
+         SELECT {COLUMNS} FROM page JOIN mothers m ON m.id = page.id \
+         LEFT JOIN pool_groups g ON g.id = m.pool_group_id ORDER BY m.id DESC"
+    ));
+    let count_sql = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM mothers WHERE {FILTER}"));
+    let rows: Vec<Row> = on_reader!(db, |p| sqlx::query_as(items_sql)
+        .bind(&filter.name_like)
+        .bind(&filter.status)
+        .bind(filter.pool_group_id)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(p)
+        .await)?;
+    let total: i64 = on_reader!(db, |p| sqlx::query_scalar(count_sql)
+        .bind(&filter.name_like)
+        .bind(&filter.status)
+        .bind(filter.pool_group_id)
+        .fetch_one(p)
+        .await)?;
+    Ok((rows.into_iter().map(Into::into).collect(), total))
+}
+
+/// Which of `names` are taken.
+pub async fn existing_names(db: &PoolDb, names: &[String]) -> StoreResult<Vec<String>> {
+    let mut out = Vec::new();
+    // Chunks keep the statement under every backend's bind limit.
+    for chunk in names.chunks(500) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT name FROM mothers WHERE name IN ({})",
+            placeholders.join(", ")
+        ));
+        let found: Vec<String> = on_reader!(db, |p| {
+            let mut q = sqlx::query_scalar(sql);
+            for n in chunk {
+                q = q.bind(n);
+            }
+            q.fetch_all(p).await
+        })?;
+        out.extend(found);
+    }
+    Ok(out)
+}
+
+/// Fields a PATCH may change; `None` leaves a field alone.
+#[derive(Clone, Debug, Default)]
+pub struct MotherPatch {
+    pub name: Option<String>,
+    pub status: Option<String>,
+    pub notes: Option<String>,
+    /// `Some(None)` takes the mother out of her group.
+    pub pool_group_id: Option<Option<i64>>,
+    pub seat_limit: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PatchError {
+    #[error("seat_limit is below the {in_use} seats in use")]
+    BelowInUse { in_use: i64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for PatchError {
+    fn from(e: sqlx::Error) -> Self {
+        PatchError::Store(e.into())
+    }
+}
+
+/// Applies a patch. The new `seat_limit` is checked against the seats in use inside the same
+/// UPDATE, and seats are added or removed in the same transaction.
+pub async fn update(
+    db: &PoolDb,
+    id: i64,
+    patch: &MotherPatch,
+    now: i64,
+) -> Result<Mother, PatchError> {
+    in_transaction!(db, |tx| {
+        let updated: Option<i64> = sqlx::query_scalar(
+            "UPDATE mothers SET name = COALESCE($2, name), status = COALESCE($3, status), \
+             notes = COALESCE($4, notes), \
+             pool_group_id = CASE WHEN $5 THEN $6 ELSE pool_group_id END, \
+             seat_limit = COALESCE($7, seat_limit), updated_at = $8 \
+             WHERE id = $1 AND ($7 IS NULL OR seats_used + seats_held <= $7) RETURNING seat_limit",
+        )
+        .bind(id)
+        .bind(&patch.name)
+        .bind(&patch.status)
+        .bind(&patch.notes)
+        .bind(patch.pool_group_id.is_some())
+        .bind(patch.pool_group_id.flatten())
+        .bind(patch.seat_limit)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let in_use: Option<i64> =
+            sqlx::query_scalar("SELECT seats_used + seats_held FROM mothers WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let (Some(new_limit), Some(in_use)) = (updated, in_use) else {
+            return Err(match in_use {
+                None => PatchError::Store(StoreError::NotFound),
+                Some(in_use) => PatchError::BelowInUse { in_use },
+            });
+        };
+        let (count, max_no): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), CAST(COALESCE(MAX(seat_no), 0) AS BIGINT) FROM seats WHERE mother_id = $1",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        match plan_resize(count, in_use, new_limit) {
+            Ok(Resize::Add(n)) => {
+                sqlx::query(ADD_FREE_SEATS)
+                    .bind(id)
+                    .bind(max_no + 1)
+                    .bind(max_no + n)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(Resize::Remove(n)) => {
+                sqlx::query(REMOVE_FREE_SEATS)
+                    .bind(id)
+                    .bind(n)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(Resize::Keep) => {}
+            Err(e) => return Err(PatchError::BelowInUse { in_use: e.in_use }),
+        }
+        tx.commit().await?;
+        Ok::<_, PatchError>(())
+    })?;
+    Ok(get(db, id).await?)
+}
+
+/// Deletes a mother with her teams, seats and children. Without `force`, refused while any seat
+/// is used or held: `Ok(Err(in_use))`.
+pub async fn delete(db: &PoolDb, id: i64, force: bool) -> StoreResult<Result<(), i64>> {
+    let n = on_writer!(db, |p| sqlx::query(
+        "DELETE FROM mothers WHERE id = $1 AND ($2 OR seats_used + seats_held = 0)"
+    )
+    .bind(id)
+    .bind(force)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
+    if n > 0 {
+        return Ok(Ok(()));
+    }
+    let in_use: Option<i64> = on_reader!(db, |p| sqlx::query_scalar(
+        "SELECT seats_used + seats_held FROM mothers WHERE id = $1"
+    )
+    .bind(id)
+    .fetch_optional(p)
+    .await)?;
+    match in_use {
+        Some(in_use) => Ok(Err(in_use)),
+        None => Err(StoreError::NotFound),
+    }
+}
+
+/// The sealed credential of a mother (for provider calls and rotation only).
+pub async fn credential_sealed(db: &PoolDb, id: i64) -> StoreResult<String> {
+    Ok(on_reader!(db, |p| sqlx::query_scalar(
+        "SELECT credential_sealed FROM mothers WHERE id = $1"
+    )
+    .bind(id)
+    .fetch_one(p)
+    .await)?)
+}
+
+pub async fn set_credential(db: &PoolDb, id: i64, sealed: &str, now: i64) -> StoreResult<()> {
+    let n = on_writer!(db, |p| sqlx::query(
+        "UPDATE mothers SET credential_sealed = $2, updated_at = $3 WHERE id = $1"
+    )
+    .bind(id)
+    .bind(sealed)
+    .bind(now)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+/// Up to `limit` (id, sealed credential) pairs with ids above `after`, for re-sealing in batches.
+pub async fn sealed_after(db: &PoolDb, after: i64, limit: i64) -> StoreResult<Vec<(i64, String)>> {
+    Ok(on_reader!(db, |p| sqlx::query_as(
+        "SELECT id, credential_sealed FROM mothers WHERE id > $1 ORDER BY id LIMIT $2"
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(p)
+    .await)?)
+}
+
+/// Replaces a sealed credential only if it is still `old` (a rotation never overwrites a
+/// credential changed meanwhile). Returns whether it was replaced.
+pub async fn replace_sealed(db: &PoolDb, id: i64, old: &str, new: &str) -> StoreResult<bool> {
+    let n = on_writer!(db, |p| sqlx::query(
+        "UPDATE mothers SET credential_sealed = $3 WHERE id = $1 AND credential_sealed = $2"
+    )
+    .bind(id)
+    .bind(old)
+    .bind(new)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(n > 0)
+}
+
+/// Mothers and their seats, by mother status.
+#[derive(Clone, Debug, Default, FromRow, Serialize, utoipa::ToSchema)]
+pub struct StatusCount {
+    pub status: String,
+    pub mothers: i64,
+    pub seats_total: i64,
+    pub seats_used: i64,
+    pub seats_held: i64,
+}
+
+/// Per mother status: mothers and seat counters summed. One scan of `mothers`.
+pub async fn counts_by_status(db: &PoolDb) -> StoreResult<Vec<StatusCount>> {
+    Ok(on_reader!(db, |p| {
+        sqlx::query_as(
+        "SELECT status, COUNT(*) AS mothers, CAST(SUM(seat_limit) AS BIGINT) AS seats_total, \
+         CAST(SUM(seats_used) AS BIGINT) AS seats_used, CAST(SUM(seats_held) AS BIGINT) AS seats_held \
+         FROM mothers GROUP BY status ORDER BY status"
+    )
+    .fetch_all(p)
+    .await
+    })?)
+}
+
+pub async fn count_groups_and_children(db: &PoolDb) -> StoreResult<(i64, i64)> {
+    Ok(on_reader!(db, |p| sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM pool_groups), (SELECT COUNT(*) FROM children)"
+    )
+    .fetch_one(p)
+    .await)?)
+}
+
+/// Seat counters of active mothers per group (`None`: mothers in no group).
+#[derive(Clone, Debug, FromRow)]
+pub struct GroupSeats {
+    pub pool_group_id: Option<i64>,
+    pub pool_group_name: Option<String>,
+    pub seats_total: i64,
+    pub seats_used: i64,
+    pub seats_held: i64,
+}
+
+pub async fn active_seats_by_group(db: &PoolDb) -> StoreResult<Vec<GroupSeats>> {
+    // Aggregate first, then name the (few) groups.
+    Ok(on_reader!(db, |p| {
+        sqlx::query_as(
+        "SELECT a.pool_group_id, g.name AS pool_group_name, a.seats_total, a.seats_used, a.seats_held \
+         FROM (SELECT pool_group_id, CAST(SUM(seat_limit) AS BIGINT) AS seats_total, \
+               CAST(SUM(seats_used) AS BIGINT) AS seats_used, \
+               CAST(SUM(seats_held) AS BIGINT) AS seats_held \
+               FROM mothers WHERE status = 'active' GROUP BY pool_group_id) a \
+         LEFT JOIN pool_groups g ON g.id = a.pool_group_id ORDER BY g.name"
+    )
+    .fetch_all(p)
+    .await
+    })?)
+}

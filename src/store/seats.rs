@@ -1,0 +1,125 @@
+//! Seats (pool database): exactly `seat_limit` rows per mother, each `free`, `held` or `used`.
+//!
+//! Only this module's statements write `seats`, and every statement that changes a seat's status
+//! also changes the mother's `seats_used` / `seats_held` counters in the same transaction, so lists
+//! and stats read the counters instead of aggregating seats. The counter update comes first: on
+//! PostgreSQL it locks the mother's row, which serialises all seat changes of one mother.
+
+use serde::Serialize;
+use sqlx::FromRow;
+
+use super::{StoreError, StoreResult};
+use crate::db::{PoolDb, in_transaction};
+
+#[derive(Clone, Debug, FromRow, Serialize, utoipa::ToSchema)]
+pub struct Seat {
+    pub id: i64,
+    pub mother_id: i64,
+    pub seat_no: i64,
+    /// `free`, `held` or `used`.
+    pub status: String,
+    pub holder_email: Option<String>,
+    pub held_until: Option<i64>,
+    pub updated_at: i64,
+}
+
+pub(crate) const COLUMNS: &str =
+    "id, mother_id, seat_no, status, holder_email, held_until, updated_at";
+
+/// Adds free seats numbered `$2..=$3` to mother `$1` (used by mothers' create and resize).
+pub(crate) const ADD_FREE_SEATS: &str = "WITH RECURSIVE n(i) AS (SELECT CAST($2 AS BIGINT) \
+    UNION ALL SELECT i + 1 FROM n WHERE i < $3) \
+    INSERT INTO seats (mother_id, seat_no, status, updated_at) SELECT $1, i, 'free', $4 FROM n";
+
+/// Removes the `$2` highest-numbered free seats of mother `$1`.
+pub(crate) const REMOVE_FREE_SEATS: &str = "DELETE FROM seats WHERE id IN (SELECT id FROM seats \
+    WHERE mother_id = $1 AND status = 'free' ORDER BY seat_no DESC LIMIT $2)";
+
+/// Marks the lowest-numbered free seat of a mother used by `email`. `Conflict` when she has no
+/// free seat, `NotFound` when there is no such mother. (Invites arrive in a later issue; tests and
+/// sync use this to record members.)
+pub async fn mark_used(db: &PoolDb, mother_id: i64, email: &str, now: i64) -> StoreResult<Seat> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "UPDATE seats SET status = 'used', holder_email = $2, held_until = NULL, updated_at = $3 \
+         WHERE id = (SELECT id FROM seats WHERE mother_id = $1 AND status = 'free' \
+         ORDER BY seat_no LIMIT 1) RETURNING {COLUMNS}"
+    ));
+    in_transaction!(db, |tx| {
+        let n = sqlx::query(
+            "UPDATE mothers SET seats_used = seats_used + 1, updated_at = $2 \
+             WHERE id = $1 AND seat_limit - seats_used - seats_held > 0",
+        )
+        .bind(mother_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM mothers WHERE id = $1")
+                .bind(mother_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            return Err(match exists {
+                Some(_) => StoreError::Conflict(format!("mother {mother_id} has no free seat")),
+                None => StoreError::NotFound,
+            });
+        }
+        let seat: Seat = sqlx::query_as(sql)
+            .bind(mother_id)
+            .bind(email)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(seat)
+    })
+}
+
+/// Frees a used or held seat.
+pub async fn release(db: &PoolDb, seat_id: i64, now: i64) -> StoreResult<Seat> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "UPDATE seats SET status = 'free', holder_email = NULL, held_until = NULL, updated_at = $2 \
+         WHERE id = $1 RETURNING {COLUMNS}"
+    ));
+    in_transaction!(db, |tx| {
+        // Lock the mother's row first (see the module notes), then read the seat's status.
+        sqlx::query(
+            "UPDATE mothers SET updated_at = $2 WHERE id = (SELECT mother_id FROM seats WHERE id = $1)",
+        )
+        .bind(seat_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let status: Option<(i64, String)> =
+            sqlx::query_as("SELECT mother_id, status FROM seats WHERE id = $1")
+                .bind(seat_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((mother_id, status)) = status else {
+            return Err(StoreError::NotFound);
+        };
+        let counter = match status.as_str() {
+            "used" => "seats_used = seats_used - 1",
+            "held" => "seats_held = seats_held - 1",
+            _ => {
+                return Err(StoreError::Conflict(format!(
+                    "seat {seat_id} is already free"
+                )));
+            }
+        };
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE mothers SET {counter}, updated_at = $2 WHERE id = $1"
+        )))
+        .bind(mother_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let seat: Seat = sqlx::query_as(sql)
+            .bind(seat_id)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(seat)
+    })
+}
