@@ -567,6 +567,18 @@ async fn list_search_filter_and_pagination() {
         .await;
         let invalid = api.get("/api/admin/mothers?status=invalid").await;
         assert_eq!(invalid["total"], 1);
+        // The name index follows a rename.
+        api.ok(
+            reqwest::Method::PATCH,
+            &format!("/api/admin/mothers/{id}"),
+            Some(json!({"name": "Gamma-Renamed"})),
+        )
+        .await;
+        assert_eq!(
+            api.get("/api/admin/mothers?search=renamed").await["total"],
+            1
+        );
+        assert_eq!(api.get("/api/admin/mothers?search=beta").await["total"], 0);
         for bad in ["status=weird", "page=0", "page_size=501", "page_size=x"] {
             let err = api
                 .err(

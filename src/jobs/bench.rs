@@ -74,8 +74,14 @@ pub async fn run(args: &BenchJobs) -> anyhow::Result<BenchJobsReport> {
     let enqueue_seconds = started.elapsed().as_secs_f64();
     drop(batch);
 
+    // Handlers count their runs so the drain can be watched without querying the table in a loop.
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut handlers = Handlers::default();
-    handlers.register(BENCH_JOB_TYPE, |_ctx| async { Ok(None) });
+    let counter = ran.clone();
+    handlers.register(BENCH_JOB_TYPE, move |_ctx| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        async { Ok(None) }
+    });
     let config = RunnerConfig {
         concurrency: args.workers,
         batch_size: args.batch_size,
@@ -86,11 +92,12 @@ pub async fn run(args: &BenchJobs) -> anyhow::Result<BenchJobsReport> {
     };
     let drain_start = clock.now_ms();
     let runner = Runner::new(users.clone(), handlers, config, clock.clone()).start();
-    loop {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        if job_store::live_counts(&users).await? == (0, 0) {
-            break;
-        }
+    while ran.load(std::sync::atomic::Ordering::Relaxed) < args.jobs {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The table is the judge: done when no job is pending or running.
+    while job_store::live_counts(&users).await? != (0, 0) {
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     runner.shutdown().await;
     let mut latencies = job_store::succeeded_latencies(&users).await?;

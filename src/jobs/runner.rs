@@ -242,16 +242,19 @@ async fn fetch(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut listener = pg_listener(&runner.users).await;
-    let capacity = runner.config.batch_size.max(runner.config.concurrency);
+    // Claimed jobs wait in a local queue of up to two batches, and a new claim is made only when a
+    // whole batch fits: few, large claim statements instead of one per finished job.
+    let batch = runner.config.batch_size.max(runner.config.concurrency);
+    let capacity = 2 * batch;
     let mut failures = 0u32;
     loop {
         if *stop.borrow() {
             return;
         }
         let room = capacity.saturating_sub(held.len());
-        if room == 0 {
+        if room < batch {
             let changed = held.changed.notified();
-            if capacity.saturating_sub(held.len()) == 0 {
+            if capacity.saturating_sub(held.len()) < batch {
                 tokio::select! {
                     _ = changed => {}
                     _ = stop.changed() => {}
@@ -417,13 +420,22 @@ async fn run_one(
 /// Records what workers report: successes in one statement per batch, failures one by one.
 async fn finish(runner: Arc<Runner>, mut done: mpsc::UnboundedReceiver<Finished>, held: Arc<Held>) {
     const MAX_BATCH: usize = 1_000;
+    // Waiting this long for more finished jobs turns many small writes into one.
+    const LINGER: Duration = Duration::from_millis(2);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = done.recv().await {
         batch.push(first);
+        let deadline = tokio::time::Instant::now() + LINGER;
         while batch.len() < MAX_BATCH {
             match done.try_recv() {
                 Ok(more) => batch.push(more),
-                Err(_) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(deadline, done.recv()).await {
+                        Ok(Some(more)) => batch.push(more),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
             }
         }
         let now = runner.clock.now_ms();

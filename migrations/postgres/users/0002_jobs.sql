@@ -29,8 +29,8 @@ CREATE UNIQUE INDEX jobs_live_dedup ON jobs (dedup_key)
 CREATE INDEX jobs_ready ON jobs (priority DESC, run_at, id) WHERE status = 'pending';
 -- Rescue and heartbeats: running jobs by lock expiry and by holder.
 CREATE INDEX jobs_running ON jobs (locked_by, locked_until) WHERE status = 'running';
--- Listing and statistics.
-CREATE INDEX jobs_status_type ON jobs (status, job_type);
+-- No index on status or type for listing: every extra index is written on each claim and finish,
+-- the hot path; lists page through the primary key and statistics scan.
 
 -- Wake idle runners at once when a job becomes ready (LISTEN poolkeeper_jobs).
 CREATE FUNCTION poolkeeper_jobs_notify() RETURNS trigger AS $$
