@@ -202,6 +202,19 @@ async fn first_serve_creates_admin_with_a_private_password_file_and_sigterm_stop
     assert_eq!(login_status(&served.base, &password).await, 200);
     assert_eq!(login_status(&served.base, "not-the-password").await, 401);
 
+    // At rest on the embedded default, the process stays under 64 MiB resident.
+    let pid = served.child.id().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc status");
+    assert!(
+        rss_kib < 64 * 1024,
+        "serve uses {rss_kib} KiB resident at rest"
+    );
+
     sigterm(&served.child);
     let status = tokio::time::timeout(std::time::Duration::from_secs(20), served.child.wait())
         .await

@@ -266,10 +266,24 @@ macro_rules! on_reader {
 }
 
 /// Runs `$body` with `$pool` bound to the pool that serves single-statement writes.
+///
+/// On SQLite the statement runs in its own `BEGIN IMMEDIATE` transaction: the write lock is taken
+/// before the statement reads anything, so another process writing meanwhile makes it wait (busy
+/// timeout) instead of failing with a stale snapshot.
 macro_rules! on_writer {
     ($db:expr, |$pool:ident| $body:expr) => {
         match &$db.0.conn {
-            $crate::db::Conn::Sqlite { write: $pool, .. } => $body,
+            $crate::db::Conn::Sqlite { write, .. } => {
+                let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
+                let result = {
+                    let $pool = &mut *tx;
+                    $body
+                };
+                if result.is_ok() {
+                    tx.commit().await?;
+                }
+                result
+            }
             $crate::db::Conn::Postgres($pool) => $body,
         }
     };
