@@ -160,19 +160,17 @@ impl Runner {
         let (done_tx, done_rx) = mpsc::unbounded_channel::<Finished>();
         let shared = Arc::new(self);
 
-        let workers = Arc::new(tokio::sync::Mutex::new(JoinSet::new()));
-        {
-            let mut set = workers.try_lock().expect("fresh mutex");
-            for _ in 0..shared.config.concurrency {
-                set.spawn(work(
-                    shared.clone(),
-                    queue_rx.clone(),
-                    done_tx.clone(),
-                    held.clone(),
-                    stop_rx.clone(),
-                ));
-            }
+        let mut workers = JoinSet::new();
+        for _ in 0..shared.config.concurrency {
+            workers.spawn(work(
+                shared.clone(),
+                queue_rx.clone(),
+                done_tx.clone(),
+                held.clone(),
+                stop_rx.clone(),
+            ));
         }
+        let workers = Arc::new(tokio::sync::Mutex::new(workers));
         drop(done_tx);
 
         let mut tasks = JoinSet::new();
@@ -457,16 +455,32 @@ async fn finish(runner: Arc<Runner>, mut done: mpsc::UnboundedReceiver<Finished>
             }
         }
         if !succeeded.is_empty() {
-            if let Err(e) = job_store::complete(&runner.users, &runner.id, &succeeded, now).await {
-                // The locks expire and the jobs are rescued and run again: at least once, never lost.
-                tracing::error!(runner = %runner.id, error = %e, jobs = succeeded.len(), "recording finished jobs failed");
-            }
+            record_success(&runner, &succeeded, now).await;
             for (id, job_type) in succeeded_types {
                 metrics::counter!("jobs_finished_total", "type" => job_type, "status" => "succeeded").increment(1);
                 held.remove(&id);
             }
         }
     }
+}
+
+/// Records finished jobs, retrying a failed write while the jobs are still held (their heartbeats go
+/// on meanwhile): a job whose work is done must not be rescued and run again because one write
+/// failed. Only when the database stays unreachable do the locks expire, and then the jobs run again:
+/// at least once, never lost.
+async fn record_success(runner: &Runner, succeeded: &[(String, Option<String>)], now: i64) {
+    let mut delay = Duration::from_millis(50);
+    for attempt in 1..=10 {
+        match job_store::complete(&runner.users, &runner.id, succeeded, now).await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(runner = %runner.id, error = %e, attempt, jobs = succeeded.len(), "recording finished jobs failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    tracing::error!(runner = %runner.id, jobs = succeeded.len(), "gave up recording finished jobs; they will be rescued and run again");
 }
 
 /// Applies the retry rule to a failed attempt; returns the status the job ends in for now.
