@@ -147,9 +147,11 @@ pub async fn start(app: AppState, listen: SocketAddr) -> anyhow::Result<RunningS
     let (shutdown, mut rx) = watch::channel(false);
     spawn_maintenance(app.clone(), rx.clone());
     let router = crate::http::router(app.clone());
+    let mut handlers = jobs::builtin_handlers(app.config.jobs.diagnostic_handlers);
+    jobs::pool_sync::register(&mut handlers, app.clone());
     let runner = Runner::new(
         app.users.clone(),
-        jobs::builtin_handlers(app.config.jobs.diagnostic_handlers),
+        handlers,
         RunnerConfig::from_config(&app.config.jobs),
         app.clock.clone(),
     )

@@ -2,6 +2,7 @@
 //! `job_type` in [`Handlers`]. The queue lives in the users database (`store::jobs`).
 
 pub mod bench;
+pub mod pool_sync;
 pub mod runner;
 
 use std::collections::HashMap;

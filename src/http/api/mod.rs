@@ -5,6 +5,7 @@
 pub mod jobs;
 pub mod mothers;
 pub mod pool_groups;
+pub mod pool_sync;
 pub mod session;
 pub mod system;
 pub mod tokens;
@@ -41,6 +42,8 @@ pub fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(pool_groups::get_group, pool_groups::delete_group))
         .routes(routes!(pool_groups::update_settings))
         .routes(routes!(pool_groups::preview))
+        .routes(routes!(pool_sync::sync_mother))
+        .routes(routes!(pool_sync::sync_all))
         .routes(routes!(mothers::list_mothers, mothers::create_mother))
         .routes(routes!(
             mothers::get_mother,

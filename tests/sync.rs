@@ -1,0 +1,467 @@
+//! Pool sync against the simulated provider: renames, backfill, seats, auto-invite, dedup of
+//! concurrent enqueues, and how provider errors end a job.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Backend, TestApp, each_backend};
+use poolkeeper::auth::Scope;
+use poolkeeper::clock;
+use poolkeeper::crypto::Credential;
+use poolkeeper::providers::MemberStatus;
+use poolkeeper::providers::sim::{SimMember, SimOrg, SimTeam};
+use poolkeeper::store;
+use serde_json::{Value, json};
+
+struct Sync {
+    t: TestApp,
+    token: String,
+}
+
+impl Sync {
+    async fn spawn(backend: &Backend, auto_invite: bool) -> Self {
+        let t = TestApp::spawn_with(
+            backend,
+            |c| {
+                c.pool_auto_invite_missing = auto_invite;
+                c.child_email_domain = Some("kids.test".into());
+                c.jobs.poll_interval_ms = 20;
+            },
+            clock::system(),
+        )
+        .await;
+        let token = t.token("sync", Scope::Admin).await;
+        Self { t, token }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let res = self
+            .t
+            .client
+            .post(self.t.url(path))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn group(&self, name: &str) -> i64 {
+        let (status, body) = self
+            .post("/api/admin/pool-groups", json!({"name": name}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_i64().unwrap()
+    }
+
+    /// A sim mother in `group` whose organisation is `org`.
+    async fn mother(&self, name: &str, group: Option<i64>, seats: i64, org: SimOrg) -> i64 {
+        let credential = format!("cred-{name}");
+        self.t
+            .app()
+            .providers
+            .sim
+            .put_org(&Credential::new(&credential), org)
+            .unwrap();
+        let (status, body) = self
+            .post(
+                "/api/admin/mothers",
+                json!({"name": name, "provider": "sim", "credential": credential,
+                    "seat_limit": seats, "pool_group_id": group}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_i64().unwrap()
+    }
+
+    fn org(&self, mother: &str) -> SimOrg {
+        self.t
+            .app()
+            .providers
+            .sim
+            .org(&Credential::new(format!("cred-{mother}")))
+            .unwrap()
+            .unwrap()
+    }
+
+    fn update_org(&self, mother: &str, f: impl FnOnce(&mut SimOrg)) {
+        self.t
+            .app()
+            .providers
+            .sim
+            .update_org(&Credential::new(format!("cred-{mother}")), f)
+            .unwrap();
+    }
+
+    async fn enqueue(&self, group: i64, mother: i64) -> (String, bool) {
+        let (status, body) = self
+            .post(
+                &format!("/api/admin/pool-groups/{group}/sync/mother/{mother}"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        (
+            body["job_id"].as_str().unwrap().to_string(),
+            body["deduplicated"].as_bool().unwrap(),
+        )
+    }
+
+    /// Waits for the job to end; returns it.
+    async fn finished(&self, id: &str) -> store::jobs::Job {
+        for _ in 0..600 {
+            let job = store::jobs::get(&self.t.app().users, id).await.unwrap();
+            if matches!(job.status.as_str(), "succeeded" | "failed" | "cancelled") {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("job {id} did not finish");
+    }
+
+    /// Enqueues a sync, waits for success, returns the report.
+    async fn sync(&self, group: i64, mother: i64) -> Value {
+        let (id, _) = self.enqueue(group, mother).await;
+        let job = self.finished(&id).await;
+        assert_eq!(job.status, "succeeded", "{:?}", job.last_error);
+        serde_json::from_str(job.result.as_deref().unwrap()).unwrap()
+    }
+
+    async fn detail(&self, mother: i64) -> store::mothers::MotherDetail {
+        store::mothers::get_detail(&self.t.app().pool, mother)
+            .await
+            .unwrap()
+    }
+}
+
+fn member(email: &str, status: MemberStatus) -> SimMember {
+    SimMember {
+        email: email.into(),
+        name: email.split('@').next().unwrap().into(),
+        status,
+    }
+}
+
+/// `acme` with the owner and `extra` active members in one team of `seats` seats.
+fn org(name: &str, seats: i64, extra: &[&str]) -> SimOrg {
+    let mut org = SimOrg::new(name, &format!("owner@{name}.test"), seats);
+    for e in extra {
+        org.teams[0].members.push(member(e, MemberStatus::Active));
+    }
+    org
+}
+
+fn zero_report(report: &Value) {
+    for key in [
+        "teams_renamed",
+        "teams_added",
+        "children_created",
+        "children_updated",
+        "children_removed",
+        "seats_changed",
+        "invites_sent",
+    ] {
+        assert_eq!(report[key], 0, "{key} in {report}");
+    }
+}
+
+#[tokio::test]
+async fn second_sync_renames_nothing_and_adds_no_children() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let group = s.group("g1").await;
+        let mut o = org("acme", 10, &["a@acme.test", "b@acme.test"]);
+        o.teams.push(SimTeam {
+            id: "acme-team-2".into(),
+            name: "second".into(),
+            seats: 5,
+            members: vec![member("c@acme.test", MemberStatus::Active)],
+        });
+        let m = s.mother("acme", Some(group), 7, o).await;
+        let day = poolkeeper::domain::naming::utc_day(s.t.app().clock.now_ms());
+        let teams_before = store::pool_groups::last_sequence(
+            &s.t.app().pool,
+            group,
+            &day,
+            store::pool_groups::SequenceKind::Team,
+        )
+        .await
+        .unwrap();
+
+        let first = s.sync(group, m).await;
+        // The default team keeps the name the group gave it at creation; the second team takes
+        // the next number.
+        assert_eq!(first["teams_renamed"], 2, "{first}");
+        assert_eq!(first["teams_added"], 1, "{first}");
+        assert_eq!(first["children_created"], 3, "{first}");
+        let sim = s.org("acme");
+        let names: Vec<&str> = sim.teams.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            names,
+            vec![
+                format!("g1-{day}-{:03}", teams_before),
+                format!("g1-{day}-{:03}", teams_before + 1)
+            ]
+        );
+        let d = s.detail(m).await;
+        assert_eq!(d.children.len(), 3);
+        assert!(d.children.iter().all(|c| !c.email.starts_with("owner")));
+        assert_eq!(d.mother.usage.seats_used, 3);
+        assert!(d.mother.last_synced_at.is_some());
+
+        let second = s.sync(group, m).await;
+        zero_report(&second);
+        assert_eq!(s.org("acme").renames, 2);
+        let after = store::pool_groups::last_sequence(
+            &s.t.app().pool,
+            group,
+            &day,
+            store::pool_groups::SequenceKind::Team,
+        )
+        .await
+        .unwrap();
+        assert_eq!(after, teams_before + 1, "a rerun uses no team number");
+        let d2 = s.detail(m).await;
+        assert_eq!(d2.children.len(), 3, "no duplicate children");
+        assert_eq!(d2.mother.usage.seats_used, 3);
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn departed_members_are_marked_removed_and_free_their_seats() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let group = s.group("g1").await;
+        let m = s
+            .mother(
+                "acme",
+                Some(group),
+                5,
+                org("acme", 5, &["a@acme.test", "b@acme.test"]),
+            )
+            .await;
+        s.sync(group, m).await;
+        s.update_org("acme", |o| {
+            o.teams[0].members.retain(|x| x.email != "b@acme.test");
+            o.teams[0].members[1].name = "Alice".into();
+        });
+        let report = s.sync(group, m).await;
+        assert_eq!(report["children_removed"], 1, "{report}");
+        assert_eq!(report["children_updated"], 1, "{report}");
+        let d = s.detail(m).await;
+        assert_eq!(d.mother.usage.seats_used, 1);
+        let b = d
+            .children
+            .iter()
+            .find(|c| c.email == "b@acme.test")
+            .unwrap();
+        assert_eq!(b.status, "removed");
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn auto_invite_fills_free_seats_once() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, true).await;
+        let group = s.group("g1").await;
+        let m = s
+            .mother("acme", Some(group), 3, org("acme", 10, &["a@acme.test"]))
+            .await;
+        let first = s.sync(group, m).await;
+        assert_eq!(first["invites_sent"], 2, "{first}");
+        let d = s.detail(m).await;
+        assert_eq!(d.mother.usage.seats_used, 1);
+        assert_eq!(
+            d.mother.usage.seats_held, 2,
+            "seats of pending invites are held"
+        );
+        let invited: Vec<_> = d
+            .children
+            .iter()
+            .filter(|c| c.status == "invited")
+            .collect();
+        assert_eq!(invited.len(), 2);
+        assert!(invited.iter().all(|c| c.email.ends_with("@kids.test")));
+        assert_eq!(s.org("acme").invites_sent, 2);
+
+        let second = s.sync(group, m).await;
+        zero_report(&second);
+        assert_eq!(s.org("acme").invites_sent, 2, "no invite is sent twice");
+        let d2 = s.detail(m).await;
+        assert_eq!(d2.children.len(), 3);
+        assert_eq!(d2.mother.usage.seats_held, 2);
+
+        // An invitee who accepts takes her held seat as used.
+        let email = invited[0].email.clone();
+        s.update_org("acme", |o| {
+            for x in &mut o.teams[0].members {
+                if x.email == email {
+                    x.status = MemberStatus::Active;
+                }
+            }
+        });
+        let third = s.sync(group, m).await;
+        assert_eq!(third["invites_sent"], 0, "{third}");
+        let d3 = s.detail(m).await;
+        assert_eq!(d3.mother.usage.seats_used, 2);
+        assert_eq!(d3.mother.usage.seats_held, 1);
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn hundred_concurrent_enqueues_make_one_job() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let group = s.group("g1").await;
+        let m = s.mother("acme", None, 5, org("acme", 5, &[])).await;
+        // Slow provider calls keep the first job live while the requests arrive.
+        s.update_org("acme", |o| o.faults.latency_ms = 3000);
+        let path =
+            s.t.url(&format!("/api/admin/pool-groups/{group}/sync/mother/{m}"));
+        let mut tasks = Vec::new();
+        for _ in 0..100 {
+            let client = s.t.client.clone();
+            let path = path.clone();
+            let token = s.token.clone();
+            tasks.push(tokio::spawn(async move {
+                let res = client.post(path).bearer_auth(token).send().await.unwrap();
+                assert_eq!(res.status(), 202);
+                let body: Value = res.json().await.unwrap();
+                (
+                    body["job_id"].as_str().unwrap().to_string(),
+                    body["deduplicated"].as_bool().unwrap(),
+                )
+            }));
+        }
+        let mut ids = std::collections::HashSet::new();
+        let mut fresh = 0;
+        for t in tasks {
+            let (id, dedup) = t.await.unwrap();
+            ids.insert(id);
+            fresh += usize::from(!dedup);
+        }
+        assert_eq!(ids.len(), 1, "every response carries the one job's id");
+        assert_eq!(fresh, 1, "exactly one request created the job");
+        s.update_org("acme", |o| o.faults.latency_ms = 0);
+        let id = ids.into_iter().next().unwrap();
+        assert_eq!(s.finished(&id).await.status, "succeeded");
+        assert_eq!(
+            s.detail(m).await.mother.pool_group_id,
+            Some(group),
+            "enqueue puts the mother in the group"
+        );
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn revoked_credential_marks_mother_invalid_and_fails_without_retry() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let group = s.group("g1").await;
+        let m = s.mother("acme", Some(group), 5, org("acme", 5, &[])).await;
+        s.update_org("acme", |o| o.faults.revoked = true);
+        let (id, _) = s.enqueue(group, m).await;
+        let job = s.finished(&id).await;
+        assert_eq!(job.status, "failed");
+        assert_eq!(job.attempts, 1, "no retry");
+        let error = job.last_error.unwrap();
+        assert!(error.contains("invalid"), "{error}");
+        assert!(
+            !error.contains("cred-acme"),
+            "the credential is never in a message"
+        );
+        assert_eq!(s.detail(m).await.mother.status, "invalid");
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rate_limited_sync_is_retried_and_succeeds() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let group = s.group("g1").await;
+        let m = s
+            .mother("acme", Some(group), 5, org("acme", 5, &["a@acme.test"]))
+            .await;
+        // The first attempt makes 4 calls (identify, list teams, rename, list members): the 4th
+        // is rate limited; the retry needs 3 (the team is named by then) and gets through.
+        s.update_org("acme", |o| {
+            o.faults.rate_limit_every = 4;
+            o.faults.retry_after_ms = 100;
+        });
+        let (id, _) = s.enqueue(group, m).await;
+        let job = s.finished(&id).await;
+        assert_eq!(job.status, "succeeded", "{:?}", job.last_error);
+        assert_eq!(job.attempts, 2);
+        assert_eq!(s.detail(m).await.children.len(), 1);
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sync_of_unknown_mother_or_group_is_404() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let group = s.group("g1").await;
+        let (status, body) = s
+            .post(
+                &format!("/api/admin/pool-groups/{group}/sync/mother/999"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 404, "{body}");
+        let (status, _) = s
+            .post("/api/admin/pool-groups/999/sync/all", json!({}))
+            .await;
+        assert_eq!(status, 404);
+        let (status, _) = s
+            .post(
+                &format!("/api/admin/pool-groups/{group}/sync/mother/x"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 400);
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sync_all_queues_one_job_per_active_mother() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let group = s.group("g1").await;
+        let a = s
+            .mother("a", Some(group), 2, org("a", 2, &["x@a.test"]))
+            .await;
+        let b = s.mother("b", Some(group), 2, org("b", 2, &[])).await;
+        let (status, body) = s
+            .post(
+                &format!("/api/admin/pool-groups/{group}/sync/all"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["count"], 2);
+        for id in body["job_ids"].as_array().unwrap() {
+            assert_eq!(s.finished(id.as_str().unwrap()).await.status, "succeeded");
+        }
+        assert_eq!(s.detail(a).await.children.len(), 1);
+        assert!(s.detail(b).await.mother.last_synced_at.is_some());
+        s.t.stop().await;
+    })
+    .await;
+}
