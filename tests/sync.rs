@@ -21,12 +21,18 @@ struct Sync {
 
 impl Sync {
     async fn spawn(backend: &Backend, auto_invite: bool) -> Self {
+        Self::spawn_with(backend, auto_invite, 4).await
+    }
+
+    async fn spawn_with(backend: &Backend, auto_invite: bool, concurrency: usize) -> Self {
         let t = TestApp::spawn_with(
             backend,
             |c| {
                 c.pool_auto_invite_missing = auto_invite;
                 c.child_email_domain = Some("kids.test".into());
                 c.jobs.poll_interval_ms = 20;
+                c.jobs.concurrency = concurrency;
+                c.jobs.batch_size = concurrency;
             },
             clock::system(),
         )
@@ -47,6 +53,25 @@ impl Sync {
             .unwrap();
         let status = res.status().as_u16();
         (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let res = self
+            .t
+            .client
+            .get(self.t.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn session(&self, id: &str) -> Value {
+        let (status, body) = self.get(&format!("/api/admin/sync-sessions/{id}")).await;
+        assert_eq!(status, 200, "{body}");
+        body
     }
 
     async fn group(&self, name: &str) -> i64 {
@@ -339,18 +364,25 @@ async fn hundred_concurrent_enqueues_make_one_job() {
                 (
                     body["job_id"].as_str().unwrap().to_string(),
                     body["deduplicated"].as_bool().unwrap(),
+                    body["session_id"].as_str().unwrap().to_string(),
                 )
             }));
         }
         let mut ids = std::collections::HashSet::new();
+        let mut sessions = std::collections::HashSet::new();
         let mut fresh = 0;
         for t in tasks {
-            let (id, dedup) = t.await.unwrap();
+            let (id, dedup, session) = t.await.unwrap();
             ids.insert(id);
+            sessions.insert(session);
             fresh += usize::from(!dedup);
         }
         assert_eq!(ids.len(), 1, "every response carries the one job's id");
         assert_eq!(fresh, 1, "exactly one request created the job");
+        assert_eq!(sessions.len(), 1, "and the one job's session");
+        let (_, stats) = s.get("/api/admin/sync-sessions/statistics").await;
+        assert_eq!(stats["total_sessions"], 1, "{stats}");
+        assert_eq!(stats["manual"], 1, "{stats}");
         s.update_org("acme", |o| o.faults.latency_ms = 0);
         let id = ids.into_iter().next().unwrap();
         assert_eq!(s.finished(&id).await.status, "succeeded");
@@ -461,6 +493,209 @@ async fn sync_all_queues_one_job_per_active_mother() {
         }
         assert_eq!(s.detail(a).await.children.len(), 1);
         assert!(s.detail(b).await.mother.last_synced_at.is_some());
+        s.t.stop().await;
+    })
+    .await;
+}
+
+/// Waits until `check` holds for the session; returns it.
+async fn session_when(s: &Sync, id: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..800 {
+        let body = s.session(id).await;
+        if check(&body) {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "session {id}: {what} never happened: {}",
+        s.session(id).await
+    );
+}
+
+fn records_with(body: &Value, status: &str) -> usize {
+    body["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == status)
+        .count()
+}
+
+#[tokio::test]
+async fn batch_session_stays_running_until_the_third_record_ends() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let group = s.group("g1").await;
+        s.mother("a", Some(group), 2, org("a", 2, &["x@a.test"]))
+            .await;
+        s.mother("b", Some(group), 2, org("b", 2, &[])).await;
+        let slow = s.mother("c", Some(group), 2, org("c", 2, &[])).await;
+        s.update_org("c", |o| o.faults.latency_ms = 700);
+        let (status, body) = s
+            .post(
+                &format!("/api/admin/pool-groups/{group}/sync/all"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["count"], 3);
+        let id = body["session_id"].as_str().unwrap().to_string();
+
+        let two = session_when(&s, &id, "two records completed", |b| {
+            records_with(b, "completed") == 2
+        })
+        .await;
+        assert_eq!(two["status"], "running", "{two}");
+        assert_eq!(two["sync_type"], "manual_batch");
+        assert!(two["completed_at"].is_null());
+        assert!(
+            (two["progress"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-6,
+            "{two}"
+        );
+        let slow_record = two["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["mother_id"] == slow)
+            .unwrap();
+        assert_ne!(slow_record["status"], "completed");
+
+        let done = session_when(&s, &id, "session ended", |b| b["status"] != "running").await;
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(done["total_instances"], 3);
+        assert_eq!(done["successful"], 3);
+        assert_eq!(done["failed"], 0);
+        assert_eq!(done["progress"], 1.0);
+        assert!(done["completed_at"].is_i64());
+        for r in done["records"].as_array().unwrap() {
+            assert!(r["job_id"].is_string(), "{r}");
+        }
+        let a = done["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["items_created"] == 1)
+            .expect("mother a's member was created");
+        assert_eq!(
+            a["items_synced"], 2,
+            "one child created, one team renamed: {a}"
+        );
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn batch_session_with_a_failed_record_ends_failed() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let group = s.group("g1").await;
+        s.mother("a", Some(group), 2, org("a", 2, &[])).await;
+        s.mother("b", Some(group), 2, org("b", 2, &[])).await;
+        s.update_org("b", |o| o.faults.revoked = true);
+        let (_, body) = s
+            .post(
+                &format!("/api/admin/pool-groups/{group}/sync/all"),
+                json!({}),
+            )
+            .await;
+        let id = body["session_id"].as_str().unwrap().to_string();
+        let done = session_when(&s, &id, "session ended", |b| b["status"] != "running").await;
+        assert_eq!(done["status"], "failed", "{done}");
+        assert_eq!(done["successful"], 1);
+        assert_eq!(done["failed"], 1);
+        let failed = done["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["status"] == "failed")
+            .unwrap();
+        assert!(
+            failed["error_message"]
+                .as_str()
+                .unwrap()
+                .contains("invalid"),
+            "{failed}"
+        );
+        let (_, list) = s.get("/api/admin/sync-sessions?status=failed").await;
+        assert_eq!(list["total"], 1, "{list}");
+        let (_, list) = s.get("/api/admin/sync-sessions?status=completed").await;
+        assert_eq!(list["total"], 0, "{list}");
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cancel_stops_pending_records_and_only_while_running() {
+    each_backend(|backend| async move {
+        // One job at a time, so the later records are still pending when cancel arrives.
+        let s = Sync::spawn_with(&backend, false, 1).await;
+        let group = s.group("g1").await;
+        for name in ["a", "b", "c"] {
+            s.mother(name, Some(group), 2, org(name, 2, &[])).await;
+            s.update_org(name, |o| o.faults.latency_ms = 300);
+        }
+        let (_, body) = s
+            .post(
+                &format!("/api/admin/pool-groups/{group}/sync/all"),
+                json!({}),
+            )
+            .await;
+        let id = body["session_id"].as_str().unwrap().to_string();
+        let (status, cancelled) = s
+            .post(&format!("/api/admin/sync-sessions/{id}/cancel"), json!({}))
+            .await;
+        assert_eq!(status, 200, "{cancelled}");
+        assert_eq!(cancelled["status"], "cancelled");
+        let n = records_with(&cancelled, "cancelled");
+        assert!(n >= 2, "pending records are cancelled: {cancelled}");
+        assert_eq!(cancelled["cancelled_jobs"], n);
+        for r in cancelled["records"].as_array().unwrap() {
+            if r["status"] == "cancelled" {
+                let job = s.finished(r["job_id"].as_str().unwrap()).await;
+                assert_eq!(job.status, "cancelled");
+            }
+        }
+        let (status, again) = s
+            .post(&format!("/api/admin/sync-sessions/{id}/cancel"), json!({}))
+            .await;
+        assert_eq!(status, 409, "{again}");
+        // A record that was already running ends on its own; the session stays cancelled.
+        let settled = session_when(&s, &id, "every record finished", |b| {
+            records_with(b, "pending") + records_with(b, "running") == 0
+        })
+        .await;
+        assert_eq!(settled["status"], "cancelled");
+        let (_, stats) = s.get("/api/admin/sync-sessions/statistics").await;
+        assert_eq!(stats["cancelled"], 1, "{stats}");
+        assert_eq!(stats["by_category"]["pool"], 1, "{stats}");
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn session_queries_check_their_input() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let (status, body) = s.get("/api/admin/sync-sessions?status=bogus").await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["code"], "invalid_status");
+        let (status, _) = s.get("/api/admin/sync-sessions?page_size=0").await;
+        assert_eq!(status, 400);
+        let (status, _) = s.get("/api/admin/sync-sessions/nope").await;
+        assert_eq!(status, 404);
+        let (status, _) = s
+            .post("/api/admin/sync-sessions/nope/cancel", json!({}))
+            .await;
+        assert_eq!(status, 404);
+        let (status, body) = s
+            .get("/api/admin/sync-sessions?sync_type=manual_single&category=pool")
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["total"], 0);
         s.t.stop().await;
     })
     .await;

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::{Handlers, JobContext, JobError, JobResult};
 use crate::app::{App, AppState};
+use crate::domain::job_retry::FailureKind;
 use crate::domain::naming::{self, NameValues};
 use crate::domain::seats::SeatWant;
 use crate::error::{ApiError, ApiResult};
@@ -18,6 +19,7 @@ use crate::providers::{Invited, MemberStatus, ProviderError};
 use crate::store::jobs::NewJob;
 use crate::store::mothers::{self as mothers, ChildInput, Team};
 use crate::store::pool_groups::{self as groups, SequenceKind};
+use crate::store::sync_sessions::{self, NewSession, RecordOutcome};
 use crate::store::{StoreError, seats};
 
 pub const POOL_SYNC_MOTHER: &str = "pool_sync_mother";
@@ -32,6 +34,11 @@ pub const DURATION_METRIC: &str = "pool_sync_duration_ms";
 pub struct SyncPayload {
     pub mother_id: i64,
     pub group_id: i64,
+    /// The sync session this run belongs to, and the mother's record in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_id: Option<i64>,
 }
 
 /// The dedup key: one live sync per (mother, group).
@@ -88,12 +95,64 @@ async fn run(app: &App, ctx: JobContext) -> JobResult {
             "payload must be {{\"mother_id\", \"group_id\"}}: {e}"
         ))
     })?;
+    if let Some(record) = payload.record_id
+        && let Err(e) = sync_sessions::start_record(&app.pool, record, app.clock.now_ms()).await
+    {
+        return Err(JobError::transient(format!("database: {e}")));
+    }
     let started = Instant::now();
     let outcome = sync_mother(app, payload.mother_id, payload.group_id).await;
     metrics::histogram!(DURATION_METRIC).record(started.elapsed().as_secs_f64() * 1000.0);
-    match outcome {
-        Ok(report) => Ok(Some(serde_json::to_value(report).unwrap_or(Value::Null))),
+    let result = match outcome {
+        Ok(report) => Ok(report),
         Err(e) => Err(job_error(app, payload.mother_id, e).await),
+    };
+    if let Some(record) = payload.record_id {
+        record_outcome(app, &ctx, record, &result).await?;
+    }
+    result.map(|report| Some(serde_json::to_value(report).unwrap_or(Value::Null)))
+}
+
+/// Ends the run's session record, unless the job will run again.
+async fn record_outcome(
+    app: &App,
+    ctx: &JobContext,
+    record: i64,
+    result: &Result<SyncReport, JobError>,
+) -> Result<(), JobError> {
+    let outcome = match result {
+        Ok(r) => {
+            let created = r.children_created + r.teams_added + r.invites_sent;
+            let updated = r.children_updated + r.teams_renamed;
+            let deleted = r.children_removed;
+            RecordOutcome {
+                status: "completed",
+                items_synced: created + updated + deleted,
+                items_created: created,
+                items_updated: updated,
+                items_deleted: deleted,
+                error_message: None,
+                details: serde_json::to_value(r).unwrap_or(Value::Null),
+            }
+        }
+        Err(e) => {
+            let last =
+                e.cancelled || e.kind == FailureKind::Permanent || ctx.attempt >= ctx.max_attempts;
+            if !last {
+                return Ok(());
+            }
+            RecordOutcome {
+                status: if e.cancelled { "cancelled" } else { "failed" },
+                error_message: Some(e.message.clone()),
+                details: serde_json::json!({"attempts": ctx.attempt}),
+                ..RecordOutcome::default()
+            }
+        }
+    };
+    match sync_sessions::finish_record(&app.pool, record, &outcome, app.clock.now_ms()).await {
+        // The session was removed (retention); the sync itself still counts.
+        Ok(()) | Err(StoreError::NotFound) => Ok(()),
+        Err(e) => Err(JobError::transient(format!("database: {e}"))),
     }
 }
 
@@ -349,13 +408,42 @@ pub async fn sync_mother(
     Ok(report)
 }
 
-/// Puts the mother in the group and enqueues her sync. Concurrent calls for one mother share one
-/// live job (the dedup key); the flag tells whether this call found it already queued.
+/// A queued single-mother sync.
+#[derive(Clone, Debug)]
+pub struct QueuedSync {
+    pub job_id: String,
+    pub deduplicated: bool,
+    /// The session of the live job (this request's own unless deduplicated).
+    pub session_id: Option<String>,
+}
+
+fn new_session_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+fn sync_job(mother_id: i64, group_id: i64, session_id: &str, record_id: i64) -> NewJob {
+    let payload = SyncPayload {
+        mother_id,
+        group_id,
+        session_id: Some(session_id.to_string()),
+        record_id: Some(record_id),
+    };
+    NewJob::new(
+        POOL_SYNC_MOTHER,
+        serde_json::to_value(payload).unwrap_or(Value::Null),
+    )
+    .dedup_key(dedup_key(mother_id, group_id))
+}
+
+/// Puts the mother in the group and enqueues her sync in a `manual_single` session. Concurrent
+/// calls for one mother share one live job (the dedup key); a call that finds the job already
+/// live drops its own session and reports the live job's.
 pub async fn enqueue_mother_sync(
     app: &App,
     group_id: i64,
     mother_id: i64,
-) -> ApiResult<(String, bool)> {
+    created_by: &str,
+) -> ApiResult<QueuedSync> {
     let now = app.clock.now_ms();
     if !groups::exists(&app.pool, group_id).await? {
         return Err(ApiError::not_found(format!("no pool group {group_id}")));
@@ -366,33 +454,77 @@ pub async fn enqueue_mother_sync(
         }
         other => other?,
     }
-    let job = NewJob::new(
-        POOL_SYNC_MOTHER,
-        serde_json::json!({"mother_id": mother_id, "group_id": group_id}),
-    )
-    .dedup_key(dedup_key(mother_id, group_id));
+    let session_id = new_session_id();
+    let session = NewSession {
+        sync_type: "manual_single",
+        category: "pool",
+        pool_group_id: Some(group_id),
+        created_by: Some(created_by),
+    };
+    let records =
+        sync_sessions::create(&app.pool, &session_id, &session, &[mother_id], now).await?;
+    let record_id = records.first().map_or(0, |r| r.id);
+    let job = sync_job(mother_id, group_id, &session_id, record_id);
     let (row, deduplicated) =
         super::enqueue(&app.users, &job, app.config.jobs.max_attempts, now).await?;
-    Ok((row.id, deduplicated))
+    let session_id = if deduplicated {
+        sync_sessions::delete(&app.pool, &session_id).await?;
+        serde_json::from_str::<SyncPayload>(&row.payload)
+            .ok()
+            .and_then(|p| p.session_id)
+    } else {
+        sync_sessions::set_record_job(&app.pool, record_id, &row.id).await?;
+        Some(session_id)
+    };
+    Ok(QueuedSync {
+        job_id: row.id,
+        deduplicated,
+        session_id,
+    })
 }
 
-/// Enqueues a sync of every active mother of the group; returns the job ids in mother order.
-pub async fn enqueue_group_sync(app: &App, group_id: i64) -> ApiResult<Vec<String>> {
+/// Enqueues a sync of every active mother of the group in one `manual_batch` session; returns
+/// the session id and the job ids in mother order. A mother whose sync was already live keeps
+/// that job; her record here is cancelled with a note naming it.
+pub async fn enqueue_group_sync(
+    app: &App,
+    group_id: i64,
+    sync_type: &str,
+    created_by: &str,
+) -> ApiResult<(String, Vec<String>)> {
     let now = app.clock.now_ms();
     if !groups::exists(&app.pool, group_id).await? {
         return Err(ApiError::not_found(format!("no pool group {group_id}")));
     }
     let ids = mothers::ids_in_group(&app.pool, group_id, "active").await?;
-    let jobs: Vec<NewJob> = ids
+    let session_id = new_session_id();
+    let session = NewSession {
+        sync_type,
+        category: "pool",
+        pool_group_id: Some(group_id),
+        created_by: Some(created_by),
+    };
+    let records = sync_sessions::create(&app.pool, &session_id, &session, &ids, now).await?;
+    let jobs: Vec<NewJob> = records
         .iter()
-        .map(|&mother_id| {
-            NewJob::new(
-                POOL_SYNC_MOTHER,
-                serde_json::json!({"mother_id": mother_id, "group_id": group_id}),
-            )
-            .dedup_key(dedup_key(mother_id, group_id))
-        })
+        .map(|r| sync_job(r.mother_id, group_id, &session_id, r.id))
         .collect();
     let out = super::enqueue_many(&app.users, &jobs, app.config.jobs.max_attempts, now).await?;
-    Ok(out.into_iter().map(|(id, _)| id).collect())
+    for (record, (job_id, deduplicated)) in records.iter().zip(&out) {
+        if *deduplicated {
+            let note = RecordOutcome {
+                status: "cancelled",
+                error_message: Some(format!(
+                    "a sync of mother {} was already queued as job {job_id}",
+                    record.mother_id
+                )),
+                details: serde_json::json!({"job_id": job_id}),
+                ..RecordOutcome::default()
+            };
+            sync_sessions::finish_record(&app.pool, record.id, &note, now).await?;
+        } else {
+            sync_sessions::set_record_job(&app.pool, record.id, job_id).await?;
+        }
+    }
+    Ok((session_id, out.into_iter().map(|(id, _)| id).collect()))
 }

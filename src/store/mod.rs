@@ -8,6 +8,7 @@ pub mod mothers;
 pub mod pool_groups;
 pub mod seats;
 pub mod sessions;
+pub mod sync_sessions;
 pub mod tokens;
 
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,7 @@ pub mod mothers;
 pub mod pool_groups;
 pub mod pool_sync;
 pub mod session;
+pub mod sync_sessions;
 pub mod system;
 pub mod tokens;
 
@@ -44,6 +45,10 @@ pub fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(pool_groups::preview))
         .routes(routes!(pool_sync::sync_mother))
         .routes(routes!(pool_sync::sync_all))
+        .routes(routes!(sync_sessions::list_sessions))
+        .routes(routes!(sync_sessions::session_statistics))
+        .routes(routes!(sync_sessions::get_session))
+        .routes(routes!(sync_sessions::cancel_session))
         .routes(routes!(mothers::list_mothers, mothers::create_mother))
         .routes(routes!(
             mothers::get_mother,
