@@ -700,3 +700,125 @@ async fn session_queries_check_their_input() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn import_cookie_rejected_by_the_provider_is_422_with_its_reason() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let (status, body) = s
+            .post(
+                "/api/admin/import-cookie",
+                json!({"cookie": "nobody-knows-me", "mode": "user"}),
+            )
+            .await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["error"]["code"], "credential_rejected");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("knows no organisation"),
+            "{body}"
+        );
+        assert!(!body.to_string().contains("nobody-knows-me"));
+        let cred = Credential::new("revoked-cookie");
+        let mut o = org("acme", 3, &[]);
+        o.faults.revoked = true;
+        s.t.app().providers.sim.put_org(&cred, o).unwrap();
+        let (status, body) = s
+            .post(
+                "/api/admin/import-cookie",
+                json!({"cookie": "revoked-cookie", "mode": "user"}),
+            )
+            .await;
+        assert_eq!(status, 422, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("revoked"),
+            "{body}"
+        );
+        let (_, list) = s.get("/api/admin/mothers").await;
+        assert_eq!(list["total"], 0, "nothing is stored: {list}");
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn import_cookie_in_pool_mode_creates_the_mother_and_syncs_her() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let group = s.group("g1").await;
+        let cred = Credential::new("cookie-acme");
+        s.t.app()
+            .providers
+            .sim
+            .put_org(&cred, org("acme", 5, &["a@acme.test"]))
+            .unwrap();
+        let (status, body) = s
+            .post(
+                "/api/admin/import-cookie",
+                json!({"cookie": "cookie-acme", "mode": "pool", "pool_group_id": group}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        assert!(!body.to_string().contains("cookie-acme"));
+        let mother = body["mother_id"].as_i64().unwrap();
+        let job = s.finished(body["job_id"].as_str().unwrap()).await;
+        assert_eq!(job.status, "succeeded", "{:?}", job.last_error);
+        let d = s.detail(mother).await;
+        assert_eq!(d.mother.name, "acme");
+        assert_eq!(d.mother.pool_group_id, Some(group));
+        assert_eq!(d.children.len(), 1);
+        let session = s.session(body["session_id"].as_str().unwrap()).await;
+        assert_eq!(session["sync_type"], "manual_single");
+
+        // Importing the same account again updates her instead of adding another mother.
+        let (status, again) = s
+            .post(
+                "/api/admin/import-cookie",
+                json!({"cookie": "cookie-acme", "mode": "user"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again["mother_id"], mother);
+        assert_eq!(again["updated"], true);
+        assert!(again["job_id"].is_null());
+        let (_, list) = s.get("/api/admin/mothers").await;
+        assert_eq!(list["total"], 1);
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn import_cookie_checks_its_input() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        for (body, code) in [
+            (json!({"cookie": "c", "mode": "both"}), "invalid_mode"),
+            (json!({"cookie": "c", "mode": "pool"}), "invalid_pool_group"),
+            (
+                json!({"cookie": "c", "mode": "pool", "pool_group_id": 999}),
+                "invalid_pool_group",
+            ),
+            (json!({"cookie": " ", "mode": "user"}), "invalid_cookie"),
+            (
+                json!({"cookie": "c", "mode": "user", "provider": "ldap"}),
+                "invalid_provider",
+            ),
+        ] {
+            let (status, res) = s.post("/api/admin/import-cookie", body.clone()).await;
+            assert_eq!(status, 400, "{body} -> {res}");
+            assert_eq!(res["error"]["code"], code, "{body} -> {res}");
+        }
+        let (status, _) = s
+            .post("/api/admin/import-cookie", json!({"mode": "user"}))
+            .await;
+        assert_eq!(status, 400);
+        s.t.stop().await;
+    })
+    .await;
+}

@@ -754,3 +754,27 @@ pub async fn add_invited_child(
     .map(drop))?;
     Ok(())
 }
+
+/// The id of the mother with this name, if any.
+pub async fn id_by_name(db: &PoolDb, name: &str) -> StoreResult<Option<i64>> {
+    Ok(on_reader!(db, |p| sqlx::query_scalar(
+        "SELECT id FROM mothers WHERE name = $1"
+    )
+    .bind(name)
+    .fetch_optional(p)
+    .await)?)
+}
+
+/// Makes an `invalid` mother `active` again (her credential was replaced by one that works).
+/// A `disabled` mother stays disabled: that was an admin's choice.
+pub async fn reactivate(db: &PoolDb, id: i64, now: i64) -> StoreResult<()> {
+    on_writer!(db, |p| sqlx::query(
+        "UPDATE mothers SET status = 'active', updated_at = $2 WHERE id = $1 AND status = 'invalid'"
+    )
+    .bind(id)
+    .bind(now)
+    .execute(p)
+    .await
+    .map(drop))?;
+    Ok(())
+}

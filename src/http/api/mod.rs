@@ -2,6 +2,7 @@
 //! `utoipa_axum::routes!`, so the router and the OpenAPI document come from the same definitions.
 //! Each operation has exactly one tag, its domain: `pool`, `users` or `system`.
 
+pub mod import_cookie;
 pub mod jobs;
 pub mod mothers;
 pub mod pool_groups;
@@ -45,6 +46,7 @@ pub fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(pool_groups::preview))
         .routes(routes!(pool_sync::sync_mother))
         .routes(routes!(pool_sync::sync_all))
+        .routes(routes!(import_cookie::import_cookie))
         .routes(routes!(sync_sessions::list_sessions))
         .routes(routes!(sync_sessions::session_statistics))
         .routes(routes!(sync_sessions::get_session))
