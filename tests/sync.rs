@@ -822,3 +822,67 @@ async fn import_cookie_checks_its_input() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn housekeeping_frees_expired_holds_and_drops_old_sessions() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let app = s.t.app();
+        let m = s.mother("acme", None, 3, org("acme", 3, &[])).await;
+        let now = app.clock.now_ms();
+        store::seats::hold_free_seat(&app.pool, m, "late@x.test", now - 1, now - 10)
+            .await
+            .unwrap()
+            .unwrap();
+        store::seats::hold_free_seat(&app.pool, m, "soon@x.test", now + 60_000, now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.detail(m).await.mother.usage.seats_held, 2);
+        assert_eq!(store::seats::expire_held(&app.pool, now).await.unwrap(), 1);
+        let d = s.detail(m).await;
+        assert_eq!(
+            d.mother.usage.seats_held, 1,
+            "only the hold past its time is freed"
+        );
+        assert!(
+            d.seats
+                .iter()
+                .all(|x| x.holder_email.as_deref() != Some("late@x.test"))
+        );
+        assert_eq!(store::seats::expire_held(&app.pool, now).await.unwrap(), 0);
+
+        let session = |sync_type: &'static str| store::sync_sessions::NewSession {
+            sync_type,
+            category: "pool",
+            pool_group_id: None,
+            created_by: None,
+        };
+        let retention = poolkeeper::server::SYNC_SESSION_RETENTION_MS;
+        store::sync_sessions::create(
+            &app.pool,
+            "old",
+            &session("scheduled"),
+            &[],
+            now - retention - 1,
+        )
+        .await
+        .unwrap();
+        store::sync_sessions::create(&app.pool, "new", &session("scheduled"), &[], now)
+            .await
+            .unwrap();
+        let removed = store::sync_sessions::delete_started_before(&app.pool, now - retention)
+            .await
+            .unwrap();
+        assert_eq!(removed, 1);
+        let (status, _) = s.get("/api/admin/sync-sessions/old").await;
+        assert_eq!(status, 404);
+        let kept = s.session("new").await;
+        assert_eq!(
+            kept["status"], "completed",
+            "a session without records is done"
+        );
+        s.t.stop().await;
+    })
+    .await;
+}

@@ -250,3 +250,41 @@ pub async fn hold_free_seat(
         Ok(Some(seat))
     })
 }
+
+/// Frees seats held past their `held_until` (an invite or redemption that never completed);
+/// returns how many. One transaction per mother, locking her row first like every seat change.
+pub async fn expire_held(db: &PoolDb, now: i64) -> StoreResult<u64> {
+    let mothers: Vec<i64> = crate::db::on_reader!(db, |p| sqlx::query_scalar(
+        "SELECT DISTINCT mother_id FROM seats WHERE status = 'held' AND held_until < $1"
+    )
+    .bind(now)
+    .fetch_all(p)
+    .await)?;
+    let mut freed = 0;
+    for mother_id in mothers {
+        freed += in_transaction!(db, |tx| {
+            sqlx::query("UPDATE mothers SET updated_at = $2 WHERE id = $1")
+                .bind(mother_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            let n = sqlx::query(
+                "UPDATE seats SET status = 'free', holder_email = NULL, held_until = NULL, \
+                 updated_at = $2 WHERE mother_id = $1 AND status = 'held' AND held_until < $2",
+            )
+            .bind(mother_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query(RECOUNT)
+                .bind(mother_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok::<u64, StoreError>(n)
+        })?;
+    }
+    Ok(freed)
+}
