@@ -886,3 +886,91 @@ async fn housekeeping_frees_expired_holds_and_drops_old_sessions() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn scheduler_lock_has_one_holder_at_a_time() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let pool = &s.t.app().pool;
+        let key = 4242;
+        let first = store::leader::try_lead(pool, key).await.unwrap();
+        assert!(first.is_some());
+        let second = store::leader::try_lead(pool, key).await.unwrap();
+        match backend {
+            // One process per SQLite file: it always leads.
+            Backend::Sqlite => assert!(second.is_some()),
+            Backend::Postgres { .. } => {
+                assert!(second.is_none(), "a second session cannot lead");
+                drop(first);
+                let mut taken = None;
+                for _ in 0..100 {
+                    taken = store::leader::try_lead(pool, key).await.unwrap();
+                    if taken.is_some() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                assert!(
+                    taken.is_some(),
+                    "leadership passes on when the holder lets go"
+                );
+            }
+        }
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn scheduler_syncs_every_active_group_in_scheduled_sessions() {
+    each_backend(|backend| async move {
+        let t = TestApp::spawn_with(
+            &backend,
+            |c| {
+                c.jobs.poll_interval_ms = 20;
+                c.child_email_domain = Some("kids.test".into());
+                c.pool_sync_interval_seconds = 1;
+            },
+            clock::system(),
+        )
+        .await;
+        let token = t.token("sync", Scope::Admin).await;
+        let s = Sync { t, token };
+        let active = s.group("on").await;
+        let paused = s.group("off").await;
+        let (status, body) = s
+            .post(
+                &format!("/api/admin/pool-groups/{paused}/settings"),
+                json!({"is_active": false}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let a = s
+            .mother("a", Some(active), 2, org("a", 2, &["x@a.test"]))
+            .await;
+        let b = s
+            .mother("b", Some(paused), 2, org("b", 2, &["y@b.test"]))
+            .await;
+        let mut synced = false;
+        for _ in 0..300 {
+            if s.detail(a).await.mother.last_synced_at.is_some() {
+                synced = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            synced,
+            "the active group's mother is synced by the scheduler"
+        );
+        let (_, list) = s.get("/api/admin/sync-sessions?sync_type=scheduled").await;
+        assert!(list["total"].as_i64().unwrap() >= 1, "{list}");
+        for item in list["items"].as_array().unwrap() {
+            assert_eq!(item["pool_group_id"], active, "{item}");
+            assert_eq!(item["created_by"], "scheduler");
+        }
+        assert!(s.detail(b).await.mother.last_synced_at.is_none());
+        s.t.stop().await;
+    })
+    .await;
+}

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod pool_sync;
 pub mod runner;
+pub mod scheduler;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -4,6 +4,7 @@
 pub mod admins;
 pub mod bench_fill;
 pub mod jobs;
+pub mod leader;
 pub mod mothers;
 pub mod pool_groups;
 pub mod seats;
