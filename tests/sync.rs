@@ -974,3 +974,83 @@ async fn scheduler_syncs_every_active_group_in_scheduled_sessions() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn sync_sessions_page_shows_statistics_progress_records_and_cancels() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn_with(&backend, false, 1).await;
+        let group = s.group("g1").await;
+        for name in ["a", "b"] {
+            s.mother(name, Some(group), 2, org(name, 2, &[])).await;
+            s.update_org(name, |o| o.faults.latency_ms = 300);
+        }
+        let (_, body) = s
+            .post(
+                &format!("/api/admin/pool-groups/{group}/sync/all"),
+                json!({}),
+            )
+            .await;
+        let id = body["session_id"].as_str().unwrap().to_string();
+        let (client, csrf) = s.t.login().await;
+        let page = client
+            .get(s.t.url("/sync-sessions?status=running"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200);
+        let html = page.text().await.unwrap();
+        assert!(html.contains(&id), "the running session is listed");
+        assert!(html.contains("<progress"), "with a progress bar");
+        assert!(html.contains("id=\"stat-running\">1<"), "and statistics");
+        let html = client
+            .get(s.t.url("/sync-sessions?status=bogus"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            html.contains("status must be one of"),
+            "a bad filter is explained"
+        );
+
+        let html = client
+            .get(s.t.url(&format!("/sync-sessions/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            html.contains("Records") && html.contains("/mothers/"),
+            "records are shown"
+        );
+        assert!(html.contains("id=\"cancel\""));
+        let origin = s.t.base.clone();
+        let res = client
+            .post(s.t.url(&format!("/sync-sessions/{id}/cancel")))
+            .header("Origin", origin)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("csrf={csrf}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "redirected to the session");
+        let html = res.text().await.unwrap();
+        assert!(
+            html.contains("id=\"session-status\">cancelled<"),
+            "cancelled"
+        );
+        assert_eq!(s.session(&id).await["status"], "cancelled");
+        let missing = client
+            .get(s.t.url("/sync-sessions/nope"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(missing.status(), 404);
+        s.t.stop().await;
+    })
+    .await;
+}
