@@ -95,10 +95,14 @@ async fn run(app: &App, ctx: JobContext) -> JobResult {
             "payload must be {{\"mother_id\", \"group_id\"}}: {e}"
         ))
     })?;
-    if let Some(record) = payload.record_id
-        && let Err(e) = sync_sessions::start_record(&app.pool, record, app.clock.now_ms()).await
-    {
-        return Err(JobError::transient(format!("database: {e}")));
+    if let Some(record) = payload.record_id {
+        // The record claims the run: once it is running, cancelling the session leaves it alone;
+        // if the session was cancelled first, the job ends cancelled without touching anything.
+        match sync_sessions::start_record(&app.pool, record, app.clock.now_ms()).await {
+            Ok(true) => {}
+            Ok(false) => return Err(JobError::cancelled()),
+            Err(e) => return Err(JobError::transient(format!("database: {e}"))),
+        }
     }
     let started = Instant::now();
     let outcome = sync_mother(app, payload.mother_id, payload.group_id).await;

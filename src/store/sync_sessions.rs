@@ -209,9 +209,10 @@ pub async fn set_record_job(db: &PoolDb, record_id: i64, job_id: &str) -> StoreR
     Ok(())
 }
 
-/// A record's sync started (again, after a retry or rescue).
-pub async fn start_record(db: &PoolDb, record_id: i64, now: i64) -> StoreResult<()> {
-    on_writer!(db, |p| sqlx::query(
+/// A record's sync starts (again, after a retry or rescue). False when the record is no longer
+/// pending or running (cancelled with its session): the sync must not run.
+pub async fn start_record(db: &PoolDb, record_id: i64, now: i64) -> StoreResult<bool> {
+    let n = on_writer!(db, |p| sqlx::query(
         "UPDATE sync_records SET status = 'running', started_at = COALESCE(started_at, $2) \
          WHERE id = $1 AND status IN ('pending', 'running')"
     )
@@ -219,8 +220,8 @@ pub async fn start_record(db: &PoolDb, record_id: i64, now: i64) -> StoreResult<
     .bind(now)
     .execute(p)
     .await
-    .map(drop))?;
-    Ok(())
+    .map(|r| r.rows_affected()))?;
+    Ok(n > 0)
 }
 
 /// Ends a record and recomputes its session. A record already finished is left as it is.
