@@ -1,5 +1,5 @@
 //! The shared state of a running poolkeeper: configuration, the two databases, the clock, the
-//! keyring that seals credentials.
+//! keyring that seals credentials, the providers.
 
 use std::sync::Arc;
 
@@ -10,6 +10,7 @@ use crate::crypto::Keyring;
 use crate::db::{PoolDb, UsersDb};
 use crate::domain::login_throttle::ThrottlePolicy;
 use crate::http::routes::RouteDomains;
+use crate::providers::Providers;
 
 pub struct App {
     pub config: Config,
@@ -21,6 +22,8 @@ pub struct App {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Domain of every API route, taken from the OpenAPI document.
     pub route_domains: RouteDomains,
+    /// The providers mothers are synced with (the simulator keeps its state in `data_dir`).
+    pub providers: Providers,
 }
 
 pub type AppState = Arc<App>;
@@ -33,7 +36,9 @@ impl App {
         clock: SharedClock,
         keyring: Keyring,
     ) -> AppState {
+        let providers = Providers::new(&config.data_dir);
         Arc::new(Self {
+            providers,
             config,
             pool,
             users,

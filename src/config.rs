@@ -108,6 +108,8 @@ pub struct Config {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub child_email_domain: Option<String>,
     pub pool_auto_invite_missing: bool,
+    /// Seconds between scheduled syncs of every active pool group; 0 (the default) turns them off.
+    pub pool_sync_interval_seconds: u64,
     /// Mark the session cookie `Secure` (set when poolkeeper is reached over https).
     pub cookie_secure: bool,
     /// Hours an admin session lasts after login.
@@ -138,6 +140,7 @@ impl Default for Config {
             secret_key_file: None,
             child_email_domain: None,
             pool_auto_invite_missing: false,
+            pool_sync_interval_seconds: 0,
             cookie_secure: false,
             session_ttl_hours: 12,
             admin_password: None,

@@ -15,6 +15,7 @@ pub mod http;
 pub mod import;
 pub mod jobs;
 pub mod metrics;
+pub mod providers;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -146,10 +146,13 @@ pub async fn start(app: AppState, listen: SocketAddr) -> anyhow::Result<RunningS
     let addr = listener.local_addr()?;
     let (shutdown, mut rx) = watch::channel(false);
     spawn_maintenance(app.clone(), rx.clone());
+    jobs::scheduler::spawn(app.clone(), rx.clone());
     let router = crate::http::router(app.clone());
+    let mut handlers = jobs::builtin_handlers(app.config.jobs.diagnostic_handlers);
+    jobs::pool_sync::register(&mut handlers, app.clone());
     let runner = Runner::new(
         app.users.clone(),
-        jobs::builtin_handlers(app.config.jobs.diagnostic_handlers),
+        handlers,
         RunnerConfig::from_config(&app.config.jobs),
         app.clock.clone(),
     )
@@ -173,7 +176,11 @@ pub async fn start(app: AppState, listen: SocketAddr) -> anyhow::Result<RunningS
     })
 }
 
-/// Periodic housekeeping of this process: expired sessions, metric upkeep.
+/// Sync sessions older than this are removed (with their records).
+pub const SYNC_SESSION_RETENTION_MS: i64 = 30 * 24 * 3_600_000;
+
+/// Periodic housekeeping of this process: expired sessions, held seats past `held_until`, sync
+/// sessions past retention, metric upkeep.
 fn spawn_maintenance(app: AppState, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -183,8 +190,19 @@ fn spawn_maintenance(app: AppState, mut stop: watch::Receiver<bool>) {
                 _ = stop.wait_for(|s| *s) => return,
             }
             app.metrics.run_upkeep();
-            if let Err(e) = store::sessions::delete_expired(&app.users, app.clock.now_ms()).await {
+            let now = app.clock.now_ms();
+            if let Err(e) = store::sessions::delete_expired(&app.users, now).await {
                 tracing::warn!(error = %e, "removing expired sessions failed");
+            }
+            // Every step is idempotent, so several processes may run it.
+            match store::seats::expire_held(&app.pool, now).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(seats = n, "freed seats held past their time"),
+                Err(e) => tracing::warn!(error = %e, "expiring held seats failed"),
+            }
+            let cutoff = now - SYNC_SESSION_RETENTION_MS;
+            if let Err(e) = store::sync_sessions::delete_started_before(&app.pool, cutoff).await {
+                tracing::warn!(error = %e, "removing old sync sessions failed");
             }
         }
     });

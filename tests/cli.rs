@@ -1,5 +1,6 @@
 //! The `poolkeeper` binary as an operator runs it: migrate --check, serve and its first admin,
-//! tokens and admins from the CLI, bad flags and values, graceful shutdown on SIGTERM.
+//! tokens and admins from the CLI, bad flags and values, graceful shutdown on SIGTERM, and rescue of
+//! jobs (a plain one and a pool sync) after SIGKILL.
 
 mod common;
 
@@ -411,6 +412,159 @@ async fn job_of_a_killed_process_is_rescued_and_its_side_effect_happens_once() {
             "the side effect happened exactly once: {log}"
         );
         assert!(log.contains(&format!("done {} attempt 2", job.id)), "{log}");
+        sigterm(&second.child);
+        second.child.wait().await.unwrap();
+    })
+    .await;
+}
+
+/// A client logged in to `base` as admin; returns it with the CSRF token.
+async fn admin_client(base: &str, password: &str) -> (reqwest::Client, String) {
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let res = client
+        .post(format!("{base}/api/admin/login"))
+        .json(&json!({"username": "admin", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    (client, body["csrf_token"].as_str().unwrap().to_string())
+}
+
+async fn post_json(
+    client: &reqwest::Client,
+    base: &str,
+    csrf: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let res = client
+        .post(format!("{base}{path}"))
+        .header("x-csrf-token", csrf)
+        .header("origin", base)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert!(status < 300, "{path}: {status} {body}");
+    body
+}
+
+#[tokio::test]
+async fn sync_killed_mid_run_is_rescued_and_ends_in_the_state_of_an_uninterrupted_run() {
+    use poolkeeper::crypto::Credential;
+    use poolkeeper::providers::sim::{SimOrg, SimProvider};
+    use poolkeeper::providers::{MemberStatus, SIM_STATE_FILE};
+
+    each_backend(|backend| async move {
+        let dbs = TestDbs::new(&backend).await;
+        let env = [
+            ("POOLKEEPER_JOBS__VISIBILITY_TIMEOUT_SECONDS", "2"),
+            ("POOLKEEPER_JOBS__POLL_INTERVAL_MS", "50"),
+            ("POOLKEEPER_ADMIN_PASSWORD", "configured-pass-1"),
+            ("POOLKEEPER_POOL_AUTO_INVITE_MISSING", "true"),
+            ("POOLKEEPER_CHILD_EMAIL_DOMAIN", "kids.test"),
+        ];
+        // The simulator's state is a file in the data dir: seed it before the server reads it.
+        let sim_file = dbs.dir.path().join(SIM_STATE_FILE);
+        let cred = Credential::new("cookie-slow");
+        let mut org = SimOrg::new("slow", "owner@slow.test", 10);
+        org.teams[0].members.push(poolkeeper::providers::sim::SimMember {
+            email: "a@slow.test".into(),
+            name: "a".into(),
+            status: MemberStatus::Active,
+        });
+        org.faults.latency_ms = 400;
+        SimProvider::new(sim_file.clone()).put_org(&cred, org).unwrap();
+        let sim_state = || {
+            SimProvider::new(sim_file.clone())
+                .org(&cred)
+                .unwrap()
+                .unwrap()
+        };
+
+        let mut first = serve(&dbs, &env).await;
+        let (client, csrf) = admin_client(&first.base, "configured-pass-1").await;
+        let group = post_json(&client, &first.base, &csrf, "/api/admin/pool-groups", json!({"name": "g1"})).await;
+        let group = group["id"].as_i64().unwrap();
+        let mother = post_json(
+            &client,
+            &first.base,
+            &csrf,
+            "/api/admin/mothers",
+            json!({"name": "slow", "provider": "sim", "credential": "cookie-slow", "seat_limit": 3}),
+        )
+        .await;
+        let mother = mother["id"].as_i64().unwrap();
+        let queued = post_json(
+            &client,
+            &first.base,
+            &csrf,
+            &format!("/api/admin/pool-groups/{group}/sync/mother/{mother}"),
+            json!({}),
+        )
+        .await;
+        let job_id = queued["job_id"].as_str().unwrap().to_string();
+
+        // Kill the process once the team is renamed and before the invites are all out.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while sim_state().renames == 0 {
+            assert!(std::time::Instant::now() < deadline, "the sync never started");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let pid = first.child.id().unwrap().to_string();
+        assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+        first.child.wait().await.unwrap();
+        assert!(sim_state().invites_sent < 2, "killed mid-run");
+
+        let mut second = serve(&dbs, &env).await;
+        let users =
+            poolkeeper::db::UsersDb::open(&dbs.config.users_database_url(), &Default::default())
+                .await
+                .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let done = loop {
+            let row = poolkeeper::store::jobs::get(&users, &job_id).await.unwrap();
+            if row.status == "succeeded" || row.status == "failed" {
+                break row;
+            }
+            assert!(std::time::Instant::now() < deadline, "not rescued: {row:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        assert_eq!(done.status, "succeeded", "{:?}", done.last_error);
+        assert_eq!(done.attempts, 2, "the lost attempt counts");
+
+        // The state of an uninterrupted run (see tests/sync.rs auto_invite_fills_free_seats_once).
+        let org = sim_state();
+        assert_eq!(org.renames, 1);
+        assert_eq!(org.invites_sent, 2, "no invite was sent twice");
+        let pool =
+            poolkeeper::db::PoolDb::open(&dbs.config.pool_database_url(), &Default::default())
+                .await
+                .unwrap();
+        let d = poolkeeper::store::mothers::get_detail(&pool, mother).await.unwrap();
+        assert_eq!(d.children.len(), 3);
+        assert_eq!(d.mother.usage.seats_used, 1);
+        assert_eq!(d.mother.usage.seats_held, 2);
+        assert_eq!(d.teams.len(), 1);
+        assert_eq!(d.teams[0].name, org.teams[0].name);
+        let session = queued["session_id"].as_str().unwrap();
+        let (client2, _) = admin_client(&second.base, "configured-pass-1").await;
+        let s: serde_json::Value = client2
+            .get(format!("{}/api/admin/sync-sessions/{session}", second.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(s["status"], "completed", "{s}");
         sigterm(&second.child);
         second.child.wait().await.unwrap();
     })

@@ -6,3 +6,4 @@ pub mod login_throttle;
 pub mod mothers;
 pub mod naming;
 pub mod seats;
+pub mod sync_sessions;

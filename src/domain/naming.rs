@@ -139,6 +139,45 @@ impl Template {
     }
 }
 
+impl Template {
+    /// Whether `name` is something this template renders for `group` (any day, any sequence
+    /// number). Sync uses it to leave alone a team this group already named, so a rerun uses no
+    /// new number. `{domain}` must equal `domain` when one is given.
+    pub fn matches(&self, name: &str, group: &str, domain: Option<&str>) -> bool {
+        fn rest(parts: &[Part], name: &str, group: &str, domain: Option<&str>) -> bool {
+            let Some((first, tail)) = parts.split_first() else {
+                return name.is_empty();
+            };
+            let fixed = |text: &str| {
+                name.strip_prefix(text)
+                    .is_some_and(|r| rest(tail, r, group, domain))
+            };
+            match first {
+                Part::Literal(s) => fixed(s),
+                Part::Group => fixed(group),
+                Part::Domain => match domain {
+                    Some(d) => fixed(d),
+                    // Unknown domain: any non-empty run.
+                    None => (1..=name.len())
+                        .filter(|&i| name.is_char_boundary(i))
+                        .any(|i| rest(tail, &name[i..], group, domain)),
+                },
+                Part::Date => {
+                    name.len() >= 8
+                        && name.as_bytes()[..8].iter().all(u8::is_ascii_digit)
+                        && rest(tail, &name[8..], group, domain)
+                }
+                // `{seq3}` renders at least three digits.
+                Part::Seq3 => {
+                    let digits = name.bytes().take_while(u8::is_ascii_digit).count();
+                    (3..=digits).any(|i| rest(tail, &name[i..], group, domain))
+                }
+            }
+        }
+        rest(&self.parts, name, group, domain)
+    }
+}
+
 /// The UTC day of a millisecond timestamp as YYYYMMDD.
 pub fn utc_day(now_ms: i64) -> String {
     let date = time::OffsetDateTime::from_unix_timestamp(now_ms.div_euclid(1000))
@@ -292,6 +331,26 @@ impl Naming {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn matches_recognises_names_the_group_gave() {
+        let t = Template::parse("{group}-{date}-{seq3}").unwrap();
+        for (name, group, expected) in [
+            ("pool-20261123-001", "pool", true),
+            ("pool-20261123-1234", "pool", true),
+            ("pool-20261123-01", "pool", false),
+            ("other-20261123-001", "pool", false),
+            ("pool-2026112-001", "pool", false),
+            ("pool-20261123-001x", "pool", false),
+            ("acme team", "pool", false),
+        ] {
+            assert_eq!(t.matches(name, group, None), expected, "{name}");
+        }
+        let e = Template::parse("{seq3}.{group}@{domain}").unwrap();
+        assert!(e.matches("007.g@x.test", "g", Some("x.test")));
+        assert!(!e.matches("007.g@y.test", "g", Some("x.test")));
+        assert!(e.matches("007.g@y.test", "g", None));
+    }
 
     fn values(seq: i64, domain: Option<&str>) -> NameValues<'_> {
         NameValues {

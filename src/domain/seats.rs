@@ -88,3 +88,165 @@ mod tests {
         assert_eq!(Usage::new(7, 2, 1, 1).in_use(), 3);
     }
 }
+
+/// What sync wants of a seat: `used` by a member, `held` for a pending invitee.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SeatWant {
+    Used,
+    Held,
+}
+
+impl SeatWant {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SeatWant::Used => "used",
+            SeatWant::Held => "held",
+        }
+    }
+}
+
+/// A seat as sync sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeatView {
+    pub id: i64,
+    pub seat_no: i64,
+    /// `free`, `held` or `used`.
+    pub status: String,
+    pub holder_email: Option<String>,
+}
+
+/// One change to a seat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SeatChange {
+    /// Give the seat to `email` in state `want`.
+    Assign {
+        seat_id: i64,
+        email: String,
+        want: SeatWant,
+    },
+    /// Free a seat whose member left.
+    Release { seat_id: i64 },
+}
+
+/// The plan that makes seats follow the provider's members.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SeatPlan {
+    pub changes: Vec<SeatChange>,
+    /// Members for whom no free seat was left.
+    pub overflow: Vec<String>,
+}
+
+/// Seats follow members: each wanted address keeps its seat (changing `held` to `used` when the
+/// invitee joined), a new one takes the lowest free seat, and a `used` seat whose holder is no
+/// longer a member is freed. A `held` seat of someone who is not (yet) a member is left alone: it
+/// may be a pending invite or redemption, and it expires at its `held_until`. Addresses compare
+/// case-insensitively; `wanted` must not repeat an address.
+pub fn plan_seats(seats: &[SeatView], wanted: &[(String, SeatWant)]) -> SeatPlan {
+    let key = |e: &str| e.to_ascii_lowercase();
+    let mut plan = SeatPlan::default();
+    let wanted_keys: std::collections::HashMap<String, SeatWant> =
+        wanted.iter().map(|(e, w)| (key(e), *w)).collect();
+    let mut holders: std::collections::HashMap<String, &SeatView> =
+        std::collections::HashMap::new();
+    for seat in seats {
+        if let Some(email) = &seat.holder_email
+            && seat.status != "free"
+        {
+            holders.entry(key(email)).or_insert(seat);
+        }
+    }
+    for seat in seats {
+        if seat.status == "used"
+            && let Some(email) = &seat.holder_email
+            && !wanted_keys.contains_key(&key(email))
+        {
+            plan.changes.push(SeatChange::Release { seat_id: seat.id });
+        }
+    }
+    let mut free: Vec<&SeatView> = seats.iter().filter(|s| s.status == "free").collect();
+    free.sort_by_key(|s| s.seat_no);
+    let mut free = free.into_iter();
+    for (email, want) in wanted {
+        match holders.get(&key(email)) {
+            Some(seat) if seat.status == want.as_str() => {}
+            // An invitee who joined: held -> used. A member never goes back from used to held.
+            Some(seat) => {
+                if *want == SeatWant::Used {
+                    plan.changes.push(SeatChange::Assign {
+                        seat_id: seat.id,
+                        email: email.clone(),
+                        want: *want,
+                    });
+                }
+            }
+            None => match free.next() {
+                Some(seat) => plan.changes.push(SeatChange::Assign {
+                    seat_id: seat.id,
+                    email: email.clone(),
+                    want: *want,
+                }),
+                None => plan.overflow.push(email.clone()),
+            },
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+
+    fn seat(id: i64, status: &str, holder: Option<&str>) -> SeatView {
+        SeatView {
+            id,
+            seat_no: id,
+            status: status.into(),
+            holder_email: holder.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn seats_follow_members() {
+        let seats = vec![
+            seat(1, "used", Some("a@x")),
+            seat(2, "used", Some("gone@x")),
+            seat(3, "held", Some("inv@x")),
+            seat(4, "free", None),
+            seat(5, "held", Some("code@x")),
+        ];
+        let wanted = vec![
+            ("A@x".to_string(), SeatWant::Used),
+            ("inv@x".to_string(), SeatWant::Used),
+            ("new@x".to_string(), SeatWant::Used),
+            ("late@x".to_string(), SeatWant::Held),
+        ];
+        let plan = plan_seats(&seats, &wanted);
+        assert_eq!(
+            plan.changes,
+            vec![
+                SeatChange::Release { seat_id: 2 },
+                SeatChange::Assign {
+                    seat_id: 3,
+                    email: "inv@x".into(),
+                    want: SeatWant::Used
+                },
+                SeatChange::Assign {
+                    seat_id: 4,
+                    email: "new@x".into(),
+                    want: SeatWant::Used
+                },
+            ]
+        );
+        assert_eq!(plan.overflow, vec!["late@x".to_string()]);
+    }
+
+    #[test]
+    fn a_plan_applied_twice_changes_nothing() {
+        let seats = vec![seat(1, "used", Some("a@x")), seat(2, "held", Some("b@x"))];
+        let wanted = vec![
+            ("a@x".to_string(), SeatWant::Used),
+            ("b@x".to_string(), SeatWant::Held),
+        ];
+        assert_eq!(plan_seats(&seats, &wanted), SeatPlan::default());
+    }
+}

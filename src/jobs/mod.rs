@@ -2,7 +2,9 @@
 //! `job_type` in [`Handlers`]. The queue lives in the users database (`store::jobs`).
 
 pub mod bench;
+pub mod pool_sync;
 pub mod runner;
+pub mod scheduler;
 
 use std::collections::HashMap;
 use std::future::Future;

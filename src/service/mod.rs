@@ -4,6 +4,7 @@
 //!
 //! [`ApiError`]: crate::error::ApiError
 
+pub mod import_cookie;
 pub mod mothers;
 pub mod pool_groups;
 

@@ -4,10 +4,12 @@
 pub mod admins;
 pub mod bench_fill;
 pub mod jobs;
+pub mod leader;
 pub mod mothers;
 pub mod pool_groups;
 pub mod seats;
 pub mod sessions;
+pub mod sync_sessions;
 pub mod tokens;
 
 #[derive(Debug, thiserror::Error)]

@@ -572,3 +572,238 @@ pub async fn active_seats_by_group(db: &PoolDb) -> StoreResult<Vec<GroupSeats>> 
     .await
     })?)
 }
+
+/// Links a local team to the provider's team and takes its name.
+pub async fn link_team(
+    db: &PoolDb,
+    team_id: i64,
+    provider_team_id: &str,
+    name: &str,
+) -> StoreResult<()> {
+    on_writer!(db, |p| sqlx::query(
+        "UPDATE teams SET provider_team_id = $2, name = $3 WHERE id = $1"
+    )
+    .bind(team_id)
+    .bind(provider_team_id)
+    .bind(name)
+    .execute(p)
+    .await
+    .map(drop))?;
+    Ok(())
+}
+
+/// Adds a team the provider has and poolkeeper did not know (enabled, not default).
+pub async fn add_provider_team(
+    db: &PoolDb,
+    mother_id: i64,
+    provider_team_id: &str,
+    name: &str,
+    now: i64,
+) -> StoreResult<Team> {
+    Ok(on_writer!(db, |p| sqlx::query_as(
+        "INSERT INTO teams (mother_id, provider_team_id, name, is_enabled, is_default, created_at) \
+         VALUES ($1, $2, $3, TRUE, FALSE, $4) \
+         RETURNING id, mother_id, provider_team_id, name, is_enabled, is_default, created_at"
+    )
+    .bind(mother_id)
+    .bind(provider_team_id)
+    .bind(name)
+    .bind(now)
+    .fetch_one(p)
+    .await)?)
+}
+
+/// Records that a mother was synced.
+pub async fn mark_synced(db: &PoolDb, id: i64, now: i64) -> StoreResult<()> {
+    on_writer!(db, |p| sqlx::query(
+        "UPDATE mothers SET last_synced_at = $2, updated_at = $2 WHERE id = $1"
+    )
+    .bind(id)
+    .bind(now)
+    .execute(p)
+    .await
+    .map(drop))?;
+    Ok(())
+}
+
+/// Puts a mother in a group (a no-op when she is already in it). `NotFound` when she does not exist.
+pub async fn set_pool_group(db: &PoolDb, id: i64, group_id: i64, now: i64) -> StoreResult<()> {
+    let found: Option<i64> = on_writer!(db, |p| sqlx::query_scalar(
+        "UPDATE mothers SET pool_group_id = $2, updated_at = $3 WHERE id = $1 \
+         AND (pool_group_id IS NULL OR pool_group_id <> $2) RETURNING id"
+    )
+    .bind(id)
+    .bind(group_id)
+    .bind(now)
+    .fetch_optional(p)
+    .await)?;
+    if found.is_none() {
+        // Either already in the group, or no such mother.
+        get(db, id).await?;
+    }
+    Ok(())
+}
+
+/// Sets a mother's status (`invalid` when the provider rejects her credential).
+pub async fn set_status(db: &PoolDb, id: i64, status: &str, now: i64) -> StoreResult<()> {
+    on_writer!(db, |p| sqlx::query(
+        "UPDATE mothers SET status = $2, updated_at = $3 WHERE id = $1"
+    )
+    .bind(id)
+    .bind(status)
+    .bind(now)
+    .execute(p)
+    .await
+    .map(drop))?;
+    Ok(())
+}
+
+/// A member of a team as sync hands it over (address lower-cased).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChildInput {
+    pub email: String,
+    pub name: String,
+    /// `active` or `invited`.
+    pub status: String,
+}
+
+/// What [`sync_team_children`] changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ChildChanges {
+    pub created: i64,
+    pub updated: i64,
+    pub removed: i64,
+}
+
+/// Makes a team's children the provider's members, in one transaction: new members are inserted,
+/// changed ones updated, departed ones marked `removed` (kept for history). Unchanged rows are not
+/// written, so a rerun reports zeros.
+pub async fn sync_team_children(
+    db: &PoolDb,
+    mother_id: i64,
+    team_id: i64,
+    members: &[ChildInput],
+    now: i64,
+) -> StoreResult<ChildChanges> {
+    in_transaction!(db, |tx| {
+        let existing: Vec<(i64, String, String, String)> = sqlx::query_as(
+            "SELECT id, email, name, status FROM children WHERE mother_id = $1 AND team_id = $2",
+        )
+        .bind(mother_id)
+        .bind(team_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut changes = ChildChanges::default();
+        let by_email: std::collections::HashMap<&str, &(i64, String, String, String)> =
+            existing.iter().map(|c| (c.1.as_str(), c)).collect();
+        for m in members {
+            match by_email.get(m.email.as_str()) {
+                None => {
+                    sqlx::query(
+                        "INSERT INTO children (mother_id, team_id, email, name, status, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                    )
+                    .bind(mother_id)
+                    .bind(team_id)
+                    .bind(&m.email)
+                    .bind(&m.name)
+                    .bind(&m.status)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    changes.created += 1;
+                }
+                Some((id, _, name, status)) if *name != m.name || *status != m.status => {
+                    sqlx::query(
+                        "UPDATE children SET name = $2, status = $3, updated_at = $4 WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(&m.name)
+                    .bind(&m.status)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    changes.updated += 1;
+                }
+                Some(_) => {}
+            }
+        }
+        let present: std::collections::HashSet<&str> =
+            members.iter().map(|m| m.email.as_str()).collect();
+        for (id, email, _, status) in &existing {
+            if status != "removed" && !present.contains(email.as_str()) {
+                sqlx::query(
+                    "UPDATE children SET status = 'removed', updated_at = $2 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                changes.removed += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(changes)
+    })
+}
+
+/// Every mother of a group with the given status, by id.
+pub async fn ids_in_group(db: &PoolDb, group_id: i64, status: &str) -> StoreResult<Vec<i64>> {
+    Ok(on_reader!(db, |p| sqlx::query_scalar(
+        "SELECT id FROM mothers WHERE pool_group_id = $1 AND status = $2 ORDER BY id"
+    )
+    .bind(group_id)
+    .bind(status)
+    .fetch_all(p)
+    .await)?)
+}
+
+/// Records a child invited by sync (pending until the provider lists her as a member). An address
+/// already recorded for the team is left as it is.
+pub async fn add_invited_child(
+    db: &PoolDb,
+    mother_id: i64,
+    team_id: i64,
+    email: &str,
+    name: &str,
+    now: i64,
+) -> StoreResult<()> {
+    on_writer!(db, |p| sqlx::query(
+        "INSERT INTO children (mother_id, team_id, email, name, status, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 'invited', $5, $5) \
+         ON CONFLICT (mother_id, team_id, email) DO NOTHING"
+    )
+    .bind(mother_id)
+    .bind(team_id)
+    .bind(email)
+    .bind(name)
+    .bind(now)
+    .execute(p)
+    .await
+    .map(drop))?;
+    Ok(())
+}
+
+/// The id of the mother with this name, if any.
+pub async fn id_by_name(db: &PoolDb, name: &str) -> StoreResult<Option<i64>> {
+    Ok(on_reader!(db, |p| sqlx::query_scalar(
+        "SELECT id FROM mothers WHERE name = $1"
+    )
+    .bind(name)
+    .fetch_optional(p)
+    .await)?)
+}
+
+/// Makes an `invalid` mother `active` again (her credential was replaced by one that works).
+/// A `disabled` mother stays disabled: that was an admin's choice.
+pub async fn reactivate(db: &PoolDb, id: i64, now: i64) -> StoreResult<()> {
+    on_writer!(db, |p| sqlx::query(
+        "UPDATE mothers SET status = 'active', updated_at = $2 WHERE id = $1 AND status = 'invalid'"
+    )
+    .bind(id)
+    .bind(now)
+    .execute(p)
+    .await
+    .map(drop))?;
+    Ok(())
+}

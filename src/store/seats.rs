@@ -10,6 +10,7 @@ use sqlx::FromRow;
 
 use super::{StoreError, StoreResult};
 use crate::db::{PoolDb, in_transaction};
+use crate::domain::seats::{SeatChange, SeatPlan, SeatView, SeatWant, plan_seats};
 
 #[derive(Clone, Debug, FromRow, Serialize, utoipa::ToSchema)]
 pub struct Seat {
@@ -122,4 +123,168 @@ pub async fn release(db: &PoolDb, seat_id: i64, now: i64) -> StoreResult<Seat> {
         tx.commit().await?;
         Ok(seat)
     })
+}
+
+/// Recounts the mother's `seats_used` / `seats_held` from her seats (inside a seat transaction).
+const RECOUNT: &str = "UPDATE mothers SET \
+    seats_used = (SELECT COUNT(*) FROM seats WHERE mother_id = $1 AND status = 'used'), \
+    seats_held = (SELECT COUNT(*) FROM seats WHERE mother_id = $1 AND status = 'held'), \
+    updated_at = $2 WHERE id = $1";
+
+/// Makes the mother's seats follow her members (see [`plan_seats`]) in one transaction; the plan
+/// is made from the seats as read inside it. Held seats get `held_until`. Returns the plan applied.
+pub async fn follow_members(
+    db: &PoolDb,
+    mother_id: i64,
+    wanted: &[(String, SeatWant)],
+    held_until: i64,
+    now: i64,
+) -> StoreResult<SeatPlan> {
+    in_transaction!(db, |tx| {
+        // Lock the mother's row first (see the module notes).
+        let n = sqlx::query("UPDATE mothers SET updated_at = $2 WHERE id = $1")
+            .bind(mother_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let rows: Vec<(i64, i64, String, Option<String>)> = sqlx::query_as(
+            "SELECT id, seat_no, status, holder_email FROM seats WHERE mother_id = $1 ORDER BY seat_no",
+        )
+        .bind(mother_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let seats: Vec<SeatView> = rows
+            .into_iter()
+            .map(|(id, seat_no, status, holder_email)| SeatView {
+                id,
+                seat_no,
+                status,
+                holder_email,
+            })
+            .collect();
+        let plan = plan_seats(&seats, wanted);
+        for change in &plan.changes {
+            match change {
+                SeatChange::Assign {
+                    seat_id,
+                    email,
+                    want,
+                } => {
+                    let until = (*want == SeatWant::Held).then_some(held_until);
+                    sqlx::query(
+                        "UPDATE seats SET status = $2, holder_email = $3, \
+                         held_until = CASE WHEN $2 = 'held' THEN COALESCE(held_until, $4) ELSE NULL END, \
+                         updated_at = $5 WHERE id = $1",
+                    )
+                    .bind(seat_id)
+                    .bind(want.as_str())
+                    .bind(email)
+                    .bind(until)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                SeatChange::Release { seat_id } => {
+                    sqlx::query(
+                        "UPDATE seats SET status = 'free', holder_email = NULL, held_until = NULL, \
+                         updated_at = $2 WHERE id = $1",
+                    )
+                    .bind(seat_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        if !plan.changes.is_empty() {
+            sqlx::query(RECOUNT)
+                .bind(mother_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(plan)
+    })
+}
+
+/// Holds the lowest-numbered free seat of a mother for `email` until `held_until` (an invite
+/// is pending). `Ok(None)` when she has no free seat.
+pub async fn hold_free_seat(
+    db: &PoolDb,
+    mother_id: i64,
+    email: &str,
+    held_until: i64,
+    now: i64,
+) -> StoreResult<Option<Seat>> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "UPDATE seats SET status = 'held', holder_email = $2, held_until = $3, updated_at = $4 \
+         WHERE id = (SELECT id FROM seats WHERE mother_id = $1 AND status = 'free' \
+         ORDER BY seat_no LIMIT 1) RETURNING {COLUMNS}"
+    ));
+    in_transaction!(db, |tx| {
+        let n = sqlx::query(
+            "UPDATE mothers SET seats_held = seats_held + 1, updated_at = $2 \
+             WHERE id = $1 AND seat_limit - seats_used - seats_held > 0",
+        )
+        .bind(mother_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Ok(None);
+        }
+        let seat: Seat = sqlx::query_as(sql)
+            .bind(mother_id)
+            .bind(email)
+            .bind(held_until)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(seat))
+    })
+}
+
+/// Frees seats held past their `held_until` (an invite or redemption that never completed);
+/// returns how many. One transaction per mother, locking her row first like every seat change.
+pub async fn expire_held(db: &PoolDb, now: i64) -> StoreResult<u64> {
+    let mothers: Vec<i64> = crate::db::on_reader!(db, |p| sqlx::query_scalar(
+        "SELECT DISTINCT mother_id FROM seats WHERE status = 'held' AND held_until < $1"
+    )
+    .bind(now)
+    .fetch_all(p)
+    .await)?;
+    let mut freed = 0;
+    for mother_id in mothers {
+        freed += in_transaction!(db, |tx| {
+            sqlx::query("UPDATE mothers SET updated_at = $2 WHERE id = $1")
+                .bind(mother_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            let n = sqlx::query(
+                "UPDATE seats SET status = 'free', holder_email = NULL, held_until = NULL, \
+                 updated_at = $2 WHERE mother_id = $1 AND status = 'held' AND held_until < $2",
+            )
+            .bind(mother_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query(RECOUNT)
+                .bind(mother_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok::<u64, StoreError>(n)
+        })?;
+    }
+    Ok(freed)
 }

@@ -2,10 +2,13 @@
 //! `utoipa_axum::routes!`, so the router and the OpenAPI document come from the same definitions.
 //! Each operation has exactly one tag, its domain: `pool`, `users` or `system`.
 
+pub mod import_cookie;
 pub mod jobs;
 pub mod mothers;
 pub mod pool_groups;
+pub mod pool_sync;
 pub mod session;
+pub mod sync_sessions;
 pub mod system;
 pub mod tokens;
 
@@ -41,6 +44,13 @@ pub fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(pool_groups::get_group, pool_groups::delete_group))
         .routes(routes!(pool_groups::update_settings))
         .routes(routes!(pool_groups::preview))
+        .routes(routes!(pool_sync::sync_mother))
+        .routes(routes!(pool_sync::sync_all))
+        .routes(routes!(import_cookie::import_cookie))
+        .routes(routes!(sync_sessions::list_sessions))
+        .routes(routes!(sync_sessions::session_statistics))
+        .routes(routes!(sync_sessions::get_session))
+        .routes(routes!(sync_sessions::cancel_session))
         .routes(routes!(mothers::list_mothers, mothers::create_mother))
         .routes(routes!(
             mothers::get_mother,

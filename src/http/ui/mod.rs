@@ -23,6 +23,7 @@ use crate::http::middleware::{SESSION_COOKIE, check_csrf};
 mod assets;
 mod jobs;
 mod pool;
+mod sync_sessions;
 
 /// The areas in the navigation, in order: (path, label).
 const NAV: &[(&str, &str)] = &[
@@ -55,11 +56,11 @@ pub fn routes(state: AppState) -> Router<AppState> {
             "/mothers/{id}/delete",
             axum::routing::post(pool::delete_mother),
         )
-        .route("/sync-sessions", get(area))
         .route("/codes", get(area))
         .route("/accounts", get(area))
         .route("/logout", axum::routing::post(logout))
         .merge(jobs::routes())
+        .merge(sync_sessions::routes())
         .route_layer(axum::middleware::from_fn_with_state(state, require_session));
     Router::new()
         .route("/login", get(login_page).post(login_submit))

@@ -1,0 +1,248 @@
+//! The Sync sessions page: statistics cards, filters, progress bars, and a detail view of a
+//! session's records with cancel (asking for confirmation).
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use serde::Deserialize;
+
+use super::{CsrfForm, Layout};
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::clock::rfc3339;
+use crate::domain::sync_sessions::{CATEGORIES, STATUSES, SYNC_TYPES};
+use crate::error::ApiError;
+use crate::http::middleware::check_csrf;
+use crate::http::pagination::PageParams;
+use crate::store::StoreError;
+use crate::store::sync_sessions::{self as store, Record, Session, SessionFilter, Statistics};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/sync-sessions", get(list))
+        .route("/sync-sessions/{id}", get(detail))
+        .route("/sync-sessions/{id}/cancel", post(cancel))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    sync_type: Option<String>,
+    status: Option<String>,
+    category: Option<String>,
+    page: Option<i64>,
+}
+
+struct Row {
+    session: Session,
+    started: String,
+    /// Progress in whole percent.
+    percent: i64,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "sync_sessions.html")]
+struct ListPage {
+    layout: Layout,
+    stats: Statistics,
+    rows: Vec<Row>,
+    sync_types: &'static [&'static str],
+    statuses: &'static [&'static str],
+    categories: &'static [&'static str],
+    sync_type: String,
+    status: String,
+    category: String,
+    page: i64,
+    pages: i64,
+    total: i64,
+    error: Option<String>,
+}
+
+impl ListPage {
+    fn page_link(&self, page: i64) -> String {
+        let mut q = format!("?page={page}");
+        for (key, value) in [
+            ("sync_type", &self.sync_type),
+            ("status", &self.status),
+            ("category", &self.category),
+        ] {
+            if !value.is_empty() {
+                q.push_str(&format!("&{key}={value}"));
+            }
+        }
+        q
+    }
+}
+
+const PAGE_SIZE: i64 = 50;
+
+fn percent(progress: f64) -> i64 {
+    (progress * 100.0).round() as i64
+}
+
+/// An empty filter value means "any"; anything else must be one of `allowed`.
+fn pick(field: &str, value: Option<String>, allowed: &[&str]) -> Result<Option<String>, String> {
+    match value.filter(|v| !v.is_empty()) {
+        Some(v) if !allowed.contains(&v.as_str()) => {
+            Err(format!("{field} must be one of {}", allowed.join(", ")))
+        }
+        other => Ok(other),
+    }
+}
+
+async fn list(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let mut page = ListPage {
+        layout: Layout::new(&principal, "/sync-sessions"),
+        stats: Statistics::default(),
+        rows: Vec::new(),
+        sync_types: &SYNC_TYPES,
+        statuses: &STATUSES,
+        categories: &CATEGORIES,
+        sync_type: q.sync_type.clone().unwrap_or_default(),
+        status: q.status.clone().unwrap_or_default(),
+        category: q.category.clone().unwrap_or_default(),
+        page: 1,
+        pages: 1,
+        total: 0,
+        error: None,
+    };
+    let filter = (|| {
+        Ok::<_, String>(SessionFilter {
+            sync_type: pick("sync_type", q.sync_type, &SYNC_TYPES)?,
+            status: pick("status", q.status, &STATUSES)?,
+            category: pick("category", q.category, &CATEGORIES)?,
+        })
+    })();
+    let params = PageParams::new(q.page, Some(PAGE_SIZE)).map_err(|e| e.message);
+    let (filter, params) = match (filter, params) {
+        (Ok(f), Ok(p)) => (f, p),
+        (Err(e), _) | (_, Err(e)) => {
+            page.error = Some(e);
+            return page.into_response();
+        }
+    };
+    let stats = store::statistics(&app.pool).await;
+    let listed = store::list(&app.pool, &filter, params.limit(), params.offset()).await;
+    match (stats, listed) {
+        (Ok(stats), Ok((items, total))) => {
+            page.stats = stats;
+            page.total = total;
+            page.page = params.page;
+            page.pages = ((total + PAGE_SIZE - 1) / PAGE_SIZE).max(1);
+            page.rows = items
+                .into_iter()
+                .map(|session| Row {
+                    started: rfc3339(session.started_at),
+                    percent: percent(session.progress),
+                    session,
+                })
+                .collect();
+        }
+        (Err(e), _) | (_, Err(e)) => page.error = Some(ApiError::from(e).message),
+    }
+    page.into_response()
+}
+
+struct RecordRow {
+    record: Record,
+    started: String,
+    completed: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "sync_session.html")]
+struct DetailPage {
+    layout: Layout,
+    session: Session,
+    records: Vec<RecordRow>,
+    started: String,
+    completed: String,
+    percent: i64,
+    notice: Option<String>,
+}
+
+async fn render_detail(
+    app: &AppState,
+    principal: &Principal,
+    id: &str,
+    notice: Option<String>,
+) -> Response {
+    let detail = match store::get(&app.pool, id).await {
+        Ok(d) => d,
+        Err(StoreError::NotFound) => {
+            return ApiError::not_found(format!("no sync session {id}")).into_response();
+        }
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let opt = |t: Option<i64>| t.map(rfc3339).unwrap_or_else(|| "-".into());
+    DetailPage {
+        layout: Layout::new(principal, "/sync-sessions"),
+        started: rfc3339(detail.session.started_at),
+        completed: opt(detail.session.completed_at),
+        percent: percent(detail.session.progress),
+        records: detail
+            .records
+            .into_iter()
+            .map(|record| RecordRow {
+                started: opt(record.started_at),
+                completed: opt(record.completed_at),
+                record,
+            })
+            .collect(),
+        session: detail.session,
+        notice,
+    }
+    .into_response()
+}
+
+async fn detail(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Response {
+    render_detail(&app, &principal, &id, None).await
+}
+
+async fn cancel(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Principal::Session { csrf_token, .. } = &principal
+        && let Err(e) = check_csrf(&headers, &form.csrf, csrf_token)
+    {
+        return e.into_response();
+    }
+    let now = app.clock.now_ms();
+    match store::cancel(&app.pool, &id, now).await {
+        Ok(Ok(jobs)) => {
+            for job in &jobs {
+                // A job that already started or ended is left to finish on its own.
+                match crate::store::jobs::cancel(&app.users, job, now).await {
+                    Ok(_) | Err(StoreError::Conflict(_) | StoreError::NotFound) => {}
+                    Err(e) => return ApiError::from(e).into_response(),
+                }
+            }
+            Redirect::to(&format!("/sync-sessions/{id}")).into_response()
+        }
+        Ok(Err(status)) => {
+            let notice = format!(
+                "Not done: the session is {status}; only a running session can be cancelled."
+            );
+            render_detail(&app, &principal, &id, Some(notice)).await
+        }
+        Err(StoreError::NotFound) => {
+            ApiError::not_found(format!("no sync session {id}")).into_response()
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}

@@ -1,0 +1,495 @@
+//! The simulated provider: organisations with teams, seats and members, held in memory and kept in
+//! a JSON file in the data dir (written to a temp file and renamed, so a crash never leaves half a
+//! file), so its state survives a restart of poolkeeper. Used by the demo, the benchmark and tests.
+//!
+//! Organisations are keyed by the SHA-256 of the credential, so the file never holds a credential.
+//! Faults can be injected per organisation: a random error rate, a rate limit every N calls, added
+//! latency, and a revoked credential.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{
+    Account, Invited, Member, MemberStatus, Provider, ProviderError, ProviderFuture, ProviderTeam,
+};
+use crate::crypto::Credential;
+
+/// Fault injection of one organisation. All off by default.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Faults {
+    /// Share of calls (0.0-1.0) that fail with a transient error.
+    pub error_rate: f64,
+    /// Every Nth call is rate limited (0 = never).
+    pub rate_limit_every: u64,
+    /// The `retry_after` a rate-limited call reports.
+    pub retry_after_ms: i64,
+    /// Added to every call.
+    pub latency_ms: u64,
+    /// The credential is rejected as unauthorized.
+    pub revoked: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SimMember {
+    pub email: String,
+    pub name: String,
+    pub status: MemberStatus,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SimTeam {
+    pub id: String,
+    pub name: String,
+    pub seats: i64,
+    pub members: Vec<SimMember>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SimOrg {
+    pub name: String,
+    pub owner_email: String,
+    pub teams: Vec<SimTeam>,
+    #[serde(default)]
+    pub faults: Faults,
+    /// Calls made with this organisation's credential (drives `rate_limit_every`).
+    #[serde(default)]
+    pub calls: u64,
+    /// Invitations sent (a re-sent invitation to a present address is not counted).
+    #[serde(default)]
+    pub invites_sent: u64,
+    /// Renames done.
+    #[serde(default)]
+    pub renames: u64,
+}
+
+impl SimOrg {
+    /// An organisation with one team of `seats` seats whose only member is the owner.
+    pub fn new(name: &str, owner_email: &str, seats: i64) -> Self {
+        Self {
+            name: name.to_string(),
+            owner_email: owner_email.to_string(),
+            teams: vec![SimTeam {
+                id: format!("{name}-team-1"),
+                name: format!("{name} team"),
+                seats,
+                members: vec![SimMember {
+                    email: owner_email.to_string(),
+                    name: "Owner".into(),
+                    status: MemberStatus::Active,
+                }],
+            }],
+            faults: Faults::default(),
+            calls: 0,
+            invites_sent: 0,
+            renames: 0,
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SimState {
+    /// By hex SHA-256 of the credential.
+    orgs: BTreeMap<String, SimOrg>,
+}
+
+/// The simulator; one per process, shared by every sim mother.
+pub struct SimProvider {
+    path: PathBuf,
+    /// `None` until first use, when the file (if any) is read.
+    state: Mutex<Option<SimState>>,
+}
+
+fn key_of(credential: &Credential) -> String {
+    let digest = Sha256::digest(credential.expose().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn random_unit() -> f64 {
+    let mut bytes = [0u8; 4];
+    // Without randomness the error rate simply never fires.
+    if getrandom::fill(&mut bytes).is_err() {
+        return 1.0;
+    }
+    f64::from(u32::from_le_bytes(bytes)) / f64::from(u32::MAX)
+}
+
+impl SimProvider {
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            state: Mutex::new(None),
+        }
+    }
+
+    /// Runs `f` over the loaded state; saves it when `f` says it changed something.
+    fn with_state<T>(
+        &self,
+        f: impl FnOnce(&mut SimState) -> (bool, Result<T, ProviderError>),
+    ) -> Result<T, ProviderError> {
+        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            *guard = Some(self.load()?);
+        }
+        let Some(state) = guard.as_mut() else {
+            return Err(ProviderError::Permanent(
+                "simulator state not loaded".into(),
+            ));
+        };
+        let (changed, out) = f(state);
+        if changed {
+            self.save(state)?;
+        }
+        out
+    }
+
+    fn load(&self) -> Result<SimState, ProviderError> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                ProviderError::Permanent(format!(
+                    "simulator state {} is unreadable: {e}",
+                    self.path.display()
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SimState::default()),
+            Err(e) => Err(ProviderError::Transient(format!(
+                "reading simulator state {}: {e}",
+                self.path.display()
+            ))),
+        }
+    }
+
+    fn save(&self, state: &SimState) -> Result<(), ProviderError> {
+        let io = |e: std::io::Error| {
+            ProviderError::Transient(format!(
+                "writing simulator state {}: {e}",
+                self.path.display()
+            ))
+        };
+        let bytes = serde_json::to_vec(state)
+            .map_err(|e| ProviderError::Permanent(format!("encoding simulator state: {e}")))?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let tmp = self.path.with_extension("json.tmp");
+        std::fs::write(&tmp, bytes).map_err(io)?;
+        std::fs::rename(&tmp, &self.path).map_err(io)
+    }
+
+    /// Creates (or replaces) the organisation reached with `credential`.
+    pub fn put_org(&self, credential: &Credential, org: SimOrg) -> Result<(), ProviderError> {
+        let key = key_of(credential);
+        self.with_state(|s| {
+            s.orgs.insert(key, org);
+            (true, Ok(()))
+        })
+    }
+
+    /// The organisation reached with `credential`, as stored.
+    pub fn org(&self, credential: &Credential) -> Result<Option<SimOrg>, ProviderError> {
+        let key = key_of(credential);
+        self.with_state(|s| (false, Ok(s.orgs.get(&key).cloned())))
+    }
+
+    /// Changes the organisation reached with `credential`; `NotFound` when there is none.
+    pub fn update_org(
+        &self,
+        credential: &Credential,
+        f: impl FnOnce(&mut SimOrg),
+    ) -> Result<(), ProviderError> {
+        let key = key_of(credential);
+        self.with_state(|s| match s.orgs.get_mut(&key) {
+            Some(org) => {
+                f(org);
+                (true, Ok(()))
+            }
+            None => (false, Err(ProviderError::NotFound("organisation".into()))),
+        })
+    }
+
+    /// One provider call: latency, then faults, then `f` on the organisation.
+    async fn call<T>(
+        &self,
+        credential: &Credential,
+        f: impl FnOnce(&mut SimOrg) -> (bool, Result<T, ProviderError>),
+    ) -> Result<T, ProviderError> {
+        let key = key_of(credential);
+        let latency = self.with_state(|s| {
+            (
+                false,
+                Ok(s.orgs.get(&key).map_or(0, |o| o.faults.latency_ms)),
+            )
+        })?;
+        if latency > 0 {
+            tokio::time::sleep(Duration::from_millis(latency)).await;
+        }
+        self.with_state(|s| {
+            let Some(org) = s.orgs.get_mut(&key) else {
+                return (
+                    false,
+                    Err(ProviderError::Unauthorized(
+                        "the simulator knows no organisation for this credential".into(),
+                    )),
+                );
+            };
+            org.calls += 1;
+            if org.faults.revoked {
+                return (
+                    true,
+                    Err(ProviderError::Unauthorized(
+                        "the credential has been revoked".into(),
+                    )),
+                );
+            }
+            let every = org.faults.rate_limit_every;
+            if every > 0 && org.calls % every == 0 {
+                return (
+                    true,
+                    Err(ProviderError::RateLimited {
+                        retry_after_ms: org.faults.retry_after_ms.max(0),
+                    }),
+                );
+            }
+            if org.faults.error_rate > 0.0 && random_unit() < org.faults.error_rate {
+                return (
+                    true,
+                    Err(ProviderError::Transient("simulated failure".into())),
+                );
+            }
+            let (_, out) = f(org);
+            // The call counter changed in any case.
+            (true, out)
+        })
+    }
+}
+
+fn team_mut<'o>(org: &'o mut SimOrg, team_id: &str) -> Result<&'o mut SimTeam, ProviderError> {
+    org.teams
+        .iter_mut()
+        .find(|t| t.id == team_id)
+        .ok_or_else(|| ProviderError::NotFound(format!("team {team_id}")))
+}
+
+impl Provider for SimProvider {
+    fn identify<'a>(&'a self, credential: &'a Credential) -> ProviderFuture<'a, Account> {
+        Box::pin(self.call(credential, |org| {
+            (
+                false,
+                Ok(Account {
+                    organisation: org.name.clone(),
+                    owner_email: org.owner_email.clone(),
+                    seats: Some(org.teams.iter().map(|t| t.seats).sum()),
+                }),
+            )
+        }))
+    }
+
+    fn list_teams<'a>(
+        &'a self,
+        credential: &'a Credential,
+    ) -> ProviderFuture<'a, Vec<ProviderTeam>> {
+        Box::pin(self.call(credential, |org| {
+            let teams = org
+                .teams
+                .iter()
+                .map(|t| ProviderTeam {
+                    id: t.id.clone(),
+                    name: t.name.clone(),
+                })
+                .collect();
+            (false, Ok(teams))
+        }))
+    }
+
+    fn rename_team<'a>(
+        &'a self,
+        credential: &'a Credential,
+        team_id: &'a str,
+        name: &'a str,
+    ) -> ProviderFuture<'a, ()> {
+        Box::pin(self.call(credential, move |org| {
+            if org.teams.iter().any(|t| t.name == name && t.id != team_id) {
+                return (
+                    false,
+                    Err(ProviderError::Conflict(format!(
+                        "another team is named {name:?}"
+                    ))),
+                );
+            }
+            match team_mut(org, team_id) {
+                Ok(team) => {
+                    team.name = name.to_string();
+                    org.renames += 1;
+                    (true, Ok(()))
+                }
+                Err(e) => (false, Err(e)),
+            }
+        }))
+    }
+
+    fn list_members<'a>(
+        &'a self,
+        credential: &'a Credential,
+        team_id: &'a str,
+    ) -> ProviderFuture<'a, Vec<Member>> {
+        Box::pin(self.call(credential, move |org| {
+            match team_mut(org, team_id) {
+                Ok(team) => (
+                    false,
+                    Ok(team
+                        .members
+                        .iter()
+                        .map(|m| Member {
+                            email: m.email.clone(),
+                            name: m.name.clone(),
+                            status: m.status,
+                        })
+                        .collect()),
+                ),
+                Err(e) => (false, Err(e)),
+            }
+        }))
+    }
+
+    fn invite<'a>(
+        &'a self,
+        credential: &'a Credential,
+        team_id: &'a str,
+        email: &'a str,
+        name: &'a str,
+    ) -> ProviderFuture<'a, Invited> {
+        Box::pin(self.call(credential, move |org| {
+            let team = match team_mut(org, team_id) {
+                Ok(t) => t,
+                Err(e) => return (false, Err(e)),
+            };
+            if team
+                .members
+                .iter()
+                .any(|m| m.email.eq_ignore_ascii_case(email))
+            {
+                return (false, Ok(Invited::AlreadyPresent));
+            }
+            if i64::try_from(team.members.len()).unwrap_or(i64::MAX) >= team.seats {
+                return (
+                    false,
+                    Err(ProviderError::Conflict(format!(
+                        "team {team_id} has no free seat"
+                    ))),
+                );
+            }
+            team.members.push(SimMember {
+                email: email.to_string(),
+                name: name.to_string(),
+                status: MemberStatus::Invited,
+            });
+            org.invites_sent += 1;
+            (true, Ok(Invited::Sent))
+        }))
+    }
+
+    fn remove_member<'a>(
+        &'a self,
+        credential: &'a Credential,
+        team_id: &'a str,
+        email: &'a str,
+    ) -> ProviderFuture<'a, ()> {
+        Box::pin(
+            self.call(credential, move |org| match team_mut(org, team_id) {
+                Ok(team) => {
+                    let before = team.members.len();
+                    team.members
+                        .retain(|m| !m.email.eq_ignore_ascii_case(email));
+                    (team.members.len() != before, Ok(()))
+                }
+                Err(e) => (false, Err(e)),
+            }),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sim() -> (tempfile::TempDir, SimProvider) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sim.json");
+        (dir, SimProvider::new(path))
+    }
+
+    #[tokio::test]
+    async fn state_survives_a_new_instance_and_holds_no_credential() {
+        let (dir, sim) = sim();
+        let cred = Credential::new("tok-secret-123");
+        sim.put_org(&cred, SimOrg::new("acme", "owner@acme.test", 3))
+            .unwrap();
+        sim.invite(&cred, "acme-team-1", "a@x.test", "A")
+            .await
+            .unwrap();
+        let again = SimProvider::new(dir.path().join("sim.json"));
+        let members = again.list_members(&cred, "acme-team-1").await.unwrap();
+        assert_eq!(members.len(), 2);
+        let text = std::fs::read_to_string(dir.path().join("sim.json")).unwrap();
+        assert!(!text.contains("tok-secret-123"));
+        assert!(!dir.path().join("sim.json.tmp").exists());
+    }
+
+    #[tokio::test]
+    async fn invite_is_idempotent_and_respects_seats() {
+        let (_dir, sim) = sim();
+        let cred = Credential::new("c");
+        sim.put_org(&cred, SimOrg::new("o", "owner@o.test", 2))
+            .unwrap();
+        assert_eq!(
+            sim.invite(&cred, "o-team-1", "a@o.test", "A")
+                .await
+                .unwrap(),
+            Invited::Sent
+        );
+        assert_eq!(
+            sim.invite(&cred, "o-team-1", "A@o.test", "A")
+                .await
+                .unwrap(),
+            Invited::AlreadyPresent
+        );
+        assert!(matches!(
+            sim.invite(&cred, "o-team-1", "b@o.test", "B").await,
+            Err(ProviderError::Conflict(_))
+        ));
+        assert_eq!(sim.org(&cred).unwrap().unwrap().invites_sent, 1);
+    }
+
+    #[tokio::test]
+    async fn faults_revoked_unknown_and_rate_limit() {
+        let (_dir, sim) = sim();
+        let cred = Credential::new("c");
+        assert!(matches!(
+            sim.identify(&cred).await,
+            Err(ProviderError::Unauthorized(_))
+        ));
+        sim.put_org(&cred, SimOrg::new("o", "owner@o.test", 2))
+            .unwrap();
+        sim.update_org(&cred, |o| {
+            o.faults.rate_limit_every = 2;
+            o.faults.retry_after_ms = 70;
+        })
+        .unwrap();
+        assert!(sim.identify(&cred).await.is_ok());
+        assert_eq!(
+            sim.identify(&cred).await,
+            Err(ProviderError::RateLimited { retry_after_ms: 70 })
+        );
+        assert!(sim.identify(&cred).await.is_ok());
+        sim.update_org(&cred, |o| o.faults.revoked = true).unwrap();
+        assert!(matches!(
+            sim.list_teams(&cred).await,
+            Err(ProviderError::Unauthorized(_))
+        ));
+    }
+}

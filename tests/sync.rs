@@ -1,0 +1,1056 @@
+//! Pool sync against the simulated provider: renames, backfill, seats, auto-invite, dedup of
+//! concurrent enqueues, and how provider errors end a job.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Backend, TestApp, each_backend};
+use poolkeeper::auth::Scope;
+use poolkeeper::clock;
+use poolkeeper::crypto::Credential;
+use poolkeeper::providers::MemberStatus;
+use poolkeeper::providers::sim::{SimMember, SimOrg, SimTeam};
+use poolkeeper::store;
+use serde_json::{Value, json};
+
+struct Sync {
+    t: TestApp,
+    token: String,
+}
+
+impl Sync {
+    async fn spawn(backend: &Backend, auto_invite: bool) -> Self {
+        Self::spawn_with(backend, auto_invite, 4).await
+    }
+
+    async fn spawn_with(backend: &Backend, auto_invite: bool, concurrency: usize) -> Self {
+        let t = TestApp::spawn_with(
+            backend,
+            |c| {
+                c.pool_auto_invite_missing = auto_invite;
+                c.child_email_domain = Some("kids.test".into());
+                c.jobs.poll_interval_ms = 20;
+                c.jobs.concurrency = concurrency;
+                c.jobs.batch_size = concurrency;
+            },
+            clock::system(),
+        )
+        .await;
+        let token = t.token("sync", Scope::Admin).await;
+        Self { t, token }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let res = self
+            .t
+            .client
+            .post(self.t.url(path))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let res = self
+            .t
+            .client
+            .get(self.t.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn session(&self, id: &str) -> Value {
+        let (status, body) = self.get(&format!("/api/admin/sync-sessions/{id}")).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    async fn group(&self, name: &str) -> i64 {
+        let (status, body) = self
+            .post("/api/admin/pool-groups", json!({"name": name}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_i64().unwrap()
+    }
+
+    /// A sim mother in `group` whose organisation is `org`.
+    async fn mother(&self, name: &str, group: Option<i64>, seats: i64, org: SimOrg) -> i64 {
+        let credential = format!("cred-{name}");
+        self.t
+            .app()
+            .providers
+            .sim
+            .put_org(&Credential::new(&credential), org)
+            .unwrap();
+        let (status, body) = self
+            .post(
+                "/api/admin/mothers",
+                json!({"name": name, "provider": "sim", "credential": credential,
+                    "seat_limit": seats, "pool_group_id": group}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_i64().unwrap()
+    }
+
+    fn org(&self, mother: &str) -> SimOrg {
+        self.t
+            .app()
+            .providers
+            .sim
+            .org(&Credential::new(format!("cred-{mother}")))
+            .unwrap()
+            .unwrap()
+    }
+
+    fn update_org(&self, mother: &str, f: impl FnOnce(&mut SimOrg)) {
+        self.t
+            .app()
+            .providers
+            .sim
+            .update_org(&Credential::new(format!("cred-{mother}")), f)
+            .unwrap();
+    }
+
+    async fn enqueue(&self, group: i64, mother: i64) -> (String, bool) {
+        let (status, body) = self
+            .post(
+                &format!("/api/admin/pool-groups/{group}/sync/mother/{mother}"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        (
+            body["job_id"].as_str().unwrap().to_string(),
+            body["deduplicated"].as_bool().unwrap(),
+        )
+    }
+
+    /// Waits for the job to end; returns it.
+    async fn finished(&self, id: &str) -> store::jobs::Job {
+        for _ in 0..600 {
+            let job = store::jobs::get(&self.t.app().users, id).await.unwrap();
+            if matches!(job.status.as_str(), "succeeded" | "failed" | "cancelled") {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("job {id} did not finish");
+    }
+
+    /// Enqueues a sync, waits for success, returns the report.
+    async fn sync(&self, group: i64, mother: i64) -> Value {
+        let (id, _) = self.enqueue(group, mother).await;
+        let job = self.finished(&id).await;
+        assert_eq!(job.status, "succeeded", "{:?}", job.last_error);
+        serde_json::from_str(job.result.as_deref().unwrap()).unwrap()
+    }
+
+    async fn detail(&self, mother: i64) -> store::mothers::MotherDetail {
+        store::mothers::get_detail(&self.t.app().pool, mother)
+            .await
+            .unwrap()
+    }
+}
+
+fn member(email: &str, status: MemberStatus) -> SimMember {
+    SimMember {
+        email: email.into(),
+        name: email.split('@').next().unwrap().into(),
+        status,
+    }
+}
+
+/// `acme` with the owner and `extra` active members in one team of `seats` seats.
+fn org(name: &str, seats: i64, extra: &[&str]) -> SimOrg {
+    let mut org = SimOrg::new(name, &format!("owner@{name}.test"), seats);
+    for e in extra {
+        org.teams[0].members.push(member(e, MemberStatus::Active));
+    }
+    org
+}
+
+fn zero_report(report: &Value) {
+    for key in [
+        "teams_renamed",
+        "teams_added",
+        "children_created",
+        "children_updated",
+        "children_removed",
+        "seats_changed",
+        "invites_sent",
+    ] {
+        assert_eq!(report[key], 0, "{key} in {report}");
+    }
+}
+
+#[tokio::test]
+async fn second_sync_renames_nothing_and_adds_no_children() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let group = s.group("g1").await;
+        let mut o = org("acme", 10, &["a@acme.test", "b@acme.test"]);
+        o.teams.push(SimTeam {
+            id: "acme-team-2".into(),
+            name: "second".into(),
+            seats: 5,
+            members: vec![member("c@acme.test", MemberStatus::Active)],
+        });
+        let m = s.mother("acme", Some(group), 7, o).await;
+        let day = poolkeeper::domain::naming::utc_day(s.t.app().clock.now_ms());
+        let teams_before = store::pool_groups::last_sequence(
+            &s.t.app().pool,
+            group,
+            &day,
+            store::pool_groups::SequenceKind::Team,
+        )
+        .await
+        .unwrap();
+
+        let first = s.sync(group, m).await;
+        // The default team keeps the name the group gave it at creation; the second team takes
+        // the next number.
+        assert_eq!(first["teams_renamed"], 2, "{first}");
+        assert_eq!(first["teams_added"], 1, "{first}");
+        assert_eq!(first["children_created"], 3, "{first}");
+        let sim = s.org("acme");
+        let names: Vec<&str> = sim.teams.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            names,
+            vec![
+                format!("g1-{day}-{:03}", teams_before),
+                format!("g1-{day}-{:03}", teams_before + 1)
+            ]
+        );
+        let d = s.detail(m).await;
+        assert_eq!(d.children.len(), 3);
+        assert!(d.children.iter().all(|c| !c.email.starts_with("owner")));
+        assert_eq!(d.mother.usage.seats_used, 3);
+        assert!(d.mother.last_synced_at.is_some());
+
+        let second = s.sync(group, m).await;
+        zero_report(&second);
+        assert_eq!(s.org("acme").renames, 2);
+        let after = store::pool_groups::last_sequence(
+            &s.t.app().pool,
+            group,
+            &day,
+            store::pool_groups::SequenceKind::Team,
+        )
+        .await
+        .unwrap();
+        assert_eq!(after, teams_before + 1, "a rerun uses no team number");
+        let d2 = s.detail(m).await;
+        assert_eq!(d2.children.len(), 3, "no duplicate children");
+        assert_eq!(d2.mother.usage.seats_used, 3);
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn departed_members_are_marked_removed_and_free_their_seats() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let group = s.group("g1").await;
+        let m = s
+            .mother(
+                "acme",
+                Some(group),
+                5,
+                org("acme", 5, &["a@acme.test", "b@acme.test"]),
+            )
+            .await;
+        s.sync(group, m).await;
+        s.update_org("acme", |o| {
+            o.teams[0].members.retain(|x| x.email != "b@acme.test");
+            o.teams[0].members[1].name = "Alice".into();
+        });
+        let report = s.sync(group, m).await;
+        assert_eq!(report["children_removed"], 1, "{report}");
+        assert_eq!(report["children_updated"], 1, "{report}");
+        let d = s.detail(m).await;
+        assert_eq!(d.mother.usage.seats_used, 1);
+        let b = d
+            .children
+            .iter()
+            .find(|c| c.email == "b@acme.test")
+            .unwrap();
+        assert_eq!(b.status, "removed");
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn auto_invite_fills_free_seats_once() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, true).await;
+        let group = s.group("g1").await;
+        let m = s
+            .mother("acme", Some(group), 3, org("acme", 10, &["a@acme.test"]))
+            .await;
+        let first = s.sync(group, m).await;
+        assert_eq!(first["invites_sent"], 2, "{first}");
+        let d = s.detail(m).await;
+        assert_eq!(d.mother.usage.seats_used, 1);
+        assert_eq!(
+            d.mother.usage.seats_held, 2,
+            "seats of pending invites are held"
+        );
+        let invited: Vec<_> = d
+            .children
+            .iter()
+            .filter(|c| c.status == "invited")
+            .collect();
+        assert_eq!(invited.len(), 2);
+        assert!(invited.iter().all(|c| c.email.ends_with("@kids.test")));
+        assert_eq!(s.org("acme").invites_sent, 2);
+
+        let second = s.sync(group, m).await;
+        zero_report(&second);
+        assert_eq!(s.org("acme").invites_sent, 2, "no invite is sent twice");
+        let d2 = s.detail(m).await;
+        assert_eq!(d2.children.len(), 3);
+        assert_eq!(d2.mother.usage.seats_held, 2);
+
+        // An invitee who accepts takes her held seat as used.
+        let email = invited[0].email.clone();
+        s.update_org("acme", |o| {
+            for x in &mut o.teams[0].members {
+                if x.email == email {
+                    x.status = MemberStatus::Active;
+                }
+            }
+        });
+        let third = s.sync(group, m).await;
+        assert_eq!(third["invites_sent"], 0, "{third}");
+        let d3 = s.detail(m).await;
+        assert_eq!(d3.mother.usage.seats_used, 2);
+        assert_eq!(d3.mother.usage.seats_held, 1);
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn hundred_concurrent_enqueues_make_one_job() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let group = s.group("g1").await;
+        let m = s.mother("acme", None, 5, org("acme", 5, &[])).await;
+        // Slow provider calls keep the first job live while the requests arrive.
+        s.update_org("acme", |o| o.faults.latency_ms = 3000);
+        let path =
+            s.t.url(&format!("/api/admin/pool-groups/{group}/sync/mother/{m}"));
+        let mut tasks = Vec::new();
+        for _ in 0..100 {
+            let client = s.t.client.clone();
+            let path = path.clone();
+            let token = s.token.clone();
+            tasks.push(tokio::spawn(async move {
+                let res = client.post(path).bearer_auth(token).send().await.unwrap();
+                assert_eq!(res.status(), 202);
+                let body: Value = res.json().await.unwrap();
+                (
+                    body["job_id"].as_str().unwrap().to_string(),
+                    body["deduplicated"].as_bool().unwrap(),
+                    body["session_id"].as_str().unwrap().to_string(),
+                )
+            }));
+        }
+        let mut ids = std::collections::HashSet::new();
+        let mut sessions = std::collections::HashSet::new();
+        let mut fresh = 0;
+        for t in tasks {
+            let (id, dedup, session) = t.await.unwrap();
+            ids.insert(id);
+            sessions.insert(session);
+            fresh += usize::from(!dedup);
+        }
+        assert_eq!(ids.len(), 1, "every response carries the one job's id");
+        assert_eq!(fresh, 1, "exactly one request created the job");
+        assert_eq!(sessions.len(), 1, "and the one job's session");
+        let (_, stats) = s.get("/api/admin/sync-sessions/statistics").await;
+        assert_eq!(stats["total_sessions"], 1, "{stats}");
+        assert_eq!(stats["manual"], 1, "{stats}");
+        s.update_org("acme", |o| o.faults.latency_ms = 0);
+        let id = ids.into_iter().next().unwrap();
+        assert_eq!(s.finished(&id).await.status, "succeeded");
+        assert_eq!(
+            s.detail(m).await.mother.pool_group_id,
+            Some(group),
+            "enqueue puts the mother in the group"
+        );
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn revoked_credential_marks_mother_invalid_and_fails_without_retry() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let group = s.group("g1").await;
+        let m = s.mother("acme", Some(group), 5, org("acme", 5, &[])).await;
+        s.update_org("acme", |o| o.faults.revoked = true);
+        let (id, _) = s.enqueue(group, m).await;
+        let job = s.finished(&id).await;
+        assert_eq!(job.status, "failed");
+        assert_eq!(job.attempts, 1, "no retry");
+        let error = job.last_error.unwrap();
+        assert!(error.contains("invalid"), "{error}");
+        assert!(
+            !error.contains("cred-acme"),
+            "the credential is never in a message"
+        );
+        assert_eq!(s.detail(m).await.mother.status, "invalid");
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rate_limited_sync_is_retried_and_succeeds() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let group = s.group("g1").await;
+        let m = s
+            .mother("acme", Some(group), 5, org("acme", 5, &["a@acme.test"]))
+            .await;
+        // The first attempt makes 4 calls (identify, list teams, rename, list members): the 4th
+        // is rate limited; the retry needs 3 (the team is named by then) and gets through.
+        s.update_org("acme", |o| {
+            o.faults.rate_limit_every = 4;
+            o.faults.retry_after_ms = 100;
+        });
+        let (id, _) = s.enqueue(group, m).await;
+        let job = s.finished(&id).await;
+        assert_eq!(job.status, "succeeded", "{:?}", job.last_error);
+        assert_eq!(job.attempts, 2);
+        assert_eq!(s.detail(m).await.children.len(), 1);
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sync_of_unknown_mother_or_group_is_404() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let group = s.group("g1").await;
+        let (status, body) = s
+            .post(
+                &format!("/api/admin/pool-groups/{group}/sync/mother/999"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 404, "{body}");
+        let (status, _) = s
+            .post("/api/admin/pool-groups/999/sync/all", json!({}))
+            .await;
+        assert_eq!(status, 404);
+        let (status, _) = s
+            .post(
+                &format!("/api/admin/pool-groups/{group}/sync/mother/x"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 400);
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sync_all_queues_one_job_per_active_mother() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let group = s.group("g1").await;
+        let a = s
+            .mother("a", Some(group), 2, org("a", 2, &["x@a.test"]))
+            .await;
+        let b = s.mother("b", Some(group), 2, org("b", 2, &[])).await;
+        let (status, body) = s
+            .post(
+                &format!("/api/admin/pool-groups/{group}/sync/all"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["count"], 2);
+        for id in body["job_ids"].as_array().unwrap() {
+            assert_eq!(s.finished(id.as_str().unwrap()).await.status, "succeeded");
+        }
+        assert_eq!(s.detail(a).await.children.len(), 1);
+        assert!(s.detail(b).await.mother.last_synced_at.is_some());
+        s.t.stop().await;
+    })
+    .await;
+}
+
+/// Waits until `check` holds for the session; returns it.
+async fn session_when(s: &Sync, id: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..800 {
+        let body = s.session(id).await;
+        if check(&body) {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "session {id}: {what} never happened: {}",
+        s.session(id).await
+    );
+}
+
+fn records_with(body: &Value, status: &str) -> usize {
+    body["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == status)
+        .count()
+}
+
+#[tokio::test]
+async fn batch_session_stays_running_until_the_third_record_ends() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let group = s.group("g1").await;
+        s.mother("a", Some(group), 2, org("a", 2, &["x@a.test"]))
+            .await;
+        s.mother("b", Some(group), 2, org("b", 2, &[])).await;
+        let slow = s.mother("c", Some(group), 2, org("c", 2, &[])).await;
+        s.update_org("c", |o| o.faults.latency_ms = 700);
+        let (status, body) = s
+            .post(
+                &format!("/api/admin/pool-groups/{group}/sync/all"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["count"], 3);
+        let id = body["session_id"].as_str().unwrap().to_string();
+
+        let two = session_when(&s, &id, "two records completed", |b| {
+            records_with(b, "completed") == 2
+        })
+        .await;
+        assert_eq!(two["status"], "running", "{two}");
+        assert_eq!(two["sync_type"], "manual_batch");
+        assert!(two["completed_at"].is_null());
+        assert!(
+            (two["progress"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-6,
+            "{two}"
+        );
+        let slow_record = two["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["mother_id"] == slow)
+            .unwrap();
+        assert_ne!(slow_record["status"], "completed");
+
+        let done = session_when(&s, &id, "session ended", |b| b["status"] != "running").await;
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(done["total_instances"], 3);
+        assert_eq!(done["successful"], 3);
+        assert_eq!(done["failed"], 0);
+        assert_eq!(done["progress"], 1.0);
+        assert!(done["completed_at"].is_i64());
+        for r in done["records"].as_array().unwrap() {
+            assert!(r["job_id"].is_string(), "{r}");
+        }
+        let a = done["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["items_created"] == 1)
+            .expect("mother a's member was created");
+        assert_eq!(
+            a["items_synced"], 2,
+            "one child created, one team renamed: {a}"
+        );
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn batch_session_with_a_failed_record_ends_failed() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let group = s.group("g1").await;
+        s.mother("a", Some(group), 2, org("a", 2, &[])).await;
+        s.mother("b", Some(group), 2, org("b", 2, &[])).await;
+        s.update_org("b", |o| o.faults.revoked = true);
+        let (_, body) = s
+            .post(
+                &format!("/api/admin/pool-groups/{group}/sync/all"),
+                json!({}),
+            )
+            .await;
+        let id = body["session_id"].as_str().unwrap().to_string();
+        let done = session_when(&s, &id, "session ended", |b| b["status"] != "running").await;
+        assert_eq!(done["status"], "failed", "{done}");
+        assert_eq!(done["successful"], 1);
+        assert_eq!(done["failed"], 1);
+        let failed = done["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["status"] == "failed")
+            .unwrap();
+        assert!(
+            failed["error_message"]
+                .as_str()
+                .unwrap()
+                .contains("invalid"),
+            "{failed}"
+        );
+        let (_, list) = s.get("/api/admin/sync-sessions?status=failed").await;
+        assert_eq!(list["total"], 1, "{list}");
+        let (_, list) = s.get("/api/admin/sync-sessions?status=completed").await;
+        assert_eq!(list["total"], 0, "{list}");
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cancel_stops_pending_records_and_only_while_running() {
+    each_backend(|backend| async move {
+        // One job at a time, so the later records are still pending when cancel arrives.
+        let s = Sync::spawn_with(&backend, false, 1).await;
+        let group = s.group("g1").await;
+        for name in ["a", "b", "c"] {
+            s.mother(name, Some(group), 2, org(name, 2, &[])).await;
+            s.update_org(name, |o| o.faults.latency_ms = 300);
+        }
+        let (_, body) = s
+            .post(
+                &format!("/api/admin/pool-groups/{group}/sync/all"),
+                json!({}),
+            )
+            .await;
+        let id = body["session_id"].as_str().unwrap().to_string();
+        let (status, cancelled) = s
+            .post(&format!("/api/admin/sync-sessions/{id}/cancel"), json!({}))
+            .await;
+        assert_eq!(status, 200, "{cancelled}");
+        assert_eq!(cancelled["status"], "cancelled");
+        let n = records_with(&cancelled, "cancelled");
+        assert!(n >= 2, "pending records are cancelled: {cancelled}");
+        assert_eq!(cancelled["cancelled_jobs"], n);
+        for r in cancelled["records"].as_array().unwrap() {
+            if r["status"] == "cancelled" {
+                let job = s.finished(r["job_id"].as_str().unwrap()).await;
+                assert_eq!(job.status, "cancelled");
+            }
+        }
+        let (status, again) = s
+            .post(&format!("/api/admin/sync-sessions/{id}/cancel"), json!({}))
+            .await;
+        assert_eq!(status, 409, "{again}");
+        // A record that was already running ends on its own; the session stays cancelled.
+        let settled = session_when(&s, &id, "every record finished", |b| {
+            records_with(b, "pending") + records_with(b, "running") == 0
+        })
+        .await;
+        assert_eq!(settled["status"], "cancelled");
+        let (_, stats) = s.get("/api/admin/sync-sessions/statistics").await;
+        assert_eq!(stats["cancelled"], 1, "{stats}");
+        assert_eq!(stats["by_category"]["pool"], 1, "{stats}");
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn session_queries_check_their_input() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let (status, body) = s.get("/api/admin/sync-sessions?status=bogus").await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["code"], "invalid_status");
+        let (status, _) = s.get("/api/admin/sync-sessions?page_size=0").await;
+        assert_eq!(status, 400);
+        let (status, _) = s.get("/api/admin/sync-sessions/nope").await;
+        assert_eq!(status, 404);
+        let (status, _) = s
+            .post("/api/admin/sync-sessions/nope/cancel", json!({}))
+            .await;
+        assert_eq!(status, 404);
+        let (status, body) = s
+            .get("/api/admin/sync-sessions?sync_type=manual_single&category=pool")
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["total"], 0);
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn import_cookie_rejected_by_the_provider_is_422_with_its_reason() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let (status, body) = s
+            .post(
+                "/api/admin/import-cookie",
+                json!({"cookie": "nobody-knows-me", "mode": "user"}),
+            )
+            .await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["error"]["code"], "credential_rejected");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("knows no organisation"),
+            "{body}"
+        );
+        assert!(!body.to_string().contains("nobody-knows-me"));
+        let cred = Credential::new("revoked-cookie");
+        let mut o = org("acme", 3, &[]);
+        o.faults.revoked = true;
+        s.t.app().providers.sim.put_org(&cred, o).unwrap();
+        let (status, body) = s
+            .post(
+                "/api/admin/import-cookie",
+                json!({"cookie": "revoked-cookie", "mode": "user"}),
+            )
+            .await;
+        assert_eq!(status, 422, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("revoked"),
+            "{body}"
+        );
+        let (_, list) = s.get("/api/admin/mothers").await;
+        assert_eq!(list["total"], 0, "nothing is stored: {list}");
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn import_cookie_in_pool_mode_creates_the_mother_and_syncs_her() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let group = s.group("g1").await;
+        let cred = Credential::new("cookie-acme");
+        s.t.app()
+            .providers
+            .sim
+            .put_org(&cred, org("acme", 5, &["a@acme.test"]))
+            .unwrap();
+        let (status, body) = s
+            .post(
+                "/api/admin/import-cookie",
+                json!({"cookie": "cookie-acme", "mode": "pool", "pool_group_id": group}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        assert!(!body.to_string().contains("cookie-acme"));
+        let mother = body["mother_id"].as_i64().unwrap();
+        let job = s.finished(body["job_id"].as_str().unwrap()).await;
+        assert_eq!(job.status, "succeeded", "{:?}", job.last_error);
+        let d = s.detail(mother).await;
+        assert_eq!(d.mother.name, "acme");
+        assert_eq!(d.mother.pool_group_id, Some(group));
+        assert_eq!(d.children.len(), 1);
+        let session = s.session(body["session_id"].as_str().unwrap()).await;
+        assert_eq!(session["sync_type"], "manual_single");
+
+        // Importing the same account again updates her instead of adding another mother.
+        let (status, again) = s
+            .post(
+                "/api/admin/import-cookie",
+                json!({"cookie": "cookie-acme", "mode": "user"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again["mother_id"], mother);
+        assert_eq!(again["updated"], true);
+        assert!(again["job_id"].is_null());
+        let (_, list) = s.get("/api/admin/mothers").await;
+        assert_eq!(list["total"], 1);
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn import_cookie_checks_its_input() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        for (body, code) in [
+            (json!({"cookie": "c", "mode": "both"}), "invalid_mode"),
+            (json!({"cookie": "c", "mode": "pool"}), "invalid_pool_group"),
+            (
+                json!({"cookie": "c", "mode": "pool", "pool_group_id": 999}),
+                "invalid_pool_group",
+            ),
+            (json!({"cookie": " ", "mode": "user"}), "invalid_cookie"),
+            (
+                json!({"cookie": "c", "mode": "user", "provider": "ldap"}),
+                "invalid_provider",
+            ),
+        ] {
+            let (status, res) = s.post("/api/admin/import-cookie", body.clone()).await;
+            assert_eq!(status, 400, "{body} -> {res}");
+            assert_eq!(res["error"]["code"], code, "{body} -> {res}");
+        }
+        let (status, _) = s
+            .post("/api/admin/import-cookie", json!({"mode": "user"}))
+            .await;
+        assert_eq!(status, 400);
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn housekeeping_frees_expired_holds_and_drops_old_sessions() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let app = s.t.app();
+        let m = s.mother("acme", None, 3, org("acme", 3, &[])).await;
+        let now = app.clock.now_ms();
+        store::seats::hold_free_seat(&app.pool, m, "late@x.test", now - 1, now - 10)
+            .await
+            .unwrap()
+            .unwrap();
+        store::seats::hold_free_seat(&app.pool, m, "soon@x.test", now + 60_000, now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.detail(m).await.mother.usage.seats_held, 2);
+        assert_eq!(store::seats::expire_held(&app.pool, now).await.unwrap(), 1);
+        let d = s.detail(m).await;
+        assert_eq!(
+            d.mother.usage.seats_held, 1,
+            "only the hold past its time is freed"
+        );
+        assert!(
+            d.seats
+                .iter()
+                .all(|x| x.holder_email.as_deref() != Some("late@x.test"))
+        );
+        assert_eq!(store::seats::expire_held(&app.pool, now).await.unwrap(), 0);
+
+        let session = |sync_type: &'static str| store::sync_sessions::NewSession {
+            sync_type,
+            category: "pool",
+            pool_group_id: None,
+            created_by: None,
+        };
+        let retention = poolkeeper::server::SYNC_SESSION_RETENTION_MS;
+        store::sync_sessions::create(
+            &app.pool,
+            "old",
+            &session("scheduled"),
+            &[],
+            now - retention - 1,
+        )
+        .await
+        .unwrap();
+        store::sync_sessions::create(&app.pool, "new", &session("scheduled"), &[], now)
+            .await
+            .unwrap();
+        let removed = store::sync_sessions::delete_started_before(&app.pool, now - retention)
+            .await
+            .unwrap();
+        assert_eq!(removed, 1);
+        let (status, _) = s.get("/api/admin/sync-sessions/old").await;
+        assert_eq!(status, 404);
+        let kept = s.session("new").await;
+        assert_eq!(
+            kept["status"], "completed",
+            "a session without records is done"
+        );
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn scheduler_lock_has_one_holder_at_a_time() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let pool = &s.t.app().pool;
+        let key = 4242;
+        let first = store::leader::try_lead(pool, key).await.unwrap();
+        assert!(first.is_some());
+        let second = store::leader::try_lead(pool, key).await.unwrap();
+        match backend {
+            // One process per SQLite file: it always leads.
+            Backend::Sqlite => assert!(second.is_some()),
+            Backend::Postgres { .. } => {
+                assert!(second.is_none(), "a second session cannot lead");
+                drop(first);
+                let mut taken = None;
+                for _ in 0..100 {
+                    taken = store::leader::try_lead(pool, key).await.unwrap();
+                    if taken.is_some() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                assert!(
+                    taken.is_some(),
+                    "leadership passes on when the holder lets go"
+                );
+            }
+        }
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn scheduler_syncs_every_active_group_in_scheduled_sessions() {
+    each_backend(|backend| async move {
+        let t = TestApp::spawn_with(
+            &backend,
+            |c| {
+                c.jobs.poll_interval_ms = 20;
+                c.child_email_domain = Some("kids.test".into());
+                c.pool_sync_interval_seconds = 1;
+            },
+            clock::system(),
+        )
+        .await;
+        let token = t.token("sync", Scope::Admin).await;
+        let s = Sync { t, token };
+        let active = s.group("on").await;
+        let paused = s.group("off").await;
+        let (status, body) = s
+            .post(
+                &format!("/api/admin/pool-groups/{paused}/settings"),
+                json!({"is_active": false}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let a = s
+            .mother("a", Some(active), 2, org("a", 2, &["x@a.test"]))
+            .await;
+        let b = s
+            .mother("b", Some(paused), 2, org("b", 2, &["y@b.test"]))
+            .await;
+        let mut synced = false;
+        for _ in 0..300 {
+            if s.detail(a).await.mother.last_synced_at.is_some() {
+                synced = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            synced,
+            "the active group's mother is synced by the scheduler"
+        );
+        let (_, list) = s.get("/api/admin/sync-sessions?sync_type=scheduled").await;
+        assert!(list["total"].as_i64().unwrap() >= 1, "{list}");
+        for item in list["items"].as_array().unwrap() {
+            assert_eq!(item["pool_group_id"], active, "{item}");
+            assert_eq!(item["created_by"], "scheduler");
+        }
+        assert!(s.detail(b).await.mother.last_synced_at.is_none());
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sync_sessions_page_shows_statistics_progress_records_and_cancels() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn_with(&backend, false, 1).await;
+        let group = s.group("g1").await;
+        for name in ["a", "b"] {
+            s.mother(name, Some(group), 2, org(name, 2, &[])).await;
+            s.update_org(name, |o| o.faults.latency_ms = 300);
+        }
+        let (_, body) = s
+            .post(
+                &format!("/api/admin/pool-groups/{group}/sync/all"),
+                json!({}),
+            )
+            .await;
+        let id = body["session_id"].as_str().unwrap().to_string();
+        let (client, csrf) = s.t.login().await;
+        let page = client
+            .get(s.t.url("/sync-sessions?status=running"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200);
+        let html = page.text().await.unwrap();
+        assert!(html.contains(&id), "the running session is listed");
+        assert!(html.contains("<progress"), "with a progress bar");
+        assert!(html.contains("id=\"stat-running\">1<"), "and statistics");
+        let html = client
+            .get(s.t.url("/sync-sessions?status=bogus"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            html.contains("status must be one of"),
+            "a bad filter is explained"
+        );
+
+        let html = client
+            .get(s.t.url(&format!("/sync-sessions/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            html.contains("Records") && html.contains("/mothers/"),
+            "records are shown"
+        );
+        assert!(html.contains("id=\"cancel\""));
+        let origin = s.t.base.clone();
+        let res = client
+            .post(s.t.url(&format!("/sync-sessions/{id}/cancel")))
+            .header("Origin", origin)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("csrf={csrf}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "redirected to the session");
+        let html = res.text().await.unwrap();
+        assert!(
+            html.contains("id=\"session-status\">cancelled<"),
+            "cancelled"
+        );
+        assert_eq!(s.session(&id).await["status"], "cancelled");
+        let missing = client
+            .get(s.t.url("/sync-sessions/nope"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(missing.status(), 404);
+        s.t.stop().await;
+    })
+    .await;
+}
