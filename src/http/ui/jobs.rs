@@ -10,13 +10,12 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use serde::Deserialize;
 
-use super::{CsrfForm, Layout};
+use super::{CsrfForm, Layout, check_form_csrf};
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::clock::rfc3339;
 use crate::error::ApiError;
 use crate::http::api::jobs::job_filter;
-use crate::http::middleware::check_csrf;
 use crate::http::pagination::PageParams;
 use crate::store::StoreError;
 use crate::store::jobs::{self as job_store, Job, JobSummary, STATUSES};
@@ -205,9 +204,7 @@ async fn act(
     id: &str,
     action: &str,
 ) -> Response {
-    if let Principal::Session { csrf_token, .. } = principal
-        && let Err(e) = check_csrf(headers, &form.csrf, csrf_token)
-    {
+    if let Err(e) = check_form_csrf(principal, headers, &form.csrf) {
         return e.into_response();
     }
     if uuid::Uuid::parse_str(id).is_err() {

@@ -209,6 +209,19 @@ fn origin_is_absent_or_same(headers: &HeaderMap) -> bool {
         .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
 }
 
+/// The CSRF check of a page form: a session's token must come back in the `csrf` field, from this
+/// origin. Every state-changing page handler calls it first.
+fn check_form_csrf(
+    principal: &Principal,
+    headers: &HeaderMap,
+    sent: &str,
+) -> Result<(), crate::error::ApiError> {
+    match principal {
+        Principal::Session { csrf_token, .. } => check_csrf(headers, sent, csrf_token),
+        Principal::Token { .. } => Ok(()),
+    }
+}
+
 #[derive(Deserialize)]
 struct CsrfForm {
     #[serde(default)]
@@ -222,9 +235,7 @@ async fn logout(
     jar: CookieJar,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if let Principal::Session { csrf_token, .. } = &principal
-        && let Err(e) = check_csrf(&headers, &form.csrf, csrf_token)
-    {
+    if let Err(e) = check_form_csrf(&principal, &headers, &form.csrf) {
         return e.into_response();
     }
     if let Some(cookie) = jar.get(SESSION_COOKIE)

@@ -10,27 +10,18 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::Layout;
+use super::{Layout, check_form_csrf};
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::crypto::Credential;
 use crate::domain::mothers::MotherInput;
 use crate::error::ApiError;
 use crate::http::api::mothers::mother_filter;
-use crate::http::middleware::check_csrf;
 use crate::http::pagination::PageParams;
 use crate::service::mothers::{self as mother_service, BatchReport};
 use crate::service::pool_groups::{self as group_service, Preview, SettingsPatch};
 use crate::store::mothers::{self as mother_store, Mother, MotherDetail};
 use crate::store::pool_groups::{self as group_store, PoolGroup};
-
-/// The CSRF check of a page form: a session's token must come back in the `csrf` field.
-fn csrf(principal: &Principal, headers: &HeaderMap, sent: &str) -> Result<(), ApiError> {
-    match principal {
-        Principal::Session { csrf_token, .. } => check_csrf(headers, sent, csrf_token),
-        Principal::Token { .. } => Ok(()),
-    }
-}
 
 fn blank_to_none(s: &str) -> Option<String> {
     let t = s.trim();
@@ -90,7 +81,7 @@ pub async fn create_group(
     headers: HeaderMap,
     Form(form): Form<CreateGroupForm>,
 ) -> Response {
-    if let Err(r) = csrf(&principal, &headers, &form.csrf) {
+    if let Err(r) = check_form_csrf(&principal, &headers, &form.csrf) {
         return r.into_response();
     }
     match group_service::create(app.pool_ctx(), &form.name, Some(&form.description)).await {
@@ -205,7 +196,7 @@ pub async fn save_settings(
     headers: HeaderMap,
     Form(form): Form<SettingsForm>,
 ) -> Response {
-    if let Err(r) = csrf(&principal, &headers, &form.csrf) {
+    if let Err(r) = check_form_csrf(&principal, &headers, &form.csrf) {
         return r.into_response();
     }
     let values = SettingsFormValues {
@@ -249,7 +240,7 @@ pub async fn delete_group(
     headers: HeaderMap,
     Form(form): Form<CsrfOnly>,
 ) -> Response {
-    if let Err(r) = csrf(&principal, &headers, &form.csrf) {
+    if let Err(r) = check_form_csrf(&principal, &headers, &form.csrf) {
         return r.into_response();
     }
     match group_service::delete(app.pool_ctx(), id).await {
@@ -406,7 +397,7 @@ pub async fn create_mother(
     headers: HeaderMap,
     Form(mut form): Form<CreateMotherForm>,
 ) -> Response {
-    if let Err(r) = csrf(&principal, &headers, &form.csrf) {
+    if let Err(r) = check_form_csrf(&principal, &headers, &form.csrf) {
         return r.into_response();
     }
     let credential = Credential::new(std::mem::take(&mut form.credential));
@@ -481,7 +472,7 @@ pub async fn batch(
     headers: HeaderMap,
     Form(form): Form<BatchForm>,
 ) -> Response {
-    if let Err(r) = csrf(&principal, &headers, &form.csrf) {
+    if let Err(r) = check_form_csrf(&principal, &headers, &form.csrf) {
         return r.into_response();
     }
     let import = form.action == "import";
@@ -549,7 +540,7 @@ pub async fn delete_mother(
     headers: HeaderMap,
     Form(form): Form<CsrfOnly>,
 ) -> Response {
-    if let Err(r) = csrf(&principal, &headers, &form.csrf) {
+    if let Err(r) = check_form_csrf(&principal, &headers, &form.csrf) {
         return r.into_response();
     }
     match mother_service::delete(app.pool_ctx(), id, form.force.is_some()).await {

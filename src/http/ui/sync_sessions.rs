@@ -10,13 +10,12 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use serde::Deserialize;
 
-use super::{CsrfForm, Layout};
+use super::{CsrfForm, Layout, check_form_csrf};
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::clock::rfc3339;
 use crate::domain::sync_sessions::{CATEGORIES, STATUSES, SYNC_TYPES};
 use crate::error::ApiError;
-use crate::http::middleware::check_csrf;
 use crate::http::pagination::PageParams;
 use crate::store::StoreError;
 use crate::store::sync_sessions::{self as store, Record, Session, SessionFilter, Statistics};
@@ -217,9 +216,7 @@ async fn cancel(
     Path(id): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if let Principal::Session { csrf_token, .. } = &principal
-        && let Err(e) = check_csrf(&headers, &form.csrf, csrf_token)
-    {
+    if let Err(e) = check_form_csrf(&principal, &headers, &form.csrf) {
         return e.into_response();
     }
     let now = app.clock.now_ms();
