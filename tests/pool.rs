@@ -416,7 +416,7 @@ async fn creating_a_mother_creates_seat_limit_seats_and_checks_input() {
         assert_eq!(m["usage"], json!({"seats_total": 7, "seats_used": 0, "seats_held": 0, "seats_free": 7, "teams": 1}));
         let m = api
             .mother(json!({"name": "three", "provider": "scim", "credential": SECRET, "seat_limit": 3,
-                "provider_config": {"base_url": "https://scim.example.org"},
+                "provider_config": {"base_url": "https://scim.example.org", "owner_email": "admin@example.org"},
                 "teams": [{"name": "a", "provider_team_id": "t-1"}, {"name": "b", "is_default": true}]}))
             .await;
         assert_eq!(m["seats"].as_array().unwrap().len(), 3);
@@ -605,7 +605,8 @@ async fn batch_validate_writes_nothing_and_import_takes_only_valid_rows() {
             {"name": "ok1", "provider": "sim", "credential": SECRET},
             {"name": "bad", "provider": "nope", "credential": SECRET},
             {"name": "taken", "provider": "sim", "credential": SECRET},
-            {"name": "ok2", "provider": "scim", "credential": SECRET, "seat_limit": 2},
+            {"name": "ok2", "provider": "scim", "credential": SECRET, "seat_limit": 2,
+                "provider_config": {"base_url": "https://scim.example.org/v2", "owner_email": "a@example.org"}},
             {"name": "ok2", "provider": "sim", "credential": SECRET},
             {"provider": "sim"},
         ]});
@@ -907,7 +908,13 @@ async fn cli_import_mothers_from_csv_and_json_lines() {
         let csv = dbs.dir.path().join("mothers.csv");
         std::fs::write(
             &csv,
-            format!("name,provider,credential,seat_limit,notes\nc1,sim,{SECRET},3,\"a, b\"\nc2,ldap,{SECRET},,\nc3,scim,{SECRET},,\nc1,sim,{SECRET},,\n"),
+            format!(
+                "name,provider,credential,seat_limit,notes,provider_config\n\
+                 c1,sim,{SECRET},3,\"a, b\",\n\
+                 c2,ldap,{SECRET},,,\n\
+                 c3,scim,{SECRET},,,\"{{\"\"base_url\"\": \"\"https://scim.example.org/v2\"\", \"\"owner_email\"\": \"\"a@example.org\"\"}}\"\n\
+                 c1,sim,{SECRET},,,\n"
+            ),
         )
         .unwrap();
         let (code, out, err) = run(&["import", "mothers", csv.to_str().unwrap()]);

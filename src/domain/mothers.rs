@@ -210,6 +210,11 @@ impl MotherInput {
                 ));
             }
         };
+        if provider == ProviderKind::Scim {
+            let config = serde_json::from_str(&provider_config).unwrap_or_default();
+            crate::providers::scim::ScimConfig::from_json(&config)
+                .map_err(|m| err("invalid_provider_config", "provider_config", m))?;
+        }
         let seat_limit = check_seat_limit(self.seat_limit.unwrap_or(DEFAULT_SEAT_LIMIT))?;
         let notes = self.notes.unwrap_or_default();
         if notes.len() > 4000 {

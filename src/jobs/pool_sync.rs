@@ -391,18 +391,37 @@ pub async fn sync_mother(
                 )));
             };
             let email = email.to_ascii_lowercase();
-            match provider.invite(&credential, &pteam.id, &email, &name).await {
-                Ok(Invited::Sent) => report.invites_sent += 1,
-                Ok(Invited::AlreadyPresent) => {}
+            let status = match provider.invite(&credential, &pteam.id, &email, &name).await {
+                Ok(Invited::Sent) => {
+                    report.invites_sent += 1;
+                    MemberStatus::Invited
+                }
+                Ok(Invited::Added) => {
+                    report.invites_sent += 1;
+                    MemberStatus::Active
+                }
+                Ok(Invited::AlreadyPresent) => MemberStatus::Invited,
                 // The provider's team is full: nothing more to fill.
                 Err(ProviderError::Conflict(_)) => break,
                 Err(e) => return Err(e.into()),
-            }
-            mothers::add_invited_child(&app.pool, mother_id, team.id, &email, &name, now).await?;
-            if seats::hold_free_seat(&app.pool, mother_id, &email, now + INVITE_HOLD_MS, now)
-                .await?
-                .is_none()
-            {
+            };
+            mothers::add_child(&app.pool, mother_id, team.id, &email, &name, status, now).await?;
+            // A pending invite holds its seat; a member added directly uses it.
+            let seated = match status {
+                MemberStatus::Invited => {
+                    seats::hold_free_seat(&app.pool, mother_id, &email, now + INVITE_HOLD_MS, now)
+                        .await?
+                        .is_some()
+                }
+                MemberStatus::Active => {
+                    match seats::mark_used(&app.pool, mother_id, &email, now).await {
+                        Ok(_) => true,
+                        Err(StoreError::Conflict(_)) => false,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            };
+            if !seated {
                 break;
             }
         }

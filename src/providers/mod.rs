@@ -1,8 +1,9 @@
 //! Providers: the outside systems that own mothers' teams and members. This module owns the
-//! [`Provider`] contract and its typed errors; each backend lives in a submodule (`sim` now, `scim`
-//! later). A provider never sees the database: callers pass the opened credential in, and callers
+//! [`Provider`] contract and its typed errors; each backend lives in a submodule (`sim`, the
+//! in-process simulator, and `scim`, a SCIM 2.0 client). A provider never sees the database: callers pass the opened credential in, and callers
 //! decide what an error means for the mother and the job.
 
+pub mod scim;
 pub mod sim;
 
 use std::fmt;
@@ -85,8 +86,10 @@ pub struct Member {
 /// What `invite` did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Invited {
-    /// A new invitation went out.
+    /// A new invitation went out; the address joins once its owner accepts.
     Sent,
+    /// The address was made a member directly (provisioning services such as SCIM).
+    Added,
     /// The address was already a member or invited; nothing was sent.
     AlreadyPresent,
 }
@@ -131,6 +134,7 @@ pub trait Provider: Send + Sync {
 #[derive(Clone)]
 pub struct Providers {
     pub sim: Arc<sim::SimProvider>,
+    pub scim: scim::ScimFactory,
 }
 
 impl fmt::Debug for Providers {
@@ -146,20 +150,19 @@ impl Providers {
     pub fn new(data_dir: &std::path::Path) -> Self {
         Self {
             sim: Arc::new(sim::SimProvider::new(data_dir.join(SIM_STATE_FILE))),
+            scim: scim::ScimFactory::default(),
         }
     }
 
-    /// The provider for a mother of kind `kind` (`provider_config` is for providers that need it).
+    /// The provider for a mother of kind `kind`, set up by her `provider_config`.
     pub fn for_mother(
         &self,
         kind: &str,
-        _provider_config: &serde_json::Value,
+        provider_config: &serde_json::Value,
     ) -> Result<Arc<dyn Provider>, ProviderError> {
         match ProviderKind::parse(kind) {
             Some(ProviderKind::Sim) => Ok(self.sim.clone()),
-            Some(ProviderKind::Scim) => Err(ProviderError::Permanent(
-                "the scim provider is not available in this build yet".into(),
-            )),
+            Some(ProviderKind::Scim) => Ok(self.scim.provider(provider_config)?),
             None => Err(ProviderError::Permanent(format!(
                 "unknown provider {kind:?}"
             ))),

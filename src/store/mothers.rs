@@ -14,6 +14,7 @@ use super::{StoreError, StoreResult};
 use crate::db::{PoolDb, in_transaction, on_reader, on_writer};
 use crate::domain::mothers::NewTeam;
 use crate::domain::seats::{Resize, Usage, plan_resize};
+use crate::providers::MemberStatus;
 
 /// A mother as the API shows her: never the credential.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
@@ -758,25 +759,27 @@ pub async fn ids_in_group(db: &PoolDb, group_id: i64, status: &str) -> StoreResu
     .await)?)
 }
 
-/// Records a child invited by sync (pending until the provider lists her as a member). An address
-/// already recorded for the team is left as it is.
-pub async fn add_invited_child(
+/// Records a child that sync invited (`invited`: pending until the provider lists her as a
+/// member) or added directly (`active`). An address already recorded for the team is left as it is.
+pub async fn add_child(
     db: &PoolDb,
     mother_id: i64,
     team_id: i64,
     email: &str,
     name: &str,
+    status: MemberStatus,
     now: i64,
 ) -> StoreResult<()> {
     on_writer!(db, |p| sqlx::query(
         "INSERT INTO children (mother_id, team_id, email, name, status, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, 'invited', $5, $5) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6) \
          ON CONFLICT (mother_id, team_id, email) DO NOTHING"
     )
     .bind(mother_id)
     .bind(team_id)
     .bind(email)
     .bind(name)
+    .bind(status.as_str())
     .bind(now)
     .execute(p)
     .await

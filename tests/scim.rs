@@ -1,0 +1,666 @@
+//! The `scim` provider against a real SCIM 2.0 server, `scim2-server` from PyPI, reached through a
+//! small proxy in this test that can inject faults (revoked token, rate limiting, latency) and
+//! records what the client sent.
+//!
+//! The server is found at `$POOLKEEPER_SCIM_SERVER`, else `target/scim-venv/bin/scim2-server`
+//! (where `.ci/run` installs it). Without it these tests say so and pass, except under CI, where
+//! a server that cannot start fails the run.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::Response;
+use common::{TestApp, each_backend};
+use poolkeeper::auth::Scope;
+use poolkeeper::clock;
+use poolkeeper::crypto::Credential;
+use poolkeeper::providers::scim::{ScimConfig, ScimProvider};
+use poolkeeper::providers::{Invited, MemberStatus, Provider, ProviderError};
+use poolkeeper::store;
+use serde_json::{Value, json};
+
+const TOKEN: &str = "scim-test-token";
+const OWNER: &str = "owner@acme.test";
+
+/// A running `scim2-server`, killed on drop.
+struct ScimServer {
+    _child: tokio::process::Child,
+    /// `http://127.0.0.1:P/v2`
+    base: String,
+}
+
+fn server_program() -> PathBuf {
+    std::env::var_os("POOLKEEPER_SCIM_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/scim-venv/bin/scim2-server")
+        })
+}
+
+impl ScimServer {
+    /// `None` (the test is skipped) when the server is not installed, unless under CI.
+    async fn start() -> Option<Self> {
+        let program = server_program();
+        if !program.exists() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must install scim2-server at {}",
+                program.display()
+            );
+            eprintln!(
+                "SKIPPED: no scim2-server at {} (run .ci/run or set POOLKEEPER_SCIM_SERVER)",
+                program.display()
+            );
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = tokio::process::Command::new(&program)
+            .args(["--hostname", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--bearer-token", TOKEN])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
+        let base = format!("http://127.0.0.1:{port}/v2");
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            let up = client
+                .get(format!("{base}/ServiceProviderConfig"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if up {
+                return Some(Self {
+                    _child: child,
+                    base,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("scim2-server did not come up on port {port}");
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = reqwest::Client::new()
+            .request(method.clone(), format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/scim+json");
+        if let Some(body) = body {
+            req = req.body(body.to_string());
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        assert!(status.is_success(), "{method} {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    async fn user(&self, email: &str) -> String {
+        let body = json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": email,
+            "displayName": email.split('@').next().unwrap(),
+            "emails": [{"value": email, "primary": true}],
+        });
+        self.call(Method::POST, "/Users", Some(body)).await["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn group(&self, name: &str, members: &[&str]) -> String {
+        let members: Vec<Value> = members.iter().map(|id| json!({"value": id})).collect();
+        let body = json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "displayName": name,
+            "members": members,
+        });
+        self.call(Method::POST, "/Groups", Some(body)).await["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Group display names, sorted.
+    async fn group_names(&self) -> Vec<String> {
+        let list = self.call(Method::GET, "/Groups?count=100", None).await;
+        let mut names: Vec<String> = list["Resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["displayName"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The userNames of a group's members, sorted.
+    async fn member_names(&self, group: &str) -> Vec<String> {
+        let g = self
+            .call(Method::GET, &format!("/Groups/{group}"), None)
+            .await;
+        let mut names = Vec::new();
+        for m in g["members"].as_array().cloned().unwrap_or_default() {
+            let id = m["value"].as_str().unwrap();
+            let u = self.call(Method::GET, &format!("/Users/{id}"), None).await;
+            names.push(u["userName"].as_str().unwrap().to_string());
+        }
+        names.sort();
+        names
+    }
+
+    /// The userNames of the members of both teams, sorted.
+    async fn all_member_names(&self, teams: &(String, String)) -> Vec<String> {
+        let mut names = self.member_names(&teams.0).await;
+        names.extend(self.member_names(&teams.1).await);
+        names.sort();
+        names
+    }
+
+    /// The owner in one team with one other member, and a second, empty team.
+    async fn seed_acme(&self) -> (String, String) {
+        let owner = self.user(OWNER).await;
+        let kid = self.user("kid1@acme.test").await;
+        let one = self.group("Team One", &[&owner, &kid]).await;
+        let two = self.group("Team Two", &[]).await;
+        (one, two)
+    }
+}
+
+/// Faults the proxy injects, and what it saw.
+#[derive(Default)]
+struct Faults {
+    revoked: AtomicBool,
+    /// Every Nth call is answered 429 (0 = never).
+    rate_limit_every: AtomicU64,
+    /// The next N calls are answered 429.
+    rate_limit_next: AtomicU64,
+    /// The `Retry-After` of a 429, in seconds.
+    retry_after: AtomicU64,
+    rate_limited: AtomicU64,
+    latency_ms: AtomicU64,
+    calls: AtomicU64,
+    /// (method, path and query, carried If-Match)
+    seen: Mutex<Vec<(String, String, bool)>>,
+}
+
+struct Proxy {
+    upstream: String,
+    faults: Arc<Faults>,
+    client: reqwest::Client,
+}
+
+fn scim_error(status: StatusCode, detail: &str, retry_after: u64) -> Response {
+    let body = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+        "status": status.as_u16().to_string(),
+        "detail": detail,
+    });
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/scim+json")
+        .header("retry-after", retry_after.to_string())
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
+    let f = &proxy.faults;
+    let n = f.calls.fetch_add(1, Ordering::SeqCst) + 1;
+    let method = req.method().clone();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let headers = req.headers().clone();
+    f.seen.lock().unwrap().push((
+        method.to_string(),
+        path.clone(),
+        headers.contains_key("if-match"),
+    ));
+    if f.revoked.load(Ordering::SeqCst) {
+        return scim_error(StatusCode::UNAUTHORIZED, "token revoked by the test", 0);
+    }
+    let every = f.rate_limit_every.load(Ordering::SeqCst);
+    let next = f
+        .rate_limit_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if next || (every > 0 && n % every == 0) {
+        f.rate_limited.fetch_add(1, Ordering::SeqCst);
+        let after = f.retry_after.load(Ordering::SeqCst);
+        return scim_error(StatusCode::TOO_MANY_REQUESTS, "slow down", after);
+    }
+    let latency = f.latency_ms.load(Ordering::SeqCst);
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    let body: Bytes = axum::body::to_bytes(req.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let mut out = proxy
+        .client
+        .request(method, format!("{}{path}", proxy.upstream));
+    for name in ["authorization", "content-type", "accept", "if-match"] {
+        if let Some(v) = headers.get(name) {
+            out = out.header(name, v);
+        }
+    }
+    let res = out.body(body).send().await.unwrap();
+    let mut response = Response::builder().status(res.status().as_u16());
+    let keep: HeaderMap = res.headers().clone();
+    for name in ["content-type", "etag", "location", "retry-after"] {
+        if let Some(v) = keep.get(name) {
+            response = response.header(name, v);
+        }
+    }
+    response
+        .body(Body::from(res.bytes().await.unwrap()))
+        .unwrap()
+}
+
+/// A proxy in front of `server`; returns its `/v2` base URL.
+async fn proxy(server: &ScimServer, faults: Arc<Faults>) -> String {
+    let upstream = server.base.trim_end_matches("/v2").to_string();
+    let state = Arc::new(Proxy {
+        upstream,
+        faults,
+        client: reqwest::Client::new(),
+    });
+    let app = axum::Router::new().fallback(forward).with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/v2")
+}
+
+fn provider_config(base: &str) -> Value {
+    // A page size of 1 makes every list take several pages.
+    json!({"base_url": base, "owner_email": OWNER, "organisation": "acme", "page_size": 1})
+}
+
+struct Api {
+    t: TestApp,
+    token: String,
+}
+
+impl Api {
+    async fn spawn(backend: &common::Backend) -> Self {
+        let t = TestApp::spawn_with(
+            backend,
+            |c| {
+                c.pool_auto_invite_missing = true;
+                c.child_email_domain = Some("kids.test".into());
+                c.jobs.poll_interval_ms = 20;
+            },
+            clock::system(),
+        )
+        .await;
+        let token = t.token("scim", Scope::Admin).await;
+        Self { t, token }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let res = self
+            .t
+            .client
+            .post(self.t.url(path))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn group(&self) -> i64 {
+        let (status, body) = self
+            .post("/api/admin/pool-groups", json!({"name": "g1"}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_i64().unwrap()
+    }
+
+    async fn import(&self, base: &str, cookie: &str, group: Option<i64>) -> (u16, Value) {
+        let mode = if group.is_some() { "pool" } else { "user" };
+        self.post(
+            "/api/admin/import-cookie",
+            json!({"cookie": cookie, "mode": mode, "pool_group_id": group,
+                "provider": "scim", "provider_config": provider_config(base)}),
+        )
+        .await
+    }
+
+    async fn enqueue(&self, group: i64, mother: i64) -> String {
+        let (status, body) = self
+            .post(
+                &format!("/api/admin/pool-groups/{group}/sync/mother/{mother}"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        body["job_id"].as_str().unwrap().to_string()
+    }
+
+    async fn finished(&self, id: &str) -> store::jobs::Job {
+        for _ in 0..1200 {
+            let job = store::jobs::get(&self.t.app().users, id).await.unwrap();
+            if matches!(job.status.as_str(), "succeeded" | "failed" | "cancelled") {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("job {id} did not finish");
+    }
+
+    async fn succeeded(&self, id: &str) -> Value {
+        let job = self.finished(id).await;
+        assert_eq!(job.status, "succeeded", "{:?}", job.last_error);
+        serde_json::from_str(job.result.as_deref().unwrap()).unwrap()
+    }
+}
+
+fn zero_report(report: &Value) {
+    for key in [
+        "teams_renamed",
+        "teams_added",
+        "children_created",
+        "children_updated",
+        "children_removed",
+        "seats_changed",
+        "invites_sent",
+    ] {
+        assert_eq!(report[key], 0, "{key} in {report}");
+    }
+}
+
+#[tokio::test]
+async fn scim_sync_renames_backfills_and_invites_once_and_reruns_change_nothing() {
+    each_backend(|backend| async move {
+        let Some(server) = ScimServer::start().await else {
+            return;
+        };
+        let teams = server.seed_acme().await;
+        let faults = Arc::new(Faults::default());
+        let base = proxy(&server, faults.clone()).await;
+        let api = Api::spawn(&backend).await;
+        let group = api.group().await;
+
+        let (status, body) = api.import(&base, TOKEN, Some(group)).await;
+        assert_eq!(status, 201, "{body}");
+        assert!(!body.to_string().contains(TOKEN));
+        let mother = body["mother_id"].as_i64().unwrap();
+        let first = api.succeeded(body["job_id"].as_str().unwrap()).await;
+        assert_eq!(first["teams_renamed"], 2, "{first}");
+        assert_eq!(first["children_created"], 1, "kid1, not the owner: {first}");
+        // Seven seats (the default), one used by kid1: six members added.
+        assert_eq!(first["invites_sent"], 6, "{first}");
+
+        // The service holds what the sync did.
+        let names = server.group_names().await;
+        assert!(names.iter().all(|n| n.starts_with("g1-")), "{names:?}");
+        // The six went into one team (the first the service lists).
+        let members = server.all_member_names(&teams).await;
+        assert_eq!(members.len(), 8, "owner, kid1 and six added: {members:?}");
+        assert!(members.contains(&OWNER.to_string()));
+        assert_eq!(
+            members.iter().filter(|m| m.ends_with("@kids.test")).count(),
+            6
+        );
+        let d = store::mothers::get_detail(&api.t.app().pool, mother)
+            .await
+            .unwrap();
+        assert_eq!(d.mother.name, "acme");
+        assert_eq!(d.children.len(), 7);
+        assert!(d.children.iter().all(|c| c.email != OWNER));
+        assert!(d.children.iter().all(|c| c.status == "active"));
+        assert_eq!(d.mother.usage.seats_used, 7);
+
+        // The client paged, and every change to a Group carried the Group's ETag.
+        let seen = faults.seen.lock().unwrap().clone();
+        assert!(
+            seen.iter()
+                .any(|(m, p, _)| m == "GET" && p.contains("startIndex=2")),
+            "lists are paged"
+        );
+        let patches: Vec<_> = seen.iter().filter(|(m, _, _)| m == "PATCH").collect();
+        assert_eq!(patches.len(), 2 + 6, "two renames, six additions");
+        assert!(patches.iter().all(|(_, _, if_match)| *if_match));
+
+        // A second run changes nothing, on the service or here.
+        let second = api.succeeded(&api.enqueue(group, mother).await).await;
+        zero_report(&second);
+        assert_eq!(server.group_names().await, names);
+        assert_eq!(server.all_member_names(&teams).await, members);
+
+        // 100 concurrent requests for the mother's sync give one job. Slow calls keep the job
+        // live while the requests arrive.
+        faults.latency_ms.store(300, Ordering::SeqCst);
+        let path = api.t.url(&format!(
+            "/api/admin/pool-groups/{group}/sync/mother/{mother}"
+        ));
+        let mut tasks = Vec::new();
+        for _ in 0..100 {
+            let (client, path, token) = (api.t.client.clone(), path.clone(), api.token.clone());
+            tasks.push(tokio::spawn(async move {
+                let res = client.post(path).bearer_auth(token).send().await.unwrap();
+                assert_eq!(res.status(), 202);
+                let body: Value = res.json().await.unwrap();
+                (
+                    body["job_id"].as_str().unwrap().to_string(),
+                    body["deduplicated"].as_bool().unwrap(),
+                )
+            }));
+        }
+        let mut ids = std::collections::HashSet::new();
+        let mut fresh = 0;
+        for t in tasks {
+            let (id, dedup) = t.await.unwrap();
+            ids.insert(id);
+            fresh += usize::from(!dedup);
+        }
+        assert_eq!(ids.len(), 1, "every response carries the one job's id");
+        assert_eq!(fresh, 1, "exactly one request created the job");
+        faults.latency_ms.store(0, Ordering::SeqCst);
+        zero_report(&api.succeeded(ids.iter().next().unwrap()).await);
+        api.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn scim_revoked_token_marks_the_mother_invalid_and_fails_without_retry() {
+    each_backend(|backend| async move {
+        let Some(server) = ScimServer::start().await else {
+            return;
+        };
+        server.seed_acme().await;
+        let faults = Arc::new(Faults::default());
+        let base = proxy(&server, faults.clone()).await;
+        let api = Api::spawn(&backend).await;
+        let group = api.group().await;
+
+        // A token the service refuses: 422 with the service's reason, nothing stored.
+        let (status, body) = api.import(&base, "not-the-token", Some(group)).await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["error"]["code"], "credential_rejected");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("Authorization failure"),
+            "{body}"
+        );
+        assert!(!body.to_string().contains("not-the-token"));
+
+        let (status, body) = api.import(&base, TOKEN, None).await;
+        assert_eq!(status, 201, "{body}");
+        let mother = body["mother_id"].as_i64().unwrap();
+        faults.revoked.store(true, Ordering::SeqCst);
+        let job = api.finished(&api.enqueue(group, mother).await).await;
+        assert_eq!(job.status, "failed");
+        assert_eq!(job.attempts, 1, "no retry");
+        assert!(
+            job.last_error.as_deref().unwrap().contains("now invalid"),
+            "{:?}",
+            job.last_error
+        );
+        let d = store::mothers::get_detail(&api.t.app().pool, mother)
+            .await
+            .unwrap();
+        assert_eq!(d.mother.status, "invalid");
+        api.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn scim_rate_limited_sync_honours_retry_after_and_succeeds() {
+    each_backend(|backend| async move {
+        let Some(server) = ScimServer::start().await else {
+            return;
+        };
+        let teams = server.seed_acme().await;
+        let faults = Arc::new(Faults::default());
+        let base = proxy(&server, faults.clone()).await;
+        let api = Api::spawn(&backend).await;
+        let group = api.group().await;
+        let (status, body) = api.import(&base, TOKEN, None).await;
+        assert_eq!(status, 201, "{body}");
+        let mother = body["mother_id"].as_i64().unwrap();
+
+        // A long Retry-After ends the attempt: the job is retried after it and succeeds.
+        faults.retry_after.store(3, Ordering::SeqCst);
+        faults.rate_limit_next.store(1, Ordering::SeqCst);
+        let started = std::time::Instant::now();
+        let job = api.finished(&api.enqueue(group, mother).await).await;
+        assert_eq!(job.status, "succeeded", "{:?}", job.last_error);
+        assert_eq!(job.attempts, 2, "retried once");
+        assert!(
+            started.elapsed() >= Duration::from_secs(3),
+            "waited the Retry-After"
+        );
+        assert_eq!(server.all_member_names(&teams).await.len(), 8);
+
+        // Short ones are waited out inside the run: every 5th call refused, one attempt.
+        faults.retry_after.store(1, Ordering::SeqCst);
+        faults.rate_limit_every.store(5, Ordering::SeqCst);
+        let before = faults.rate_limited.load(Ordering::SeqCst);
+        let job = api.finished(&api.enqueue(group, mother).await).await;
+        assert_eq!(job.status, "succeeded", "{:?}", job.last_error);
+        assert_eq!(job.attempts, 1);
+        assert!(faults.rate_limited.load(Ordering::SeqCst) > before);
+        zero_report(&serde_json::from_str(job.result.as_deref().unwrap()).unwrap());
+        let d = store::mothers::get_detail(&api.t.app().pool, mother)
+            .await
+            .unwrap();
+        assert_eq!(d.children.len(), 7);
+        api.t.stop().await;
+    })
+    .await;
+}
+
+/// The provider on its own: idempotent invite and remove, rename, timeouts, bad configs.
+#[tokio::test]
+async fn scim_provider_calls_are_idempotent_and_time_out() {
+    let Some(server) = ScimServer::start().await else {
+        return;
+    };
+    let (team_one, _) = server.seed_acme().await;
+    let faults = Arc::new(Faults::default());
+    let base = proxy(&server, faults.clone()).await;
+    let config = ScimConfig::from_json(&provider_config(&base)).unwrap();
+    let scim = ScimProvider::new(ScimProvider::shared_client(), config);
+    let cred = Credential::new(TOKEN);
+
+    let account = scim.identify(&cred).await.unwrap();
+    assert_eq!(account.organisation, "acme");
+    assert_eq!(account.owner_email, OWNER);
+    let teams = scim.list_teams(&cred).await.unwrap();
+    assert_eq!(teams.len(), 2);
+
+    let invite = |email: &'static str| scim.invite(&cred, &team_one, email, "New Kid");
+    assert_eq!(invite("new@kids.test").await.unwrap(), Invited::Added);
+    assert_eq!(
+        invite("new@kids.test").await.unwrap(),
+        Invited::AlreadyPresent
+    );
+    // An existing user who is not in the team is added, not created again.
+    assert_eq!(
+        invite("kid1@acme.test").await.unwrap(),
+        Invited::AlreadyPresent
+    );
+    let members = scim.list_members(&cred, &team_one).await.unwrap();
+    let emails: Vec<&str> = members.iter().map(|m| m.email.as_str()).collect();
+    assert_eq!(emails.len(), 2, "the owner is not listed: {emails:?}");
+    assert!(emails.contains(&"new@kids.test"));
+    assert!(members.iter().all(|m| m.status == MemberStatus::Active));
+
+    scim.remove_member(&cred, &team_one, "new@kids.test")
+        .await
+        .unwrap();
+    scim.remove_member(&cred, &team_one, "new@kids.test")
+        .await
+        .unwrap();
+    scim.remove_member(&cred, &team_one, "nobody@kids.test")
+        .await
+        .unwrap();
+    assert_eq!(
+        server.member_names(&team_one).await,
+        vec!["kid1@acme.test".to_string(), OWNER.to_string()]
+    );
+
+    scim.rename_team(&cred, &team_one, "Renamed").await.unwrap();
+    scim.rename_team(&cred, &team_one, "Renamed").await.unwrap();
+    assert!(server.group_names().await.contains(&"Renamed".to_string()));
+    assert!(matches!(
+        scim.rename_team(&cred, "no-such-group", "x").await,
+        Err(ProviderError::NotFound(_))
+    ));
+
+    // A slow service times out as a transient error.
+    let slow = ScimConfig::from_json(&json!({"base_url": base, "owner_email": OWNER,
+        "timeout_seconds": 1}))
+    .unwrap();
+    let slow = ScimProvider::new(ScimProvider::shared_client(), slow);
+    faults.latency_ms.store(1_500, Ordering::SeqCst);
+    match slow.list_teams(&cred).await {
+        Err(ProviderError::Transient(m)) => assert!(m.contains("timed out"), "{m}"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    faults.latency_ms.store(0, Ordering::SeqCst);
+
+    // A config the provider cannot use is refused when the mother is created.
+    each_backend(|backend| async move {
+        let api = Api::spawn(&backend).await;
+        let (status, body) = api
+            .post(
+                "/api/admin/mothers",
+                json!({"name": "m", "provider": "scim", "credential": "c",
+                    "provider_config": {"base_url": "http://idp.example.org/v2", "owner_email": OWNER}}),
+            )
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("https"),
+            "{body}"
+        );
+        api.t.stop().await;
+    })
+    .await;
+}
