@@ -914,6 +914,27 @@ async fn scheduler_lock_has_one_holder_at_a_time() {
                     taken.is_some(),
                     "leadership passes on when the holder lets go"
                 );
+                let mut leader = taken.unwrap();
+                assert!(leader.still_leads().await);
+                // The server cuts the leader's connection: the leader notices, and the lock is
+                // free for another session.
+                let pg = sqlx::PgPool::connect(&s.t.dbs.config.pool_database_url())
+                    .await
+                    .unwrap();
+                let cut: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_locks \
+                     WHERE locktype = 'advisory' AND granted AND database = \
+                     (SELECT oid FROM pg_database WHERE datname = current_database())) t",
+                )
+                .fetch_one(&pg)
+                .await
+                .unwrap();
+                assert_eq!(cut, 1);
+                assert!(
+                    !leader.still_leads().await,
+                    "a cut connection no longer leads"
+                );
+                assert!(store::leader::try_lead(pool, key).await.unwrap().is_some());
             }
         }
         s.t.stop().await;

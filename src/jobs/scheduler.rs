@@ -42,6 +42,11 @@ pub fn spawn(app: AppState, mut stop: watch::Receiver<bool>) {
                 _ = tick.tick() => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
+            if let Some(g) = guard.as_mut()
+                && !g.still_leads().await
+            {
+                guard = None;
+            }
             if guard.is_none() {
                 match leader::try_lead(&app.pool, leader::SCHEDULER_LOCK).await {
                     Ok(g) => guard = g,
