@@ -1,6 +1,10 @@
-//! `poolkeeper bench pool`: fills a fresh pool database and times the queries behind the mothers
-//! list (first and last page, with usage), a name search and the stats endpoint. Prints one JSON
-//! line; nothing here is used by the server.
+//! Benchmarks that print one JSON line; nothing here is used by the server.
+//!
+//! - `poolkeeper bench pool`: fills a fresh pool database and times the queries behind the mothers
+//!   list (first and last page, with usage), a name search and the stats endpoint.
+//! - `poolkeeper bench sync`: syncs simulated mothers with auto-invite through the job queue.
+//!
+//! (`bench jobs` lives with the queue, in `jobs::bench`.)
 
 use std::time::{Duration, Instant};
 
@@ -151,4 +155,169 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
     ));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// `poolkeeper bench sync`.
+#[derive(Args, Debug, Clone)]
+pub struct SyncBenchArgs {
+    /// Simulated mothers (7 seats each, one member besides the owner) in one pool group.
+    #[arg(long, default_value_t = 1_000)]
+    pub mothers: usize,
+    /// Jobs run at the same time.
+    #[arg(long, default_value_t = 8)]
+    pub workers: usize,
+}
+
+/// Seats of each benchmark mother.
+const SYNC_BENCH_SEATS: i64 = 7;
+
+/// Syncs `--mothers` simulated mothers with auto-invite through the job queue, on SQLite in a new
+/// temp dir: one `sync/all` of their group (timed from the enqueue to the last job finished), then
+/// a second one, which must change nothing. Checks the outcome and prints one JSON line.
+pub async fn sync(args: &SyncBenchArgs) -> anyhow::Result<()> {
+    use crate::jobs::{self, pool_sync};
+    use crate::providers::sim::{SimMember, SimOrg};
+    use crate::providers::{MemberStatus, Provider};
+
+    anyhow::ensure!(
+        args.mothers >= 1 && (1..=1024).contains(&args.workers),
+        "--mothers must be at least 1 and --workers between 1 and 1024"
+    );
+    let temp = tempfile_dir()?;
+    let mut config = crate::config::Config {
+        data_dir: temp.clone(),
+        child_email_domain: Some("bench.test".into()),
+        pool_auto_invite_missing: true,
+        admin_password: Some(crate::config::Secret::new("bench-admin-password")),
+        ..Default::default()
+    };
+    config.jobs.concurrency = args.workers;
+    config.jobs.batch_size = args.workers.max(100);
+    config.jobs.poll_interval_ms = 5;
+    let clock = crate::clock::system();
+    let result = async {
+        let (app, _) = crate::server::prepare(config, clock.clone()).await?;
+        let setup_start = Instant::now();
+        let group = crate::service::pool_groups::create(app.pool_ctx(), "bench", None)
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the group: {}", e.message))?;
+        for i in 0..args.mothers {
+            let name = format!("bench-{i:05}");
+            let credential = Credential::new(format!("bench-credential-{i}"));
+            let mut org = SimOrg::new(&name, &format!("owner@{name}.test"), SYNC_BENCH_SEATS + 1);
+            org.teams[0].members.push(SimMember {
+                email: format!("member@{name}.test"),
+                name: "Member".into(),
+                status: MemberStatus::Active,
+            });
+            app.providers.sim.put_org(&credential, org)?;
+            let input = crate::domain::mothers::MotherInput {
+                name,
+                provider: "sim".into(),
+                credential,
+                provider_config: None,
+                seat_limit: Some(SYNC_BENCH_SEATS),
+                pool_group_id: Some(group.id),
+                notes: None,
+                teams: None,
+            };
+            crate::service::mothers::create(app.pool_ctx(), input)
+                .await
+                .map_err(|e| anyhow::anyhow!("creating a mother: {}", e.message))?;
+        }
+        let setup_seconds = setup_start.elapsed().as_secs_f64();
+
+        let mut handlers = jobs::Handlers::default();
+        pool_sync::register(&mut handlers, app.clone());
+        let runner = jobs::runner::Runner::new(
+            app.users.clone(),
+            handlers,
+            jobs::runner::RunnerConfig::from_config(&app.config.jobs),
+            clock.clone(),
+        )
+        .start();
+        let run = |label: &'static str| {
+            let app = app.clone();
+            async move {
+                let start = Instant::now();
+                let (session_id, _) =
+                    pool_sync::enqueue_group_sync(&app, group.id, "manual_batch", "bench")
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{label}: {}", e.message))?;
+                while crate::store::jobs::live_counts(&app.users).await? != (0, 0) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                let seconds = start.elapsed().as_secs_f64();
+                let detail = crate::store::sync_sessions::get(&app.pool, &session_id).await?;
+                anyhow::ensure!(
+                    detail.session.status == "completed"
+                        && detail.session.successful == args.mothers as i64,
+                    "{label}: session {} ended {} with {} of {} records successful",
+                    session_id,
+                    detail.session.status,
+                    detail.session.successful,
+                    args.mothers
+                );
+                anyhow::Ok((seconds, detail.records))
+            }
+        };
+        let (sync_seconds, first) = run("first sync").await?;
+        let (resync_seconds, second) = run("second sync").await?;
+        runner.shutdown().await;
+
+        // What the provider saw, and what the second run did (nothing).
+        let (mut renames, mut invites, mut members) = (0, 0, 0);
+        for i in 0..args.mothers {
+            let credential = Credential::new(format!("bench-credential-{i}"));
+            let org = app
+                .providers
+                .sim
+                .org(&credential)?
+                .ok_or_else(|| anyhow::anyhow!("organisation {i} is gone"))?;
+            renames += org.renames;
+            invites += org.invites_sent;
+            members += app.providers.sim.list_members(&credential, &org.teams[0].id).await?.len();
+        }
+        let first_changes: i64 = first.iter().map(|r| r.items_synced).sum();
+        let second_changes: i64 = second.iter().map(|r| r.items_synced).sum();
+        let expected_invites = (SYNC_BENCH_SEATS as u64 - 1) * args.mothers as u64;
+        anyhow::ensure!(
+            invites == expected_invites && second_changes == 0,
+            "expected {expected_invites} invites and an idle second run, got {invites} and {second_changes} changes"
+        );
+        let mut latencies = crate::store::jobs::succeeded_latencies(&app.users).await?;
+        latencies.sort_unstable();
+        let pct = |p: f64| {
+            latencies
+                .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
+                .copied()
+                .unwrap_or(0)
+        };
+        let report = json!({
+            "bench": "sync",
+            "backend": "sqlite",
+            "mothers": args.mothers,
+            "seats_per_mother": SYNC_BENCH_SEATS,
+            "workers": args.workers,
+            "setup_seconds": setup_seconds,
+            "sync_seconds": sync_seconds,
+            "mothers_per_sec": args.mothers as f64 / sync_seconds.max(1e-9),
+            "resync_seconds": resync_seconds,
+            "teams_renamed": renames,
+            "first_run_changes": first_changes,
+            "invites_sent": invites,
+            "provider_members": members,
+            "second_run_changes": second_changes,
+            "job_latency_p50_ms": pct(0.50),
+            "job_latency_p99_ms": pct(0.99),
+            "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+        });
+        app.pool.database().close().await;
+        app.users.database().close().await;
+        println!("{report}");
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&temp);
+    result
 }

@@ -140,6 +140,9 @@ pub enum BenchCommand {
     /// Fill a fresh pool database with mothers of 7 seats each, then time the mothers list with
     /// usage (first and last page), a search and the stats query.
     Pool(crate::bench::PoolBenchArgs),
+    /// Sync simulated mothers of 7 seats with auto-invite (one group, `sync/all`, run twice) on
+    /// SQLite in a temp dir, through the job queue.
+    Sync(crate::bench::SyncBenchArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -267,6 +270,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Bench(BenchCommand::Pool(args)) => crate::bench::pool(&args).await.map(|_| 0),
+        Command::Bench(BenchCommand::Sync(args)) => crate::bench::sync(&args).await.map(|_| 0),
     }
 }
 

@@ -460,7 +460,7 @@ async fn post_json(
 async fn sync_killed_mid_run_is_rescued_and_ends_in_the_state_of_an_uninterrupted_run() {
     use poolkeeper::crypto::Credential;
     use poolkeeper::providers::sim::{SimOrg, SimProvider};
-    use poolkeeper::providers::{MemberStatus, SIM_STATE_FILE};
+    use poolkeeper::providers::{MemberStatus, SIM_STATE_DIR};
 
     each_backend(|backend| async move {
         let dbs = TestDbs::new(&backend).await;
@@ -471,8 +471,8 @@ async fn sync_killed_mid_run_is_rescued_and_ends_in_the_state_of_an_uninterrupte
             ("POOLKEEPER_POOL_AUTO_INVITE_MISSING", "true"),
             ("POOLKEEPER_CHILD_EMAIL_DOMAIN", "kids.test"),
         ];
-        // The simulator's state is a file in the data dir: seed it before the server reads it.
-        let sim_file = dbs.dir.path().join(SIM_STATE_FILE);
+        // The simulator's state is a directory in the data dir: seed it before the server reads it.
+        let sim_dir = dbs.dir.path().join(SIM_STATE_DIR);
         let cred = Credential::new("cookie-slow");
         let mut org = SimOrg::new("slow", "owner@slow.test", 10);
         org.teams[0].members.push(poolkeeper::providers::sim::SimMember {
@@ -481,9 +481,9 @@ async fn sync_killed_mid_run_is_rescued_and_ends_in_the_state_of_an_uninterrupte
             status: MemberStatus::Active,
         });
         org.faults.latency_ms = 400;
-        SimProvider::new(sim_file.clone()).put_org(&cred, org).unwrap();
+        SimProvider::new(sim_dir.clone()).put_org(&cred, org).unwrap();
         let sim_state = || {
-            SimProvider::new(sim_file.clone())
+            SimProvider::new(sim_dir.clone())
                 .org(&cred)
                 .unwrap()
                 .unwrap()

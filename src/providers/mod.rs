@@ -143,13 +143,13 @@ impl fmt::Debug for Providers {
     }
 }
 
-/// The file in the data dir where the simulator keeps its organisations.
-pub const SIM_STATE_FILE: &str = "sim-provider.json";
+/// The directory in the data dir where the simulator keeps its organisations.
+pub const SIM_STATE_DIR: &str = "sim-provider";
 
 impl Providers {
     pub fn new(data_dir: &std::path::Path) -> Self {
         Self {
-            sim: Arc::new(sim::SimProvider::new(data_dir.join(SIM_STATE_FILE))),
+            sim: Arc::new(sim::SimProvider::new(data_dir.join(SIM_STATE_DIR))),
             scim: scim::ScimFactory::default(),
         }
     }

@@ -1,12 +1,14 @@
 //! The simulated provider: organisations with teams, seats and members, held in memory and kept in
-//! a JSON file in the data dir (written to a temp file and renamed, so a crash never leaves half a
-//! file), so its state survives a restart of poolkeeper. Used by the demo, the benchmark and tests.
+//! a directory in the data dir, one JSON file per organisation (written to a temp file and renamed,
+//! so a crash never leaves half a file), so its state survives a restart of poolkeeper. Used by the
+//! demo, the benchmark and tests.
 //!
-//! Organisations are keyed by the SHA-256 of the credential, so the file never holds a credential.
+//! Organisations are keyed (and their files named) by the SHA-256 of the credential, so no file
+//! holds a credential.
 //! Faults can be injected per organisation: a random error rate, a rate limit every N calls, added
 //! latency, and a revoked credential.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -92,17 +94,12 @@ impl SimOrg {
     }
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct SimState {
-    /// By hex SHA-256 of the credential.
-    orgs: BTreeMap<String, SimOrg>,
-}
-
-/// The simulator; one per process, shared by every sim mother.
+/// The simulator; one per process, shared by every sim mother. Each organisation is a file of its
+/// own in the state directory, so a change rewrites a few hundred bytes, not every organisation.
 pub struct SimProvider {
-    path: PathBuf,
-    /// `None` until first use, when the file (if any) is read.
-    state: Mutex<Option<SimState>>,
+    dir: PathBuf,
+    /// The organisations read so far, by key.
+    orgs: Mutex<HashMap<String, SimOrg>>,
 }
 
 fn key_of(credential: &Credential) -> String {
@@ -120,80 +117,81 @@ fn random_unit() -> f64 {
 }
 
 impl SimProvider {
-    pub fn new(path: PathBuf) -> Self {
+    /// A simulator keeping its organisations in `dir` (created on first write).
+    pub fn new(dir: PathBuf) -> Self {
         Self {
-            path,
-            state: Mutex::new(None),
+            dir,
+            orgs: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Runs `f` over the loaded state; saves it when `f` says it changed something.
-    fn with_state<T>(
+    /// Runs `f` over the organisation of `key` (read from its file on first use); saves it when
+    /// `f` says it changed something.
+    fn with_org<T>(
         &self,
-        f: impl FnOnce(&mut SimState) -> (bool, Result<T, ProviderError>),
+        key: &str,
+        f: impl FnOnce(Option<&mut SimOrg>) -> (bool, Result<T, ProviderError>),
     ) -> Result<T, ProviderError> {
-        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if guard.is_none() {
-            *guard = Some(self.load()?);
+        let mut orgs = self.orgs.lock().unwrap_or_else(|e| e.into_inner());
+        if !orgs.contains_key(key)
+            && let Some(org) = self.load(key)?
+        {
+            orgs.insert(key.to_string(), org);
         }
-        let Some(state) = guard.as_mut() else {
-            return Err(ProviderError::Permanent(
-                "simulator state not loaded".into(),
-            ));
-        };
-        let (changed, out) = f(state);
-        if changed {
-            self.save(state)?;
+        let (changed, out) = f(orgs.get_mut(key));
+        if changed && let Some(org) = orgs.get(key) {
+            self.save(key, org)?;
         }
         out
     }
 
-    fn load(&self) -> Result<SimState, ProviderError> {
-        match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+    fn path_of(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{key}.json"))
+    }
+
+    fn load(&self, key: &str) -> Result<Option<SimOrg>, ProviderError> {
+        let path = self.path_of(key);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
                 ProviderError::Permanent(format!(
                     "simulator state {} is unreadable: {e}",
-                    self.path.display()
+                    path.display()
                 ))
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SimState::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(ProviderError::Transient(format!(
                 "reading simulator state {}: {e}",
-                self.path.display()
+                path.display()
             ))),
         }
     }
 
-    fn save(&self, state: &SimState) -> Result<(), ProviderError> {
+    /// Writes to a temporary file and renames it, so a crash never leaves half an organisation.
+    fn save(&self, key: &str, org: &SimOrg) -> Result<(), ProviderError> {
+        let path = self.path_of(key);
         let io = |e: std::io::Error| {
-            ProviderError::Transient(format!(
-                "writing simulator state {}: {e}",
-                self.path.display()
-            ))
+            ProviderError::Transient(format!("writing simulator state {}: {e}", path.display()))
         };
-        let bytes = serde_json::to_vec(state)
+        let bytes = serde_json::to_vec(org)
             .map_err(|e| ProviderError::Permanent(format!("encoding simulator state: {e}")))?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let tmp = self.path.with_extension("json.tmp");
+        std::fs::create_dir_all(&self.dir).map_err(io)?;
+        let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, bytes).map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)
+        std::fs::rename(&tmp, &path).map_err(io)
     }
 
     /// Creates (or replaces) the organisation reached with `credential`.
     pub fn put_org(&self, credential: &Credential, org: SimOrg) -> Result<(), ProviderError> {
         let key = key_of(credential);
-        self.with_state(|s| {
-            s.orgs.insert(key, org);
-            (true, Ok(()))
-        })
+        let mut orgs = self.orgs.lock().unwrap_or_else(|e| e.into_inner());
+        self.save(&key, &org)?;
+        orgs.insert(key, org);
+        Ok(())
     }
 
     /// The organisation reached with `credential`, as stored.
     pub fn org(&self, credential: &Credential) -> Result<Option<SimOrg>, ProviderError> {
-        let key = key_of(credential);
-        self.with_state(|s| (false, Ok(s.orgs.get(&key).cloned())))
+        self.with_org(&key_of(credential), |org| (false, Ok(org.cloned())))
     }
 
     /// Changes the organisation reached with `credential`; `NotFound` when there is none.
@@ -202,8 +200,7 @@ impl SimProvider {
         credential: &Credential,
         f: impl FnOnce(&mut SimOrg),
     ) -> Result<(), ProviderError> {
-        let key = key_of(credential);
-        self.with_state(|s| match s.orgs.get_mut(&key) {
+        self.with_org(&key_of(credential), |org| match org {
             Some(org) => {
                 f(org);
                 (true, Ok(()))
@@ -219,17 +216,14 @@ impl SimProvider {
         f: impl FnOnce(&mut SimOrg) -> (bool, Result<T, ProviderError>),
     ) -> Result<T, ProviderError> {
         let key = key_of(credential);
-        let latency = self.with_state(|s| {
-            (
-                false,
-                Ok(s.orgs.get(&key).map_or(0, |o| o.faults.latency_ms)),
-            )
+        let latency = self.with_org(&key, |org| {
+            (false, Ok(org.map_or(0, |o| o.faults.latency_ms)))
         })?;
         if latency > 0 {
             tokio::time::sleep(Duration::from_millis(latency)).await;
         }
-        self.with_state(|s| {
-            let Some(org) = s.orgs.get_mut(&key) else {
+        self.with_org(&key, |org| {
+            let Some(org) = org else {
                 return (
                     false,
                     Err(ProviderError::Unauthorized(
@@ -237,10 +231,11 @@ impl SimProvider {
                     )),
                 );
             };
+            // The call counter lives in memory; it is saved with the next real change.
             org.calls += 1;
             if org.faults.revoked {
                 return (
-                    true,
+                    false,
                     Err(ProviderError::Unauthorized(
                         "the credential has been revoked".into(),
                     )),
@@ -249,7 +244,7 @@ impl SimProvider {
             let every = org.faults.rate_limit_every;
             if every > 0 && org.calls % every == 0 {
                 return (
-                    true,
+                    false,
                     Err(ProviderError::RateLimited {
                         retry_after_ms: org.faults.retry_after_ms.max(0),
                     }),
@@ -257,13 +252,11 @@ impl SimProvider {
             }
             if org.faults.error_rate > 0.0 && random_unit() < org.faults.error_rate {
                 return (
-                    true,
+                    false,
                     Err(ProviderError::Transient("simulated failure".into())),
                 );
             }
-            let (_, out) = f(org);
-            // The call counter changed in any case.
-            (true, out)
+            f(org)
         })
     }
 }
@@ -419,7 +412,7 @@ mod tests {
 
     fn sim() -> (tempfile::TempDir, SimProvider) {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sim.json");
+        let path = dir.path().join("sim");
         (dir, SimProvider::new(path))
     }
 
@@ -432,12 +425,22 @@ mod tests {
         sim.invite(&cred, "acme-team-1", "a@x.test", "A")
             .await
             .unwrap();
-        let again = SimProvider::new(dir.path().join("sim.json"));
+        let again = SimProvider::new(dir.path().join("sim"));
         let members = again.list_members(&cred, "acme-team-1").await.unwrap();
         assert_eq!(members.len(), 2);
-        let text = std::fs::read_to_string(dir.path().join("sim.json")).unwrap();
+        let files: Vec<_> = std::fs::read_dir(dir.path().join("sim"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(
+            files.len(),
+            1,
+            "one file per organisation, no temp file: {files:?}"
+        );
+        let text = std::fs::read_to_string(&files[0]).unwrap();
+        assert!(text.contains("a@x.test"));
         assert!(!text.contains("tok-secret-123"));
-        assert!(!dir.path().join("sim.json.tmp").exists());
+        assert!(!files[0].to_string_lossy().contains("tok-secret-123"));
     }
 
     #[tokio::test]
