@@ -343,6 +343,68 @@ async fn auto_invite_fills_free_seats_once() {
 }
 
 #[tokio::test]
+async fn group_auto_invite_invites_once_without_the_global_switch() {
+    each_backend(|backend| async move {
+        // pool_auto_invite_missing is off: only the group's setting turns auto-invite on.
+        let s = Sync::spawn(&backend, false).await;
+        let (status, g) = s
+            .post(
+                "/api/admin/pool-groups",
+                json!({"name": "inviting", "auto_invite": true}),
+            )
+            .await;
+        assert_eq!(status, 201, "{g}");
+        assert_eq!(g["settings"]["auto_invite"], true);
+        let group = g["id"].as_i64().unwrap();
+        let (_, fetched) = s.get(&format!("/api/admin/pool-groups/{group}")).await;
+        assert_eq!(fetched["settings"]["auto_invite"], true, "{fetched}");
+        let m = s
+            .mother("acme", Some(group), 3, org("acme", 10, &["a@acme.test"]))
+            .await;
+        let first = s.sync(group, m).await;
+        assert_eq!(first["invites_sent"], 2, "two free seats: {first}");
+        assert_eq!(s.org("acme").invites_sent, 2);
+        assert_eq!(s.detail(m).await.mother.usage.seats_held, 2);
+        let second = s.sync(group, m).await;
+        assert_eq!(second["invites_sent"], 0, "{second}");
+        assert_eq!(s.org("acme").invites_sent, 2, "no invite is sent twice");
+
+        // A group with the setting off (the default) invites no one.
+        let (_, quiet) = s
+            .post("/api/admin/pool-groups", json!({"name": "quiet"}))
+            .await;
+        assert_eq!(quiet["settings"]["auto_invite"], false, "{quiet}");
+        let quiet = quiet["id"].as_i64().unwrap();
+        let b = s.mother("beta", Some(quiet), 3, org("beta", 10, &[])).await;
+        let report = s.sync(quiet, b).await;
+        assert_eq!(report["invites_sent"], 0, "{report}");
+        assert_eq!(s.org("beta").invites_sent, 0);
+        assert_eq!(s.detail(b).await.mother.usage.seats_free, 3);
+
+        // Turned on through the settings endpoint, the next sync fills beta's seats.
+        let (status, updated) = s
+            .post(
+                &format!("/api/admin/pool-groups/{quiet}/settings"),
+                json!({"auto_invite": true}),
+            )
+            .await;
+        assert_eq!(status, 200, "{updated}");
+        assert_eq!(updated["settings"]["auto_invite"], true);
+        let report = s.sync(quiet, b).await;
+        assert_eq!(report["invites_sent"], 3, "{report}");
+        let (status, bad) = s
+            .post(
+                &format!("/api/admin/pool-groups/{quiet}/settings"),
+                json!({"auto_invite": "yes"}),
+            )
+            .await;
+        assert_eq!(status, 400, "{bad}");
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn hundred_concurrent_enqueues_make_one_job() {
     each_backend(|backend| async move {
         let s = Sync::spawn(&backend, false).await;

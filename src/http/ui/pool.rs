@@ -84,7 +84,7 @@ pub async fn create_group(
     if let Err(r) = check_form_csrf(&principal, &headers, &form.csrf) {
         return r.into_response();
     }
-    match group_service::create(app.pool_ctx(), &form.name, Some(&form.description)).await {
+    match group_service::create(app.pool_ctx(), &form.name, Some(&form.description), None).await {
         Ok(g) => Redirect::to(&format!("/pool-groups/{}", g.id)).into_response(),
         Err(e) => {
             groups_page(
@@ -118,6 +118,7 @@ pub struct SettingsFormValues {
     child_email_template: String,
     email_domain: String,
     is_active: bool,
+    auto_invite: bool,
 }
 
 impl From<&PoolGroup> for SettingsFormValues {
@@ -128,6 +129,7 @@ impl From<&PoolGroup> for SettingsFormValues {
             child_email_template: g.settings.child_email_template.clone(),
             email_domain: g.settings.email_domain.clone().unwrap_or_default(),
             is_active: g.settings.is_active,
+            auto_invite: g.settings.auto_invite,
         }
     }
 }
@@ -185,8 +187,9 @@ pub struct SettingsForm {
     child_email_template: String,
     #[serde(default)]
     email_domain: String,
-    /// A checkbox: present when checked.
+    /// Checkboxes: present when checked.
     is_active: Option<String>,
+    auto_invite: Option<String>,
 }
 
 pub async fn save_settings(
@@ -205,6 +208,7 @@ pub async fn save_settings(
         child_email_template: form.child_email_template.clone(),
         email_domain: form.email_domain.clone(),
         is_active: form.is_active.is_some(),
+        auto_invite: form.auto_invite.is_some(),
     };
     let patch = SettingsPatch {
         team_template: Some(form.team_template),
@@ -212,6 +216,7 @@ pub async fn save_settings(
         child_email_template: Some(form.child_email_template),
         email_domain: Some(form.email_domain),
         is_active: Some(values.is_active),
+        auto_invite: Some(values.auto_invite),
     };
     match group_service::update_settings(app.pool_ctx(), id, patch).await {
         Ok(_) => Redirect::to(&format!("/pool-groups/{id}?saved=true")).into_response(),
