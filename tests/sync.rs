@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, TestApp, each_backend};
+use common::{Backend, TestApp, each_backend, url_encoded};
 use poolkeeper::auth::Scope;
 use poolkeeper::clock;
 use poolkeeper::crypto::Credential;
@@ -1112,6 +1112,125 @@ async fn sync_sessions_page_shows_statistics_progress_records_and_cancels() {
             .await
             .unwrap();
         assert_eq!(missing.status(), 404);
+        s.t.stop().await;
+    })
+    .await;
+}
+
+/// A logged-in browser-like client posting page forms with the session's CSRF token.
+struct Pages {
+    client: reqwest::Client,
+    csrf: String,
+    base: String,
+}
+
+impl Pages {
+    async fn new(s: &Sync) -> Self {
+        let (client, csrf) = s.t.login().await;
+        Self {
+            client,
+            csrf,
+            base: s.t.base.clone(),
+        }
+    }
+
+    /// Posts a form (with the CSRF token unless `csrf` is false); returns status and page.
+    async fn post(&self, path: &str, fields: &[(&str, &str)], csrf: bool) -> (u16, String) {
+        let mut all = fields.to_vec();
+        if csrf {
+            all.push(("csrf", &self.csrf));
+        }
+        let res = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("origin", &self.base)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(url_encoded(&all))
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.text().await.unwrap())
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let res = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.text().await.unwrap())
+    }
+}
+
+/// The text of `attr="..."` on the first element carrying it.
+fn attribute<'h>(html: &'h str, attr: &str) -> Option<&'h str> {
+    let start = html.find(&format!("{attr}=\""))? + attr.len() + 2;
+    html[start..].split('"').next()
+}
+
+#[tokio::test]
+async fn sync_all_button_queues_every_active_mother_and_links_to_jobs_and_session() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let group = s.group("g1").await;
+        for name in ["a", "b"] {
+            s.mother(name, Some(group), 2, org(name, 3, &[])).await;
+        }
+        let p = Pages::new(&s).await;
+        let path = format!("/pool-groups/{group}/sync-all");
+        let (_, page) = p.get(&format!("/pool-groups/{group}")).await;
+        assert!(
+            page.contains(&format!("action=\"{path}\" data-confirm=")),
+            "Sync all asks first: {page}"
+        );
+        let (status, _) = p.post(&path, &[], false).await;
+        assert_eq!(status, 403);
+        let (status, html) = p.post(&path, &[], true).await;
+        assert_eq!(status, 200, "{html}");
+        assert!(
+            html.contains("id=\"sync-queued\" role=\"status\">Queued 2 sync job(s).<"),
+            "{html}"
+        );
+        assert!(html.contains("href=\"/jobs?type=pool_sync_mother\""));
+        let session = attribute(
+            &html[html.find("sync-session-link").unwrap() - 80..],
+            "href",
+        )
+        .unwrap()
+        .trim_start_matches("/sync-sessions/")
+        .to_string();
+        let body = s.session(&session).await;
+        assert_eq!(body["sync_type"], "manual_batch");
+        assert_eq!(body["records"].as_array().unwrap().len(), 2);
+        let (status, _) = p.get("/jobs?type=pool_sync_mother").await;
+        assert_eq!(status, 200, "the linked Jobs page takes the filter");
+        let (status, _) = p.post("/pool-groups/999/sync-all", &[], true).await;
+        assert_eq!(status, 404);
+
+        // The settings form carries the group's auto-invite switch.
+        let settings = format!("/pool-groups/{group}/settings");
+        let templates = [
+            ("team_template", "{group}-{date}-{seq3}"),
+            ("child_name_template", "{group}-{date}-{seq3}"),
+            ("child_email_template", "{group}-{date}-{seq3}@{domain}"),
+            ("email_domain", ""),
+            ("is_active", "1"),
+        ];
+        let mut on = templates.to_vec();
+        on.push(("auto_invite", "1"));
+        let (status, html) = p.post(&settings, &on, true).await;
+        assert_eq!(status, 200, "{html}");
+        assert!(html.contains("name=\"auto_invite\" value=\"1\" checked"));
+        let (_, g) = s.get(&format!("/api/admin/pool-groups/{group}")).await;
+        assert_eq!(g["settings"]["auto_invite"], true);
+        let (status, _) = p.post(&settings, &templates, true).await;
+        assert_eq!(status, 200);
+        let (_, g) = s.get(&format!("/api/admin/pool-groups/{group}")).await;
+        assert_eq!(
+            g["settings"]["auto_invite"], false,
+            "unchecked turns it off"
+        );
         s.t.stop().await;
     })
     .await;

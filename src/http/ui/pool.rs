@@ -18,6 +18,7 @@ use crate::domain::mothers::MotherInput;
 use crate::error::ApiError;
 use crate::http::api::mothers::mother_filter;
 use crate::http::pagination::PageParams;
+use crate::jobs::pool_sync;
 use crate::service::mothers::{self as mother_service, BatchReport};
 use crate::service::pool_groups::{self as group_service, Preview, SettingsPatch};
 use crate::store::mothers::{self as mother_store, Mother, MotherDetail};
@@ -109,6 +110,13 @@ pub struct GroupPage {
     error: Option<String>,
     saved: bool,
     preview: Result<Preview, String>,
+    /// What "Sync all" queued.
+    queued: Option<SyncQueued>,
+}
+
+pub struct SyncQueued {
+    count: usize,
+    session_id: String,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -141,6 +149,7 @@ async fn group_page(
     form: Option<SettingsFormValues>,
     error: Option<String>,
     saved: bool,
+    queued: Option<SyncQueued>,
 ) -> Response {
     let group = match group_service::get(app.pool_ctx(), id).await {
         Ok(g) => g,
@@ -156,6 +165,7 @@ async fn group_page(
         error,
         saved,
         preview,
+        queued,
     }
     .into_response()
 }
@@ -172,7 +182,7 @@ pub async fn group(
     Path(id): Path<i64>,
     Query(q): Query<SavedQuery>,
 ) -> Response {
-    group_page(&app, &principal, id, None, None, q.saved).await
+    group_page(&app, &principal, id, None, None, q.saved, None).await
 }
 
 #[derive(Deserialize)]
@@ -221,8 +231,16 @@ pub async fn save_settings(
     match group_service::update_settings(app.pool_ctx(), id, patch).await {
         Ok(_) => Redirect::to(&format!("/pool-groups/{id}?saved=true")).into_response(),
         Err(e) if e.status.is_client_error() && e.status.as_u16() != 404 => {
-            let mut r =
-                group_page(&app, &principal, id, Some(values), Some(e.message), false).await;
+            let mut r = group_page(
+                &app,
+                &principal,
+                id,
+                Some(values),
+                Some(e.message),
+                false,
+                None,
+            )
+            .await;
             *r.status_mut() = e.status;
             r
         }
@@ -251,9 +269,33 @@ pub async fn delete_group(
     match group_service::delete(app.pool_ctx(), id).await {
         Ok(()) => Redirect::to("/pool-groups").into_response(),
         Err(e) if e.status.as_u16() == 409 => {
-            let mut r = group_page(&app, &principal, id, None, Some(e.message), false).await;
+            let mut r = group_page(&app, &principal, id, None, Some(e.message), false, None).await;
             *r.status_mut() = e.status;
             r
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// "Sync all": queues a sync of every active mother of the group (the service behind the API's
+/// `sync/all`), then shows how many jobs were queued with links to them and to the session.
+pub async fn sync_all(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfOnly>,
+) -> Response {
+    if let Err(r) = check_form_csrf(&principal, &headers, &form.csrf) {
+        return r.into_response();
+    }
+    match pool_sync::enqueue_group_sync(&app, id, "manual_batch", &principal.display_name()).await {
+        Ok((session_id, job_ids)) => {
+            let queued = SyncQueued {
+                count: job_ids.len(),
+                session_id,
+            };
+            group_page(&app, &principal, id, None, None, false, Some(queued)).await
         }
         Err(e) => e.into_response(),
     }
