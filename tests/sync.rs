@@ -1170,6 +1170,111 @@ fn attribute<'h>(html: &'h str, attr: &str) -> Option<&'h str> {
 }
 
 #[tokio::test]
+async fn import_form_imports_through_the_service_and_points_at_the_sync_job() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let group = s.group("g1").await;
+        let group_id = group.to_string();
+        let p = Pages::new(&s).await;
+        let (status, html) = p.get("/mothers").await;
+        assert_eq!(status, 200);
+        assert!(
+            html.contains("id=\"import-dialog\"")
+                && html.contains("data-show-when=\"mode=pool\"")
+                && html.contains("data-show-when=\"provider=scim\"")
+                && html.contains(&format!("<option value=\"{group}\"")),
+            "the dialog with its mode switch, provider choice and groups: {html}"
+        );
+
+        let fields = |cookie: &'static str, mode: &'static str| {
+            vec![
+                ("cookie", cookie),
+                ("mode", mode),
+                ("provider", "sim"),
+                ("provider_config", ""),
+            ]
+        };
+        let (status, _) = p.post("/mothers/import", &fields("x", "user"), false).await;
+        assert_eq!(status, 403, "no CSRF token, no import");
+
+        // A credential the provider does not know: its reason, in the dialog, and no cookie.
+        let (status, html) = p
+            .post("/mothers/import", &fields("nobody-knows-me", "user"), true)
+            .await;
+        assert_eq!(status, 422);
+        assert!(
+            html.contains("id=\"import-error\"") && html.contains("knows no organisation"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<dialog id=\"import-dialog\" aria-labelledby=\"import-title\" open>")
+        );
+        assert!(
+            !html.contains("nobody-knows-me"),
+            "the cookie is not echoed back"
+        );
+
+        let (status, html) = p
+            .post("/mothers/import", &fields("cookie-acme", "pool"), true)
+            .await;
+        assert_eq!(status, 400, "pool mode needs a group");
+        assert!(html.contains("pool_group_id is required"), "{html}");
+        let mut scim = fields("cookie-acme", "user");
+        scim[2] = ("provider", "scim");
+        scim[3] = ("provider_config", "{not json");
+        let (status, html) = p.post("/mothers/import", &scim, true).await;
+        assert_eq!(status, 400);
+        assert!(html.contains("provider_config: not JSON"), "{html}");
+        assert!(html.contains("{not json"), "what was typed stays");
+
+        // Pool mode: the mother joins the group, and the page follows her sync job.
+        s.t.app()
+            .providers
+            .sim
+            .put_org(
+                &Credential::new("cookie-acme"),
+                org("acme", 5, &["a@acme.test"]),
+            )
+            .unwrap();
+        let mut pool = fields("cookie-acme", "pool");
+        pool.push(("pool_group_id", &group_id));
+        let (status, html) = p.post("/mothers/import", &pool, true).await;
+        assert_eq!(status, 200, "{html}");
+        assert!(html.contains("id=\"import-result\"") && html.contains("was created"));
+        assert!(!html.contains("cookie-acme"));
+        let job = attribute(&html, "data-follow-job").expect("the page follows the job");
+        assert!(
+            html.contains(&format!("href=\"/jobs/{job}\"")),
+            "and links to it"
+        );
+        assert!(html.contains("href=\"/sync-sessions/"));
+        assert_eq!(s.finished(job).await.status, "succeeded");
+        // What the page polls: the job's JSON, read with the session cookie.
+        let (status, polled) = p.get(&format!("/api/admin/jobs/{job}")).await;
+        assert_eq!(status, 200);
+        let polled: Value = serde_json::from_str(&polled).unwrap();
+        assert_eq!(polled["status"], "succeeded");
+        let (_, list) = s
+            .get(&format!("/api/admin/mothers?pool_group_id={group}"))
+            .await;
+        assert_eq!(list["total"], 1, "{list}");
+        assert_eq!(list["items"][0]["name"], "acme");
+
+        // User mode on a known account: the mother takes the new credential, nothing is synced.
+        let (status, html) = p
+            .post("/mothers/import", &fields("cookie-acme", "user"), true)
+            .await;
+        assert_eq!(status, 200);
+        assert!(html.contains("took the new credential"), "{html}");
+        assert!(attribute(&html, "data-follow-job").is_none());
+        let (_, list) = s.get("/api/admin/mothers").await;
+        assert_eq!(list["total"], 1);
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn sync_all_button_queues_every_active_mother_and_links_to_jobs_and_session() {
     each_backend(|backend| async move {
         let s = Sync::spawn(&backend, false).await;

@@ -55,6 +55,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         )
         .route("/mothers", get(pool::mothers).post(pool::create_mother))
         .route("/mothers/batch", axum::routing::post(pool::batch))
+        .route("/mothers/import", axum::routing::post(pool::import_mother))
         .route("/mothers/{id}", get(pool::mother))
         .route(
             "/mothers/{id}/delete",
