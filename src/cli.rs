@@ -47,7 +47,8 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Run the server: migrate both databases, create the first admin if none exists, serve HTTP.
     Serve(ServeArgs),
-    /// Run a demo on the embedded SQLite default in ./demo-data, printing where to open it and the login.
+    /// Run a demo on the embedded SQLite default in ./demo-data, with sample simulated organisations
+    /// imported into a `demo` pool group and synced once; prints where to open it and the login.
     Demo(ServeArgs),
     /// Apply pending migrations to both databases, or with --check report whether any are pending.
     Migrate {
@@ -316,7 +317,10 @@ async fn serve(config: Config, clock: SharedClock, demo: bool) -> anyhow::Result
         }
     }
     if demo {
+        // The runner is already going: it picks the sample syncs up at once.
+        let sample = crate::demo::ensure_sample_data(&running.app).await?;
         println!("\nDemo: open {url} in a browser and log in as `admin`.");
+        println!("{}", sample.summary());
         let file = data_dir.join(server::INITIAL_PASSWORD_FILE);
         match std::fs::read_to_string(&file) {
             Ok(password) => println!("Password: {} (from {})", password.trim(), file.display()),

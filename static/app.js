@@ -16,3 +16,72 @@ if (refresh) {
   const seconds = Number(refresh.dataset.autorefresh) || 5;
   window.setTimeout(() => window.location.reload(), seconds * 1000);
 }
+
+// Buttons with data-open-dialog="ID" open that <dialog>; buttons with data-close-dialog close theirs.
+document.addEventListener("click", (event) => {
+  const opener = event.target.closest("[data-open-dialog]");
+  if (opener) {
+    const dialog = document.getElementById(opener.dataset.openDialog);
+    if (dialog && !dialog.open) {
+      dialog.showModal();
+    }
+  }
+  const closer = event.target.closest("[data-close-dialog]");
+  if (closer && closer.closest("dialog")) {
+    closer.closest("dialog").close();
+  }
+});
+
+// A form's sections with data-show-when="field=value" are shown (and sent) only while that field
+// has that value: the import dialog's mode switch and provider choice.
+function applyShowWhen(form) {
+  form.querySelectorAll("[data-show-when]").forEach((section) => {
+    const [name, value] = section.dataset.showWhen.split("=");
+    const field = form.elements.namedItem(name);
+    const shown = Boolean(field) && field.value === value;
+    section.hidden = !shown;
+    section.disabled = !shown;
+  });
+}
+document.querySelectorAll("form").forEach((form) => {
+  if (form.querySelector("[data-show-when]")) {
+    applyShowWhen(form);
+  }
+});
+document.addEventListener("change", (event) => {
+  if (event.target.form) {
+    applyShowWhen(event.target.form);
+  }
+});
+
+// Elements with data-follow-job="ID" follow that job until it ends: they poll its JSON and show
+// its status, and in the end its error, if any, in the element named by data-job-error.
+const FINAL_JOB_STATUSES = ["succeeded", "failed", "cancelled"];
+function jobUrl(id) {
+  return "/api/admin/jobs/" + encodeURIComponent(id);
+}
+function followJob(badge) {
+  const show = (job) => {
+    badge.textContent = job.status;
+    badge.className = "badge " + job.status;
+    if (!FINAL_JOB_STATUSES.includes(job.status)) {
+      window.setTimeout(poll, 1000);
+      return;
+    }
+    badge.dataset.jobFinished = "true";
+    const errorBox = document.getElementById(badge.dataset.jobError || "");
+    if (errorBox && job.last_error) {
+      errorBox.textContent = job.last_error;
+      errorBox.hidden = false;
+    }
+  };
+  const poll = () => {
+    fetch(jobUrl(badge.dataset.followJob), { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then((res) => (res.ok ? res.json() : Promise.reject(new Error("HTTP " + res.status))))
+      .then(show)
+      // The server may be busy or restarting: try again a little later.
+      .catch(() => window.setTimeout(poll, 3000));
+  };
+  poll();
+}
+document.querySelectorAll("[data-follow-job]").forEach(followJob);

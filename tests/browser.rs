@@ -1,5 +1,6 @@
 //! The web UI in a real browser (Debian's chromium through chromedriver): a wrong password shows an
-//! error, the right one shows the dashboard with both databases OK, logout returns to the login page.
+//! error, the right one shows the dashboard with both databases OK, logout returns to the login page;
+//! the import dialog follows its sync job to the end, and "Sync all" says how many jobs it queued.
 //! Under CI (`CI` set) a missing browser fails the test; elsewhere it is skipped with a message.
 
 mod common;
@@ -35,8 +36,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[tokio::test]
-async fn login_dashboard_and_logout_in_a_real_browser() {
+/// A headless chromium driven through chromedriver, or `None` (outside CI) when not installed.
+async fn start_browser() -> Option<(Driver, fantoccini::Client, tempfile::TempDir)> {
     let driver_bin = find_program("POOLKEEPER_CHROMEDRIVER", &["/usr/bin/chromedriver"]);
     let browser_bin = find_program("POOLKEEPER_CHROMIUM", &["/usr/bin/chromium"]);
     let (Some(driver_bin), Some(browser_bin)) = (driver_bin, browser_bin) else {
@@ -47,7 +48,7 @@ async fn login_dashboard_and_logout_in_a_real_browser() {
         eprintln!(
             "skipping: chromium/chromedriver not installed (apt-get install chromium chromium-driver)"
         );
-        return;
+        return None;
     };
 
     let port = free_port();
@@ -88,6 +89,14 @@ async fn login_dashboard_and_logout_in_a_real_browser() {
         }
     }
     let browser = browser.expect("connect to chromedriver");
+    Some((driver, browser, profile))
+}
+
+#[tokio::test]
+async fn login_dashboard_and_logout_in_a_real_browser() {
+    let Some((driver, browser, _profile)) = start_browser().await else {
+        return;
+    };
 
     let t = TestApp::spawn(&Backend::Sqlite).await;
     let result = async {
@@ -251,6 +260,206 @@ async fn login_dashboard_and_logout_in_a_real_browser() {
         assert!(
             browser.current_url().await?.path().ends_with("/login"),
             "the session ended"
+        );
+        Ok::<_, fantoccini::error::CmdError>(())
+    }
+    .await;
+    browser.close().await.ok();
+    drop(driver);
+    t.stop().await;
+    result.expect("browser steps");
+}
+
+async fn log_in(
+    browser: &fantoccini::Client,
+    t: &TestApp,
+) -> Result<(), fantoccini::error::CmdError> {
+    browser.goto(&t.url("/login")).await?;
+    browser
+        .find(Locator::Id("username"))
+        .await?
+        .send_keys("admin")
+        .await?;
+    browser
+        .find(Locator::Id("password"))
+        .await?
+        .send_keys(ADMIN_PASSWORD)
+        .await?;
+    browser
+        .find(Locator::Id("login-submit"))
+        .await?
+        .click()
+        .await?;
+    browser.wait().for_element(Locator::Id("version")).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn import_dialog_follows_the_sync_job_and_sync_all_shows_the_count() {
+    use poolkeeper::crypto::Credential;
+    use poolkeeper::providers::sim::SimOrg;
+
+    let Some((driver, browser, _profile)) = start_browser().await else {
+        return;
+    };
+    let t = TestApp::spawn_with(
+        &Backend::Sqlite,
+        |c| {
+            c.child_email_domain = Some("kids.test".into());
+            c.jobs.poll_interval_ms = 50;
+        },
+        poolkeeper::clock::system(),
+    )
+    .await;
+    let group =
+        poolkeeper::service::pool_groups::create(t.app().pool_ctx(), "web", None, Some(true))
+            .await
+            .unwrap();
+    // Slow enough that the page shows the job before it ends and has to follow it.
+    let mut org = SimOrg::new("acme", "owner@acme.test", 4);
+    org.faults.latency_ms = 250;
+    t.app()
+        .providers
+        .sim
+        .put_org(&Credential::new("cookie-acme"), org)
+        .unwrap();
+
+    let result = async {
+        log_in(&browser, &t).await?;
+        browser.goto(&t.url("/mothers")).await?;
+        let dialog = browser.find(Locator::Id("import-dialog")).await?;
+        assert!(!dialog.is_displayed().await?, "the dialog starts closed");
+        browser
+            .find(Locator::Id("open-import"))
+            .await?
+            .click()
+            .await?;
+        assert!(dialog.is_displayed().await?);
+        let group_choice = browser.find(Locator::Id("import-group")).await?;
+        assert!(
+            !group_choice.is_displayed().await?,
+            "user mode has no group choice"
+        );
+
+        // A credential the provider rejects: its reason, in the dialog.
+        browser
+            .find(Locator::Id("import-cookie"))
+            .await?
+            .send_keys("nobody-knows-me")
+            .await?;
+        browser
+            .find(Locator::Id("import-submit"))
+            .await?
+            .click()
+            .await?;
+        let error = browser
+            .wait()
+            .for_element(Locator::Id("import-error"))
+            .await?
+            .text()
+            .await?;
+        assert!(error.contains("knows no organisation"), "{error}");
+
+        // Pool mode: pick the group, import, and watch the sync job end.
+        browser
+            .find(Locator::Id("import-mode-pool"))
+            .await?
+            .click()
+            .await?;
+        assert!(
+            browser
+                .find(Locator::Id("import-group"))
+                .await?
+                .is_displayed()
+                .await?,
+            "pool mode shows the group choice"
+        );
+        browser
+            .find(Locator::Id("import-cookie"))
+            .await?
+            .send_keys("cookie-acme")
+            .await?;
+        browser
+            .find(Locator::Id("import-submit"))
+            .await?
+            .click()
+            .await?;
+        let badge = browser
+            .wait()
+            .at_most(Duration::from_secs(60))
+            .for_element(Locator::Css("#import-job-status[data-job-finished]"))
+            .await?;
+        assert_eq!(badge.text().await?, "succeeded");
+        let link = browser
+            .find(Locator::Id("import-job-link"))
+            .await?
+            .attr("href")
+            .await?
+            .unwrap_or_default();
+        let job_id = link.trim_start_matches("/jobs/").to_string();
+        let job = poolkeeper::store::jobs::get(&t.app().users, &job_id)
+            .await
+            .expect("the link names the sync job");
+        assert_eq!(job.status, "succeeded");
+        assert!(
+            browser
+                .find(Locator::Id("imported-mother"))
+                .await?
+                .text()
+                .await?
+                .contains("acme")
+        );
+        let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+        std::fs::create_dir_all(&shots).unwrap();
+        std::fs::write(shots.join("import.png"), browser.screenshot().await?).unwrap();
+        browser
+            .find(Locator::Id("import-job-link"))
+            .await?
+            .click()
+            .await?;
+        let status = browser
+            .wait()
+            .for_element(Locator::Id("job-status"))
+            .await?
+            .text()
+            .await?;
+        assert_eq!(status, "succeeded", "the link leads to the job's page");
+
+        // Sync all on the group page: asks first, then says how many jobs it queued.
+        browser
+            .goto(&t.url(&format!("/pool-groups/{}", group.id)))
+            .await?;
+        browser.find(Locator::Id("sync-all")).await?.click().await?;
+        browser.accept_alert().await?;
+        let queued = browser
+            .wait()
+            .for_element(Locator::Id("sync-queued"))
+            .await?
+            .text()
+            .await?;
+        assert_eq!(queued, "Queued 1 sync job(s).");
+        let jobs = browser
+            .find(Locator::Id("sync-jobs-link"))
+            .await?
+            .attr("href")
+            .await?;
+        assert_eq!(jobs.as_deref(), Some("/jobs?type=pool_sync_mother"));
+        std::fs::write(shots.join("sync-all.png"), browser.screenshot().await?).unwrap();
+        browser
+            .find(Locator::Id("sync-session-link"))
+            .await?
+            .click()
+            .await?;
+        browser
+            .wait()
+            .for_element(Locator::Id("session-status"))
+            .await?;
+        assert!(
+            browser
+                .current_url()
+                .await?
+                .path()
+                .starts_with("/sync-sessions/")
         );
         Ok::<_, fantoccini::error::CmdError>(())
     }

@@ -123,8 +123,13 @@ struct Served {
 }
 
 async fn serve(dbs: &TestDbs, env: &[(&str, &str)]) -> Served {
+    start_server(dbs, "serve", env).await
+}
+
+/// `serve` or `demo` on a free port; returns once the address and what follows it are printed.
+async fn start_server(dbs: &TestDbs, command: &str, env: &[(&str, &str)]) -> Served {
     let mut cmd = tokio::process::Command::from(poolkeeper(dbs));
-    cmd.args(["serve", "--listen", "127.0.0.1:0"])
+    cmd.args([command, "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
@@ -146,12 +151,17 @@ async fn serve(dbs: &TestDbs, env: &[(&str, &str)]) -> Served {
             break url.trim().to_string();
         }
     };
-    // What follows the address (the first admin's password) is printed right after it.
+    // What follows the address (the first admin's password) is printed right after it; the demo
+    // ends what it prints with how to stop it.
+    let pause = if command == "demo" { 30_000 } else { 300 };
     while let Ok(Ok(Some(line))) =
-        tokio::time::timeout(std::time::Duration::from_millis(300), lines.next_line()).await
+        tokio::time::timeout(std::time::Duration::from_millis(pause), lines.next_line()).await
     {
         stdout.push_str(&line);
         stdout.push('\n');
+        if line.starts_with("Stop with Ctrl-C") {
+            break;
+        }
     }
     Served {
         child,
@@ -565,6 +575,118 @@ async fn sync_killed_mid_run_is_rescued_and_ends_in_the_state_of_an_uninterrupte
             .await
             .unwrap();
         assert_eq!(s["status"], "completed", "{s}");
+        sigterm(&second.child);
+        second.child.wait().await.unwrap();
+    })
+    .await;
+}
+
+/// The demo's printed password (`Password: X (from FILE)`).
+fn demo_password(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Password: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("demo prints the password: {stdout}"))
+        .to_string()
+}
+
+async fn get_json(client: &reqwest::Client, base: &str, path: &str) -> serde_json::Value {
+    let res = client.get(format!("{base}{path}")).send().await.unwrap();
+    assert_eq!(res.status(), 200, "{path}");
+    res.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn demo_starts_with_sample_organisations_synced_once_and_restarts_without_duplicates() {
+    each_backend(|backend| async move {
+        let dbs = TestDbs::new(&backend).await;
+        let mut first =
+            start_server(&dbs, "demo", &[("POOLKEEPER_JOBS__POLL_INTERVAL_MS", "50")]).await;
+        assert!(
+            first.stdout.contains("Sample data: pool group `demo`")
+                && first
+                    .stdout
+                    .contains("3 sim mother(s): acme, globex, initech")
+                && first.stdout.contains("3 sync job(s) queued"),
+            "{}",
+            first.stdout
+        );
+        let password = demo_password(&first.stdout);
+        let (client, _) = admin_client(&first.base, &password).await;
+
+        let groups = get_json(&client, &first.base, "/api/admin/pool-groups").await;
+        assert_eq!(groups["total"], 1, "{groups}");
+        let group = &groups["items"][0];
+        assert_eq!(group["name"], "demo");
+        assert_eq!(group["settings"]["auto_invite"], true);
+        assert_eq!(group["mother_count"], 3);
+        let group_id = group["id"].as_i64().unwrap();
+
+        // The runner syncs each sample mother once; auto-invite fills every free seat.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let jobs = loop {
+            let jobs = get_json(
+                &client,
+                &first.base,
+                "/api/admin/jobs?type=pool_sync_mother",
+            )
+            .await;
+            let items = jobs["items"].as_array().unwrap();
+            if items.len() == 3 && items.iter().all(|j| j["status"] == "succeeded") {
+                break jobs;
+            }
+            assert!(
+                items.iter().all(|j| j["status"] != "failed"),
+                "a sample sync failed: {jobs}"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sample syncs did not end: {jobs}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        assert_eq!(jobs["total"], 3);
+        let mothers = get_json(
+            &client,
+            &first.base,
+            &format!("/api/admin/mothers?pool_group_id={group_id}"),
+        )
+        .await;
+        assert_eq!(mothers["total"], 3, "{mothers}");
+        for m in mothers["items"].as_array().unwrap() {
+            assert_eq!(m["status"], "active", "{m}");
+            assert_eq!(
+                m["usage"]["seats_free"], 0,
+                "auto-invite filled the seats: {m}"
+            );
+            assert!(m["usage"]["seats_held"].as_i64().unwrap() >= 5, "{m}");
+        }
+        sigterm(&first.child);
+        first.child.wait().await.unwrap();
+
+        // A second start on the same data: nothing added, nothing queued again.
+        let mut second = start_server(&dbs, "demo", &[]).await;
+        assert!(
+            second
+                .stdout
+                .contains("already imported on an earlier start"),
+            "{}",
+            second.stdout
+        );
+        let (client, _) = admin_client(&second.base, &demo_password(&second.stdout)).await;
+        let groups = get_json(&client, &second.base, "/api/admin/pool-groups").await;
+        assert_eq!(groups["total"], 1, "{groups}");
+        assert_eq!(groups["items"][0]["mother_count"], 3);
+        let mothers = get_json(&client, &second.base, "/api/admin/mothers").await;
+        assert_eq!(mothers["total"], 3, "{mothers}");
+        let jobs = get_json(
+            &client,
+            &second.base,
+            "/api/admin/jobs?type=pool_sync_mother",
+        )
+        .await;
+        assert_eq!(jobs["total"], 3, "no second sync: {jobs}");
         sigterm(&second.child);
         second.child.wait().await.unwrap();
     })

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use common::{TestApp, api_error, each_backend};
+use common::{TestApp, api_error, each_backend, url_encoded};
 use poolkeeper::auth::Scope;
 use poolkeeper::clock::ManualClock;
 use poolkeeper::crypto::{Credential, Keyring};
@@ -1105,22 +1105,4 @@ async fn web_pages_for_groups_and_mothers_with_csrf_and_inline_errors() {
         t.stop().await;
     })
     .await;
-}
-
-fn url_encoded(fields: &[(&str, &str)]) -> String {
-    let enc = |s: &str| {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect::<String>()
-    };
-    fields
-        .iter()
-        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
-        .collect::<Vec<_>>()
-        .join("&")
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, TestApp, each_backend};
+use common::{Backend, TestApp, each_backend, url_encoded};
 use poolkeeper::auth::Scope;
 use poolkeeper::clock;
 use poolkeeper::crypto::Credential;
@@ -337,6 +337,68 @@ async fn auto_invite_fills_free_seats_once() {
         let d3 = s.detail(m).await;
         assert_eq!(d3.mother.usage.seats_used, 2);
         assert_eq!(d3.mother.usage.seats_held, 1);
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn group_auto_invite_invites_once_without_the_global_switch() {
+    each_backend(|backend| async move {
+        // pool_auto_invite_missing is off: only the group's setting turns auto-invite on.
+        let s = Sync::spawn(&backend, false).await;
+        let (status, g) = s
+            .post(
+                "/api/admin/pool-groups",
+                json!({"name": "inviting", "auto_invite": true}),
+            )
+            .await;
+        assert_eq!(status, 201, "{g}");
+        assert_eq!(g["settings"]["auto_invite"], true);
+        let group = g["id"].as_i64().unwrap();
+        let (_, fetched) = s.get(&format!("/api/admin/pool-groups/{group}")).await;
+        assert_eq!(fetched["settings"]["auto_invite"], true, "{fetched}");
+        let m = s
+            .mother("acme", Some(group), 3, org("acme", 10, &["a@acme.test"]))
+            .await;
+        let first = s.sync(group, m).await;
+        assert_eq!(first["invites_sent"], 2, "two free seats: {first}");
+        assert_eq!(s.org("acme").invites_sent, 2);
+        assert_eq!(s.detail(m).await.mother.usage.seats_held, 2);
+        let second = s.sync(group, m).await;
+        assert_eq!(second["invites_sent"], 0, "{second}");
+        assert_eq!(s.org("acme").invites_sent, 2, "no invite is sent twice");
+
+        // A group with the setting off (the default) invites no one.
+        let (_, quiet) = s
+            .post("/api/admin/pool-groups", json!({"name": "quiet"}))
+            .await;
+        assert_eq!(quiet["settings"]["auto_invite"], false, "{quiet}");
+        let quiet = quiet["id"].as_i64().unwrap();
+        let b = s.mother("beta", Some(quiet), 3, org("beta", 10, &[])).await;
+        let report = s.sync(quiet, b).await;
+        assert_eq!(report["invites_sent"], 0, "{report}");
+        assert_eq!(s.org("beta").invites_sent, 0);
+        assert_eq!(s.detail(b).await.mother.usage.seats_free, 3);
+
+        // Turned on through the settings endpoint, the next sync fills beta's seats.
+        let (status, updated) = s
+            .post(
+                &format!("/api/admin/pool-groups/{quiet}/settings"),
+                json!({"auto_invite": true}),
+            )
+            .await;
+        assert_eq!(status, 200, "{updated}");
+        assert_eq!(updated["settings"]["auto_invite"], true);
+        let report = s.sync(quiet, b).await;
+        assert_eq!(report["invites_sent"], 3, "{report}");
+        let (status, bad) = s
+            .post(
+                &format!("/api/admin/pool-groups/{quiet}/settings"),
+                json!({"auto_invite": "yes"}),
+            )
+            .await;
+        assert_eq!(status, 400, "{bad}");
         s.t.stop().await;
     })
     .await;
@@ -1071,6 +1133,230 @@ async fn sync_sessions_page_shows_statistics_progress_records_and_cancels() {
             .await
             .unwrap();
         assert_eq!(missing.status(), 404);
+        s.t.stop().await;
+    })
+    .await;
+}
+
+/// A logged-in browser-like client posting page forms with the session's CSRF token.
+struct Pages {
+    client: reqwest::Client,
+    csrf: String,
+    base: String,
+}
+
+impl Pages {
+    async fn new(s: &Sync) -> Self {
+        let (client, csrf) = s.t.login().await;
+        Self {
+            client,
+            csrf,
+            base: s.t.base.clone(),
+        }
+    }
+
+    /// Posts a form (with the CSRF token unless `csrf` is false); returns status and page.
+    async fn post(&self, path: &str, fields: &[(&str, &str)], csrf: bool) -> (u16, String) {
+        let mut all = fields.to_vec();
+        if csrf {
+            all.push(("csrf", &self.csrf));
+        }
+        let res = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("origin", &self.base)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(url_encoded(&all))
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.text().await.unwrap())
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let res = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.text().await.unwrap())
+    }
+}
+
+/// The text of `attr="..."` on the first element carrying it.
+fn attribute<'h>(html: &'h str, attr: &str) -> Option<&'h str> {
+    let start = html.find(&format!("{attr}=\""))? + attr.len() + 2;
+    html[start..].split('"').next()
+}
+
+#[tokio::test]
+async fn import_form_imports_through_the_service_and_points_at_the_sync_job() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let group = s.group("g1").await;
+        let group_id = group.to_string();
+        let p = Pages::new(&s).await;
+        let (status, html) = p.get("/mothers").await;
+        assert_eq!(status, 200);
+        assert!(
+            html.contains("id=\"import-dialog\"")
+                && html.contains("data-show-when=\"mode=pool\"")
+                && html.contains("data-show-when=\"provider=scim\"")
+                && html.contains(&format!("<option value=\"{group}\"")),
+            "the dialog with its mode switch, provider choice and groups: {html}"
+        );
+
+        let fields = |cookie: &'static str, mode: &'static str| {
+            vec![
+                ("cookie", cookie),
+                ("mode", mode),
+                ("provider", "sim"),
+                ("provider_config", ""),
+            ]
+        };
+        let (status, _) = p.post("/mothers/import", &fields("x", "user"), false).await;
+        assert_eq!(status, 403, "no CSRF token, no import");
+
+        // A credential the provider does not know: its reason, in the dialog, and no cookie.
+        let (status, html) = p
+            .post("/mothers/import", &fields("nobody-knows-me", "user"), true)
+            .await;
+        assert_eq!(status, 422);
+        assert!(
+            html.contains("id=\"import-error\"") && html.contains("knows no organisation"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<dialog id=\"import-dialog\" aria-labelledby=\"import-title\" open>")
+        );
+        assert!(
+            !html.contains("nobody-knows-me"),
+            "the cookie is not echoed back"
+        );
+
+        let (status, html) = p
+            .post("/mothers/import", &fields("cookie-acme", "pool"), true)
+            .await;
+        assert_eq!(status, 400, "pool mode needs a group");
+        assert!(html.contains("pool_group_id is required"), "{html}");
+        let mut scim = fields("cookie-acme", "user");
+        scim[2] = ("provider", "scim");
+        scim[3] = ("provider_config", "{not json");
+        let (status, html) = p.post("/mothers/import", &scim, true).await;
+        assert_eq!(status, 400);
+        assert!(html.contains("provider_config: not JSON"), "{html}");
+        assert!(html.contains("{not json"), "what was typed stays");
+
+        // Pool mode: the mother joins the group, and the page follows her sync job.
+        s.t.app()
+            .providers
+            .sim
+            .put_org(
+                &Credential::new("cookie-acme"),
+                org("acme", 5, &["a@acme.test"]),
+            )
+            .unwrap();
+        let mut pool = fields("cookie-acme", "pool");
+        pool.push(("pool_group_id", &group_id));
+        let (status, html) = p.post("/mothers/import", &pool, true).await;
+        assert_eq!(status, 200, "{html}");
+        assert!(html.contains("id=\"import-result\"") && html.contains("was created"));
+        assert!(!html.contains("cookie-acme"));
+        let job = attribute(&html, "data-follow-job").expect("the page follows the job");
+        assert!(
+            html.contains(&format!("href=\"/jobs/{job}\"")),
+            "and links to it"
+        );
+        assert!(html.contains("href=\"/sync-sessions/"));
+        assert_eq!(s.finished(job).await.status, "succeeded");
+        // What the page polls: the job's JSON, read with the session cookie.
+        let (status, polled) = p.get(&format!("/api/admin/jobs/{job}")).await;
+        assert_eq!(status, 200);
+        let polled: Value = serde_json::from_str(&polled).unwrap();
+        assert_eq!(polled["status"], "succeeded");
+        let (_, list) = s
+            .get(&format!("/api/admin/mothers?pool_group_id={group}"))
+            .await;
+        assert_eq!(list["total"], 1, "{list}");
+        assert_eq!(list["items"][0]["name"], "acme");
+
+        // User mode on a known account: the mother takes the new credential, nothing is synced.
+        let (status, html) = p
+            .post("/mothers/import", &fields("cookie-acme", "user"), true)
+            .await;
+        assert_eq!(status, 200);
+        assert!(html.contains("took the new credential"), "{html}");
+        assert!(attribute(&html, "data-follow-job").is_none());
+        let (_, list) = s.get("/api/admin/mothers").await;
+        assert_eq!(list["total"], 1);
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sync_all_button_queues_every_active_mother_and_links_to_jobs_and_session() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let group = s.group("g1").await;
+        for name in ["a", "b"] {
+            s.mother(name, Some(group), 2, org(name, 3, &[])).await;
+        }
+        let p = Pages::new(&s).await;
+        let path = format!("/pool-groups/{group}/sync-all");
+        let (_, page) = p.get(&format!("/pool-groups/{group}")).await;
+        assert!(
+            page.contains(&format!("action=\"{path}\" data-confirm=")),
+            "Sync all asks first: {page}"
+        );
+        let (status, _) = p.post(&path, &[], false).await;
+        assert_eq!(status, 403);
+        let (status, html) = p.post(&path, &[], true).await;
+        assert_eq!(status, 200, "{html}");
+        assert!(
+            html.contains("id=\"sync-queued\" role=\"status\">Queued 2 sync job(s).<"),
+            "{html}"
+        );
+        assert!(html.contains("href=\"/jobs?type=pool_sync_mother\""));
+        let session = attribute(
+            &html[html.find("sync-session-link").unwrap() - 80..],
+            "href",
+        )
+        .unwrap()
+        .trim_start_matches("/sync-sessions/")
+        .to_string();
+        let body = s.session(&session).await;
+        assert_eq!(body["sync_type"], "manual_batch");
+        assert_eq!(body["records"].as_array().unwrap().len(), 2);
+        let (status, _) = p.get("/jobs?type=pool_sync_mother").await;
+        assert_eq!(status, 200, "the linked Jobs page takes the filter");
+        let (status, _) = p.post("/pool-groups/999/sync-all", &[], true).await;
+        assert_eq!(status, 404);
+
+        // The settings form carries the group's auto-invite switch.
+        let settings = format!("/pool-groups/{group}/settings");
+        let templates = [
+            ("team_template", "{group}-{date}-{seq3}"),
+            ("child_name_template", "{group}-{date}-{seq3}"),
+            ("child_email_template", "{group}-{date}-{seq3}@{domain}"),
+            ("email_domain", ""),
+            ("is_active", "1"),
+        ];
+        let mut on = templates.to_vec();
+        on.push(("auto_invite", "1"));
+        let (status, html) = p.post(&settings, &on, true).await;
+        assert_eq!(status, 200, "{html}");
+        assert!(html.contains("name=\"auto_invite\" value=\"1\" checked"));
+        let (_, g) = s.get(&format!("/api/admin/pool-groups/{group}")).await;
+        assert_eq!(g["settings"]["auto_invite"], true);
+        let (status, _) = p.post(&settings, &templates, true).await;
+        assert_eq!(status, 200);
+        let (_, g) = s.get(&format!("/api/admin/pool-groups/{group}")).await;
+        assert_eq!(
+            g["settings"]["auto_invite"], false,
+            "unchecked turns it off"
+        );
         s.t.stop().await;
     })
     .await;

@@ -1,5 +1,6 @@
 //! The `pool_sync_mother` job: keeps one mother's teams, children and seats in step with her
-//! provider, and fills free seats by invitation when auto-invite is on. It owns the mapping from
+//! provider, and fills free seats by invitation when auto-invite is on (the group's `auto_invite`
+//! or the instance-wide `pool_auto_invite_missing`). It owns the mapping from
 //! provider errors to job outcomes (unauthorized marks the mother `invalid`), and the enqueue path
 //! with its dedup key. Every step compares before it writes, so a rerun changes nothing.
 
@@ -366,9 +367,9 @@ pub async fn sync_mother(
     report.seats_changed = i64::try_from(plan.changes.len()).unwrap_or(i64::MAX);
     report.seats_overflow = i64::try_from(plan.overflow.len()).unwrap_or(i64::MAX);
 
-    // 3. Auto-invite generated addresses into free seats. Seats taken by pending invites are held,
-    // so a rerun finds no free seat and sends nothing.
-    if app.config.pool_auto_invite_missing
+    // 3. Auto-invite (the group's setting or the instance-wide one) generated addresses into free
+    // seats. Seats taken by pending invites are held, so a rerun finds no free seat and sends nothing.
+    if (group.settings.auto_invite || app.config.pool_auto_invite_missing)
         && let Some((pteam, team)) = linked.first()
     {
         let free = mothers::get(&app.pool, mother_id).await?.usage.seats_free;

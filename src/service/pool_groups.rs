@@ -38,13 +38,16 @@ pub fn default_settings() -> GroupSettings {
         child_email_template: naming::DEFAULT_CHILD_EMAIL_TEMPLATE.into(),
         email_domain: None,
         is_active: true,
+        auto_invite: false,
     }
 }
 
+/// Creates a group with the default settings; `auto_invite` (default off) may be set at once.
 pub async fn create(
     ctx: PoolCtx<'_>,
     name: &str,
     description: Option<&str>,
+    auto_invite: Option<bool>,
 ) -> ApiResult<PoolGroup> {
     let name = check_group_name(name)?;
     let description = description.unwrap_or("").trim();
@@ -54,15 +57,11 @@ pub async fn create(
             "description must be at most 1000 bytes",
         ));
     }
-    match store::create(
-        ctx.pool,
-        &name,
-        description,
-        &default_settings(),
-        ctx.clock.now_ms(),
-    )
-    .await
-    {
+    let settings = GroupSettings {
+        auto_invite: auto_invite.unwrap_or(false),
+        ..default_settings()
+    };
+    match store::create(ctx.pool, &name, description, &settings, ctx.clock.now_ms()).await {
         Ok(g) => Ok(g),
         Err(StoreError::Conflict(_)) => Err(ApiError::conflict(format!(
             "a pool group named `{name}` already exists"
@@ -88,6 +87,8 @@ pub struct SettingsPatch {
     pub child_email_template: Option<String>,
     pub email_domain: Option<String>,
     pub is_active: Option<bool>,
+    /// Invite generated addresses into free seats during a sync of this group's mothers.
+    pub auto_invite: Option<bool>,
 }
 
 pub fn template_error(e: &SettingError) -> ApiError {
@@ -126,6 +127,9 @@ pub async fn update_settings(
     }
     if let Some(a) = patch.is_active {
         s.is_active = a;
+    }
+    if let Some(a) = patch.auto_invite {
+        s.auto_invite = a;
     }
     let now = ctx.clock.now_ms();
     naming_of(ctx, &group.name, &s, &naming::utc_day(now)).map_err(|e| {

@@ -19,6 +19,9 @@ pub struct GroupSettings {
     pub child_email_template: String,
     pub email_domain: Option<String>,
     pub is_active: bool,
+    /// Invite generated addresses into free seats during a sync (also on when the instance-wide
+    /// `pool_auto_invite_missing` is).
+    pub auto_invite: bool,
 }
 
 impl GroupSettings {
@@ -56,6 +59,7 @@ struct Row {
     child_email_template: String,
     email_domain: Option<String>,
     is_active: bool,
+    auto_invite: bool,
     mother_count: i64,
 }
 
@@ -73,6 +77,7 @@ impl From<Row> for PoolGroup {
                 child_email_template: r.child_email_template,
                 email_domain: r.email_domain,
                 is_active: r.is_active,
+                auto_invite: r.auto_invite,
             },
             mother_count: r.mother_count,
         }
@@ -81,7 +86,7 @@ impl From<Row> for PoolGroup {
 
 const SELECT: &str = "SELECT g.id, g.name, g.description, g.created_at, g.updated_at, \
     s.team_template, s.child_name_template, s.child_email_template, s.email_domain, s.is_active, \
-    (SELECT COUNT(*) FROM mothers m WHERE m.pool_group_id = g.id) AS mother_count \
+    s.auto_invite, (SELECT COUNT(*) FROM mothers m WHERE m.pool_group_id = g.id) AS mother_count \
     FROM pool_groups g JOIN pool_group_settings s ON s.group_id = g.id";
 
 /// Creates a group and its settings row in one transaction.
@@ -104,8 +109,8 @@ pub async fn create(
         .await?;
         sqlx::query(
             "INSERT INTO pool_group_settings (group_id, team_template, child_name_template, \
-             child_email_template, email_domain, is_active, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             child_email_template, email_domain, is_active, auto_invite, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(id)
         .bind(&settings.team_template)
@@ -113,6 +118,7 @@ pub async fn create(
         .bind(&settings.child_email_template)
         .bind(&settings.email_domain)
         .bind(settings.is_active)
+        .bind(settings.auto_invite)
         .bind(now)
         .execute(&mut *tx)
         .await?;
@@ -170,8 +176,8 @@ pub async fn update_settings(
 ) -> StoreResult<PoolGroup> {
     let n = on_writer!(db, |p| sqlx::query(
         "UPDATE pool_group_settings SET team_template = $2, child_name_template = $3, \
-         child_email_template = $4, email_domain = $5, is_active = $6, updated_at = $7 \
-         WHERE group_id = $1"
+         child_email_template = $4, email_domain = $5, is_active = $6, auto_invite = $7, \
+         updated_at = $8 WHERE group_id = $1"
     )
     .bind(id)
     .bind(&settings.team_template)
@@ -179,6 +185,7 @@ pub async fn update_settings(
     .bind(&settings.child_email_template)
     .bind(&settings.email_domain)
     .bind(settings.is_active)
+    .bind(settings.auto_invite)
     .bind(now)
     .execute(p)
     .await

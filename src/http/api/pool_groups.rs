@@ -19,9 +19,11 @@ pub struct CreateGroupRequest {
     /// Unique; 1-64 letters, digits, `.`, `_` or `-` (it is rendered into names and addresses).
     pub name: String,
     pub description: Option<String>,
+    /// Invite generated addresses into free seats during syncs of this group (default false).
+    pub auto_invite: Option<bool>,
 }
 
-/// Creates a pool group with the default naming settings.
+/// Creates a pool group with the default naming settings (and `auto_invite` when given).
 #[utoipa::path(post, path = "/api/admin/pool-groups", tag = "pool", request_body = CreateGroupRequest,
     responses((status = 201, body = PoolGroup), (status = 400, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "name taken")))]
@@ -29,7 +31,13 @@ pub async fn create_group(
     State(app): State<AppState>,
     ApiJson(req): ApiJson<CreateGroupRequest>,
 ) -> ApiResult<(StatusCode, Json<PoolGroup>)> {
-    let group = service::create(app.pool_ctx(), &req.name, req.description.as_deref()).await?;
+    let group = service::create(
+        app.pool_ctx(),
+        &req.name,
+        req.description.as_deref(),
+        req.auto_invite,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(group)))
 }
 
@@ -78,7 +86,8 @@ pub async fn delete_group(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Changes some of a group's settings. The templates are checked together: an unknown placeholder,
+/// Changes some of a group's settings (`auto_invite` turns on auto-invite for this group's syncs,
+/// whatever `pool_auto_invite_missing` says). The templates are checked together: an unknown placeholder,
 /// an unclosed brace, an empty template, an email template that does not render to a valid address,
 /// or `{domain}` with no domain configured is a 400 `invalid_template` naming the field and part.
 #[utoipa::path(post, path = "/api/admin/pool-groups/{id}/settings", tag = "pool",

@@ -49,8 +49,13 @@ pub fn routes(state: AppState) -> Router<AppState> {
             "/pool-groups/{id}/delete",
             axum::routing::post(pool::delete_group),
         )
+        .route(
+            "/pool-groups/{id}/sync-all",
+            axum::routing::post(pool::sync_all),
+        )
         .route("/mothers", get(pool::mothers).post(pool::create_mother))
         .route("/mothers/batch", axum::routing::post(pool::batch))
+        .route("/mothers/import", axum::routing::post(pool::import_mother))
         .route("/mothers/{id}", get(pool::mother))
         .route(
             "/mothers/{id}/delete",

@@ -1,6 +1,7 @@
 //! Web pages of the pool domain: pool groups (list, create, settings with inline validation,
-//! preview, delete) and mothers (searchable paginated list with seat-usage bars, create, detail,
-//! batch import with per-row results). Forms post here, not to the API, and carry the CSRF token.
+//! preview, delete, "Sync all") and mothers (searchable paginated list with seat-usage bars, create,
+//! detail, batch import with per-row results, import from a provider credential). Forms post here,
+//! not to the API, and carry the CSRF token; they call the same services as the API.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -18,6 +19,8 @@ use crate::domain::mothers::MotherInput;
 use crate::error::ApiError;
 use crate::http::api::mothers::mother_filter;
 use crate::http::pagination::PageParams;
+use crate::jobs::pool_sync;
+use crate::service::import_cookie::{self as import_service, ImportCookieRequest};
 use crate::service::mothers::{self as mother_service, BatchReport};
 use crate::service::pool_groups::{self as group_service, Preview, SettingsPatch};
 use crate::store::mothers::{self as mother_store, Mother, MotherDetail};
@@ -84,7 +87,7 @@ pub async fn create_group(
     if let Err(r) = check_form_csrf(&principal, &headers, &form.csrf) {
         return r.into_response();
     }
-    match group_service::create(app.pool_ctx(), &form.name, Some(&form.description)).await {
+    match group_service::create(app.pool_ctx(), &form.name, Some(&form.description), None).await {
         Ok(g) => Redirect::to(&format!("/pool-groups/{}", g.id)).into_response(),
         Err(e) => {
             groups_page(
@@ -109,6 +112,13 @@ pub struct GroupPage {
     error: Option<String>,
     saved: bool,
     preview: Result<Preview, String>,
+    /// What "Sync all" queued.
+    queued: Option<SyncQueued>,
+}
+
+pub struct SyncQueued {
+    count: usize,
+    session_id: String,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -118,6 +128,7 @@ pub struct SettingsFormValues {
     child_email_template: String,
     email_domain: String,
     is_active: bool,
+    auto_invite: bool,
 }
 
 impl From<&PoolGroup> for SettingsFormValues {
@@ -128,6 +139,7 @@ impl From<&PoolGroup> for SettingsFormValues {
             child_email_template: g.settings.child_email_template.clone(),
             email_domain: g.settings.email_domain.clone().unwrap_or_default(),
             is_active: g.settings.is_active,
+            auto_invite: g.settings.auto_invite,
         }
     }
 }
@@ -139,6 +151,7 @@ async fn group_page(
     form: Option<SettingsFormValues>,
     error: Option<String>,
     saved: bool,
+    queued: Option<SyncQueued>,
 ) -> Response {
     let group = match group_service::get(app.pool_ctx(), id).await {
         Ok(g) => g,
@@ -154,6 +167,7 @@ async fn group_page(
         error,
         saved,
         preview,
+        queued,
     }
     .into_response()
 }
@@ -170,7 +184,7 @@ pub async fn group(
     Path(id): Path<i64>,
     Query(q): Query<SavedQuery>,
 ) -> Response {
-    group_page(&app, &principal, id, None, None, q.saved).await
+    group_page(&app, &principal, id, None, None, q.saved, None).await
 }
 
 #[derive(Deserialize)]
@@ -185,8 +199,9 @@ pub struct SettingsForm {
     child_email_template: String,
     #[serde(default)]
     email_domain: String,
-    /// A checkbox: present when checked.
+    /// Checkboxes: present when checked.
     is_active: Option<String>,
+    auto_invite: Option<String>,
 }
 
 pub async fn save_settings(
@@ -205,6 +220,7 @@ pub async fn save_settings(
         child_email_template: form.child_email_template.clone(),
         email_domain: form.email_domain.clone(),
         is_active: form.is_active.is_some(),
+        auto_invite: form.auto_invite.is_some(),
     };
     let patch = SettingsPatch {
         team_template: Some(form.team_template),
@@ -212,12 +228,21 @@ pub async fn save_settings(
         child_email_template: Some(form.child_email_template),
         email_domain: Some(form.email_domain),
         is_active: Some(values.is_active),
+        auto_invite: Some(values.auto_invite),
     };
     match group_service::update_settings(app.pool_ctx(), id, patch).await {
         Ok(_) => Redirect::to(&format!("/pool-groups/{id}?saved=true")).into_response(),
         Err(e) if e.status.is_client_error() && e.status.as_u16() != 404 => {
-            let mut r =
-                group_page(&app, &principal, id, Some(values), Some(e.message), false).await;
+            let mut r = group_page(
+                &app,
+                &principal,
+                id,
+                Some(values),
+                Some(e.message),
+                false,
+                None,
+            )
+            .await;
             *r.status_mut() = e.status;
             r
         }
@@ -246,9 +271,33 @@ pub async fn delete_group(
     match group_service::delete(app.pool_ctx(), id).await {
         Ok(()) => Redirect::to("/pool-groups").into_response(),
         Err(e) if e.status.as_u16() == 409 => {
-            let mut r = group_page(&app, &principal, id, None, Some(e.message), false).await;
+            let mut r = group_page(&app, &principal, id, None, Some(e.message), false, None).await;
             *r.status_mut() = e.status;
             r
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// "Sync all": queues a sync of every active mother of the group (the service behind the API's
+/// `sync/all`), then shows how many jobs were queued with links to them and to the session.
+pub async fn sync_all(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfOnly>,
+) -> Response {
+    if let Err(r) = check_form_csrf(&principal, &headers, &form.csrf) {
+        return r.into_response();
+    }
+    match pool_sync::enqueue_group_sync(&app, id, "manual_batch", &principal.display_name()).await {
+        Ok((session_id, job_ids)) => {
+            let queued = SyncQueued {
+                count: job_ids.len(),
+                session_id,
+            };
+            group_page(&app, &principal, id, None, None, false, Some(queued)).await
         }
         Err(e) => e.into_response(),
     }
@@ -269,6 +318,17 @@ pub struct MothersPage {
     create: CreateMotherForm,
     batch_text: String,
     batch: Option<BatchReport>,
+    import: ImportView,
+}
+
+/// What a form post adds to the mothers page: its error, what was typed, its outcome.
+#[derive(Default)]
+struct Posted {
+    error: Option<String>,
+    create: CreateMotherForm,
+    batch_text: String,
+    batch: Option<BatchReport>,
+    import: ImportView,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -316,10 +376,7 @@ async fn mothers_page(
     app: &AppState,
     principal: &Principal,
     q: ListQuery,
-    error: Option<String>,
-    create: CreateMotherForm,
-    batch_text: String,
-    batch: Option<BatchReport>,
+    posted: Posted,
 ) -> Response {
     let page = match PageParams::new(q.page, Some(25)) {
         Ok(p) => p,
@@ -345,10 +402,11 @@ async fn mothers_page(
         search: q.search,
         status: q.status,
         groups,
-        error,
-        create,
-        batch_text,
-        batch,
+        error: posted.error,
+        create: posted.create,
+        batch_text: posted.batch_text,
+        batch: posted.batch,
+        import: posted.import,
     }
     .into_response()
 }
@@ -358,16 +416,7 @@ pub async fn mothers(
     Extension(principal): Extension<Principal>,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    mothers_page(
-        &app,
-        &principal,
-        q,
-        None,
-        CreateMotherForm::default(),
-        String::new(),
-        None,
-    )
-    .await
+    mothers_page(&app, &principal, q, Posted::default()).await
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -439,16 +488,12 @@ pub async fn create_mother(
     match result {
         Ok(id) => Redirect::to(&format!("/mothers/{id}")).into_response(),
         Err(message) => {
-            let mut r = mothers_page(
-                &app,
-                &principal,
-                ListQuery::default(),
-                Some(message),
-                form,
-                String::new(),
-                None,
-            )
-            .await;
+            let posted = Posted {
+                error: Some(message),
+                create: form,
+                ..Posted::default()
+            };
+            let mut r = mothers_page(&app, &principal, ListQuery::default(), posted).await;
             *r.status_mut() = axum::http::StatusCode::BAD_REQUEST;
             r
         }
@@ -494,16 +539,124 @@ pub async fn batch(
         Ok(report) => (None, Some(report), form.rows),
         Err(e) => (Some(e), None, form.rows),
     };
-    mothers_page(
-        &app,
-        &principal,
-        ListQuery::default(),
+    let posted = Posted {
         error,
-        CreateMotherForm::default(),
-        text,
-        report,
-    )
-    .await
+        batch_text: text,
+        batch: report,
+        ..Posted::default()
+    };
+    mothers_page(&app, &principal, ListQuery::default(), posted).await
+}
+
+/// The import dialog: what was sent (never the cookie), why it was refused, or what it did.
+#[derive(Default)]
+pub struct ImportView {
+    form: ImportForm,
+    error: Option<String>,
+    done: Option<Imported>,
+}
+
+/// A finished import; in pool mode the page follows `job_id` until it ends.
+pub struct Imported {
+    mother_id: i64,
+    mother_name: String,
+    updated: bool,
+    job_id: Option<String>,
+    session_id: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ImportForm {
+    #[serde(default)]
+    csrf: String,
+    /// The provider credential; never echoed back into the page.
+    #[serde(default)]
+    cookie: String,
+    /// `user` or `pool`.
+    #[serde(default)]
+    mode: String,
+    #[serde(default)]
+    provider: String,
+    #[serde(default)]
+    provider_config: String,
+    #[serde(default)]
+    pool_group_id: String,
+}
+
+impl ImportForm {
+    fn request(&mut self) -> Result<ImportCookieRequest, String> {
+        let cookie = Credential::new(std::mem::take(&mut self.cookie));
+        let pool_group_id = blank_to_none(&self.pool_group_id)
+            .map(|s| {
+                s.parse::<i64>()
+                    .map_err(|_| "pool_group_id must be a number".to_string())
+            })
+            .transpose()?;
+        let provider_config = blank_to_none(&self.provider_config)
+            .map(|s| {
+                serde_json::from_str(&s).map_err(|e| format!("provider_config: not JSON ({e})"))
+            })
+            .transpose()?;
+        Ok(ImportCookieRequest {
+            cookie,
+            mode: self.mode.clone(),
+            pool_group_id,
+            provider: blank_to_none(&self.provider),
+            provider_config,
+        })
+    }
+}
+
+/// Imports a mother from a provider credential through the same service as the API; a refusal
+/// (a bad field, a credential the provider rejects) reopens the dialog with the reason.
+pub async fn import_mother(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    Form(mut form): Form<ImportForm>,
+) -> Response {
+    if let Err(r) = check_form_csrf(&principal, &headers, &form.csrf) {
+        return r.into_response();
+    }
+    let outcome = match form.request() {
+        Ok(req) => import_service::import_cookie(&app, req, &principal.display_name()).await,
+        Err(message) => Err(ApiError::bad_request("invalid_body", message)),
+    };
+    let out = match outcome {
+        Ok(out) => out,
+        Err(e) => {
+            let posted = Posted {
+                import: ImportView {
+                    form,
+                    error: Some(e.message),
+                    done: None,
+                },
+                ..Posted::default()
+            };
+            let mut r = mothers_page(&app, &principal, ListQuery::default(), posted).await;
+            *r.status_mut() = e.status;
+            return r;
+        }
+    };
+    let mother_name = match mother_store::get(&app.pool, out.mother_id).await {
+        Ok(m) => m.name,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let posted = Posted {
+        import: ImportView {
+            form: ImportForm::default(),
+            error: None,
+            done: Some(Imported {
+                mother_id: out.mother_id,
+                mother_name,
+                updated: out.updated,
+                job_id: out.job_id,
+                session_id: out.session_id,
+            }),
+        },
+        ..Posted::default()
+    };
+    mothers_page(&app, &principal, ListQuery::default(), posted).await
 }
 
 #[derive(Template, WebTemplate)]
