@@ -187,7 +187,6 @@ pub async fn sync(args: &SyncBenchArgs) -> anyhow::Result<()> {
     let mut config = crate::config::Config {
         data_dir: temp.clone(),
         child_email_domain: Some("bench.test".into()),
-        pool_auto_invite_missing: true,
         admin_password: Some(crate::config::Secret::new("bench-admin-password")),
         ..Default::default()
     };
@@ -198,7 +197,7 @@ pub async fn sync(args: &SyncBenchArgs) -> anyhow::Result<()> {
     let result = async {
         let (app, _) = crate::server::prepare(config, clock.clone()).await?;
         let setup_start = Instant::now();
-        let group = crate::service::pool_groups::create(app.pool_ctx(), "bench", None)
+        let group = crate::service::pool_groups::create(app.pool_ctx(), "bench", None, Some(true))
             .await
             .map_err(|e| anyhow::anyhow!("creating the group: {}", e.message))?;
         for i in 0..args.mothers {
