@@ -692,3 +692,102 @@ async fn demo_starts_with_sample_organisations_synced_once_and_restarts_without_
     })
     .await;
 }
+
+#[tokio::test]
+async fn scim_sync_killed_mid_run_is_rescued_and_ends_in_the_state_of_an_uninterrupted_run() {
+    use common::scim::{Faults, OWNER, ScimServer, TOKEN, proxy};
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    each_backend(|backend| async move {
+        let Some(server) = ScimServer::start().await else {
+            return;
+        };
+        let teams = server.seed_acme().await;
+        let faults = Arc::new(Faults::default());
+        // Slow calls stretch the sync over seconds, so the kill lands in the middle.
+        faults.latency_ms.store(150, Ordering::SeqCst);
+        let base = proxy(&server, faults.clone()).await;
+        let dbs = TestDbs::new(&backend).await;
+        let env = [
+            ("POOLKEEPER_JOBS__VISIBILITY_TIMEOUT_SECONDS", "2"),
+            ("POOLKEEPER_JOBS__POLL_INTERVAL_MS", "50"),
+            ("POOLKEEPER_ADMIN_PASSWORD", "configured-pass-1"),
+            ("POOLKEEPER_POOL_AUTO_INVITE_MISSING", "true"),
+            ("POOLKEEPER_CHILD_EMAIL_DOMAIN", "kids.test"),
+        ];
+        let mut first = serve(&dbs, &env).await;
+        let (client, csrf) = admin_client(&first.base, "configured-pass-1").await;
+        let group = post_json(&client, &first.base, &csrf, "/api/admin/pool-groups", json!({"name": "g1"})).await;
+        let group = group["id"].as_i64().unwrap();
+        let imported = post_json(
+            &client,
+            &first.base,
+            &csrf,
+            "/api/admin/import-cookie",
+            json!({"cookie": TOKEN, "mode": "pool", "pool_group_id": group, "provider": "scim",
+                "provider_config": {"base_url": base, "owner_email": OWNER, "organisation": "acme"}}),
+        )
+        .await;
+        let job_id = imported["job_id"].as_str().unwrap().to_string();
+        let mother = imported["mother_id"].as_i64().unwrap();
+        let patches = || {
+            faults
+                .seen
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(method, _, _)| method == "PATCH")
+                .count()
+        };
+
+        // Kill the process after both renames and the first addition, before the other five.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while patches() < 3 {
+            assert!(std::time::Instant::now() < deadline, "the sync never got going");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let pid = first.child.id().unwrap().to_string();
+        assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+        first.child.wait().await.unwrap();
+        assert!(patches() < 2 + 6, "killed mid-run");
+        faults.latency_ms.store(0, Ordering::SeqCst);
+        let names_at_kill = server.group_names().await;
+        assert!(names_at_kill.iter().all(|n| n.starts_with("g1-")), "{names_at_kill:?}");
+
+        let mut second = serve(&dbs, &env).await;
+        let users =
+            poolkeeper::db::UsersDb::open(&dbs.config.users_database_url(), &Default::default())
+                .await
+                .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let done = loop {
+            let row = poolkeeper::store::jobs::get(&users, &job_id).await.unwrap();
+            if row.status == "succeeded" || row.status == "failed" {
+                break row;
+            }
+            assert!(std::time::Instant::now() < deadline, "not rescued: {row:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        assert_eq!(done.status, "succeeded", "{:?}", done.last_error);
+        assert_eq!(done.attempts, 2, "the lost attempt counts");
+
+        // The state of an uninterrupted run (tests/scim.rs): the teams keep the names the first
+        // run gave them (a second rename would take new numbers), six members were added, and no
+        // user was created twice. (The addition in flight at the kill may be sent again.)
+        assert_eq!(server.group_names().await, names_at_kill);
+        assert_eq!(server.all_member_names(&teams).await.len(), 8);
+        let listed = server.call(reqwest::Method::GET, "/Users?count=100", None).await;
+        assert_eq!(listed["totalResults"], 8, "owner, kid1 and six, each once");
+        let pool =
+            poolkeeper::db::PoolDb::open(&dbs.config.pool_database_url(), &Default::default())
+                .await
+                .unwrap();
+        let d = poolkeeper::store::mothers::get_detail(&pool, mother).await.unwrap();
+        assert_eq!(d.children.len(), 7);
+        assert_eq!(d.mother.usage.seats_used, 7);
+        sigterm(&second.child);
+        second.child.wait().await.unwrap();
+    })
+    .await;
+}

@@ -12,13 +12,14 @@ use serde_json::Value;
 
 use super::{Handlers, JobContext, JobError, JobResult};
 use crate::app::{App, AppState};
+use crate::crypto::Credential;
 use crate::domain::job_retry::FailureKind;
 use crate::domain::naming::{self, NameValues};
 use crate::domain::seats::SeatWant;
 use crate::error::{ApiError, ApiResult};
-use crate::providers::{Invited, MemberStatus, ProviderError};
+use crate::providers::{Invited, MemberStatus, Provider, ProviderError};
 use crate::store::jobs::NewJob;
-use crate::store::mothers::{self as mothers, ChildInput, Team};
+use crate::store::mothers::{self as mothers, ChildInput, INVITING, Team};
 use crate::store::pool_groups::{self as groups, SequenceKind};
 use crate::store::sync_sessions::{self, NewSession, RecordOutcome};
 use crate::store::{StoreError, seats};
@@ -326,6 +327,28 @@ pub async fn sync_mother(
     }
     count("rename_team", report.teams_renamed);
 
+    // 2a. Invitations a killed run recorded but may not have sent go out again under the same
+    // address; the provider treats a repeat as already present.
+    for (team_id, email, name) in mothers::unconfirmed_invites(&app.pool, mother_id).await? {
+        let sent = match linked.iter().find(|(_, t)| t.id == team_id) {
+            Some((pteam, _)) => {
+                send_invite(provider.as_ref(), &credential, &pteam.id, &email, &name).await?
+            }
+            None => None,
+        };
+        match sent {
+            Some((status, sent)) => {
+                report.invites_sent += i64::from(sent);
+                confirm_invite(app, mother_id, team_id, &email, status, now).await?;
+            }
+            // The team is gone, disabled or full: the held seat expires at its `held_until`.
+            None => {
+                mothers::set_child_status(&app.pool, mother_id, team_id, &email, "removed", now)
+                    .await?
+            }
+        }
+    }
+
     // 2. Backfill members into children; seats follow.
     let mut wanted: HashMap<String, SeatWant> = HashMap::new();
     for (pteam, team) in &linked {
@@ -392,44 +415,72 @@ pub async fn sync_mother(
                 )));
             };
             let email = email.to_ascii_lowercase();
-            let status = match provider.invite(&credential, &pteam.id, &email, &name).await {
-                Ok(Invited::Sent) => {
-                    report.invites_sent += 1;
-                    MemberStatus::Invited
-                }
-                Ok(Invited::Added) => {
-                    report.invites_sent += 1;
-                    MemberStatus::Active
-                }
-                Ok(Invited::AlreadyPresent) => MemberStatus::Invited,
-                // The provider's team is full: nothing more to fill.
-                Err(ProviderError::Conflict(_)) => break,
-                Err(e) => return Err(e.into()),
-            };
-            mothers::add_child(&app.pool, mother_id, team.id, &email, &name, status, now).await?;
-            // A pending invite holds its seat; a member added directly uses it.
-            let seated = match status {
-                MemberStatus::Invited => {
-                    seats::hold_free_seat(&app.pool, mother_id, &email, now + INVITE_HOLD_MS, now)
-                        .await?
-                        .is_some()
-                }
-                MemberStatus::Active => {
-                    match seats::mark_used(&app.pool, mother_id, &email, now).await {
-                        Ok(_) => true,
-                        Err(StoreError::Conflict(_)) => false,
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            };
-            if !seated {
+            // The intent is recorded before the provider hears of it: a run killed in between
+            // sends this address again (step 2a) instead of making up another.
+            mothers::add_child(&app.pool, mother_id, team.id, &email, &name, INVITING, now).await?;
+            let Some(seat) =
+                seats::hold_free_seat(&app.pool, mother_id, &email, now + INVITE_HOLD_MS, now)
+                    .await?
+            else {
+                mothers::set_child_status(&app.pool, mother_id, team.id, &email, "removed", now)
+                    .await?;
                 break;
+            };
+            match send_invite(provider.as_ref(), &credential, &pteam.id, &email, &name).await? {
+                Some((status, sent)) => {
+                    report.invites_sent += i64::from(sent);
+                    confirm_invite(app, mother_id, team.id, &email, status, now).await?;
+                }
+                // The provider's team is full: nothing more to fill.
+                None => {
+                    mothers::set_child_status(
+                        &app.pool, mother_id, team.id, &email, "removed", now,
+                    )
+                    .await?;
+                    seats::release(&app.pool, seat.id, now).await?;
+                    break;
+                }
             }
         }
     }
     count("auto_invite", report.invites_sent);
     mothers::mark_synced(&app.pool, mother_id, now).await?;
     Ok(report)
+}
+
+/// Sends one invitation: the member's status and whether an invitation went out, or `None` when
+/// the provider's team is full.
+async fn send_invite(
+    provider: &dyn Provider,
+    credential: &Credential,
+    team_id: &str,
+    email: &str,
+    name: &str,
+) -> Result<Option<(MemberStatus, bool)>, SyncError> {
+    match provider.invite(credential, team_id, email, name).await {
+        Ok(Invited::Sent) => Ok(Some((MemberStatus::Invited, true))),
+        Ok(Invited::Added) => Ok(Some((MemberStatus::Active, true))),
+        Ok(Invited::AlreadyPresent) => Ok(Some((MemberStatus::Invited, false))),
+        Err(ProviderError::Conflict(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Records what the provider said of an invitation: a pending invite keeps its held seat, a
+/// member added directly uses it.
+async fn confirm_invite(
+    app: &App,
+    mother_id: i64,
+    team_id: i64,
+    email: &str,
+    status: MemberStatus,
+    now: i64,
+) -> Result<(), SyncError> {
+    mothers::set_child_status(&app.pool, mother_id, team_id, email, status.as_str(), now).await?;
+    if status == MemberStatus::Active {
+        seats::use_held_seat(&app.pool, mother_id, email, now).await?;
+    }
+    Ok(())
 }
 
 /// A queued single-mother sync.

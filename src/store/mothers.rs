@@ -14,7 +14,6 @@ use super::{StoreError, StoreResult};
 use crate::db::{PoolDb, in_transaction, on_reader, on_writer};
 use crate::domain::mothers::NewTeam;
 use crate::domain::seats::{Resize, Usage, plan_resize};
-use crate::providers::MemberStatus;
 
 /// A mother as the API shows her: never the credential.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
@@ -759,15 +758,19 @@ pub async fn ids_in_group(db: &PoolDb, group_id: i64, status: &str) -> StoreResu
     .await)?)
 }
 
-/// Records a child that sync invited (`invited`: pending until the provider lists her as a
-/// member) or added directly (`active`). An address already recorded for the team is left as it is.
+/// The status of a child whose invitation sync recorded but has not confirmed with the provider
+/// yet (a run killed in between leaves it; the next run sends it again).
+pub const INVITING: &str = "inviting";
+
+/// Records a child that sync is inviting ([`INVITING`]). An address already recorded for the team
+/// is left as it is.
 pub async fn add_child(
     db: &PoolDb,
     mother_id: i64,
     team_id: i64,
     email: &str,
     name: &str,
-    status: MemberStatus,
+    status: &str,
     now: i64,
 ) -> StoreResult<()> {
     on_writer!(db, |p| sqlx::query(
@@ -779,12 +782,50 @@ pub async fn add_child(
     .bind(team_id)
     .bind(email)
     .bind(name)
-    .bind(status.as_str())
+    .bind(status)
     .bind(now)
     .execute(p)
     .await
     .map(drop))?;
     Ok(())
+}
+
+/// Sets the status of the child `email` of a mother's team.
+pub async fn set_child_status(
+    db: &PoolDb,
+    mother_id: i64,
+    team_id: i64,
+    email: &str,
+    status: &str,
+    now: i64,
+) -> StoreResult<()> {
+    on_writer!(db, |p| sqlx::query(
+        "UPDATE children SET status = $4, updated_at = $5 \
+         WHERE mother_id = $1 AND team_id = $2 AND email = $3"
+    )
+    .bind(mother_id)
+    .bind(team_id)
+    .bind(email)
+    .bind(status)
+    .bind(now)
+    .execute(p)
+    .await
+    .map(drop))?;
+    Ok(())
+}
+
+/// A mother's children still [`INVITING`]: `(team_id, email, name)`.
+pub async fn unconfirmed_invites(
+    db: &PoolDb,
+    mother_id: i64,
+) -> StoreResult<Vec<(i64, String, String)>> {
+    Ok(on_reader!(db, |p| sqlx::query_as(
+        "SELECT team_id, email, name FROM children WHERE mother_id = $1 AND status = $2 ORDER BY id"
+    )
+    .bind(mother_id)
+    .bind(INVITING)
+    .fetch_all(p)
+    .await)?)
 }
 
 /// The id of the mother with this name, if any.

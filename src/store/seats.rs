@@ -251,6 +251,45 @@ pub async fn hold_free_seat(
     })
 }
 
+/// Turns the seat held for `email` into a used one (an invitee the provider added directly).
+/// False when no seat is held for her.
+pub async fn use_held_seat(
+    db: &PoolDb,
+    mother_id: i64,
+    email: &str,
+    now: i64,
+) -> StoreResult<bool> {
+    in_transaction!(db, |tx| {
+        // The mother's row first, like every seat change (see the module notes).
+        let n = sqlx::query(
+            "UPDATE mothers SET seats_used = seats_used + 1, seats_held = seats_held - 1, \
+             updated_at = $3 WHERE id = $1 AND EXISTS (SELECT 1 FROM seats \
+             WHERE mother_id = $1 AND holder_email = $2 AND status = 'held')",
+        )
+        .bind(mother_id)
+        .bind(email)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE seats SET status = 'used', held_until = NULL, updated_at = $3 \
+             WHERE id = (SELECT id FROM seats WHERE mother_id = $1 AND holder_email = $2 \
+             AND status = 'held' ORDER BY seat_no LIMIT 1)",
+        )
+        .bind(mother_id)
+        .bind(email)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    })
+}
+
 /// Frees seats held past their `held_until` (an invite or redemption that never completed);
 /// returns how many. One transaction per mother, locking her row first like every seat change.
 pub async fn expire_held(db: &PoolDb, now: i64) -> StoreResult<u64> {

@@ -2,6 +2,8 @@
 //! PostgreSQL server, again on PostgreSQL in two fresh databases that are dropped afterwards.
 #![allow(dead_code)]
 
+pub mod scim;
+
 use std::sync::Arc;
 
 use poolkeeper::app::App;
