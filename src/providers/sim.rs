@@ -9,8 +9,8 @@
 //! latency, and a revoked credential.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -96,10 +96,110 @@ impl SimOrg {
 
 /// The simulator; one per process, shared by every sim mother. Each organisation is a file of its
 /// own in the state directory, so a change rewrites a few hundred bytes, not every organisation.
+/// Files are written by one writer thread, in the order the changes were made, so provider calls
+/// never block the async runtime on the disk; a call returns once its change is on disk.
 pub struct SimProvider {
     dir: PathBuf,
     /// The organisations read so far, by key.
     orgs: Mutex<HashMap<String, SimOrg>>,
+    /// The writer thread's queue, started on the first change.
+    writer: OnceLock<mpsc::Sender<Write>>,
+}
+
+/// One organisation's new state for the writer thread, and who waits for it.
+struct Write {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    done: Done,
+}
+
+enum Done {
+    Async(tokio::sync::oneshot::Sender<Result<(), String>>),
+    Blocking(mpsc::Sender<Result<(), String>>),
+}
+
+impl Done {
+    fn send(self, result: Result<(), String>) {
+        // The waiter may have gone (a cancelled call); the state is written all the same.
+        match self {
+            Done::Async(tx) => drop(tx.send(result)),
+            Done::Blocking(tx) => drop(tx.send(result)),
+        }
+    }
+}
+
+/// How a caller waits for its write.
+enum Pending {
+    Async(tokio::sync::oneshot::Receiver<Result<(), String>>),
+    Blocking(mpsc::Receiver<Result<(), String>>),
+}
+
+impl Pending {
+    fn async_() -> (Done, Pending) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (Done::Async(tx), Pending::Async(rx))
+    }
+
+    fn blocking() -> (Done, Pending) {
+        let (tx, rx) = mpsc::channel();
+        (Done::Blocking(tx), Pending::Blocking(rx))
+    }
+
+    async fn wait(self) -> Result<(), ProviderError> {
+        match self {
+            Pending::Async(rx) => written(rx.await.ok()),
+            Pending::Blocking(rx) => written(rx.recv().ok()),
+        }
+    }
+
+    fn wait_blocking(self) -> Result<(), ProviderError> {
+        match self {
+            Pending::Async(_) => Err(ProviderError::Permanent(
+                "an async write waited for in place".into(),
+            )),
+            Pending::Blocking(rx) => written(rx.recv().ok()),
+        }
+    }
+}
+
+fn written(result: Option<Result<(), String>>) -> Result<(), ProviderError> {
+    match result {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(ProviderError::Transient(e)),
+        None => Err(ProviderError::Transient(
+            "the simulator's writer stopped".into(),
+        )),
+    }
+}
+
+/// The writer thread: takes what is queued, writes the newest state of each file once, and tells
+/// every waiter. Ends when the simulator is dropped.
+fn run_writer(dir: PathBuf, queue: mpsc::Receiver<Write>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        batch.extend(queue.try_iter());
+        let mut newest: HashMap<&PathBuf, &[u8]> = HashMap::new();
+        for w in &batch {
+            newest.insert(&w.path, &w.bytes);
+        }
+        let results: HashMap<PathBuf, Result<(), String>> = newest
+            .into_iter()
+            .map(|(path, bytes)| (path.clone(), write_file(&dir, path, bytes)))
+            .collect();
+        for w in batch {
+            let result = results.get(&w.path).cloned().unwrap_or(Ok(()));
+            w.done.send(result);
+        }
+    }
+}
+
+/// Writes to a temporary file and renames it, so a crash never leaves half an organisation.
+fn write_file(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let io = |e: std::io::Error| format!("writing simulator state {}: {e}", path.display());
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
 }
 
 fn key_of(credential: &Credential) -> String {
@@ -122,16 +222,20 @@ impl SimProvider {
         Self {
             dir,
             orgs: Mutex::new(HashMap::new()),
+            writer: OnceLock::new(),
         }
     }
 
-    /// Runs `f` over the organisation of `key` (read from its file on first use); saves it when
-    /// `f` says it changed something.
+    /// Runs `f` over the organisation of `key` (read from its file on first use). When `f` says
+    /// it changed something, the new state is queued for the writer while the lock is still held,
+    /// so files are written in the order of the changes; the returned [`Pending`] says when it is
+    /// on disk.
     fn with_org<T>(
         &self,
         key: &str,
+        waiter: fn() -> (Done, Pending),
         f: impl FnOnce(Option<&mut SimOrg>) -> (bool, Result<T, ProviderError>),
-    ) -> Result<T, ProviderError> {
+    ) -> Result<(Result<T, ProviderError>, Option<Pending>), ProviderError> {
         let mut orgs = self.orgs.lock().unwrap_or_else(|e| e.into_inner());
         if !orgs.contains_key(key)
             && let Some(org) = self.load(key)?
@@ -139,8 +243,53 @@ impl SimProvider {
             orgs.insert(key.to_string(), org);
         }
         let (changed, out) = f(orgs.get_mut(key));
-        if changed && let Some(org) = orgs.get(key) {
-            self.save(key, org)?;
+        let pending = match orgs.get(key) {
+            Some(org) if changed => Some(self.queue(key, org, waiter)?),
+            _ => None,
+        };
+        Ok((out, pending))
+    }
+
+    /// Queues `org`'s state for the writer thread (started on first use).
+    fn queue(
+        &self,
+        key: &str,
+        org: &SimOrg,
+        waiter: fn() -> (Done, Pending),
+    ) -> Result<Pending, ProviderError> {
+        let bytes = serde_json::to_vec(org)
+            .map_err(|e| ProviderError::Permanent(format!("encoding simulator state: {e}")))?;
+        let writer = self.writer.get_or_init(|| {
+            let (tx, rx) = mpsc::channel();
+            let dir = self.dir.clone();
+            // Without a thread the receiver is dropped and the send below reports it.
+            let _ = std::thread::Builder::new()
+                .name("sim-writer".into())
+                .spawn(move || run_writer(dir, rx));
+            tx
+        });
+        let (done, pending) = waiter();
+        writer
+            .send(Write {
+                path: self.path_of(key),
+                bytes,
+                done,
+            })
+            .map_err(|_| {
+                ProviderError::Transient("the simulator's writer is not running".into())
+            })?;
+        Ok(pending)
+    }
+
+    /// `with_org` for callers outside a provider call (setup, tests, the demo): waits in place.
+    fn with_org_blocking<T>(
+        &self,
+        key: &str,
+        f: impl FnOnce(Option<&mut SimOrg>) -> (bool, Result<T, ProviderError>),
+    ) -> Result<T, ProviderError> {
+        let (out, pending) = self.with_org(key, Pending::blocking, f)?;
+        if let Some(pending) = pending {
+            pending.wait_blocking()?;
         }
         out
     }
@@ -166,32 +315,21 @@ impl SimProvider {
         }
     }
 
-    /// Writes to a temporary file and renames it, so a crash never leaves half an organisation.
-    fn save(&self, key: &str, org: &SimOrg) -> Result<(), ProviderError> {
-        let path = self.path_of(key);
-        let io = |e: std::io::Error| {
-            ProviderError::Transient(format!("writing simulator state {}: {e}", path.display()))
-        };
-        let bytes = serde_json::to_vec(org)
-            .map_err(|e| ProviderError::Permanent(format!("encoding simulator state: {e}")))?;
-        std::fs::create_dir_all(&self.dir).map_err(io)?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, bytes).map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)
-    }
-
-    /// Creates (or replaces) the organisation reached with `credential`.
+    /// Creates (or replaces) the organisation reached with `credential`; returns once it is saved.
     pub fn put_org(&self, credential: &Credential, org: SimOrg) -> Result<(), ProviderError> {
         let key = key_of(credential);
-        let mut orgs = self.orgs.lock().unwrap_or_else(|e| e.into_inner());
-        self.save(&key, &org)?;
-        orgs.insert(key, org);
-        Ok(())
+        let pending = {
+            let mut orgs = self.orgs.lock().unwrap_or_else(|e| e.into_inner());
+            let pending = self.queue(&key, &org, Pending::blocking)?;
+            orgs.insert(key, org);
+            pending
+        };
+        pending.wait_blocking()
     }
 
     /// The organisation reached with `credential`, as stored.
     pub fn org(&self, credential: &Credential) -> Result<Option<SimOrg>, ProviderError> {
-        self.with_org(&key_of(credential), |org| (false, Ok(org.cloned())))
+        self.with_org_blocking(&key_of(credential), |org| (false, Ok(org.cloned())))
     }
 
     /// Changes the organisation reached with `credential`; `NotFound` when there is none.
@@ -200,7 +338,7 @@ impl SimProvider {
         credential: &Credential,
         f: impl FnOnce(&mut SimOrg),
     ) -> Result<(), ProviderError> {
-        self.with_org(&key_of(credential), |org| match org {
+        self.with_org_blocking(&key_of(credential), |org| match org {
             Some(org) => {
                 f(org);
                 (true, Ok(()))
@@ -216,13 +354,13 @@ impl SimProvider {
         f: impl FnOnce(&mut SimOrg) -> (bool, Result<T, ProviderError>),
     ) -> Result<T, ProviderError> {
         let key = key_of(credential);
-        let latency = self.with_org(&key, |org| {
+        let latency = self.with_org_blocking(&key, |org| {
             (false, Ok(org.map_or(0, |o| o.faults.latency_ms)))
         })?;
         if latency > 0 {
             tokio::time::sleep(Duration::from_millis(latency)).await;
         }
-        self.with_org(&key, |org| {
+        let (out, pending) = self.with_org(&key, Pending::async_, |org| {
             let Some(org) = org else {
                 return (
                     false,
@@ -257,7 +395,11 @@ impl SimProvider {
                 );
             }
             f(org)
-        })
+        })?;
+        if let Some(pending) = pending {
+            pending.wait().await?;
+        }
+        out
     }
 }
 
@@ -441,6 +583,32 @@ mod tests {
         assert!(text.contains("a@x.test"));
         assert!(!text.contains("tok-secret-123"));
         assert!(!files[0].to_string_lossy().contains("tok-secret-123"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_changes_are_all_on_disk_when_their_calls_return() {
+        let (dir, sim) = sim();
+        let sim = std::sync::Arc::new(sim);
+        let cred = Credential::new("c");
+        sim.put_org(&cred, SimOrg::new("o", "owner@o.test", 60))
+            .unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let (sim, cred) = (sim.clone(), cred.clone());
+            tasks.push(tokio::spawn(async move {
+                sim.invite(&cred, "o-team-1", &format!("k{i}@o.test"), "K")
+                    .await
+                    .unwrap()
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), Invited::Sent);
+        }
+        // A fresh instance reads only the file: the last write holds every change.
+        let again = SimProvider::new(dir.path().join("sim"));
+        let members = again.list_members(&cred, "o-team-1").await.unwrap();
+        assert_eq!(members.len(), 51);
+        assert_eq!(again.org(&cred).unwrap().unwrap().invites_sent, 50);
     }
 
     #[tokio::test]
