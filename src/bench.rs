@@ -30,12 +30,15 @@ pub struct PoolBenchArgs {
     pub iterations: usize,
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+/// The value at share `p` (0.0-1.0) of an ascending slice; `None` when it is empty.
+pub fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
+    let last = sorted.len().checked_sub(1)?;
+    let idx = (last as f64 * p.clamp(0.0, 1.0)).round() as usize;
+    sorted.get(idx.min(last)).copied()
+}
+
+fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    percentile(sorted, p).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
 async fn time<F, Fut>(iterations: usize, mut f: F) -> anyhow::Result<serde_json::Value>
@@ -54,8 +57,8 @@ where
     samples.sort();
     let round = |v: f64| (v * 1000.0).round() / 1000.0;
     Ok(json!({
-        "p50_ms": round(percentile(&samples, 0.50)),
-        "p99_ms": round(percentile(&samples, 0.99)),
+        "p50_ms": round(percentile_ms(&samples, 0.50)),
+        "p99_ms": round(percentile_ms(&samples, 0.99)),
     }))
 }
 
@@ -286,12 +289,7 @@ pub async fn sync(args: &SyncBenchArgs) -> anyhow::Result<()> {
         );
         let mut latencies = crate::store::jobs::succeeded_latencies(&app.users).await?;
         latencies.sort_unstable();
-        let pct = |p: f64| {
-            latencies
-                .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
-                .copied()
-                .unwrap_or(0)
-        };
+        let pct = |p: f64| percentile(&latencies, p).unwrap_or(0);
         let report = json!({
             "bench": "sync",
             "backend": "sqlite",

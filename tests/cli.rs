@@ -401,18 +401,7 @@ async fn job_of_a_killed_process_is_rescued_and_its_side_effect_happens_once() {
         );
 
         let mut second = serve(&dbs, &env).await;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let done = loop {
-            let row = poolkeeper::store::jobs::get(&users, &job.id).await.unwrap();
-            if row.status == "succeeded" {
-                break row;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the job was not rescued: {row:?}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        };
+        let done = rescued(&users, &job.id).await;
         assert_eq!(done.attempts, 2, "the lost attempt counts");
         let log = read();
         assert_eq!(log.matches("start").count(), 2, "{log}");
@@ -429,6 +418,26 @@ async fn job_of_a_killed_process_is_rescued_and_its_side_effect_happens_once() {
 }
 
 /// A client logged in to `base` as admin; returns it with the CSRF token.
+/// Waits (up to a minute) for a job a killed process left running to be rescued and succeed.
+async fn rescued(users: &poolkeeper::db::UsersDb, id: &str) -> poolkeeper::store::jobs::Job {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let row = poolkeeper::store::jobs::get(users, id).await.unwrap();
+        match row.status.as_str() {
+            "succeeded" => return row,
+            "failed" | "cancelled" => {
+                panic!("the rescued job ended {}: {:?}", row.status, row.last_error)
+            }
+            _ => {}
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job was not rescued: {row:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 async fn admin_client(base: &str, password: &str) -> (reqwest::Client, String) {
     let client = reqwest::Client::builder()
         .cookie_store(true)
@@ -538,16 +547,7 @@ async fn sync_killed_mid_run_is_rescued_and_ends_in_the_state_of_an_uninterrupte
             poolkeeper::db::UsersDb::open(&dbs.config.users_database_url(), &Default::default())
                 .await
                 .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        let done = loop {
-            let row = poolkeeper::store::jobs::get(&users, &job_id).await.unwrap();
-            if row.status == "succeeded" || row.status == "failed" {
-                break row;
-            }
-            assert!(std::time::Instant::now() < deadline, "not rescued: {row:?}");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        };
-        assert_eq!(done.status, "succeeded", "{:?}", done.last_error);
+        let done = rescued(&users, &job_id).await;
         assert_eq!(done.attempts, 2, "the lost attempt counts");
 
         // The state of an uninterrupted run (see tests/sync.rs auto_invite_fills_free_seats_once).
@@ -760,16 +760,7 @@ async fn scim_sync_killed_mid_run_is_rescued_and_ends_in_the_state_of_an_uninter
             poolkeeper::db::UsersDb::open(&dbs.config.users_database_url(), &Default::default())
                 .await
                 .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        let done = loop {
-            let row = poolkeeper::store::jobs::get(&users, &job_id).await.unwrap();
-            if row.status == "succeeded" || row.status == "failed" {
-                break row;
-            }
-            assert!(std::time::Instant::now() < deadline, "not rescued: {row:?}");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        };
-        assert_eq!(done.status, "succeeded", "{:?}", done.last_error);
+        let done = rescued(&users, &job_id).await;
         assert_eq!(done.attempts, 2, "the lost attempt counts");
 
         // The state of an uninterrupted run (tests/scim.rs): the teams keep the names the first

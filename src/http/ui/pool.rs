@@ -457,17 +457,8 @@ pub async fn create_mother(
                     .map_err(|_| "seat_limit must be a whole number".to_string())
             })
             .transpose()?;
-        let pool_group_id = blank_to_none(&form.pool_group_id)
-            .map(|s| {
-                s.parse::<i64>()
-                    .map_err(|_| "pool_group_id must be a number".to_string())
-            })
-            .transpose()?;
-        let provider_config = blank_to_none(&form.provider_config)
-            .map(|s| {
-                serde_json::from_str(&s).map_err(|e| format!("provider_config: not JSON ({e})"))
-            })
-            .transpose()?;
+        let pool_group_id = group_field(&form.pool_group_id)?;
+        let provider_config = provider_config_field(&form.provider_config)?;
         Ok(MotherInput {
             name: form.name.clone(),
             provider: form.provider.clone(),
@@ -583,20 +574,28 @@ pub struct ImportForm {
     pool_group_id: String,
 }
 
+/// The optional `pool_group_id` field of a form.
+fn group_field(value: &str) -> Result<Option<i64>, String> {
+    blank_to_none(value)
+        .map(|s| {
+            s.parse::<i64>()
+                .map_err(|_| "pool_group_id must be a number".to_string())
+        })
+        .transpose()
+}
+
+/// The optional `provider_config` field of a form: a JSON text.
+fn provider_config_field(value: &str) -> Result<Option<serde_json::Value>, String> {
+    blank_to_none(value)
+        .map(|s| serde_json::from_str(&s).map_err(|e| format!("provider_config: not JSON ({e})")))
+        .transpose()
+}
+
 impl ImportForm {
     fn request(&mut self) -> Result<ImportCookieRequest, String> {
         let cookie = Credential::new(std::mem::take(&mut self.cookie));
-        let pool_group_id = blank_to_none(&self.pool_group_id)
-            .map(|s| {
-                s.parse::<i64>()
-                    .map_err(|_| "pool_group_id must be a number".to_string())
-            })
-            .transpose()?;
-        let provider_config = blank_to_none(&self.provider_config)
-            .map(|s| {
-                serde_json::from_str(&s).map_err(|e| format!("provider_config: not JSON ({e})"))
-            })
-            .transpose()?;
+        let pool_group_id = group_field(&self.pool_group_id)?;
+        let provider_config = provider_config_field(&self.provider_config)?;
         Ok(ImportCookieRequest {
             cookie,
             mode: self.mode.clone(),
