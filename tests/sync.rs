@@ -405,6 +405,29 @@ async fn group_auto_invite_invites_once_without_the_global_switch() {
 }
 
 #[tokio::test]
+async fn auto_invite_stops_when_the_provider_team_is_full_and_leaves_no_trace() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, true).await;
+        let group = s.group("g1").await;
+        // Five seats here, but the provider's team takes only the owner and two more.
+        let m = s.mother("acme", Some(group), 5, org("acme", 3, &[])).await;
+        let first = s.sync(group, m).await;
+        assert_eq!(first["invites_sent"], 2, "{first}");
+        let d = s.detail(m).await;
+        assert_eq!(d.children.len(), 2, "unsent reservations leave no child");
+        assert!(d.children.iter().all(|c| c.status == "invited"));
+        assert_eq!(d.mother.usage.seats_held, 2);
+        assert_eq!(d.mother.usage.seats_free, 3, "their seats are free again");
+        let second = s.sync(group, m).await;
+        zero_report(&second);
+        assert_eq!(s.detail(m).await.children.len(), 2);
+        assert_eq!(s.org("acme").invites_sent, 2);
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn hundred_concurrent_enqueues_make_one_job() {
     each_backend(|backend| async move {
         let s = Sync::spawn(&backend, false).await;

@@ -19,8 +19,9 @@ use crate::domain::seats::SeatWant;
 use crate::error::{ApiError, ApiResult};
 use crate::providers::{Invited, MemberStatus, Provider, ProviderError};
 use crate::store::jobs::NewJob;
-use crate::store::mothers::{self as mothers, ChildInput, INVITING, Team};
+use crate::store::mothers::{self as mothers, ChildInput, Team};
 use crate::store::pool_groups::{self as groups, SequenceKind};
+use crate::store::seats::{InviteOutcome, NewInvite};
 use crate::store::sync_sessions::{self, NewSession, RecordOutcome};
 use crate::store::{StoreError, seats};
 
@@ -327,26 +328,37 @@ pub async fn sync_mother(
     }
     count("rename_team", report.teams_renamed);
 
-    // 2a. Invitations a killed run recorded but may not have sent go out again under the same
-    // address; the provider treats a repeat as already present.
-    for (team_id, email, name) in mothers::unconfirmed_invites(&app.pool, mother_id).await? {
-        let sent = match linked.iter().find(|(_, t)| t.id == team_id) {
-            Some((pteam, _)) => {
-                send_invite(provider.as_ref(), &credential, &pteam.id, &email, &name).await?
+    // 2a. Invitations a killed run reserved but may not have sent go out again under the same
+    // addresses; the provider treats a repeat as already present.
+    let mut unconfirmed: Vec<(i64, NewInvite)> = mothers::unconfirmed_invites(&app.pool, mother_id)
+        .await?
+        .into_iter()
+        .map(|(team_id, email, name)| (team_id, NewInvite { email, name }))
+        .collect();
+    while let Some(&(team_id, _)) = unconfirmed.first() {
+        let (team_invites, rest): (Vec<_>, Vec<_>) =
+            unconfirmed.into_iter().partition(|(t, _)| *t == team_id);
+        unconfirmed = rest;
+        let invites: Vec<NewInvite> = team_invites.into_iter().map(|(_, i)| i).collect();
+        let pteam = linked.iter().find(|(_, t)| t.id == team_id).map(|(p, _)| p);
+        let outcomes = match pteam {
+            Some(pteam) => {
+                send_reserved(
+                    provider.as_ref(),
+                    &credential,
+                    &pteam.id,
+                    &invites,
+                    &mut report,
+                )
+                .await?
             }
-            None => None,
+            // The team is gone or disabled: nothing to send them to.
+            None => invites
+                .into_iter()
+                .map(|i| (i.email, InviteOutcome::Dropped))
+                .collect(),
         };
-        match sent {
-            Some((status, sent)) => {
-                report.invites_sent += i64::from(sent);
-                confirm_invite(app, mother_id, team_id, &email, status, now).await?;
-            }
-            // The team is gone, disabled or full: the held seat expires at its `held_until`.
-            None => {
-                mothers::set_child_status(&app.pool, mother_id, team_id, &email, "removed", now)
-                    .await?
-            }
-        }
+        seats::confirm_invites(&app.pool, mother_id, team_id, &outcomes, now).await?;
     }
 
     // 2. Backfill members into children; seats follow.
@@ -391,56 +403,57 @@ pub async fn sync_mother(
     report.seats_overflow = i64::try_from(plan.overflow.len()).unwrap_or(i64::MAX);
 
     // 3. Auto-invite (the group's setting or the instance-wide one) generated addresses into free
-    // seats. Seats taken by pending invites are held, so a rerun finds no free seat and sends nothing.
+    // seats. The invitations are reserved first (children `inviting`, seats held), so a run killed
+    // while sending resends the same addresses (step 2a); held seats are not free, so a rerun
+    // sends nothing new.
     if (group.settings.auto_invite || app.config.pool_auto_invite_missing)
         && let Some((pteam, team)) = linked.first()
     {
         let free = mothers::get(&app.pool, mother_id).await?.usage.seats_free;
-        for _ in 0..free {
-            let seq =
-                groups::allocate_sequence(&app.pool, group_id, &day, SequenceKind::Child).await?;
-            let values = NameValues {
-                group: &group.name,
-                date: &day,
-                seq,
-                domain,
-            };
-            let (Some(email), Some(name)) = (
-                names.child_email.render(&values),
-                names.child_name.render(&values),
-            ) else {
-                return Err(SyncError::Failed(format!(
-                    "pool group {}: child templates need a domain",
-                    group.name
-                )));
-            };
-            let email = email.to_ascii_lowercase();
-            // The intent is recorded before the provider hears of it: a run killed in between
-            // sends this address again (step 2a) instead of making up another.
-            mothers::add_child(&app.pool, mother_id, team.id, &email, &name, INVITING, now).await?;
-            let Some(seat) =
-                seats::hold_free_seat(&app.pool, mother_id, &email, now + INVITE_HOLD_MS, now)
-                    .await?
-            else {
-                mothers::set_child_status(&app.pool, mother_id, team.id, &email, "removed", now)
+        if free > 0 {
+            let numbers =
+                groups::allocate_sequences(&app.pool, group_id, &day, SequenceKind::Child, free)
                     .await?;
-                break;
-            };
-            match send_invite(provider.as_ref(), &credential, &pteam.id, &email, &name).await? {
-                Some((status, sent)) => {
-                    report.invites_sent += i64::from(sent);
-                    confirm_invite(app, mother_id, team.id, &email, status, now).await?;
-                }
-                // The provider's team is full: nothing more to fill.
-                None => {
-                    mothers::set_child_status(
-                        &app.pool, mother_id, team.id, &email, "removed", now,
-                    )
-                    .await?;
-                    seats::release(&app.pool, seat.id, now).await?;
-                    break;
-                }
+            let mut invites = Vec::new();
+            for seq in numbers {
+                let values = NameValues {
+                    group: &group.name,
+                    date: &day,
+                    seq,
+                    domain,
+                };
+                let (Some(email), Some(name)) = (
+                    names.child_email.render(&values),
+                    names.child_name.render(&values),
+                ) else {
+                    return Err(SyncError::Failed(format!(
+                        "pool group {}: child templates need a domain",
+                        group.name
+                    )));
+                };
+                invites.push(NewInvite {
+                    email: email.to_ascii_lowercase(),
+                    name,
+                });
             }
+            let reserved = seats::reserve_invites(
+                &app.pool,
+                mother_id,
+                team.id,
+                &invites,
+                now + INVITE_HOLD_MS,
+                now,
+            )
+            .await?;
+            let outcomes = send_reserved(
+                provider.as_ref(),
+                &credential,
+                &pteam.id,
+                &reserved,
+                &mut report,
+            )
+            .await?;
+            seats::confirm_invites(&app.pool, mother_id, team.id, &outcomes, now).await?;
         }
     }
     count("auto_invite", report.invites_sent);
@@ -448,39 +461,44 @@ pub async fn sync_mother(
     Ok(report)
 }
 
-/// Sends one invitation: the member's status and whether an invitation went out, or `None` when
-/// the provider's team is full.
-async fn send_invite(
+/// Sends reserved invitations in order and says what became of each. Once the provider's team is
+/// full the rest are not sent.
+async fn send_reserved(
     provider: &dyn Provider,
     credential: &Credential,
     team_id: &str,
-    email: &str,
-    name: &str,
-) -> Result<Option<(MemberStatus, bool)>, SyncError> {
-    match provider.invite(credential, team_id, email, name).await {
-        Ok(Invited::Sent) => Ok(Some((MemberStatus::Invited, true))),
-        Ok(Invited::Added) => Ok(Some((MemberStatus::Active, true))),
-        Ok(Invited::AlreadyPresent) => Ok(Some((MemberStatus::Invited, false))),
-        Err(ProviderError::Conflict(_)) => Ok(None),
-        Err(e) => Err(e.into()),
+    invites: &[NewInvite],
+    report: &mut SyncReport,
+) -> Result<Vec<(String, InviteOutcome)>, SyncError> {
+    let mut outcomes = Vec::with_capacity(invites.len());
+    let mut full = false;
+    for invite in invites {
+        let outcome = if full {
+            InviteOutcome::Dropped
+        } else {
+            match provider
+                .invite(credential, team_id, &invite.email, &invite.name)
+                .await
+            {
+                Ok(Invited::Sent) => {
+                    report.invites_sent += 1;
+                    InviteOutcome::Invited
+                }
+                Ok(Invited::Added) => {
+                    report.invites_sent += 1;
+                    InviteOutcome::Added
+                }
+                Ok(Invited::AlreadyPresent) => InviteOutcome::Invited,
+                Err(ProviderError::Conflict(_)) => {
+                    full = true;
+                    InviteOutcome::Dropped
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        outcomes.push((invite.email.clone(), outcome));
     }
-}
-
-/// Records what the provider said of an invitation: a pending invite keeps its held seat, a
-/// member added directly uses it.
-async fn confirm_invite(
-    app: &App,
-    mother_id: i64,
-    team_id: i64,
-    email: &str,
-    status: MemberStatus,
-    now: i64,
-) -> Result<(), SyncError> {
-    mothers::set_child_status(&app.pool, mother_id, team_id, email, status.as_str(), now).await?;
-    if status == MemberStatus::Active {
-        seats::use_held_seat(&app.pool, mother_id, email, now).await?;
-    }
-    Ok(())
+    Ok(outcomes)
 }
 
 /// A queued single-mother sync.

@@ -758,61 +758,10 @@ pub async fn ids_in_group(db: &PoolDb, group_id: i64, status: &str) -> StoreResu
     .await)?)
 }
 
-/// The status of a child whose invitation sync recorded but has not confirmed with the provider
-/// yet (a run killed in between leaves it; the next run sends it again).
+/// The status of a child whose invitation sync reserved but has not confirmed with the provider
+/// yet (a run killed in between leaves it; the next run sends it again). See
+/// `seats::reserve_invites`.
 pub const INVITING: &str = "inviting";
-
-/// Records a child that sync is inviting ([`INVITING`]). An address already recorded for the team
-/// is left as it is.
-pub async fn add_child(
-    db: &PoolDb,
-    mother_id: i64,
-    team_id: i64,
-    email: &str,
-    name: &str,
-    status: &str,
-    now: i64,
-) -> StoreResult<()> {
-    on_writer!(db, |p| sqlx::query(
-        "INSERT INTO children (mother_id, team_id, email, name, status, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $6) \
-         ON CONFLICT (mother_id, team_id, email) DO NOTHING"
-    )
-    .bind(mother_id)
-    .bind(team_id)
-    .bind(email)
-    .bind(name)
-    .bind(status)
-    .bind(now)
-    .execute(p)
-    .await
-    .map(drop))?;
-    Ok(())
-}
-
-/// Sets the status of the child `email` of a mother's team.
-pub async fn set_child_status(
-    db: &PoolDb,
-    mother_id: i64,
-    team_id: i64,
-    email: &str,
-    status: &str,
-    now: i64,
-) -> StoreResult<()> {
-    on_writer!(db, |p| sqlx::query(
-        "UPDATE children SET status = $4, updated_at = $5 \
-         WHERE mother_id = $1 AND team_id = $2 AND email = $3"
-    )
-    .bind(mother_id)
-    .bind(team_id)
-    .bind(email)
-    .bind(status)
-    .bind(now)
-    .execute(p)
-    .await
-    .map(drop))?;
-    Ok(())
-}
 
 /// A mother's children still [`INVITING`]: `(team_id, email, name)`.
 pub async fn unconfirmed_invites(

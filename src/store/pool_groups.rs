@@ -247,6 +247,29 @@ pub async fn allocate_sequence(
         .await)?)
 }
 
+/// The next `count` numbers of (group, day, kind) in one statement: `first..=last`.
+pub async fn allocate_sequences(
+    db: &PoolDb,
+    group_id: i64,
+    day: &str,
+    kind: SequenceKind,
+    count: i64,
+) -> StoreResult<std::ops::RangeInclusive<i64>> {
+    let count = count.max(1);
+    let last: i64 = on_writer!(db, |p| sqlx::query_scalar(
+        "INSERT INTO daily_sequences (group_id, day, kind, last_value) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (group_id, day, kind) DO UPDATE \
+         SET last_value = daily_sequences.last_value + $4 RETURNING last_value"
+    )
+    .bind(group_id)
+    .bind(day)
+    .bind(kind.as_str())
+    .bind(count)
+    .fetch_one(p)
+    .await)?;
+    Ok(last - count + 1..=last)
+}
+
 /// The last number handed out for (group, day, kind), 0 when none was. Reading never allocates.
 pub async fn last_sequence(
     db: &PoolDb,

@@ -251,42 +251,149 @@ pub async fn hold_free_seat(
     })
 }
 
-/// Turns the seat held for `email` into a used one (an invitee the provider added directly).
-/// False when no seat is held for her.
-pub async fn use_held_seat(
+/// An invitation sync is about to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewInvite {
+    pub email: String,
+    pub name: String,
+}
+
+/// Records invitations before they are sent, in one transaction: each address becomes a child
+/// `inviting` in `team_id` and holds the lowest free seat until `held_until`. Only as many as
+/// there are free seats are taken; returns those, in order.
+pub async fn reserve_invites(
     db: &PoolDb,
     mother_id: i64,
-    email: &str,
+    team_id: i64,
+    invites: &[NewInvite],
+    held_until: i64,
     now: i64,
-) -> StoreResult<bool> {
+) -> StoreResult<Vec<NewInvite>> {
+    if invites.is_empty() {
+        return Ok(Vec::new());
+    }
     in_transaction!(db, |tx| {
-        // The mother's row first, like every seat change (see the module notes).
-        let n = sqlx::query(
-            "UPDATE mothers SET seats_used = seats_used + 1, seats_held = seats_held - 1, \
-             updated_at = $3 WHERE id = $1 AND EXISTS (SELECT 1 FROM seats \
-             WHERE mother_id = $1 AND holder_email = $2 AND status = 'held')",
+        // The mother's row first (see the module notes); then how many seats are free.
+        let free: Option<i64> = sqlx::query_scalar(
+            "UPDATE mothers SET updated_at = $2 WHERE id = $1 \
+             RETURNING seat_limit - seats_used - seats_held",
         )
         .bind(mother_id)
-        .bind(email)
         .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if n == 0 {
-            return Ok(false);
-        }
-        sqlx::query(
-            "UPDATE seats SET status = 'used', held_until = NULL, updated_at = $3 \
-             WHERE id = (SELECT id FROM seats WHERE mother_id = $1 AND holder_email = $2 \
-             AND status = 'held' ORDER BY seat_no LIMIT 1)",
-        )
-        .bind(mother_id)
-        .bind(email)
-        .bind(now)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
+        let free = usize::try_from(free.ok_or(StoreError::NotFound)?.max(0)).unwrap_or(0);
+        let taken: Vec<NewInvite> = invites.iter().take(free).cloned().collect();
+        for invite in &taken {
+            sqlx::query(
+                "INSERT INTO children (mother_id, team_id, email, name, status, created_at, \
+                 updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6) \
+                 ON CONFLICT (mother_id, team_id, email) DO NOTHING",
+            )
+            .bind(mother_id)
+            .bind(team_id)
+            .bind(&invite.email)
+            .bind(&invite.name)
+            .bind(super::mothers::INVITING)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE seats SET status = 'held', holder_email = $2, held_until = $3, \
+                 updated_at = $4 WHERE id = (SELECT id FROM seats WHERE mother_id = $1 \
+                 AND status = 'free' ORDER BY seat_no LIMIT 1)",
+            )
+            .bind(mother_id)
+            .bind(&invite.email)
+            .bind(held_until)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !taken.is_empty() {
+            sqlx::query(RECOUNT)
+                .bind(mother_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
-        Ok(true)
+        Ok(taken)
+    })
+}
+
+/// What the provider said of a reserved invitation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InviteOutcome {
+    /// Pending: the child is `invited` and keeps her held seat.
+    Invited,
+    /// Added directly: the child is `active` and her seat `used`.
+    Added,
+    /// Not sent (the team is full or gone): the reserved child is deleted and her seat freed.
+    Dropped,
+}
+
+/// Records what became of reserved invitations of `team_id`, in one transaction.
+pub async fn confirm_invites(
+    db: &PoolDb,
+    mother_id: i64,
+    team_id: i64,
+    outcomes: &[(String, InviteOutcome)],
+    now: i64,
+) -> StoreResult<()> {
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    in_transaction!(db, |tx| {
+        sqlx::query("UPDATE mothers SET updated_at = $2 WHERE id = $1")
+            .bind(mother_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        for (email, outcome) in outcomes {
+            let (child, seat) = match outcome {
+                InviteOutcome::Invited => (Some("invited"), None),
+                InviteOutcome::Added => (Some("active"), Some("used")),
+                InviteOutcome::Dropped => (None, Some("free")),
+            };
+            let statement = if child.is_some() {
+                "UPDATE children SET status = $5, updated_at = $6 \
+                 WHERE mother_id = $1 AND team_id = $2 AND email = $3 AND status = $4"
+            } else {
+                // Never sent: the reservation leaves no child behind.
+                "DELETE FROM children \
+                 WHERE mother_id = $1 AND team_id = $2 AND email = $3 AND status = $4"
+            };
+            let mut change = sqlx::query(statement)
+                .bind(mother_id)
+                .bind(team_id)
+                .bind(email)
+                .bind(super::mothers::INVITING);
+            if let Some(status) = child {
+                change = change.bind(status).bind(now);
+            }
+            change.execute(&mut *tx).await?;
+            if let Some(seat) = seat {
+                sqlx::query(
+                    "UPDATE seats SET status = $3, held_until = NULL, updated_at = $4, \
+                     holder_email = CASE WHEN $3 = 'free' THEN NULL ELSE holder_email END \
+                     WHERE mother_id = $1 AND holder_email = $2 AND status = 'held'",
+                )
+                .bind(mother_id)
+                .bind(email)
+                .bind(seat)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        sqlx::query(RECOUNT)
+            .bind(mother_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     })
 }
 
