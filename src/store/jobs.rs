@@ -89,7 +89,13 @@ const HISTORY_COLUMNS: &str = "id, job_type, payload, dedup_key, status, attempt
 
 /// The `job_history` values for the `job_queue` row `q` finishing with `status` at `now`; each
 /// argument is an SQL expression.
-fn history_values(status: &str, cancel_requested: &str, last_error: &str, result: &str, now: &str) -> String {
+fn history_values(
+    status: &str,
+    cancel_requested: &str,
+    last_error: &str,
+    result: &str,
+    now: &str,
+) -> String {
     format!(
         "q.id, q.job_type, q.payload, q.dedup_key, {status}, q.attempts, q.max_attempts, q.priority, q.run_at, \
          q.locked_by, CAST(NULL AS BIGINT), q.heartbeat_at, q.started_at, {cancel_requested}, {last_error}, {result}, q.created_at, \
@@ -425,7 +431,8 @@ pub async fn fail_attempt(
 ) -> StoreResult<bool> {
     let held = "id = $1 AND locked_by = $2 AND status = 'running'";
     let done = match retry_at {
-        Some(at) => on_writer!(db, |p| sqlx::query(AssertSqlSafe(format!(
+        Some(at) => on_writer!(db, |p| {
+            sqlx::query(AssertSqlSafe(format!(
             "UPDATE job_queue SET status = 'pending', run_at = $4, last_error = $3, locked_until = NULL, \
              updated_at = $5 WHERE {held}"
         )))
@@ -436,7 +443,8 @@ pub async fn fail_attempt(
         .bind(now)
         .execute(p)
         .await
-        .map(|r| r.rows_affected()))?,
+        .map(|r| r.rows_affected())
+        })?,
         None => {
             let values = history_values(
                 "'failed'",
@@ -466,9 +474,13 @@ pub async fn finish_cancelled(db: &UsersDb, runner: &str, id: &str, now: i64) ->
         "CAST(NULL AS TEXT)",
         "$3",
     );
-    let (pg, sqlite) = finish_statements("id = $1 AND locked_by = $2 AND status = 'running'", &values);
+    let (pg, sqlite) =
+        finish_statements("id = $1 AND locked_by = $2 AND status = 'running'", &values);
     let [copy, delete] = sqlite;
-    let done = write_statements!(db, pg, [copy, delete], |q| q.bind(id).bind(runner).bind(now));
+    let done = write_statements!(db, pg, [copy, delete], |q| q
+        .bind(id)
+        .bind(runner)
+        .bind(now));
     Ok(done == 1)
 }
 
@@ -527,7 +539,13 @@ pub async fn release(db: &UsersDb, runner: &str, ids: &[String], now: i64) -> St
 pub async fn rescue_expired(db: &UsersDb, now: i64) -> StoreResult<u64> {
     const EXPIRED: &str = "status = 'running' AND locked_until < $1";
     const ERROR: &str = "'lock expired: the runner stopped sending heartbeats'";
-    let values = history_values("'failed'", "q.cancel_requested", ERROR, "CAST(NULL AS TEXT)", "$1");
+    let values = history_values(
+        "'failed'",
+        "q.cancel_requested",
+        ERROR,
+        "CAST(NULL AS TEXT)",
+        "$1",
+    );
     let spent = format!("{EXPIRED} AND attempts >= max_attempts");
     let requeue = format!(
         "UPDATE job_queue SET status = 'pending', last_error = {ERROR}, locked_until = NULL, run_at = $1, \
@@ -632,14 +650,18 @@ pub async fn list(
             "SELECT * FROM (SELECT {COLUMNS}, CAST(NULL AS BIGINT) AS finished_at FROM job_queue \
              WHERE {condition} ORDER BY id DESC LIMIT $5) AS q"
         ));
-        counts.push(format!("(SELECT COUNT(*) FROM job_queue WHERE {condition})"));
+        counts.push(format!(
+            "(SELECT COUNT(*) FROM job_queue WHERE {condition})"
+        ));
     }
     if finished {
         arms.push(format!(
             "SELECT * FROM (SELECT {COLUMNS}, finished_at FROM job_history \
              WHERE {condition} ORDER BY id DESC LIMIT $5) AS h"
         ));
-        counts.push(format!("(SELECT COUNT(*) FROM job_history WHERE {condition})"));
+        counts.push(format!(
+            "(SELECT COUNT(*) FROM job_history WHERE {condition})"
+        ));
     }
     let items = AssertSqlSafe(format!(
         "SELECT * FROM ({}) AS a ORDER BY id DESC LIMIT $3 OFFSET $4",
