@@ -227,6 +227,7 @@ pub async fn enqueue_many(
     now: i64,
 ) -> StoreResult<Vec<(String, bool)>> {
     const ROWS_PER_STATEMENT: usize = 5_000;
+    const ANALYZE_AFTER_ROWS: usize = 10_000;
     const COLUMNS: &str = "id, job_type, payload, dedup_key, status, max_attempts, priority, run_at, created_at, updated_at";
     const ON_CONFLICT: &str =
         "ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING RETURNING id";
@@ -287,6 +288,12 @@ pub async fn enqueue_many(
                         .await?;
                 out.push((existing, true));
             }
+        }
+        // PostgreSQL plans the claim from the table's statistics. Without fresh ones after a large
+        // load (autovacuum may be off, or not yet round) it guesses a few pending rows and sorts
+        // every pending job on each claim instead of reading the ready index in order.
+        if backend(db) == Backend::Postgres && jobs.len() >= ANALYZE_AFTER_ROWS {
+            sqlx::query("ANALYZE job_queue").execute(&mut *tx).await?;
         }
         tx.commit().await?;
     });
@@ -484,7 +491,9 @@ pub async fn finish_cancelled(db: &UsersDb, runner: &str, id: &str, now: i64) ->
     Ok(done == 1)
 }
 
-/// Extends the locks of every job `runner` holds; returns the ids whose cancellation was requested.
+/// Extends the locks of the jobs `runner` holds to `lock_until`; returns the ids whose cancellation
+/// was requested. A lock is extended once a third of its window (`lock_until - now`) has passed:
+/// with heartbeats at least that often it never runs out, and short jobs are never rewritten.
 pub async fn heartbeat(
     db: &UsersDb,
     runner: &str,
@@ -495,7 +504,8 @@ pub async fn heartbeat(
         "SELECT id FROM job_queue WHERE locked_by = $1 AND status = 'running' AND cancel_requested";
     on_writer!(db, |p| {
         sqlx::query(
-            "UPDATE job_queue SET locked_until = $2, heartbeat_at = $3 WHERE locked_by = $1 AND status = 'running'",
+            "UPDATE job_queue SET locked_until = $2, heartbeat_at = $3 WHERE locked_by = $1 AND status = 'running' \
+             AND locked_until < $2 - ($2 - $3) / 3",
         )
         .bind(runner)
         .bind(lock_until)

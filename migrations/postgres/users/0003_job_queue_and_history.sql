@@ -3,16 +3,18 @@
 -- indexes, which stay as small as the live queue however long the history grows. Finishing a job
 -- moves its row in the same transaction that finishes it; a retry moves it back.
 CREATE TABLE job_queue (
-    id               TEXT PRIMARY KEY,          -- UUID v7: sorts by creation time
+    -- UUID v7 (sorts by creation time). COLLATE "C" on the keys: byte comparisons instead of the
+    -- locale's, the same order for these ASCII values, and much cheaper on every index operation.
+    id               TEXT COLLATE "C" PRIMARY KEY,
     job_type         TEXT NOT NULL,
     payload          TEXT NOT NULL,
-    dedup_key        TEXT,
+    dedup_key        TEXT COLLATE "C",
     status           TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'running')),
     attempts         BIGINT NOT NULL DEFAULT 0,
     max_attempts     BIGINT NOT NULL,
     priority         BIGINT NOT NULL DEFAULT 0,
     run_at           BIGINT NOT NULL,
-    locked_by        TEXT,
+    locked_by        TEXT COLLATE "C",
     locked_until     BIGINT,
     heartbeat_at     BIGINT,
     started_at       BIGINT,          -- when the current attempt was claimed
@@ -23,16 +25,16 @@ CREATE TABLE job_queue (
 );
 
 CREATE TABLE job_history (
-    id               TEXT PRIMARY KEY,
+    id               TEXT COLLATE "C" PRIMARY KEY,
     job_type         TEXT NOT NULL,
     payload          TEXT NOT NULL,
-    dedup_key        TEXT,
+    dedup_key        TEXT COLLATE "C",
     status           TEXT NOT NULL CHECK (status IN ('succeeded', 'failed', 'cancelled')),
     attempts         BIGINT NOT NULL,
     max_attempts     BIGINT NOT NULL,
     priority         BIGINT NOT NULL,
     run_at           BIGINT NOT NULL,
-    locked_by        TEXT,
+    locked_by        TEXT COLLATE "C",
     locked_until     BIGINT,
     heartbeat_at     BIGINT,
     started_at       BIGINT,
