@@ -373,49 +373,94 @@ pub async fn complete(
     };
     match &db.0.conn {
         Conn::Postgres(pg) => {
-            // Arrays bind natively: no JSON to build here or to parse there.
-            let ids: Vec<&str> = results.iter().map(|(id, _)| id.as_str()).collect();
-            let outputs: Vec<Option<&str>> = results.iter().map(|(_, r)| r.as_deref()).collect();
+            // Arrays bind natively: no JSON to build here or to parse there. The batch goes as
+            // statements of a few KiB each, in one transaction when there are several: sqlx does
+            // not set TCP_NODELAY, and a larger message leaves the socket in two writes whose
+            // second Nagle's algorithm holds until PostgreSQL's delayed ACK, about 40 ms later
+            // (measured: 50 ms per 1,000-job completion over TCP, 6 ms over a Unix socket).
+            const CHUNK_BYTES: usize = 8 * 1024;
             let sql = format!(
                 "WITH q AS (DELETE FROM job_queue j USING unnest($1::text[], $4::text[]) AS b(id, result) \
                  WHERE j.id = b.id AND j.locked_by = $3 AND j.status = 'running' RETURNING j.*, b.result AS new_result) \
                  INSERT INTO job_history ({HISTORY_COLUMNS}) SELECT {} FROM q",
                 values("q.new_result")
             );
-            Ok(sqlx::query(AssertSqlSafe(sql))
-                .bind(ids)
-                .bind(now)
-                .bind(runner)
-                .bind(outputs)
-                .execute(pg)
-                .await?
-                .rows_affected())
+            let mut chunks: Vec<&[&(String, Option<String>)]> = Vec::new();
+            let (mut start, mut bytes) = (0, 0);
+            for (i, (id, result)) in results.iter().enumerate() {
+                let size = id.len() + result.as_ref().map_or(0, String::len) + 8;
+                if i > start && bytes + size > CHUNK_BYTES {
+                    chunks.push(&results[start..i]);
+                    (start, bytes) = (i, 0);
+                }
+                bytes += size;
+            }
+            chunks.push(&results[start..]);
+            let mut tx = match chunks.len() {
+                1 => None,
+                _ => Some(pg.begin().await?),
+            };
+            let mut done = 0;
+            for chunk in chunks {
+                let ids: Vec<&str> = chunk.iter().map(|(id, _)| id.as_str()).collect();
+                let outputs: Vec<Option<&str>> = chunk.iter().map(|(_, r)| r.as_deref()).collect();
+                let query = sqlx::query(AssertSqlSafe(sql.clone()))
+                    .bind(ids)
+                    .bind(now)
+                    .bind(runner)
+                    .bind(outputs);
+                done += match tx.as_mut() {
+                    Some(tx) => query.execute(&mut **tx).await?,
+                    None => query.execute(pg).await?,
+                }
+                .rows_affected();
+            }
+            if let Some(tx) = tx {
+                tx.commit().await?;
+            }
+            Ok(done)
         }
         Conn::Sqlite { write, .. } => {
-            let batch: Vec<serde_json::Value> = results
+            // Ids travel as a JSON array of strings, read with json_each's `value`: extracting
+            // fields from an array of objects parsed each object again for every field. Results
+            // (often none) come as a second array only when there are some.
+            let ids: Vec<&str> = results.iter().map(|(id, _)| id.as_str()).collect();
+            let ids =
+                serde_json::to_string(&ids).map_err(|e| StoreError::Conflict(e.to_string()))?;
+            let outputs = results
                 .iter()
-                .map(|(id, result)| serde_json::json!({"id": id, "result": result}))
-                .collect();
-            let batch = serde_json::Value::Array(batch).to_string();
+                .any(|(_, r)| r.is_some())
+                .then(|| {
+                    let outputs: Vec<Option<&str>> =
+                        results.iter().map(|(_, r)| r.as_deref()).collect();
+                    serde_json::to_string(&outputs)
+                })
+                .transpose()
+                .map_err(|e| StoreError::Conflict(e.to_string()))?;
+            let batch = match outputs {
+                Some(_) => {
+                    "SELECT i.value AS id, json_extract($4, '$[' || i.key || ']') AS result FROM json_each($1) AS i"
+                }
+                None => "SELECT value AS id, $4 AS result FROM json_each($1)",
+            };
             // CROSS JOIN and the `+` keep the planner driving from the batch by primary key.
             let copy = format!(
-                "INSERT INTO job_history ({HISTORY_COLUMNS}) SELECT {} FROM (SELECT json_extract(value, '$.id') AS id, \
-                 json_extract(value, '$.result') AS result FROM json_each($1)) AS r CROSS JOIN job_queue AS q \
+                "INSERT INTO job_history ({HISTORY_COLUMNS}) SELECT {} FROM ({batch}) AS r CROSS JOIN job_queue AS q \
                  WHERE q.id = r.id AND +q.locked_by = $3 AND +q.status = 'running'",
                 values("r.result")
             );
-            let delete = "DELETE FROM job_queue WHERE id IN (SELECT json_extract(value, '$.id') FROM json_each($1)) \
-                 AND +locked_by = $3 AND +status = 'running'";
+            let delete = "DELETE FROM job_queue WHERE id IN (SELECT value FROM json_each($1)) \
+                 AND +locked_by = $2 AND +status = 'running'";
             let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
             sqlx::query(AssertSqlSafe(copy))
-                .bind(&batch)
+                .bind(&ids)
                 .bind(now)
                 .bind(runner)
+                .bind(&outputs)
                 .execute(&mut *tx)
                 .await?;
             let done = sqlx::query(delete)
-                .bind(&batch)
-                .bind(now)
+                .bind(&ids)
                 .bind(runner)
                 .execute(&mut *tx)
                 .await?
