@@ -575,3 +575,111 @@ async fn several_runners_with_separate_pools_run_each_of_10000_jobs_exactly_once
     })
     .await;
 }
+
+/// Applies the users migrations up to `version` to the database at `url`, as an older binary would.
+async fn migrate_users_to(url: &str, version: i64) {
+    use sqlx::migrate::Migrator;
+    let folder = if url.starts_with("postgres") {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    let path = format!("{}/migrations/{folder}/users", env!("CARGO_MANIFEST_DIR"));
+    let mut migrator = Migrator::new(std::path::Path::new(&path)).await.unwrap();
+    let older: Vec<_> = migrator
+        .iter()
+        .filter(|m| m.version <= version)
+        .cloned()
+        .collect();
+    migrator.migrations = older.into();
+    if url.starts_with("postgres") {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        migrator.run(&pool).await.unwrap();
+        pool.close().await;
+    } else {
+        use std::str::FromStr;
+        let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+            .unwrap()
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+        migrator.run(&pool).await.unwrap();
+        pool.close().await;
+    }
+}
+
+#[tokio::test]
+async fn migration_to_queue_and_history_tables_carries_every_job_over() {
+    each_backend(|backend| async move {
+        let dbs = TestDbs::new(&backend).await;
+        std::fs::create_dir_all(&dbs.config.data_dir).unwrap();
+        let url = dbs.config.users_database_url();
+        migrate_users_to(&url, 2).await;
+        let (_, users) = server::open_databases(&dbs.config, true).await.unwrap();
+        // Jobs as version 2 kept them: one table, every status.
+        let rows = [
+            ("j1", "pending", Some("k1"), None),
+            ("j2", "running", Some("k2"), None),
+            ("j3", "succeeded", Some("k1"), Some(r#"{"n":1}"#)),
+            ("j4", "failed", None, None),
+            ("j5", "cancelled", None, None),
+        ];
+        let values: Vec<String> = rows
+            .iter()
+            .map(|(id, status, key, result)| {
+                let text = |v: Option<&str>| v.map_or("NULL".to_string(), |v| format!("'{v}'"));
+                let live = matches!(*status, "pending" | "running");
+                format!(
+                    "('{id}', 'noop', '{{}}', {}, '{status}', 1, 3, {T0}, 'r', {}, 'earlier error', {}, {T0}, {T0}, {})",
+                    text(*key),
+                    if *status == "running" { (T0 + 1_000).to_string() } else { "NULL".into() },
+                    text(*result),
+                    if live { "NULL".to_string() } else { (T0 + 5).to_string() },
+                )
+            })
+            .collect();
+        let insert = sqlx::AssertSqlSafe(format!(
+            "INSERT INTO jobs (id, job_type, payload, dedup_key, status, attempts, max_attempts, run_at, \
+             locked_by, locked_until, last_error, result, created_at, updated_at, finished_at) VALUES {}",
+            values.join(", ")
+        ));
+        if url.starts_with("postgres") {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            sqlx::query(insert).execute(&pool).await.unwrap();
+            pool.close().await;
+        } else {
+            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+            sqlx::query(insert).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        users.database().migrate().await.unwrap();
+
+        for (id, status, key, result) in rows {
+            let job = job_store::get(&users, id).await.unwrap();
+            assert_eq!(job.status, status, "{id}");
+            assert_eq!(job.dedup_key.as_deref(), key, "{id}");
+            assert_eq!(job.result.as_deref(), result, "{id}");
+            assert_eq!(job.last_error.as_deref(), Some("earlier error"), "{id}");
+            assert_eq!(job.attempts, 1, "{id}");
+        }
+        let (_, total) = job_store::list(&users, &Default::default(), 10, 0)
+            .await
+            .unwrap();
+        assert_eq!(total, 5);
+        assert_eq!(job_store::live_counts(&users).await.unwrap(), (1, 1));
+        // The live job still holds its key; the finished one with the same key does not.
+        let (same, deduplicated) =
+            jobs::enqueue(&users, &NewJob::new("noop", json!({})).dedup_key("k1"), 3, T0)
+                .await
+                .unwrap();
+        assert!(deduplicated);
+        assert_eq!(same.id, "j1");
+        // Finished jobs can be retried, running ones are rescued from the queue table.
+        assert_eq!(
+            job_store::retry(&users, "j4", T0).await.unwrap().status,
+            "pending"
+        );
+        assert_eq!(job_store::rescue_expired(&users, T0 + 2_000).await.unwrap(), 1);
+        assert_eq!(status_of(&users, "j2").await.0, "pending");
+    })
+    .await;
+}

@@ -77,15 +77,16 @@ impl Held {
             .insert(id.to_string(), stop);
         self.count.fetch_add(1, Ordering::SeqCst);
     }
-    fn remove(&self, id: &str) {
-        if self
-            .jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id)
-            .is_some()
-        {
-            self.count.fetch_sub(1, Ordering::SeqCst);
+    /// Forgets finished jobs; wakes waiters once for the lot.
+    fn remove_all<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        let removed = {
+            let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            ids.into_iter()
+                .filter(|id| jobs.remove(*id).is_some())
+                .count()
+        };
+        if removed > 0 {
+            self.count.fetch_sub(removed, Ordering::SeqCst);
             self.changed.notify_waiters();
         }
     }
@@ -155,7 +156,7 @@ impl Runner {
         let (stop, stop_rx) = watch::channel(false);
         let held = Arc::new(Held::default());
         let (queue_tx, queue_rx) =
-            mpsc::channel::<ClaimedJob>(self.config.batch_size.max(self.config.concurrency) * 2);
+            mpsc::channel::<Claimed>(self.config.batch_size.max(self.config.concurrency) * 2);
         let queue_rx = Arc::new(tokio::sync::Mutex::new(queue_rx));
         let (done_tx, done_rx) = mpsc::unbounded_channel::<Finished>();
         let shared = Arc::new(self);
@@ -166,7 +167,6 @@ impl Runner {
                 shared.clone(),
                 queue_rx.clone(),
                 done_tx.clone(),
-                held.clone(),
                 stop_rx.clone(),
             ));
         }
@@ -232,10 +232,13 @@ impl RunningRunner {
     }
 }
 
+/// A claimed job on its way to a worker, with the signal that tells its handler to stop.
+type Claimed = (ClaimedJob, Arc<StopSignal>);
+
 /// Claims jobs while there is room in the local queue.
 async fn fetch(
     runner: Arc<Runner>,
-    queue: mpsc::Sender<ClaimedJob>,
+    queue: mpsc::Sender<Claimed>,
     held: Arc<Held>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -288,8 +291,8 @@ async fn fetch(
             if job.cancel_requested {
                 signal.request_cancel();
             }
-            held.insert(&job.id, signal);
-            if queue.send(job).await.is_err() {
+            held.insert(&job.id, signal.clone());
+            if queue.send((job, signal)).await.is_err() {
                 return;
             }
         }
@@ -347,11 +350,12 @@ async fn pg_listener(users: &UsersDb) -> Option<sqlx::postgres::PgListener> {
 /// Runs claimed jobs, one at a time per worker.
 async fn work(
     runner: Arc<Runner>,
-    queue: Arc<tokio::sync::Mutex<mpsc::Receiver<ClaimedJob>>>,
+    queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Claimed>>>,
     done: mpsc::UnboundedSender<Finished>,
-    held: Arc<Held>,
     stop: watch::Receiver<bool>,
 ) {
+    // Histogram handles by job type: looking one up by name and labels costs more than a no-op job.
+    let mut durations: HashMap<String, metrics::Histogram> = HashMap::new();
     loop {
         let job = {
             let mut queue = queue.lock().await;
@@ -361,15 +365,12 @@ async fn work(
                 _ = wait_true(stop.clone()) => None,
             }
         };
-        let Some(job) = job else { return };
+        let Some((job, signal)) = job else { return };
         if *stop.borrow() {
             // Claimed but not started: shutdown hands it back.
             return;
         }
-        let Some(signal) = held.signal(&job.id) else {
-            continue;
-        };
-        let outcome = run_one(&runner, &job, signal).await;
+        let outcome = run_one(&runner, &job, signal, &mut durations).await;
         let finished = Finished {
             id: job.id,
             job_type: job.job_type,
@@ -391,6 +392,7 @@ async fn run_one(
     runner: &Runner,
     job: &ClaimedJob,
     signal: Arc<StopSignal>,
+    durations: &mut HashMap<String, metrics::Histogram>,
 ) -> Result<Option<Value>, JobError> {
     let Some(handler) = runner.handlers.get(&job.job_type) else {
         return Err(JobError::permanent(format!(
@@ -410,8 +412,15 @@ async fn run_one(
     );
     let started = Instant::now();
     let outcome = handler(ctx).await;
-    metrics::histogram!("job_duration_ms", "type" => job.job_type.clone())
-        .record(started.elapsed().as_secs_f64() * 1000.0);
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match durations.get(&job.job_type) {
+        Some(histogram) => histogram.record(elapsed_ms),
+        None => {
+            let histogram = metrics::histogram!("job_duration_ms", "type" => job.job_type.clone());
+            histogram.record(elapsed_ms);
+            durations.insert(job.job_type.clone(), histogram);
+        }
+    }
     outcome
 }
 
@@ -437,29 +446,35 @@ async fn finish(runner: Arc<Runner>, mut done: mpsc::UnboundedReceiver<Finished>
             }
         }
         let now = runner.clock.now_ms();
-        let mut succeeded = Vec::new();
-        let mut succeeded_types = Vec::new();
+        let mut succeeded = Vec::with_capacity(batch.len());
+        // Successes per job type: one counter update per type and batch, not per job.
+        let mut succeeded_types: HashMap<String, u64> = HashMap::new();
         for f in batch.drain(..) {
             match f.outcome {
                 Ok(result) => {
-                    succeeded.push((f.id.clone(), result.map(|v| v.to_string())));
-                    succeeded_types.push((f.id, f.job_type));
+                    match succeeded_types.get_mut(&f.job_type) {
+                        Some(n) => *n += 1,
+                        None => {
+                            succeeded_types.insert(f.job_type, 1);
+                        }
+                    }
+                    succeeded.push((f.id, result.map(|v| v.to_string())));
                 }
                 Err(error) => {
                     let status =
                         record_failure(&runner, &f.id, f.attempts, f.max_attempts, &error, now)
                             .await;
                     metrics::counter!("jobs_finished_total", "type" => f.job_type, "status" => status).increment(1);
-                    held.remove(&f.id);
+                    held.remove_all([f.id.as_str()]);
                 }
             }
         }
         if !succeeded.is_empty() {
             record_success(&runner, &succeeded, now).await;
-            for (id, job_type) in succeeded_types {
-                metrics::counter!("jobs_finished_total", "type" => job_type, "status" => "succeeded").increment(1);
-                held.remove(&id);
+            for (job_type, n) in succeeded_types {
+                metrics::counter!("jobs_finished_total", "type" => job_type, "status" => "succeeded").increment(n);
             }
+            held.remove_all(succeeded.iter().map(|(id, _)| id.as_str()));
         }
     }
 }
