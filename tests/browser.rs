@@ -28,6 +28,20 @@ impl Drop for Driver {
     }
 }
 
+/// Types `text` into the element with id `id`.
+async fn type_into(
+    browser: &fantoccini::Client,
+    id: &str,
+    text: &str,
+) -> Result<(), fantoccini::error::CmdError> {
+    browser.find(Locator::Id(id)).await?.send_keys(text).await
+}
+
+/// Clicks the element with id `id`.
+async fn click(browser: &fantoccini::Client, id: &str) -> Result<(), fantoccini::error::CmdError> {
+    browser.find(Locator::Id(id)).await?.click().await
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -106,21 +120,9 @@ async fn login_dashboard_and_logout_in_a_real_browser() {
             "signed-out visitors land on the login page"
         );
 
-        browser
-            .find(Locator::Id("username"))
-            .await?
-            .send_keys("admin")
-            .await?;
-        browser
-            .find(Locator::Id("password"))
-            .await?
-            .send_keys("wrong-password")
-            .await?;
-        browser
-            .find(Locator::Id("login-submit"))
-            .await?
-            .click()
-            .await?;
+        type_into(&browser, "username", "admin").await?;
+        type_into(&browser, "password", "wrong-password").await?;
+        click(&browser, "login-submit").await?;
         let error = browser
             .wait()
             .for_element(Locator::Id("login-error"))
@@ -129,16 +131,8 @@ async fn login_dashboard_and_logout_in_a_real_browser() {
             .await?;
         assert!(error.contains("Wrong username or password"), "{error}");
 
-        browser
-            .find(Locator::Id("password"))
-            .await?
-            .send_keys(ADMIN_PASSWORD)
-            .await?;
-        browser
-            .find(Locator::Id("login-submit"))
-            .await?
-            .click()
-            .await?;
+        type_into(&browser, "password", ADMIN_PASSWORD).await?;
+        click(&browser, "login-submit").await?;
         let pool = browser
             .wait()
             .for_element(Locator::Css("[data-testid=db-pool-status]"))
@@ -275,21 +269,9 @@ async fn log_in(
     t: &TestApp,
 ) -> Result<(), fantoccini::error::CmdError> {
     browser.goto(&t.url("/login")).await?;
-    browser
-        .find(Locator::Id("username"))
-        .await?
-        .send_keys("admin")
-        .await?;
-    browser
-        .find(Locator::Id("password"))
-        .await?
-        .send_keys(ADMIN_PASSWORD)
-        .await?;
-    browser
-        .find(Locator::Id("login-submit"))
-        .await?
-        .click()
-        .await?;
+    type_into(&browser, "username", "admin").await?;
+    type_into(&browser, "password", ADMIN_PASSWORD).await?;
+    click(&browser, "login-submit").await?;
     browser.wait().for_element(Locator::Id("version")).await?;
     Ok(())
 }
@@ -329,11 +311,7 @@ async fn import_dialog_follows_the_sync_job_and_sync_all_shows_the_count() {
         browser.goto(&t.url("/mothers")).await?;
         let dialog = browser.find(Locator::Id("import-dialog")).await?;
         assert!(!dialog.is_displayed().await?, "the dialog starts closed");
-        browser
-            .find(Locator::Id("open-import"))
-            .await?
-            .click()
-            .await?;
+        click(&browser, "open-import").await?;
         assert!(dialog.is_displayed().await?);
         let group_choice = browser.find(Locator::Id("import-group")).await?;
         assert!(
@@ -342,16 +320,8 @@ async fn import_dialog_follows_the_sync_job_and_sync_all_shows_the_count() {
         );
 
         // A credential the provider rejects: its reason, in the dialog.
-        browser
-            .find(Locator::Id("import-cookie"))
-            .await?
-            .send_keys("nobody-knows-me")
-            .await?;
-        browser
-            .find(Locator::Id("import-submit"))
-            .await?
-            .click()
-            .await?;
+        type_into(&browser, "import-cookie", "nobody-knows-me").await?;
+        click(&browser, "import-submit").await?;
         let error = browser
             .wait()
             .for_element(Locator::Id("import-error"))
@@ -361,11 +331,7 @@ async fn import_dialog_follows_the_sync_job_and_sync_all_shows_the_count() {
         assert!(error.contains("knows no organisation"), "{error}");
 
         // Pool mode: pick the group, import, and watch the sync job end.
-        browser
-            .find(Locator::Id("import-mode-pool"))
-            .await?
-            .click()
-            .await?;
+        click(&browser, "import-mode-pool").await?;
         assert!(
             browser
                 .find(Locator::Id("import-group"))
@@ -374,16 +340,8 @@ async fn import_dialog_follows_the_sync_job_and_sync_all_shows_the_count() {
                 .await?,
             "pool mode shows the group choice"
         );
-        browser
-            .find(Locator::Id("import-cookie"))
-            .await?
-            .send_keys("cookie-acme")
-            .await?;
-        browser
-            .find(Locator::Id("import-submit"))
-            .await?
-            .click()
-            .await?;
+        type_into(&browser, "import-cookie", "cookie-acme").await?;
+        click(&browser, "import-submit").await?;
         let badge = browser
             .wait()
             .at_most(Duration::from_secs(60))
@@ -412,11 +370,7 @@ async fn import_dialog_follows_the_sync_job_and_sync_all_shows_the_count() {
         let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
         std::fs::create_dir_all(&shots).unwrap();
         std::fs::write(shots.join("import.png"), browser.screenshot().await?).unwrap();
-        browser
-            .find(Locator::Id("import-job-link"))
-            .await?
-            .click()
-            .await?;
+        click(&browser, "import-job-link").await?;
         let status = browser
             .wait()
             .for_element(Locator::Id("job-status"))
@@ -445,11 +399,7 @@ async fn import_dialog_follows_the_sync_job_and_sync_all_shows_the_count() {
             .await?;
         assert_eq!(jobs.as_deref(), Some("/jobs?type=pool_sync_mother"));
         std::fs::write(shots.join("sync-all.png"), browser.screenshot().await?).unwrap();
-        browser
-            .find(Locator::Id("sync-session-link"))
-            .await?
-            .click()
-            .await?;
+        click(&browser, "sync-session-link").await?;
         browser
             .wait()
             .for_element(Locator::Id("session-status"))

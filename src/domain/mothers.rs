@@ -346,7 +346,7 @@ mod tests {
     #[test]
     fn first_team_becomes_default() {
         let m = input(
-            serde_json::json!({"name": "m", "provider": "scim", "credential": "c",
+            serde_json::json!({"name": "m", "provider": "sim", "credential": "c",
             "teams": [{"name": "a"}, {"name": "b"}]}),
         )
         .unwrap();
