@@ -269,9 +269,9 @@ async fn log_in(
     t: &TestApp,
 ) -> Result<(), fantoccini::error::CmdError> {
     browser.goto(&t.url("/login")).await?;
-    type_into(&browser, "username", "admin").await?;
-    type_into(&browser, "password", ADMIN_PASSWORD).await?;
-    click(&browser, "login-submit").await?;
+    type_into(browser, "username", "admin").await?;
+    type_into(browser, "password", ADMIN_PASSWORD).await?;
+    click(browser, "login-submit").await?;
     browser.wait().for_element(Locator::Id("version")).await?;
     Ok(())
 }
