@@ -4,7 +4,7 @@
 //! provider errors to job outcomes (unauthorized marks the mother `invalid`), and the enqueue path
 //! with its dedup key. Every step compares before it writes, so a rerun changes nothing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -330,16 +330,14 @@ pub async fn sync_mother(
 
     // 2a. Invitations a killed run reserved but may not have sent go out again under the same
     // addresses; the provider treats a repeat as already present.
-    let mut unconfirmed: Vec<(i64, NewInvite)> = mothers::unconfirmed_invites(&app.pool, mother_id)
-        .await?
-        .into_iter()
-        .map(|(team_id, email, name)| (team_id, NewInvite { email, name }))
-        .collect();
-    while let Some(&(team_id, _)) = unconfirmed.first() {
-        let (team_invites, rest): (Vec<_>, Vec<_>) =
-            unconfirmed.into_iter().partition(|(t, _)| *t == team_id);
-        unconfirmed = rest;
-        let invites: Vec<NewInvite> = team_invites.into_iter().map(|(_, i)| i).collect();
+    let mut unconfirmed: BTreeMap<i64, Vec<NewInvite>> = BTreeMap::new();
+    for (team_id, email, name) in mothers::unconfirmed_invites(&app.pool, mother_id).await? {
+        unconfirmed
+            .entry(team_id)
+            .or_default()
+            .push(NewInvite { email, name });
+    }
+    for (team_id, invites) in unconfirmed {
         let pteam = linked.iter().find(|(_, t)| t.id == team_id).map(|(p, _)| p);
         let outcomes = match pteam {
             Some(pteam) => {

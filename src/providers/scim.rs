@@ -255,12 +255,12 @@ impl ScimProvider {
                 .extend_pairs(params)
                 .append_pair("startIndex", &start.to_string())
                 .append_pair("count", &self.config.page_size.to_string());
-            let reply = self.get(credential, url).await?;
-            let page = match reply.body.get("Resources") {
-                Some(Value::Array(items)) => items.clone(),
+            let mut body = self.get(credential, url).await?.body;
+            let total = body.get("totalResults").and_then(Value::as_u64);
+            let page = match body.get_mut("Resources").map(Value::take) {
+                Some(Value::Array(items)) => items,
                 _ => Vec::new(),
             };
-            let total = reply.body.get("totalResults").and_then(Value::as_u64);
             let got = page.len() as u64;
             out.extend(page);
             if out.len() > MAX_LIST_ITEMS {

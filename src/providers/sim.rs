@@ -113,54 +113,9 @@ struct Write {
     done: Done,
 }
 
-enum Done {
-    Async(tokio::sync::oneshot::Sender<Result<(), String>>),
-    Blocking(mpsc::Sender<Result<(), String>>),
-}
-
-impl Done {
-    fn send(self, result: Result<(), String>) {
-        // The waiter may have gone (a cancelled call); the state is written all the same.
-        match self {
-            Done::Async(tx) => drop(tx.send(result)),
-            Done::Blocking(tx) => drop(tx.send(result)),
-        }
-    }
-}
-
-/// How a caller waits for its write.
-enum Pending {
-    Async(tokio::sync::oneshot::Receiver<Result<(), String>>),
-    Blocking(mpsc::Receiver<Result<(), String>>),
-}
-
-impl Pending {
-    fn async_() -> (Done, Pending) {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        (Done::Async(tx), Pending::Async(rx))
-    }
-
-    fn blocking() -> (Done, Pending) {
-        let (tx, rx) = mpsc::channel();
-        (Done::Blocking(tx), Pending::Blocking(rx))
-    }
-
-    async fn wait(self) -> Result<(), ProviderError> {
-        match self {
-            Pending::Async(rx) => written(rx.await.ok()),
-            Pending::Blocking(rx) => written(rx.recv().ok()),
-        }
-    }
-
-    fn wait_blocking(self) -> Result<(), ProviderError> {
-        match self {
-            Pending::Async(_) => Err(ProviderError::Permanent(
-                "an async write waited for in place".into(),
-            )),
-            Pending::Blocking(rx) => written(rx.recv().ok()),
-        }
-    }
-}
+/// Told the outcome of a write. The waiter may have gone (a cancelled call); the state is written
+/// all the same.
+type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 fn written(result: Option<Result<(), String>>) -> Result<(), ProviderError> {
     match result {
@@ -188,7 +143,7 @@ fn run_writer(dir: PathBuf, queue: mpsc::Receiver<Write>) {
             .collect();
         for w in batch {
             let result = results.get(&w.path).cloned().unwrap_or(Ok(()));
-            w.done.send(result);
+            (w.done)(result);
         }
     }
 }
@@ -228,14 +183,14 @@ impl SimProvider {
 
     /// Runs `f` over the organisation of `key` (read from its file on first use). When `f` says
     /// it changed something, the new state is queued for the writer while the lock is still held,
-    /// so files are written in the order of the changes; the returned [`Pending`] says when it is
-    /// on disk.
+    /// so files are written in the order of the changes, and `done` is told when it is on disk;
+    /// the second value says whether it was queued.
     fn with_org<T>(
         &self,
         key: &str,
-        waiter: fn() -> (Done, Pending),
+        done: Done,
         f: impl FnOnce(Option<&mut SimOrg>) -> (bool, Result<T, ProviderError>),
-    ) -> Result<(Result<T, ProviderError>, Option<Pending>), ProviderError> {
+    ) -> Result<(Result<T, ProviderError>, bool), ProviderError> {
         let mut orgs = self.orgs.lock().unwrap_or_else(|e| e.into_inner());
         if !orgs.contains_key(key)
             && let Some(org) = self.load(key)?
@@ -243,20 +198,18 @@ impl SimProvider {
             orgs.insert(key.to_string(), org);
         }
         let (changed, out) = f(orgs.get_mut(key));
-        let pending = match orgs.get(key) {
-            Some(org) if changed => Some(self.queue(key, org, waiter)?),
-            _ => None,
+        let queued = match orgs.get(key) {
+            Some(org) if changed => {
+                self.queue(key, org, done)?;
+                true
+            }
+            _ => false,
         };
-        Ok((out, pending))
+        Ok((out, queued))
     }
 
     /// Queues `org`'s state for the writer thread (started on first use).
-    fn queue(
-        &self,
-        key: &str,
-        org: &SimOrg,
-        waiter: fn() -> (Done, Pending),
-    ) -> Result<Pending, ProviderError> {
+    fn queue(&self, key: &str, org: &SimOrg, done: Done) -> Result<(), ProviderError> {
         let bytes = serde_json::to_vec(org)
             .map_err(|e| ProviderError::Permanent(format!("encoding simulator state: {e}")))?;
         let writer = self.writer.get_or_init(|| {
@@ -268,17 +221,13 @@ impl SimProvider {
                 .spawn(move || run_writer(dir, rx));
             tx
         });
-        let (done, pending) = waiter();
         writer
             .send(Write {
                 path: self.path_of(key),
                 bytes,
                 done,
             })
-            .map_err(|_| {
-                ProviderError::Transient("the simulator's writer is not running".into())
-            })?;
-        Ok(pending)
+            .map_err(|_| ProviderError::Transient("the simulator's writer is not running".into()))
     }
 
     /// `with_org` for callers outside a provider call (setup, tests, the demo): waits in place.
@@ -287,9 +236,10 @@ impl SimProvider {
         key: &str,
         f: impl FnOnce(Option<&mut SimOrg>) -> (bool, Result<T, ProviderError>),
     ) -> Result<T, ProviderError> {
-        let (out, pending) = self.with_org(key, Pending::blocking, f)?;
-        if let Some(pending) = pending {
-            pending.wait_blocking()?;
+        let (tx, rx) = mpsc::channel();
+        let (out, queued) = self.with_org(key, Box::new(move |r| drop(tx.send(r))), f)?;
+        if queued {
+            written(rx.recv().ok())?;
         }
         out
     }
@@ -318,13 +268,13 @@ impl SimProvider {
     /// Creates (or replaces) the organisation reached with `credential`; returns once it is saved.
     pub fn put_org(&self, credential: &Credential, org: SimOrg) -> Result<(), ProviderError> {
         let key = key_of(credential);
-        let pending = {
+        let (tx, rx) = mpsc::channel();
+        {
             let mut orgs = self.orgs.lock().unwrap_or_else(|e| e.into_inner());
-            let pending = self.queue(&key, &org, Pending::blocking)?;
+            self.queue(&key, &org, Box::new(move |r| drop(tx.send(r))))?;
             orgs.insert(key, org);
-            pending
-        };
-        pending.wait_blocking()
+        }
+        written(rx.recv().ok())
     }
 
     /// The organisation reached with `credential`, as stored.
@@ -360,7 +310,8 @@ impl SimProvider {
         if latency > 0 {
             tokio::time::sleep(Duration::from_millis(latency)).await;
         }
-        let (out, pending) = self.with_org(&key, Pending::async_, |org| {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (out, queued) = self.with_org(&key, Box::new(move |r| drop(tx.send(r))), |org| {
             let Some(org) = org else {
                 return (
                     false,
@@ -396,8 +347,8 @@ impl SimProvider {
             }
             f(org)
         })?;
-        if let Some(pending) = pending {
-            pending.wait().await?;
+        if queued {
+            written(rx.await.ok())?;
         }
         out
     }

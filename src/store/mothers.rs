@@ -170,6 +170,7 @@ pub async fn create(db: &PoolDb, m: &NewMotherRecord<'_>, now: i64) -> StoreResu
                         .bind(*group_id)
                         .bind(*day)
                         .bind(SequenceKind::Team.as_str())
+                        .bind(1_i64)
                         .fetch_one(&mut *tx)
                         .await?;
                     render(seq)

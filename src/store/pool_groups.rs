@@ -226,9 +226,10 @@ impl SequenceKind {
     }
 }
 
+/// Takes the next `$4` numbers of (group `$1`, day `$2`, kind `$3`); returns the last one taken.
 pub(crate) const ALLOCATE: &str = "INSERT INTO daily_sequences (group_id, day, kind, last_value) \
-    VALUES ($1, $2, $3, 1) \
-    ON CONFLICT (group_id, day, kind) DO UPDATE SET last_value = daily_sequences.last_value + 1 \
+    VALUES ($1, $2, $3, $4) \
+    ON CONFLICT (group_id, day, kind) DO UPDATE SET last_value = daily_sequences.last_value + $4 \
     RETURNING last_value";
 
 /// The next number of (group, day, kind), starting at 1 for a new day. One statement: two callers
@@ -239,15 +240,10 @@ pub async fn allocate_sequence(
     day: &str,
     kind: SequenceKind,
 ) -> StoreResult<i64> {
-    Ok(on_writer!(db, |p| sqlx::query_scalar(ALLOCATE)
-        .bind(group_id)
-        .bind(day)
-        .bind(kind.as_str())
-        .fetch_one(p)
-        .await)?)
+    Ok(*allocate_sequences(db, group_id, day, kind, 1).await?.end())
 }
 
-/// The next `count` numbers of (group, day, kind) in one statement: `first..=last`.
+/// The next `count` (at least 1) numbers of (group, day, kind) in one statement: `first..=last`.
 pub async fn allocate_sequences(
     db: &PoolDb,
     group_id: i64,
@@ -256,17 +252,13 @@ pub async fn allocate_sequences(
     count: i64,
 ) -> StoreResult<std::ops::RangeInclusive<i64>> {
     let count = count.max(1);
-    let last: i64 = on_writer!(db, |p| sqlx::query_scalar(
-        "INSERT INTO daily_sequences (group_id, day, kind, last_value) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (group_id, day, kind) DO UPDATE \
-         SET last_value = daily_sequences.last_value + $4 RETURNING last_value"
-    )
-    .bind(group_id)
-    .bind(day)
-    .bind(kind.as_str())
-    .bind(count)
-    .fetch_one(p)
-    .await)?;
+    let last: i64 = on_writer!(db, |p| sqlx::query_scalar(ALLOCATE)
+        .bind(group_id)
+        .bind(day)
+        .bind(kind.as_str())
+        .bind(count)
+        .fetch_one(p)
+        .await)?;
     Ok(last - count + 1..=last)
 }
 

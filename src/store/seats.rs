@@ -212,6 +212,12 @@ pub async fn follow_members(
     })
 }
 
+/// Holds mother `$1`'s lowest-numbered free seat for `$2` until `$3` (at time `$4`). The caller
+/// changes the mother's counters.
+const HOLD_LOWEST_FREE: &str = "UPDATE seats SET status = 'held', holder_email = $2, \
+    held_until = $3, updated_at = $4 WHERE id = (SELECT id FROM seats WHERE mother_id = $1 \
+    AND status = 'free' ORDER BY seat_no LIMIT 1)";
+
 /// Holds the lowest-numbered free seat of a mother for `email` until `held_until` (an invite
 /// is pending). `Ok(None)` when she has no free seat.
 pub async fn hold_free_seat(
@@ -221,11 +227,7 @@ pub async fn hold_free_seat(
     held_until: i64,
     now: i64,
 ) -> StoreResult<Option<Seat>> {
-    let sql = sqlx::AssertSqlSafe(format!(
-        "UPDATE seats SET status = 'held', holder_email = $2, held_until = $3, updated_at = $4 \
-         WHERE id = (SELECT id FROM seats WHERE mother_id = $1 AND status = 'free' \
-         ORDER BY seat_no LIMIT 1) RETURNING {COLUMNS}"
-    ));
+    let sql = sqlx::AssertSqlSafe(format!("{HOLD_LOWEST_FREE} RETURNING {COLUMNS}"));
     in_transaction!(db, |tx| {
         let n = sqlx::query(
             "UPDATE mothers SET seats_held = seats_held + 1, updated_at = $2 \
@@ -298,17 +300,13 @@ pub async fn reserve_invites(
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            sqlx::query(
-                "UPDATE seats SET status = 'held', holder_email = $2, held_until = $3, \
-                 updated_at = $4 WHERE id = (SELECT id FROM seats WHERE mother_id = $1 \
-                 AND status = 'free' ORDER BY seat_no LIMIT 1)",
-            )
-            .bind(mother_id)
-            .bind(&invite.email)
-            .bind(held_until)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(HOLD_LOWEST_FREE)
+                .bind(mother_id)
+                .bind(&invite.email)
+                .bind(held_until)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
         }
         if !taken.is_empty() {
             sqlx::query(RECOUNT)
