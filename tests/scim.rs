@@ -46,17 +46,9 @@ impl Api {
     }
 
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let res = self
-            .t
-            .client
-            .post(self.t.url(path))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
+        self.t
+            .send_json(&self.token, reqwest::Method::POST, path, Some(body))
             .await
-            .unwrap();
-        let status = res.status().as_u16();
-        (status, res.json().await.unwrap_or(Value::Null))
     }
 
     async fn group(&self) -> i64 {
@@ -89,34 +81,13 @@ impl Api {
     }
 
     async fn finished(&self, id: &str) -> store::jobs::Job {
-        for _ in 0..1200 {
-            let job = store::jobs::get(&self.t.app().users, id).await.unwrap();
-            if matches!(job.status.as_str(), "succeeded" | "failed" | "cancelled") {
-                return job;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("job {id} did not finish");
+        self.t.job_ended(id, Duration::from_secs(30)).await
     }
 
     async fn succeeded(&self, id: &str) -> Value {
         let job = self.finished(id).await;
         assert_eq!(job.status, "succeeded", "{:?}", job.last_error);
         serde_json::from_str(job.result.as_deref().unwrap()).unwrap()
-    }
-}
-
-fn zero_report(report: &Value) {
-    for key in [
-        "teams_renamed",
-        "teams_added",
-        "children_created",
-        "children_updated",
-        "children_removed",
-        "seats_changed",
-        "invites_sent",
-    ] {
-        assert_eq!(report[key], 0, "{key} in {report}");
     }
 }
 
@@ -175,7 +146,7 @@ async fn scim_sync_renames_backfills_and_invites_once_and_reruns_change_nothing(
 
         // A second run changes nothing, on the service or here.
         let second = api.succeeded(&api.enqueue(group, mother).await).await;
-        zero_report(&second);
+        common::assert_idle_sync(&second);
         assert_eq!(server.group_names().await, names);
         assert_eq!(server.all_member_names(&teams).await, members);
 
@@ -208,7 +179,7 @@ async fn scim_sync_renames_backfills_and_invites_once_and_reruns_change_nothing(
         assert_eq!(ids.len(), 1, "every response carries the one job's id");
         assert_eq!(fresh, 1, "exactly one request created the job");
         faults.latency_ms.store(0, Ordering::SeqCst);
-        zero_report(&api.succeeded(ids.iter().next().unwrap()).await);
+        common::assert_idle_sync(&api.succeeded(ids.iter().next().unwrap()).await);
         api.t.stop().await;
     })
     .await;
@@ -296,7 +267,7 @@ async fn scim_rate_limited_sync_honours_retry_after_and_succeeds() {
         assert_eq!(job.status, "succeeded", "{:?}", job.last_error);
         assert_eq!(job.attempts, 1);
         assert!(faults.rate_limited.load(Ordering::SeqCst) > before);
-        zero_report(&serde_json::from_str(job.result.as_deref().unwrap()).unwrap());
+        common::assert_idle_sync(&serde_json::from_str(job.result.as_deref().unwrap()).unwrap());
         let d = store::mothers::get_detail(&api.t.app().pool, mother)
             .await
             .unwrap();

@@ -42,30 +42,15 @@ impl Sync {
     }
 
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let res = self
-            .t
-            .client
-            .post(self.t.url(path))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
+        self.t
+            .send_json(&self.token, reqwest::Method::POST, path, Some(body))
             .await
-            .unwrap();
-        let status = res.status().as_u16();
-        (status, res.json().await.unwrap_or(Value::Null))
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
-        let res = self
-            .t
-            .client
-            .get(self.t.url(path))
-            .bearer_auth(&self.token)
-            .send()
+        self.t
+            .send_json(&self.token, reqwest::Method::GET, path, None)
             .await
-            .unwrap();
-        let status = res.status().as_u16();
-        (status, res.json().await.unwrap_or(Value::Null))
     }
 
     async fn session(&self, id: &str) -> Value {
@@ -137,14 +122,7 @@ impl Sync {
 
     /// Waits for the job to end; returns it.
     async fn finished(&self, id: &str) -> store::jobs::Job {
-        for _ in 0..600 {
-            let job = store::jobs::get(&self.t.app().users, id).await.unwrap();
-            if matches!(job.status.as_str(), "succeeded" | "failed" | "cancelled") {
-                return job;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("job {id} did not finish");
+        self.t.job_ended(id, Duration::from_secs(15)).await
     }
 
     /// Enqueues a sync, waits for success, returns the report.
@@ -177,20 +155,6 @@ fn org(name: &str, seats: i64, extra: &[&str]) -> SimOrg {
         org.teams[0].members.push(member(e, MemberStatus::Active));
     }
     org
-}
-
-fn zero_report(report: &Value) {
-    for key in [
-        "teams_renamed",
-        "teams_added",
-        "children_created",
-        "children_updated",
-        "children_removed",
-        "seats_changed",
-        "invites_sent",
-    ] {
-        assert_eq!(report[key], 0, "{key} in {report}");
-    }
 }
 
 #[tokio::test]
@@ -238,7 +202,7 @@ async fn second_sync_renames_nothing_and_adds_no_children() {
         assert!(d.mother.last_synced_at.is_some());
 
         let second = s.sync(group, m).await;
-        zero_report(&second);
+        common::assert_idle_sync(&second);
         assert_eq!(s.org("acme").renames, 2);
         let after = store::pool_groups::last_sequence(
             &s.t.app().pool,
@@ -317,7 +281,7 @@ async fn auto_invite_fills_free_seats_once() {
         assert_eq!(s.org("acme").invites_sent, 2);
 
         let second = s.sync(group, m).await;
-        zero_report(&second);
+        common::assert_idle_sync(&second);
         assert_eq!(s.org("acme").invites_sent, 2, "no invite is sent twice");
         let d2 = s.detail(m).await;
         assert_eq!(d2.children.len(), 3);
@@ -419,7 +383,7 @@ async fn auto_invite_stops_when_the_provider_team_is_full_and_leaves_no_trace() 
         assert_eq!(d.mother.usage.seats_held, 2);
         assert_eq!(d.mother.usage.seats_free, 3, "their seats are free again");
         let second = s.sync(group, m).await;
-        zero_report(&second);
+        common::assert_idle_sync(&second);
         assert_eq!(s.detail(m).await.children.len(), 2);
         assert_eq!(s.org("acme").invites_sent, 2);
         s.t.stop().await;

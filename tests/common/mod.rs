@@ -201,6 +201,48 @@ impl TestApp {
             .1
     }
 
+    /// A JSON request with an API token; returns the status and the JSON body (`null` if none).
+    pub async fn send_json(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Waits up to `within` for job `id` to end (succeeded, failed or cancelled); returns it.
+    pub async fn job_ended(
+        &self,
+        id: &str,
+        within: std::time::Duration,
+    ) -> poolkeeper::store::jobs::Job {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let job = poolkeeper::store::jobs::get(&self.app().users, id)
+                .await
+                .unwrap();
+            if matches!(job.status.as_str(), "succeeded" | "failed" | "cancelled") {
+                return job;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "job {id} did not finish: {job:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(server) = self.server.take() {
             server.shutdown().await.expect("clean shutdown");
@@ -272,4 +314,19 @@ pub fn url_encoded(fields: &[(&str, &str)]) -> String {
         .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
         .collect::<Vec<_>>()
         .join("&")
+}
+
+/// Asserts that a sync report changed nothing.
+pub fn assert_idle_sync(report: &serde_json::Value) {
+    for key in [
+        "teams_renamed",
+        "teams_added",
+        "children_created",
+        "children_updated",
+        "children_removed",
+        "seats_changed",
+        "invites_sent",
+    ] {
+        assert_eq!(report[key], 0, "{key} in {report}");
+    }
 }
