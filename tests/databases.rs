@@ -193,3 +193,43 @@ async fn password_change_ends_sessions_atomically() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn sqlite_write_ahead_log_is_copied_back_while_the_writer_stays_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users.db");
+    let users = poolkeeper::db::UsersDb::open(
+        &format!("sqlite://{}", path.display()),
+        &OpenOptions::default(),
+    )
+    .await
+    .unwrap();
+    users.database().migrate().await.unwrap();
+    let before = std::fs::metadata(&path).unwrap().len();
+    // About 2 MiB of rows, written to the log by the single writer (whose automatic checkpoint is
+    // off): only the background checkpointer can bring them into the database file.
+    let batch: Vec<_> = (0..5_000)
+        .map(|i| {
+            store::jobs::NewJob::new(
+                "test.wal",
+                serde_json::json!({ "n": i, "pad": "x".repeat(300) }),
+            )
+        })
+        .collect();
+    poolkeeper::jobs::enqueue_many(&users, &batch, 3, SystemClock.now_ms())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let size = std::fs::metadata(&path).unwrap().len();
+        if size > before + 1_000_000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file stayed at {size} bytes (was {before}): the log was not checkpointed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    users.database().close().await;
+}
