@@ -71,6 +71,84 @@ async fn migrate_check_fails_before_migrate_and_passes_after() {
 }
 
 #[tokio::test]
+async fn bench_jobs_drains_every_job_and_reports_one_json_line() {
+    each_backend(|backend| async move {
+        let dbs = TestDbs::new(&backend).await;
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(dbs.dir.path())
+            .env("RUST_LOG", "warn")
+            .env("TMPDIR", dbs.dir.path())
+            .args([
+                "bench",
+                "jobs",
+                "--jobs",
+                "3000",
+                "--workers",
+                "4",
+                "--batch-size",
+                "500",
+            ]);
+        if let Some(url) = &dbs.config.users_database_url {
+            cmd.arg("--database-url").arg(url.expose());
+        }
+        let (code, out, err) = run(cmd);
+        assert_eq!(code, 0, "{out}{err}");
+        assert_eq!(out.lines().count(), 1, "one JSON line: {out}");
+        let report: serde_json::Value = serde_json::from_str(&out).expect("JSON report");
+        assert_eq!(report["bench"], "jobs");
+        assert_eq!(report["backend"], backend.name());
+        assert_eq!(report["jobs"], 3000);
+        assert_eq!(report["workers"], 4);
+        assert_eq!(report["batch_size"], 500);
+        // The bench itself fails unless every job ended succeeded in the table.
+        let drain = report["drain_seconds"].as_f64().unwrap();
+        let rate = report["jobs_per_sec"].as_f64().unwrap();
+        assert!(
+            drain > 0.0 && (rate * drain - 3000.0).abs() < 1.0,
+            "{report}"
+        );
+        let (p50, p99) = (
+            report["latency_p50_ms"].as_i64().unwrap(),
+            report["latency_p99_ms"].as_i64().unwrap(),
+        );
+        assert!(0 <= p50 && p50 <= p99, "{report}");
+        match backend {
+            Backend::Sqlite => {
+                assert!(report["tls"].is_null(), "{report}");
+                let left: Vec<_> = std::fs::read_dir(dbs.dir.path())
+                    .unwrap()
+                    .filter_map(|e| e.ok())
+                    .filter(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .starts_with("poolkeeper-bench-")
+                    })
+                    .collect();
+                assert!(left.is_empty(), "the temp database is removed");
+            }
+            Backend::Postgres { .. } => {
+                assert!(report["tls"].is_boolean(), "{report}");
+                let users = poolkeeper::db::UsersDb::open(
+                    dbs.config.users_database_url.as_ref().unwrap().expose(),
+                    &Default::default(),
+                )
+                .await
+                .unwrap();
+                let (pending, running) =
+                    poolkeeper::store::jobs::live_counts(&users).await.unwrap();
+                assert_eq!((pending, running), (0, 0));
+                let page = poolkeeper::store::jobs::list(&users, &Default::default(), 10, 0)
+                    .await
+                    .unwrap();
+                assert_eq!(page.1, 0, "the bench deletes its own jobs");
+                users.database().close().await;
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn bad_flags_and_values_exit_non_zero_naming_the_problem() {
     let dbs = TestDbs::new(&Backend::Sqlite).await;
     let mut cmd = poolkeeper(&dbs);

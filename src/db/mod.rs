@@ -305,6 +305,19 @@ impl Database {
         Ok(names)
     }
 
+    /// Whether connections to this database are encrypted: `None` on SQLite (no connection), on
+    /// PostgreSQL what the server reports for one pooled connection.
+    pub async fn uses_tls(&self) -> Result<Option<bool>, sqlx::Error> {
+        match &self.conn {
+            Conn::Sqlite { .. } => Ok(None),
+            Conn::Postgres(pg) => {
+                sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                    .fetch_optional(pg)
+                    .await
+            }
+        }
+    }
+
     pub async fn close(&self) {
         match &self.conn {
             Conn::Sqlite { read, write, .. } => {

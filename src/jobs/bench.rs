@@ -27,6 +27,8 @@ pub struct BenchJobs {
 pub struct BenchJobsReport {
     pub bench: &'static str,
     pub backend: &'static str,
+    /// PostgreSQL: whether the connections use TLS (the URL's `sslmode`); null on SQLite.
+    pub tls: Option<bool>,
     pub jobs: usize,
     pub workers: usize,
     pub batch_size: usize,
@@ -125,6 +127,7 @@ pub async fn run(args: &BenchJobs) -> anyhow::Result<BenchJobsReport> {
         } else {
             "sqlite"
         },
+        tls: users.database().uses_tls().await?,
         jobs: args.jobs,
         workers: args.workers,
         batch_size: args.batch_size,
