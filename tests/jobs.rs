@@ -473,10 +473,17 @@ async fn rescue_takes_expired_jobs_only_and_counts_the_attempt() {
             1
         );
         assert!(
-            job_store::heartbeat(&users, "alive", T0 + 900, T0 + 2_000)
-                .await
-                .unwrap()
-                .is_empty()
+            // `first` is not its job: naming it extends nothing.
+            job_store::heartbeat(
+                &users,
+                "alive",
+                &[third.id.clone(), first.id.clone()],
+                T0 + 900,
+                T0 + 2_000
+            )
+            .await
+            .unwrap()
+            .is_empty()
         );
 
         assert_eq!(

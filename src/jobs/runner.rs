@@ -100,6 +100,14 @@ impl Held {
             .get(id)
             .cloned()
     }
+    fn ids(&self) -> Vec<String> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
     fn drain(&self) -> Vec<(String, Arc<StopSignal>)> {
         let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         self.count.store(0, Ordering::SeqCst);
@@ -554,6 +562,12 @@ fn random_unit() -> f64 {
 /// Heartbeats (lock extension and cancellation requests), rescue of expired jobs, queue-depth gauges.
 async fn maintain(runner: Arc<Runner>, held: Arc<Held>, mut stop: watch::Receiver<bool>) {
     let vt_ms = runner.config.visibility_timeout.as_millis() as i64;
+    // Looking for expired locks reads every running job (on PostgreSQL the whole live queue: no
+    // index covers the lock columns), so it runs at a tenth of the visibility timeout: a dead
+    // runner's jobs come back at most that long after their locks run out.
+    let rescue_every =
+        (runner.config.visibility_timeout / 10).max(runner.config.maintenance_interval);
+    let mut last_rescue = Instant::now() - rescue_every;
     let mut last_depth = Instant::now() - Duration::from_secs(60);
     loop {
         tokio::select! {
@@ -562,7 +576,8 @@ async fn maintain(runner: Arc<Runner>, held: Arc<Held>, mut stop: watch::Receive
         }
         let now = runner.clock.now_ms();
         if held.len() > 0 {
-            match job_store::heartbeat(&runner.users, &runner.id, now, now + vt_ms).await {
+            let ids = held.ids();
+            match job_store::heartbeat(&runner.users, &runner.id, &ids, now, now + vt_ms).await {
                 Ok(cancel) => {
                     for id in cancel {
                         if let Some(signal) = held.signal(&id) {
@@ -576,13 +591,16 @@ async fn maintain(runner: Arc<Runner>, held: Arc<Held>, mut stop: watch::Receive
         if *stop.borrow() {
             return;
         }
-        match job_store::rescue_expired(&runner.users, now).await {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(
-                rescued = n,
-                "rescued jobs whose runner stopped sending heartbeats"
-            ),
-            Err(e) => tracing::warn!(error = %e, "rescuing expired jobs failed"),
+        if last_rescue.elapsed() >= rescue_every {
+            last_rescue = Instant::now();
+            match job_store::rescue_expired(&runner.users, now).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    rescued = n,
+                    "rescued jobs whose runner stopped sending heartbeats"
+                ),
+                Err(e) => tracing::warn!(error = %e, "rescuing expired jobs failed"),
+            }
         }
         if last_depth.elapsed() >= Duration::from_secs(5) {
             last_depth = Instant::now();

@@ -321,7 +321,9 @@ pub async fn claim(
         // primary-key lookups instead of scanning every pending row. On PostgreSQL the candidates are
         // an ARRAY sub-select, evaluated once (a subquery the planner may re-run would lock and claim
         // past the LIMIT), whose ids the UPDATE finds through the primary key whatever the planner
-        // thinks of the table's size.
+        // thinks of the table's size. There the ready index covers running jobs too and no index
+        // covers the lock columns (users migration 0004): the UPDATE changes no indexed column, so
+        // it is a HOT update that adds no index entries.
         Backend::Sqlite => format!(
             "UPDATE job_queue SET {SET} WHERE +status = 'pending' AND id IN (SELECT id FROM job_queue \
              INDEXED BY job_queue_ready WHERE status = 'pending' AND run_at <= $3 ORDER BY priority DESC, run_at, id \
@@ -536,33 +538,48 @@ pub async fn finish_cancelled(db: &UsersDb, runner: &str, id: &str, now: i64) ->
     Ok(done == 1)
 }
 
-/// Extends the locks of the jobs `runner` holds to `lock_until`; returns the ids whose cancellation
-/// was requested. A lock is extended once a third of its window (`lock_until - now`) has passed:
-/// with heartbeats at least that often it never runs out, and short jobs are never rewritten.
+/// Extends the locks of `ids`, jobs `runner` holds, to `lock_until`; returns those whose
+/// cancellation was requested. A lock is extended once a third of its window (`lock_until - now`)
+/// has passed: with heartbeats at least that often it never runs out, and short jobs are never
+/// rewritten. The jobs are found by id: on PostgreSQL no index covers the lock columns (see
+/// [`claim`]).
 pub async fn heartbeat(
     db: &UsersDb,
     runner: &str,
+    ids: &[String],
     now: i64,
     lock_until: i64,
 ) -> StoreResult<Vec<String>> {
-    let cancel =
-        "SELECT id FROM job_queue WHERE locked_by = $1 AND status = 'running' AND cancel_requested";
-    on_writer!(db, |p| {
-        sqlx::query(
-            "UPDATE job_queue SET locked_until = $2, heartbeat_at = $3 WHERE locked_by = $1 AND status = 'running' \
-             AND locked_until < $2 - ($2 - $3) / 3",
-        )
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = serde_json::to_string(ids).map_err(|e| StoreError::Conflict(e.to_string()))?;
+    let list = match backend(db) {
+        Backend::Sqlite => "SELECT value FROM json_each($1)",
+        Backend::Postgres => "SELECT jsonb_array_elements_text($1::jsonb)",
+    };
+    let extend = format!(
+        "UPDATE job_queue SET locked_until = $3, heartbeat_at = $4 WHERE id IN ({list}) AND locked_by = $2 \
+         AND status = 'running' AND locked_until < $3 - ($3 - $4) / 3"
+    );
+    let cancel = format!(
+        "SELECT id FROM job_queue WHERE id IN ({list}) AND locked_by = $2 AND status = 'running' AND cancel_requested"
+    );
+    on_writer!(db, |p| sqlx::query(AssertSqlSafe(extend.clone()))
+        .bind(&ids)
         .bind(runner)
         .bind(lock_until)
         .bind(now)
         .execute(p)
         .await
-        .map(|r| r.rows_affected())
-    })?;
-    Ok(on_reader!(db, |p| sqlx::query_scalar(cancel)
-        .bind(runner)
-        .fetch_all(p)
-        .await)?)
+        .map(|r| r.rows_affected()))?;
+    Ok(on_reader!(db, |p| sqlx::query_scalar(AssertSqlSafe(
+        cancel.clone()
+    ))
+    .bind(&ids)
+    .bind(runner)
+    .fetch_all(p)
+    .await)?)
 }
 
 /// Puts jobs `runner` holds back to `pending` without spending the attempt (graceful shutdown).
@@ -750,8 +767,8 @@ pub async fn counts(db: &UsersDb) -> StoreResult<Vec<(String, String, i64)>> {
     })?)
 }
 
-/// Counts of pending and running jobs (the live queue), cheap enough to sample often: each count
-/// reads only its partial index.
+/// Counts of pending and running jobs (the live queue), cheap enough to sample every few seconds:
+/// on SQLite each count reads only its partial index, on PostgreSQL the live queue.
 pub async fn live_counts(db: &UsersDb) -> StoreResult<(i64, i64)> {
     let pending = on_reader!(db, |p| sqlx::query_scalar(
         "SELECT COUNT(*) FROM job_queue WHERE status = 'pending'"
