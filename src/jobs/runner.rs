@@ -562,9 +562,9 @@ fn random_unit() -> f64 {
 /// Heartbeats (lock extension and cancellation requests), rescue of expired jobs, queue-depth gauges.
 async fn maintain(runner: Arc<Runner>, held: Arc<Held>, mut stop: watch::Receiver<bool>) {
     let vt_ms = runner.config.visibility_timeout.as_millis() as i64;
-    // Looking for expired locks reads every running job (on PostgreSQL the whole live queue: no
-    // index covers the lock columns), so it runs at a tenth of the visibility timeout: a dead
-    // runner's jobs come back at most that long after their locks run out.
+    // Looking for expired locks reads the whole live queue (no index covers the lock columns: users
+    // migration 0004), so it runs at a tenth of the visibility timeout: a dead runner's jobs come
+    // back at most that long after their locks run out.
     let rescue_every =
         (runner.config.visibility_timeout / 10).max(runner.config.maintenance_interval);
     let mut last_rescue = Instant::now() - rescue_every;

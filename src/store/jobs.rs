@@ -541,8 +541,7 @@ pub async fn finish_cancelled(db: &UsersDb, runner: &str, id: &str, now: i64) ->
 /// Extends the locks of `ids`, jobs `runner` holds, to `lock_until`; returns those whose
 /// cancellation was requested. A lock is extended once a third of its window (`lock_until - now`)
 /// has passed: with heartbeats at least that often it never runs out, and short jobs are never
-/// rewritten. The jobs are found by id: on PostgreSQL no index covers the lock columns (see
-/// [`claim`]).
+/// rewritten. The jobs are found by id: no index covers the lock columns (users migration 0004).
 pub async fn heartbeat(
     db: &UsersDb,
     runner: &str,
@@ -767,8 +766,7 @@ pub async fn counts(db: &UsersDb) -> StoreResult<Vec<(String, String, i64)>> {
     })?)
 }
 
-/// Counts of pending and running jobs (the live queue), cheap enough to sample every few seconds:
-/// on SQLite each count reads only its partial index, on PostgreSQL the live queue.
+/// Counts of pending and running jobs (the live queue), cheap enough to sample every few seconds.
 pub async fn live_counts(db: &UsersDb) -> StoreResult<(i64, i64)> {
     let pending = on_reader!(db, |p| sqlx::query_scalar(
         "SELECT COUNT(*) FROM job_queue WHERE status = 'pending'"

@@ -10,7 +10,8 @@
 --   locks, which reads the live queue, runs at a tenth of the visibility timeout.
 -- - Pages are filled to half, so the new version of a claimed row fits beside the old one.
 --
--- SQLite has no such update path and keeps its partial indexes (its migration 0004 is empty).
+-- SQLite has no such update path: it keeps its partial ready index and drops the running one (its
+-- migration 0004).
 DROP INDEX job_queue_running;
 DROP INDEX job_queue_ready;
 CREATE INDEX job_queue_ready ON job_queue (priority DESC, run_at, id);
