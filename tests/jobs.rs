@@ -690,3 +690,50 @@ async fn migration_to_queue_and_history_tables_carries_every_job_over() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_batch_completion_records_each_jobs_own_result() {
+    each_backend(|backend| async move {
+        let dbs = TestDbs::new(&backend).await;
+        let users = users_db(&dbs).await;
+        let batch: Vec<NewJob> = (0..300)
+            .map(|i| NewJob::new("noop", json!({ "i": i })))
+            .collect();
+        poolkeeper::jobs::enqueue_many(&users, &batch, 3, T0)
+            .await
+            .unwrap();
+        let claimed = job_store::claim(&users, "r", 300, T0, T0 + 1_000)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 300);
+        // Every third job has a result, the others none: more ids than one statement carries.
+        let results: Vec<(String, Option<String>)> = claimed
+            .iter()
+            .enumerate()
+            .map(|(i, job)| {
+                let result = json!({ "n": i, "text": "a \"quoted\" value" }).to_string();
+                (job.id.clone(), (i % 3 == 0).then_some(result))
+            })
+            .collect();
+        assert_eq!(
+            job_store::complete(&users, "other", &results[..10], T0 + 5)
+                .await
+                .unwrap(),
+            0,
+            "another runner's jobs are left alone"
+        );
+        assert_eq!(
+            job_store::complete(&users, "r", &results, T0 + 5)
+                .await
+                .unwrap(),
+            300
+        );
+        for (id, result) in &results {
+            let job = job_store::get(&users, id).await.unwrap();
+            assert_eq!(job.status, "succeeded", "{id}");
+            assert_eq!(job.result, *result, "{id}");
+            assert_eq!(job.finished_at, Some(T0 + 5), "{id}");
+        }
+    })
+    .await;
+}
