@@ -182,12 +182,15 @@ impl Runner {
         drop(done_tx);
 
         let mut tasks = JoinSet::new();
-        tasks.spawn(fetch(
-            shared.clone(),
-            queue_tx,
-            held.clone(),
-            stop_rx.clone(),
-        ));
+        for _ in 0..fetchers(&shared.users) {
+            tasks.spawn(fetch(
+                shared.clone(),
+                queue_tx.clone(),
+                held.clone(),
+                stop_rx.clone(),
+            ));
+        }
+        drop(queue_tx);
         tasks.spawn(finish(shared.clone(), done_rx, held.clone()));
         tasks.spawn(maintain(shared.clone(), held.clone(), stop_rx));
         RunningRunner {
@@ -243,6 +246,15 @@ impl RunningRunner {
 /// A claimed job on its way to a worker, with the signal that tells its handler to stop.
 type Claimed = (ClaimedJob, Arc<StopSignal>);
 
+/// How many claim loops a runner has: on PostgreSQL two, so that one claim statement runs while the
+/// other's rows are sent and the server's cores share the work; SQLite has one writer, so one.
+fn fetchers(users: &UsersDb) -> usize {
+    match users.database().backend() {
+        crate::db::Backend::Postgres => 2,
+        crate::db::Backend::Sqlite => 1,
+    }
+}
+
 /// Claims jobs while there is room in the local queue.
 async fn fetch(
     runner: Arc<Runner>,
@@ -254,7 +266,7 @@ async fn fetch(
     // Claimed jobs wait in a local queue of up to two batches, and a new claim is made only when a
     // whole batch fits: few, large claim statements instead of one per finished job.
     let batch = runner.config.batch_size.max(runner.config.concurrency);
-    let capacity = 2 * batch;
+    let capacity = (fetchers(&runner.users) + 1) * batch;
     let mut failures = 0u32;
     loop {
         if *stop.borrow() {
