@@ -951,19 +951,9 @@ async fn scheduler_lock_has_one_holder_at_a_time() {
             Backend::Postgres { .. } => {
                 assert!(second.is_none(), "a second session cannot lead");
                 drop(first);
-                let mut taken = None;
-                for _ in 0..100 {
-                    taken = store::leader::try_lead(pool, key).await.unwrap();
-                    if taken.is_some() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                assert!(
-                    taken.is_some(),
-                    "leadership passes on when the holder lets go"
-                );
-                let mut leader = taken.unwrap();
+                let mut leader = lead_within_2s(pool, key)
+                    .await
+                    .expect("leadership passes on when the holder lets go");
                 assert!(leader.still_leads().await);
                 // The server cuts the leader's connection: the leader notices, and the lock is
                 // free for another session.
@@ -983,12 +973,30 @@ async fn scheduler_lock_has_one_holder_at_a_time() {
                     !leader.still_leads().await,
                     "a cut connection no longer leads"
                 );
-                assert!(store::leader::try_lead(pool, key).await.unwrap().is_some());
+                assert!(
+                    lead_within_2s(pool, key).await.is_some(),
+                    "the lock of a cut session is free once its backend has ended"
+                );
             }
         }
         s.t.stop().await;
     })
     .await;
+}
+
+/// Takes the scheduler lock, trying for up to 2 s: a session that lets go, or whose connection the
+/// server cut, releases the lock as its backend ends, a moment later.
+async fn lead_within_2s(
+    pool: &poolkeeper::db::PoolDb,
+    key: i64,
+) -> Option<store::leader::LeaderGuard> {
+    for _ in 0..100 {
+        if let Some(guard) = store::leader::try_lead(pool, key).await.unwrap() {
+            return Some(guard);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
 }
 
 #[tokio::test]
