@@ -263,8 +263,9 @@ async fn fetch(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut listener = pg_listener(&runner.users).await;
-    // Claimed jobs wait in a local queue of up to two batches, and a new claim is made only when a
-    // whole batch fits: few, large claim statements instead of one per finished job.
+    // Claimed jobs wait in a local queue of one batch more than there are claim loops, and a new
+    // claim is made only when a whole batch fits: few, large claim statements instead of one per
+    // finished job.
     let batch = runner.config.batch_size.max(runner.config.concurrency);
     let capacity = (fetchers(&runner.users) + 1) * batch;
     let mut failures = 0u32;

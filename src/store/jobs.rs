@@ -546,6 +546,16 @@ pub async fn finish_cancelled(db: &UsersDb, runner: &str, id: &str, now: i64) ->
     Ok(done == 1)
 }
 
+/// `ids` as one parameter (a JSON array) and the sub-select that lists them when it is bound as `$1`.
+fn id_list(db: &UsersDb, ids: &[String]) -> StoreResult<(String, &'static str)> {
+    let json = serde_json::to_string(ids).map_err(|e| StoreError::Conflict(e.to_string()))?;
+    let list = match backend(db) {
+        Backend::Sqlite => "SELECT value FROM json_each($1)",
+        Backend::Postgres => "SELECT jsonb_array_elements_text($1::jsonb)",
+    };
+    Ok((json, list))
+}
+
 /// Extends the locks of `ids`, jobs `runner` holds, to `lock_until`; returns those whose
 /// cancellation was requested. A lock is extended once a third of its window (`lock_until - now`)
 /// has passed: with heartbeats at least that often it never runs out, and short jobs are never
@@ -560,11 +570,7 @@ pub async fn heartbeat(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let ids = serde_json::to_string(ids).map_err(|e| StoreError::Conflict(e.to_string()))?;
-    let list = match backend(db) {
-        Backend::Sqlite => "SELECT value FROM json_each($1)",
-        Backend::Postgres => "SELECT jsonb_array_elements_text($1::jsonb)",
-    };
+    let (ids, list) = id_list(db, ids)?;
     let extend = format!(
         "UPDATE job_queue SET locked_until = $3, heartbeat_at = $4 WHERE id IN ({list}) AND locked_by = $2 \
          AND status = 'running' AND locked_until < $3 - ($3 - $4) / 3"
@@ -594,10 +600,11 @@ pub async fn release(db: &UsersDb, runner: &str, ids: &[String], now: i64) -> St
     if ids.is_empty() {
         return Ok(0);
     }
-    let ids = serde_json::to_string(ids).map_err(|e| StoreError::Conflict(e.to_string()))?;
-    let (list, plus) = match backend(db) {
-        Backend::Sqlite => ("SELECT value FROM json_each($1)", "+"),
-        Backend::Postgres => ("SELECT jsonb_array_elements_text($1::jsonb)", ""),
+    let (ids, list) = id_list(db, ids)?;
+    // On SQLite the unary `+` keeps the planner on the primary key.
+    let plus = match backend(db) {
+        Backend::Sqlite => "+",
+        Backend::Postgres => "",
     };
     let sql = format!(
         "UPDATE job_queue SET status = 'pending', attempts = attempts - 1, locked_until = NULL, run_at = $3, updated_at = $3 \
