@@ -208,12 +208,15 @@ impl Database {
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10));
+            let cannot_open = |e: sqlx::Error| {
+                anyhow::anyhow!("cannot open the {} database {url}: {e}", name.as_str())
+            };
             // The single writer gets a larger page cache (16 MiB, filled only as used): claims and
             // batch completions touch many pages of the same indexes. It leaves checkpoints to the
-            // [`Checkpointer`], keeps statement journals and temporary b-trees in memory (a
-            // 1,000-row claim spilled its statement journal to a temp file), and may queue a whole
-            // claimed batch of rows for its caller instead of stopping every 50 rows until the
-            // caller has read them.
+            // [`Checkpointer`], keeps statement journals and temporary b-trees in memory (SQLite
+            // spills a statement journal of over 64 KiB, as a 1,000-row claim's is, to a temp
+            // file), and may queue a whole claimed batch of rows for its caller instead of stopping
+            // every 50 rows until the caller has read them.
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
                 .connect_with(
@@ -225,19 +228,13 @@ impl Database {
                         .row_buffer_size(2048),
                 )
                 .await
-                .map_err(|e| {
-                    anyhow::anyhow!("cannot open the {} database {url}: {e}", name.as_str())
-                })?;
+                .map_err(cannot_open)?;
             let read = SqlitePoolOptions::new()
                 .max_connections(opts.max_connections.clamp(1, 8))
                 .connect_with(base.clone().create_if_missing(false))
                 .await
-                .map_err(|e| {
-                    anyhow::anyhow!("cannot open the {} database {url}: {e}", name.as_str())
-                })?;
-            let checkpointer = base.connect().await.map_err(|e| {
-                anyhow::anyhow!("cannot open the {} database {url}: {e}", name.as_str())
-            })?;
+                .map_err(cannot_open)?;
+            let checkpointer = base.connect().await.map_err(cannot_open)?;
             Conn::Sqlite {
                 read,
                 write,
