@@ -9,7 +9,6 @@ use crate::config::Config;
 use crate::crypto::Keyring;
 use crate::db::{PoolDb, UsersDb};
 use crate::domain::login_throttle::ThrottlePolicy;
-use crate::http::routes::RouteDomains;
 use crate::providers::Providers;
 
 pub struct App {
@@ -20,8 +19,6 @@ pub struct App {
     pub keyring: Keyring,
     pub login_throttle: LoginThrottle,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
-    /// Domain of every API route, taken from the OpenAPI document.
-    pub route_domains: RouteDomains,
     /// The providers mothers are synced with (the simulator keeps its state in `data_dir`).
     pub providers: Providers,
 }
@@ -46,7 +43,6 @@ impl App {
             keyring,
             login_throttle: LoginThrottle::new(ThrottlePolicy::default()),
             metrics: crate::metrics::handle(),
-            route_domains: RouteDomains::from_openapi(&crate::http::openapi()),
         })
     }
 

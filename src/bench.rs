@@ -242,10 +242,11 @@ pub async fn sync(args: &SyncBenchArgs) -> anyhow::Result<()> {
             let app = app.clone();
             async move {
                 let start = Instant::now();
-                let (session_id, _) =
-                    pool_sync::enqueue_group_sync(&app, group.id, "manual_batch", "bench")
+                let session_id =
+                    crate::service::pool_sync::sync_group(&app, group.id, "manual_batch", "bench")
                         .await
-                        .map_err(|e| anyhow::anyhow!("{label}: {}", e.message))?;
+                        .map_err(|e| anyhow::anyhow!("{label}: {}", e.message))?
+                        .session_id;
                 while crate::store::jobs::live_counts(&app.users).await? != (0, 0) {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }

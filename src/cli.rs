@@ -497,18 +497,8 @@ async fn jobs_command(
     clock: &SharedClock,
     cmd: JobsCommand,
 ) -> anyhow::Result<i32> {
-    use crate::store::jobs as job_store;
+    use crate::service::jobs as service;
     let (_, users) = server::open_and_migrate(config).await?;
-    let check_id = |id: &str| -> anyhow::Result<()> {
-        uuid::Uuid::parse_str(id)
-            .map(drop)
-            .map_err(|_| anyhow::anyhow!("job id must be a UUID, got {id:?}"))
-    };
-    let explain = |id: &str, e: StoreError| match e {
-        StoreError::NotFound => anyhow::anyhow!("no job {id}"),
-        StoreError::Conflict(why) => anyhow::anyhow!("job {id}: {why}"),
-        other => other.into(),
-    };
     match cmd {
         JobsCommand::List {
             status,
@@ -518,10 +508,9 @@ async fn jobs_command(
         } => {
             let params = crate::http::pagination::PageParams::new(Some(page), Some(page_size))
                 .map_err(|e| anyhow::anyhow!(e.message))?;
-            let filter = crate::http::api::jobs::job_filter(status, job_type)
-                .map_err(|e| anyhow::anyhow!(e.message))?;
+            let filter = service::filter(status, job_type)?;
             let (items, total) =
-                job_store::list(&users, &filter, params.limit(), params.offset()).await?;
+                service::list(&users, &filter, params.limit(), params.offset()).await?;
             println!(
                 "{:<36} {:<24} {:<10} {:<8} {:<24} last error",
                 "id", "type", "status", "attempts", "created"
@@ -544,25 +533,15 @@ async fn jobs_command(
             );
         }
         JobsCommand::Show { id } => {
-            check_id(&id)?;
-            let job = job_store::get(&users, &id)
-                .await
-                .map_err(|e| explain(&id, e))?;
+            let job = service::get(&users, &id).await?;
             println!("{}", serde_json::to_string_pretty(&job)?);
         }
         JobsCommand::Retry { id } => {
-            check_id(&id)?;
-            job_store::retry(&users, &id, clock.now_ms())
-                .await
-                .map_err(|e| explain(&id, e))?;
-            job_store::notify_ready(&users).await?;
+            service::retry(&users, &id, clock.now_ms()).await?;
             println!("Job {id} is pending again.");
         }
         JobsCommand::Cancel { id } => {
-            check_id(&id)?;
-            let job = job_store::cancel(&users, &id, clock.now_ms())
-                .await
-                .map_err(|e| explain(&id, e))?;
+            let job = service::cancel(&users, &id, clock.now_ms()).await?;
             if job.status == "cancelled" {
                 println!("Job {id} cancelled.");
             } else {

@@ -7,7 +7,6 @@ use anyhow::Context;
 
 use crate::app::App;
 use crate::crypto::Credential;
-use crate::error::ApiError;
 use crate::providers::MemberStatus;
 use crate::providers::sim::{SimMember, SimOrg};
 use crate::service::import_cookie::{self, ImportCookieRequest};
@@ -53,7 +52,7 @@ impl SampleData {
     }
 }
 
-fn api(e: ApiError) -> anyhow::Error {
+fn api(e: crate::service::Error) -> anyhow::Error {
     anyhow::anyhow!("{} ({})", e.message, e.code)
 }
 

@@ -11,7 +11,6 @@ pub mod crypto;
 pub mod db;
 pub mod demo;
 pub mod domain;
-pub mod error;
 pub mod http;
 pub mod import;
 pub mod jobs;

@@ -146,7 +146,9 @@ pub async fn start(app: AppState, listen: SocketAddr) -> anyhow::Result<RunningS
     let addr = listener.local_addr()?;
     let (shutdown, mut rx) = watch::channel(false);
     spawn_maintenance(app.clone(), rx.clone());
-    jobs::scheduler::spawn(app.clone(), rx.clone());
+    jobs::scheduler::spawn(app.clone(), rx.clone(), |app| async move {
+        crate::service::pool_sync::schedule_group_syncs(&app).await
+    });
     let router = crate::http::router(app.clone());
     let mut handlers = jobs::builtin_handlers(app.config.jobs.diagnostic_handlers);
     jobs::pool_sync::register(&mut handlers, app.clone());

@@ -6,4 +6,5 @@ pub mod login_throttle;
 pub mod mothers;
 pub mod naming;
 pub mod seats;
+pub mod sync_plan;
 pub mod sync_sessions;

@@ -194,7 +194,8 @@ pub fn check_credential(credential: &Credential) -> Result<(), FieldError> {
 }
 
 impl MotherInput {
-    /// Checks every field; the first problem is returned.
+    /// Checks every field; the first problem is returned. The provider's own configuration rules
+    /// are the provider's (`providers::check_config`), checked by the caller.
     pub fn check(self) -> Result<NewMother, FieldError> {
         let name = check_name("name", &self.name)?;
         let provider = check_provider(&self.provider)?;
@@ -210,11 +211,6 @@ impl MotherInput {
                 ));
             }
         };
-        if provider == ProviderKind::Scim {
-            let config = serde_json::from_str(&provider_config).unwrap_or_default();
-            crate::providers::scim::ScimConfig::from_json(&config)
-                .map_err(|m| err("invalid_provider_config", "provider_config", m))?;
-        }
         let seat_limit = check_seat_limit(self.seat_limit.unwrap_or(DEFAULT_SEAT_LIMIT))?;
         let notes = self.notes.unwrap_or_default();
         if notes.len() > 4000 {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts};
 use axum::http::request::Parts;
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// `axum::Json` with JSON errors: 400 for malformed or mistyped bodies, 413 past the body limit.
 #[derive(FromRequest)]

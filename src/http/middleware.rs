@@ -1,6 +1,7 @@
 //! Request middleware: admin authentication with CSRF, the domain guard and `X-Domain-Ack`,
 //! request metrics by route template, the body-size limit, and security headers.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -12,8 +13,8 @@ use subtle::ConstantTimeEq;
 
 use crate::app::AppState;
 use crate::auth::{self, Principal, Scope};
-use crate::error::{ApiError, ApiResult};
-use crate::http::routes::Domain;
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::routes::{Domain, RouteDomains};
 
 pub const SESSION_COOKIE: &str = "pk_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -132,7 +133,7 @@ fn is_same_origin(headers: &HeaderMap) -> bool {
 /// that domain. Runs after authentication.
 pub async fn domain_guard(State(app): State<AppState>, req: Request, next: Next) -> Response {
     if app.config.domain_guard() && is_unsafe(req.method()) {
-        let domain = route_domain(&app, &req);
+        let domain = route_domain(&req);
         if let Some(domain @ (Domain::Pool | Domain::Users)) = domain {
             let sent = req
                 .headers()
@@ -155,21 +156,22 @@ pub async fn domain_guard(State(app): State<AppState>, req: Request, next: Next)
     next.run(req).await
 }
 
-fn route_domain(app: &AppState, req: &Request) -> Option<Domain> {
+fn route_domain(req: &Request) -> Option<Domain> {
     let path = req.extensions().get::<MatchedPath>()?;
-    app.route_domains.get(req.method(), path.as_str())
+    let domains = req.extensions().get::<Arc<RouteDomains>>()?;
+    domains.get(req.method(), path.as_str())
 }
 
 /// Adds `X-Domain-Ack` to every response of a documented route, and counts the request in
 /// `admin_api_requests_total{path,method,domain,status}` by route template.
-pub async fn track_api_request(State(app): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn track_api_request(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
     let matched = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string());
-    let domain = route_domain(&app, &req);
+    let domain = route_domain(&req);
     let mut response = match (&matched, domain) {
         // A routed API path missing from the OpenAPI document is a programming error: fail loudly so
         // the test suite notices, instead of serving it without a domain.

@@ -2,6 +2,7 @@
 //! OpenAPI document with Swagger UI. Handlers stay thin; rules live in `domain`, SQL in `store`.
 
 pub mod api;
+pub mod error;
 pub mod extract;
 pub mod middleware;
 pub mod pagination;
@@ -23,7 +24,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::app::AppState;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -68,6 +69,8 @@ pub fn openapi() -> OpenApi {
 
 /// The whole application router.
 pub fn router(state: AppState) -> Router {
+    // The domain of every API route, read by the domain guard and the request metrics.
+    let domains = std::sync::Arc::new(routes::RouteDomains::from_openapi(&openapi()));
     let admin = api::admin_routes()
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -81,10 +84,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::public_routes())
         .merge(admin)
         .split_for_parts();
-    let documented = documented.layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        middleware::track_api_request,
-    ));
+    let documented = documented.layer(axum::middleware::from_fn(middleware::track_api_request));
 
     Router::new()
         .merge(documented)
@@ -99,6 +99,7 @@ pub fn router(state: AppState) -> Router {
             ApiError::internal("handler panicked").into_response()
         }))
         .layer(axum::middleware::from_fn(middleware::security_headers))
+        .layer(axum::Extension(domains))
         .with_state(state)
 }
 

@@ -1,5 +1,8 @@
 //! All slow work runs as jobs: enqueue here, run in [`runner::Runner`], with handlers registered per
 //! `job_type` in [`Handlers`]. The queue lives in the users database (`store::jobs`).
+//!
+//! This layer is the engine and the handlers. A handler calls `domain`, `store` and providers,
+//! never `service`: the request side of a job (checks, sessions, enqueue) lives in `service`.
 
 pub mod bench;
 pub mod pool_sync;
@@ -12,6 +15,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::Notify;
 
@@ -44,6 +49,29 @@ pub async fn enqueue_many(
         metrics::counter!("jobs_enqueued_total", "type" => job.job_type.clone(), "deduplicated" => deduplicated.to_string()).increment(1);
     }
     Ok(out)
+}
+
+/// A job kind's typed payload: its type name, its JSON shape and its dedup key. A handler
+/// registered with [`Handlers::register_job`] receives the decoded struct.
+pub trait JobArgs: Serialize + DeserializeOwned + Send + 'static {
+    /// The `job_type` stored with the job.
+    const KIND: &'static str;
+
+    /// Jobs with the same key share one live job; `None` never deduplicates.
+    fn dedup_key(&self) -> Option<String> {
+        None
+    }
+
+    /// The row to enqueue.
+    fn to_job(&self) -> NewJob {
+        // A derived `Serialize` of plain fields cannot fail.
+        let payload = serde_json::to_value(self).unwrap_or(Value::Null);
+        let job = NewJob::new(Self::KIND, payload);
+        match self.dedup_key() {
+            Some(key) => job.dedup_key(key),
+            None => job,
+        }
+    }
 }
 
 /// Why an attempt failed, and whether to try again.
@@ -179,6 +207,26 @@ impl Handlers {
         );
     }
 
+    /// Registers the handler of a typed job kind: the payload is decoded once, here; a payload that
+    /// does not decode fails the job for good.
+    pub fn register_job<A, F, Fut>(&mut self, handler: F)
+    where
+        A: JobArgs,
+        F: Fn(JobContext, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = JobResult> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        self.register(A::KIND, move |ctx| {
+            let handler = handler.clone();
+            async move {
+                let args = serde_json::from_value::<A>(ctx.payload.clone()).map_err(|e| {
+                    JobError::permanent(format!("the payload of a {} job: {e}", A::KIND))
+                })?;
+                handler(ctx, args).await
+            }
+        });
+    }
+
     pub fn get(&self, job_type: &str) -> Option<&BoxedHandler> {
         self.0.get(job_type)
     }
@@ -192,28 +240,39 @@ impl Handlers {
 
 /// Job types every poolkeeper process handles.
 pub const NOOP: &str = "noop";
+/// The job type of [`DiagnosticSleep`].
+pub const DIAGNOSTIC_SLEEP: &str = "diagnostic.sleep";
+
 /// Sleeps `ms` milliseconds and appends start/done lines to `append_to`; for diagnosing the queue
 /// (registered only with `jobs.diagnostic_handlers`).
-pub const DIAGNOSTIC_SLEEP: &str = "diagnostic.sleep";
+#[derive(Clone, Debug, Default, serde::Deserialize, Serialize)]
+pub struct DiagnosticSleep {
+    #[serde(default)]
+    pub ms: u64,
+    #[serde(default)]
+    pub append_to: Option<String>,
+}
+
+impl JobArgs for DiagnosticSleep {
+    const KIND: &'static str = DIAGNOSTIC_SLEEP;
+}
 
 /// The built-in handlers.
 pub fn builtin_handlers(diagnostic: bool) -> Handlers {
     let mut handlers = Handlers::default();
     handlers.register(NOOP, |_ctx| async { Ok(None) });
     if diagnostic {
-        handlers.register(DIAGNOSTIC_SLEEP, diagnostic_sleep);
+        handlers.register_job(diagnostic_sleep);
     }
     handlers
 }
 
-async fn diagnostic_sleep(ctx: JobContext) -> JobResult {
+async fn diagnostic_sleep(ctx: JobContext, args: DiagnosticSleep) -> JobResult {
     use tokio::io::AsyncWriteExt;
-    let ms = ctx.payload.get("ms").and_then(Value::as_u64).unwrap_or(0);
-    let file = ctx
-        .payload
-        .get("append_to")
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let DiagnosticSleep {
+        ms,
+        append_to: file,
+    } = args;
     let append = |line: String| {
         let file = file.clone();
         async move {

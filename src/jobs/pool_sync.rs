@@ -1,40 +1,39 @@
 //! The `pool_sync_mother` job: keeps one mother's teams, children and seats in step with her
 //! provider, and fills free seats by invitation when auto-invite is on (the group's `auto_invite`
 //! or the instance-wide `pool_auto_invite_missing`). It owns the mapping from
-//! provider errors to job outcomes (unauthorized marks the mother `invalid`), and the enqueue path
-//! with its dedup key. Every step compares before it writes, so a rerun changes nothing.
+//! provider errors to job outcomes (unauthorized marks the mother `invalid`). The request side
+//! (sessions, enqueue) is `service::pool_sync`. Every step compares before it writes, so a rerun
+//! changes nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Handlers, JobContext, JobError, JobResult};
+use super::{Handlers, JobArgs, JobContext, JobError, JobResult};
 use crate::app::{App, AppState};
 use crate::crypto::Credential;
 use crate::domain::job_retry::FailureKind;
-use crate::domain::naming::{self, NameValues};
-use crate::domain::seats::SeatWant;
-use crate::error::{ApiError, ApiResult};
-use crate::providers::{Invited, MemberStatus, Provider, ProviderError};
-use crate::store::jobs::NewJob;
+use crate::domain::naming::{self, NameValues, Naming};
+use crate::domain::sync_plan::{self, LocalTeam, NeedsDomain, TeamLink, TeamName};
+use crate::providers::{Invited, MemberStatus, Provider, ProviderError, ProviderTeam};
+use crate::store::invitations::{self, InviteOutcome, NewInvite};
 use crate::store::mothers::{self as mothers, ChildInput, Team};
 use crate::store::pool_groups::{self as groups, SequenceKind};
-use crate::store::seats::{InviteOutcome, NewInvite};
-use crate::store::sync_sessions::{self, NewSession, RecordOutcome};
+use crate::store::sync_sessions::{self, RecordOutcome};
 use crate::store::{StoreError, seats};
 
-pub const POOL_SYNC_MOTHER: &str = "pool_sync_mother";
+pub const POOL_SYNC_MOTHER: &str = SyncMother::KIND;
 /// How long a seat stays held for a pending invite before the scheduler may free it.
 pub const INVITE_HOLD_MS: i64 = 7 * 24 * 3_600_000;
 
 pub const ACTIONS_METRIC: &str = "pool_sync_actions_total";
 pub const DURATION_METRIC: &str = "pool_sync_duration_ms";
 
-/// The job's payload.
+/// The job's payload: sync this mother as a member of this group.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SyncPayload {
+pub struct SyncMother {
     pub mother_id: i64,
     pub group_id: i64,
     /// The sync session this run belongs to, and the mother's record in it.
@@ -44,9 +43,30 @@ pub struct SyncPayload {
     pub record_id: Option<i64>,
 }
 
-/// The dedup key: one live sync per (mother, group).
-pub fn dedup_key(mother_id: i64, group_id: i64) -> String {
-    format!("{POOL_SYNC_MOTHER}:{mother_id}:{group_id}")
+impl SyncMother {
+    /// A run recorded as `record_id` of `session_id`.
+    pub fn in_session(mother_id: i64, group_id: i64, session_id: &str, record_id: i64) -> Self {
+        Self {
+            mother_id,
+            group_id,
+            session_id: Some(session_id.to_string()),
+            record_id: Some(record_id),
+        }
+    }
+}
+
+impl JobArgs for SyncMother {
+    const KIND: &'static str = "pool_sync_mother";
+
+    /// One live sync per (mother, group).
+    fn dedup_key(&self) -> Option<String> {
+        Some(format!(
+            "{}:{}:{}",
+            Self::KIND,
+            self.mother_id,
+            self.group_id
+        ))
+    }
 }
 
 /// What one sync did; the job's result.
@@ -86,18 +106,13 @@ impl From<StoreError> for SyncError {
 
 /// Registers the pool job handlers; they reach the databases and providers through `app`.
 pub fn register(handlers: &mut Handlers, app: AppState) {
-    handlers.register(POOL_SYNC_MOTHER, move |ctx| {
+    handlers.register_job(move |ctx, args: SyncMother| {
         let app = app.clone();
-        async move { run(&app, ctx).await }
+        async move { run(&app, ctx, args).await }
     });
 }
 
-async fn run(app: &App, ctx: JobContext) -> JobResult {
-    let payload: SyncPayload = serde_json::from_value(ctx.payload.clone()).map_err(|e| {
-        JobError::permanent(format!(
-            "payload must be {{\"mother_id\", \"group_id\"}}: {e}"
-        ))
-    })?;
+async fn run(app: &App, ctx: JobContext, payload: SyncMother) -> JobResult {
     if let Some(record) = payload.record_id {
         // The record claims the run: once it is running, cancelling the session leaves it alone;
         // if the session was cancelled first, the job ends cancelled without touching anything.
@@ -213,7 +228,6 @@ pub async fn sync_mother(
     mother_id: i64,
     group_id: i64,
 ) -> Result<SyncReport, SyncError> {
-    let ctx = app.pool_ctx();
     let now = app.clock.now_ms();
     let detail = mothers::get_detail(&app.pool, mother_id)
         .await
@@ -234,8 +248,13 @@ pub async fn sync_mother(
         .await
         .map_err(not_found(format!("no pool group {group_id}")))?;
     let day = naming::utc_day(now);
-    let names = crate::service::pool_groups::naming_of(ctx, &group.name, &group.settings, &day)
-        .map_err(|e| SyncError::Failed(format!("pool group {}: {e}", group.name)))?;
+    let names = Naming::check(
+        &group.name,
+        &group.settings.naming(),
+        app.config.child_email_domain.as_deref(),
+        &day,
+    )
+    .map_err(|e| SyncError::Failed(format!("pool group {}: {e}", group.name)))?;
     let sealed = mothers::credential_sealed(&app.pool, mother_id).await?;
     let credential = app.keyring.open(&sealed).map_err(|e| {
         SyncError::Failed(format!(
@@ -257,34 +276,43 @@ pub async fn sync_mother(
     }
     let mut report = SyncReport::default();
 
-    // Link local teams to the provider's: by id, else the first unlinked local team (the default
-    // one first), else a new local team.
+    // Link local teams to the provider's (see `sync_plan::link_teams`).
     let provider_teams = provider.list_teams(&credential).await?;
-    let mut local: Vec<Team> = detail.teams.clone();
-    local.sort_by_key(|t| (!t.is_default, t.id));
-    let mut linked: Vec<(crate::providers::ProviderTeam, Team)> = Vec::new();
-    for pteam in provider_teams {
-        let found = local
-            .iter()
-            .position(|t| t.provider_team_id.as_deref() == Some(pteam.id.as_str()))
-            .or_else(|| local.iter().position(|t| t.provider_team_id.is_none()));
-        let team = match found {
-            Some(i) => {
-                let mut team = local.remove(i);
-                if team.provider_team_id.is_none() {
+    let ids: Vec<&str> = provider_teams.iter().map(|t| t.id.as_str()).collect();
+    let local: Vec<LocalTeam> = detail
+        .teams
+        .iter()
+        .map(|t| LocalTeam {
+            id: t.id,
+            provider_team_id: t.provider_team_id.clone(),
+            is_default: t.is_default,
+        })
+        .collect();
+    let links = sync_plan::link_teams(&ids, &local);
+    let mut linked: Vec<(ProviderTeam, Team)> = Vec::new();
+    for (pteam, link) in provider_teams.iter().zip(links) {
+        let team = match link {
+            TeamLink::Local {
+                local_id,
+                newly_linked,
+            } => {
+                let Some(mut team) = detail.teams.iter().find(|t| t.id == local_id).cloned() else {
+                    continue;
+                };
+                if newly_linked {
                     mothers::link_team(&app.pool, team.id, &pteam.id, &team.name).await?;
                     team.provider_team_id = Some(pteam.id.clone());
                 }
                 team
             }
-            None => {
+            TeamLink::New => {
                 report.teams_added += 1;
                 mothers::add_provider_team(&app.pool, mother_id, &pteam.id, &pteam.name, now)
                     .await?
             }
         };
         if team.is_enabled {
-            linked.push((pteam, team));
+            linked.push((pteam.clone(), team));
         }
     }
 
@@ -292,28 +320,28 @@ pub async fn sync_mother(
     // the mother was created) is kept and uses no number.
     let domain = names.domain.as_deref();
     for (pteam, team) in &mut linked {
-        let target = if names.team.matches(&pteam.name, &group.name, domain) {
-            pteam.name.clone()
-        } else if names.team.matches(&team.name, &group.name, domain) {
-            team.name.clone()
-        } else {
-            let seq =
-                groups::allocate_sequence(&app.pool, group_id, &day, SequenceKind::Team).await?;
-            names
-                .team
-                .render(&NameValues {
-                    group: &group.name,
-                    date: &day,
-                    seq,
-                    domain,
-                })
-                .ok_or_else(|| {
-                    SyncError::Failed(format!(
-                        "pool group {}: team_template needs a domain",
-                        group.name
-                    ))
-                })?
-        };
+        let target =
+            match sync_plan::team_name(&names.team, &group.name, domain, &pteam.name, &team.name) {
+                TeamName::Provider => pteam.name.clone(),
+                TeamName::Local => team.name.clone(),
+                TeamName::Render => {
+                    let seq =
+                        groups::allocate_sequence(&app.pool, group_id, &day, SequenceKind::Team)
+                            .await?;
+                    let values = NameValues {
+                        group: &group.name,
+                        date: &day,
+                        seq,
+                        domain,
+                    };
+                    names.team.render(&values).ok_or_else(|| {
+                        SyncError::Failed(format!(
+                            "pool group {}: team_template needs a domain",
+                            group.name
+                        ))
+                    })?
+                }
+            };
         if pteam.name != target {
             provider
                 .rename_team(&credential, &pteam.id, &target)
@@ -331,7 +359,7 @@ pub async fn sync_mother(
     // 2a. Invitations a killed run reserved but may not have sent go out again under the same
     // addresses; the provider treats a repeat as already present.
     let mut unconfirmed: BTreeMap<i64, Vec<NewInvite>> = BTreeMap::new();
-    for (team_id, email, name) in mothers::unconfirmed_invites(&app.pool, mother_id).await? {
+    for (team_id, email, name) in invitations::unconfirmed_invites(&app.pool, mother_id).await? {
         unconfirmed
             .entry(team_id)
             .or_default()
@@ -356,33 +384,28 @@ pub async fn sync_mother(
                 .map(|i| (i.email, InviteOutcome::Dropped))
                 .collect(),
         };
-        seats::confirm_invites(&app.pool, mother_id, team_id, &outcomes, now).await?;
+        invitations::confirm_invites(&app.pool, mother_id, team_id, &outcomes, now).await?;
     }
 
-    // 2. Backfill members into children; seats follow.
-    let mut wanted: HashMap<String, SeatWant> = HashMap::new();
+    // 2. Backfill members into children; seats follow (see `sync_plan::seat_wants`).
+    let mut members: Vec<(String, bool)> = Vec::new();
     for (pteam, team) in &linked {
-        let members = provider.list_members(&credential, &pteam.id).await?;
-        let children: Vec<ChildInput> = members
+        let children: Vec<ChildInput> = provider
+            .list_members(&credential, &pteam.id)
+            .await?
             .into_iter()
             .map(|m| ChildInput {
-                email: m.email.trim().to_ascii_lowercase(),
+                email: sync_plan::normal_email(&m.email),
                 name: m.name,
                 status: m.status.as_str().to_string(),
             })
             .filter(|c| !owners.contains(&c.email))
             .collect();
-        for c in &children {
-            let want = if c.status == MemberStatus::Active.as_str() {
-                SeatWant::Used
-            } else {
-                SeatWant::Held
-            };
-            let slot = wanted.entry(c.email.clone()).or_insert(want);
-            if want == SeatWant::Used {
-                *slot = SeatWant::Used;
-            }
-        }
+        members.extend(
+            children
+                .iter()
+                .map(|c| (c.email.clone(), c.status == MemberStatus::Active.as_str())),
+        );
         let changes =
             mothers::sync_team_children(&app.pool, mother_id, team.id, &children, now).await?;
         report.children_created += changes.created;
@@ -393,8 +416,7 @@ pub async fn sync_mother(
         "sync_child",
         report.children_created + report.children_updated + report.children_removed,
     );
-    let mut wanted: Vec<(String, SeatWant)> = wanted.into_iter().collect();
-    wanted.sort_by(|a, b| a.0.cmp(&b.0));
+    let wanted = sync_plan::seat_wants(members.iter().map(|(e, active)| (e.as_str(), *active)));
     let plan =
         seats::follow_members(&app.pool, mother_id, &wanted, now + INVITE_HOLD_MS, now).await?;
     report.seats_changed = i64::try_from(plan.changes.len()).unwrap_or(i64::MAX);
@@ -412,29 +434,21 @@ pub async fn sync_mother(
             let numbers =
                 groups::allocate_sequences(&app.pool, group_id, &day, SequenceKind::Child, free)
                     .await?;
-            let mut invites = Vec::new();
-            for seq in numbers {
-                let values = NameValues {
-                    group: &group.name,
-                    date: &day,
-                    seq,
-                    domain,
-                };
-                let (Some(email), Some(name)) = (
-                    names.child_email.render(&values),
-                    names.child_name.render(&values),
-                ) else {
-                    return Err(SyncError::Failed(format!(
-                        "pool group {}: child templates need a domain",
-                        group.name
-                    )));
-                };
-                invites.push(NewInvite {
-                    email: email.to_ascii_lowercase(),
-                    name,
-                });
-            }
-            let reserved = seats::reserve_invites(
+            let invites: Vec<NewInvite> =
+                sync_plan::invite_names(&names, &group.name, &day, numbers)
+                    .map_err(|NeedsDomain| {
+                        SyncError::Failed(format!(
+                            "pool group {}: child templates need a domain",
+                            group.name
+                        ))
+                    })?
+                    .into_iter()
+                    .map(|i| NewInvite {
+                        email: i.email,
+                        name: i.name,
+                    })
+                    .collect();
+            let reserved = invitations::reserve_invites(
                 &app.pool,
                 mother_id,
                 team.id,
@@ -451,7 +465,7 @@ pub async fn sync_mother(
                 &mut report,
             )
             .await?;
-            seats::confirm_invites(&app.pool, mother_id, team.id, &outcomes, now).await?;
+            invitations::confirm_invites(&app.pool, mother_id, team.id, &outcomes, now).await?;
         }
     }
     count("auto_invite", report.invites_sent);
@@ -497,125 +511,4 @@ async fn send_reserved(
         outcomes.push((invite.email.clone(), outcome));
     }
     Ok(outcomes)
-}
-
-/// A queued single-mother sync.
-#[derive(Clone, Debug)]
-pub struct QueuedSync {
-    pub job_id: String,
-    pub deduplicated: bool,
-    /// The session of the live job (this request's own unless deduplicated).
-    pub session_id: Option<String>,
-}
-
-fn new_session_id() -> String {
-    uuid::Uuid::now_v7().to_string()
-}
-
-fn sync_job(mother_id: i64, group_id: i64, session_id: &str, record_id: i64) -> NewJob {
-    let payload = SyncPayload {
-        mother_id,
-        group_id,
-        session_id: Some(session_id.to_string()),
-        record_id: Some(record_id),
-    };
-    NewJob::new(
-        POOL_SYNC_MOTHER,
-        serde_json::to_value(payload).unwrap_or(Value::Null),
-    )
-    .dedup_key(dedup_key(mother_id, group_id))
-}
-
-/// Puts the mother in the group and enqueues her sync in a `manual_single` session. Concurrent
-/// calls for one mother share one live job (the dedup key); a call that finds the job already
-/// live drops its own session and reports the live job's.
-pub async fn enqueue_mother_sync(
-    app: &App,
-    group_id: i64,
-    mother_id: i64,
-    created_by: &str,
-) -> ApiResult<QueuedSync> {
-    let now = app.clock.now_ms();
-    if !groups::exists(&app.pool, group_id).await? {
-        return Err(ApiError::not_found(format!("no pool group {group_id}")));
-    }
-    match mothers::set_pool_group(&app.pool, mother_id, group_id, now).await {
-        Err(StoreError::NotFound) => {
-            return Err(ApiError::not_found(format!("no mother {mother_id}")));
-        }
-        other => other?,
-    }
-    let session_id = new_session_id();
-    let session = NewSession {
-        sync_type: "manual_single",
-        category: "pool",
-        pool_group_id: Some(group_id),
-        created_by: Some(created_by),
-    };
-    let records =
-        sync_sessions::create(&app.pool, &session_id, &session, &[mother_id], now).await?;
-    let record_id = records.first().map_or(0, |r| r.id);
-    let job = sync_job(mother_id, group_id, &session_id, record_id);
-    let (row, deduplicated) =
-        super::enqueue(&app.users, &job, app.config.jobs.max_attempts, now).await?;
-    let session_id = if deduplicated {
-        sync_sessions::delete(&app.pool, &session_id).await?;
-        serde_json::from_str::<SyncPayload>(&row.payload)
-            .ok()
-            .and_then(|p| p.session_id)
-    } else {
-        sync_sessions::set_record_job(&app.pool, record_id, &row.id).await?;
-        Some(session_id)
-    };
-    Ok(QueuedSync {
-        job_id: row.id,
-        deduplicated,
-        session_id,
-    })
-}
-
-/// Enqueues a sync of every active mother of the group in one `manual_batch` session; returns
-/// the session id and the job ids in mother order. A mother whose sync was already live keeps
-/// that job; her record here is cancelled with a note naming it.
-pub async fn enqueue_group_sync(
-    app: &App,
-    group_id: i64,
-    sync_type: &str,
-    created_by: &str,
-) -> ApiResult<(String, Vec<String>)> {
-    let now = app.clock.now_ms();
-    if !groups::exists(&app.pool, group_id).await? {
-        return Err(ApiError::not_found(format!("no pool group {group_id}")));
-    }
-    let ids = mothers::ids_in_group(&app.pool, group_id, "active").await?;
-    let session_id = new_session_id();
-    let session = NewSession {
-        sync_type,
-        category: "pool",
-        pool_group_id: Some(group_id),
-        created_by: Some(created_by),
-    };
-    let records = sync_sessions::create(&app.pool, &session_id, &session, &ids, now).await?;
-    let jobs: Vec<NewJob> = records
-        .iter()
-        .map(|r| sync_job(r.mother_id, group_id, &session_id, r.id))
-        .collect();
-    let out = super::enqueue_many(&app.users, &jobs, app.config.jobs.max_attempts, now).await?;
-    for (record, (job_id, deduplicated)) in records.iter().zip(&out) {
-        if *deduplicated {
-            let note = RecordOutcome {
-                status: "cancelled",
-                error_message: Some(format!(
-                    "a sync of mother {} was already queued as job {job_id}",
-                    record.mother_id
-                )),
-                details: serde_json::json!({"job_id": job_id}),
-                ..RecordOutcome::default()
-            };
-            sync_sessions::finish_record(&app.pool, record.id, &note, now).await?;
-        } else {
-            sync_sessions::set_record_job(&app.pool, record.id, job_id).await?;
-        }
-    }
-    Ok((session_id, out.into_iter().map(|(id, _)| id).collect()))
 }

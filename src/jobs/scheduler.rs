@@ -1,35 +1,27 @@
-//! The sync scheduler: every `pool_sync_interval_seconds` (off when 0), the leading process queues
-//! a sync of every active mother of every active pool group, one `scheduled` session per group.
+//! The sync scheduler: every `pool_sync_interval_seconds` (off when 0), the leading process runs the
+//! round it is handed (`service::pool_sync::schedule_group_syncs`: a sync of every active mother
+//! of every active pool group, one `scheduled` session per group).
 //! Only the holder of the scheduler lock (`store::leader`) schedules, so several processes on one
 //! PostgreSQL database do not each start sessions; the jobs' dedup keys keep a mother from being
 //! queued twice in any case.
 
 use std::time::Duration;
 
+use std::future::Future;
+
 use tokio::sync::watch;
 
-use crate::app::{App, AppState};
-use crate::store::{self, leader};
+use crate::app::AppState;
+use crate::store::leader;
 
-/// Queues the scheduled syncs once; returns the sessions started.
-pub async fn schedule_group_syncs(app: &App) -> anyhow::Result<Vec<String>> {
-    let mut sessions = Vec::new();
-    for group in store::pool_groups::list_all(&app.pool).await? {
-        if !group.settings.is_active || group.mother_count == 0 {
-            continue;
-        }
-        let (session_id, jobs) =
-            super::pool_sync::enqueue_group_sync(app, group.id, "scheduled", "scheduler")
-                .await
-                .map_err(|e| anyhow::anyhow!("scheduling group {}: {}", group.name, e.message))?;
-        tracing::info!(group = %group.name, jobs = jobs.len(), session_id, "scheduled sync");
-        sessions.push(session_id);
-    }
-    Ok(sessions)
-}
-
-/// Runs the scheduler until `stop`; does nothing when the interval is 0.
-pub fn spawn(app: AppState, mut stop: watch::Receiver<bool>) {
+/// Runs `round` every interval while this process holds the scheduler lock, until `stop`; does
+/// nothing when the interval is 0.
+pub fn spawn<F, Fut, E>(app: AppState, mut stop: watch::Receiver<bool>, round: F)
+where
+    F: Fn(AppState) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Vec<String>, E>> + Send,
+    E: std::fmt::Display,
+{
     let seconds = app.config.pool_sync_interval_seconds;
     if seconds == 0 {
         return;
@@ -56,7 +48,7 @@ pub fn spawn(app: AppState, mut stop: watch::Receiver<bool>) {
             if guard.is_none() {
                 continue;
             }
-            if let Err(e) = schedule_group_syncs(&app).await {
+            if let Err(e) = round(app.clone()).await {
                 tracing::warn!(error = %e, "scheduled sync failed");
             }
         }

@@ -16,6 +16,15 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::Credential;
 use crate::domain::mothers::ProviderKind;
 
+/// Checks a provider configuration before it is stored: each kind owns its rules. The message
+/// names the offending key.
+pub fn check_config(kind: ProviderKind, config: &serde_json::Value) -> Result<(), String> {
+    match kind {
+        ProviderKind::Sim => Ok(()),
+        ProviderKind::Scim => scim::ScimConfig::from_json(config).map(drop),
+    }
+}
+
 /// The future a provider call returns; boxed so the trait stays object-safe without `async_trait`.
 pub type ProviderFuture<'a, T> =
     Pin<Box<dyn Future<Output = Result<T, ProviderError>> + Send + 'a>>;

@@ -4,11 +4,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::pool_sync;
+use super::{Error, Result};
 use crate::app::App;
 use crate::crypto::Credential;
 use crate::domain::mothers::{self as rules, MotherInput};
-use crate::error::{ApiError, ApiResult};
-use crate::jobs::pool_sync;
 use crate::providers::ProviderError;
 use crate::store::mothers as store;
 
@@ -40,26 +40,20 @@ pub struct ImportCookieResponse {
 }
 
 /// What a provider's refusal means for the caller.
-fn provider_error(e: ProviderError) -> ApiError {
-    use axum::http::StatusCode;
+fn provider_error(e: ProviderError) -> Error {
     match e {
-        ProviderError::Unauthorized(reason) => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
+        ProviderError::Unauthorized(reason) => Error::rejected(
             "credential_rejected",
             format!("cookie: the provider rejected the credential: {reason}"),
         ),
-        ProviderError::RateLimited { retry_after_ms } => ApiError::too_many_requests(
+        ProviderError::RateLimited { retry_after_ms } => Error::rate_limited(
             "the provider is rate limiting; try again later",
             u64::try_from(retry_after_ms.div_euclid(1000) + 1).unwrap_or(1),
         ),
         ProviderError::Transient(m) => {
-            ApiError::unavailable(format!("the provider did not answer: {m}"))
+            Error::unavailable(format!("the provider did not answer: {m}"))
         }
-        other => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "provider_error",
-            format!("provider: {other}"),
-        ),
+        other => Error::rejected("provider_error", format!("provider: {other}")),
     }
 }
 
@@ -67,13 +61,13 @@ pub async fn import_cookie(
     app: &App,
     req: ImportCookieRequest,
     created_by: &str,
-) -> ApiResult<ImportCookieResponse> {
+) -> Result<ImportCookieResponse> {
     let ctx = app.pool_ctx();
     let pool_mode = match req.mode.as_str() {
         "pool" => true,
         "user" => false,
         _ => {
-            return Err(ApiError::bad_request(
+            return Err(Error::invalid(
                 "invalid_mode",
                 "mode must be `user` or `pool`",
             ));
@@ -81,14 +75,14 @@ pub async fn import_cookie(
     };
     let group_id = match (pool_mode, req.pool_group_id) {
         (true, None) => {
-            return Err(ApiError::bad_request(
+            return Err(Error::invalid(
                 "invalid_pool_group",
                 "pool_group_id is required in pool mode",
             ));
         }
         (true, Some(id)) => {
             if !crate::store::pool_groups::exists(&app.pool, id).await? {
-                return Err(ApiError::bad_request(
+                return Err(Error::invalid(
                     "invalid_pool_group",
                     format!("pool_group_id {id} does not name a pool group"),
                 ));
@@ -98,7 +92,7 @@ pub async fn import_cookie(
         (false, _) => None,
     };
     rules::check_credential(&req.cookie)
-        .map_err(|e| ApiError::bad_request("invalid_cookie", format!("cookie: {}", e.message)))?;
+        .map_err(|e| Error::invalid("invalid_cookie", format!("cookie: {}", e.message)))?;
     let provider_name = req.provider.clone().unwrap_or_else(|| "sim".into());
     let kind = rules::check_provider(&provider_name).map_err(super::mothers::field_error)?;
     let config = req.provider_config.clone().unwrap_or(serde_json::json!({}));
@@ -139,22 +133,20 @@ pub async fn import_cookie(
             match super::mothers::create(ctx, input).await {
                 Ok(id) => (id, false),
                 // Imported concurrently under the same name: take the winner's row.
-                Err(e) if e.status == axum::http::StatusCode::CONFLICT => {
-                    match store::id_by_name(&app.pool, &name).await? {
-                        Some(id) => {
-                            super::mothers::rotate_credential(ctx, id, &req.cookie).await?;
-                            (id, true)
-                        }
-                        None => return Err(e),
+                Err(e) if e.is_conflict() => match store::id_by_name(&app.pool, &name).await? {
+                    Some(id) => {
+                        super::mothers::rotate_credential(ctx, id, &req.cookie).await?;
+                        (id, true)
                     }
-                }
+                    None => return Err(e),
+                },
                 Err(e) => return Err(e),
             }
         }
     };
     let (job_id, session_id) = match group_id {
         Some(group_id) => {
-            let q = pool_sync::enqueue_mother_sync(app, group_id, mother_id, created_by).await?;
+            let q = pool_sync::sync_mother(app, group_id, mother_id, created_by).await?;
             (Some(q.job_id), q.session_id)
         }
         None => (None, None),

@@ -1,12 +1,17 @@
-//! Operations shared by the API, the web UI and the CLI: each checks its input with the rules in
-//! `domain`, seals what must be sealed, and calls `store`. Errors are [`ApiError`]s, whose message
-//! the CLI prints as is.
-//!
-//! [`ApiError`]: crate::error::ApiError
+//! One function per use case, shared by the API, the web UI and the CLI: each checks its input with
+//! the rules in `domain`, seals what must be sealed, writes through `store` and enqueues through
+//! `jobs`. Errors are [`Error`]s, which know no protocol: `http` maps them to a status once, the
+//! CLI prints their message. Nothing here knows HTTP.
 
+mod error;
 pub mod import_cookie;
+pub mod jobs;
 pub mod mothers;
 pub mod pool_groups;
+pub mod pool_sync;
+pub mod sync_sessions;
+
+pub use error::{Error, ErrorKind, Result, not_found};
 
 use crate::clock::SharedClock;
 use crate::crypto::Keyring;

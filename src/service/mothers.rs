@@ -7,29 +7,42 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 
 use super::PoolCtx;
+use super::{Error, Result};
 use crate::crypto::{Credential, Keyring};
 use crate::domain::mothers::{self, FieldError, MotherInput, NewMother};
 use crate::domain::naming::{self, NameValues, Template};
-use crate::error::{ApiError, ApiResult};
+use crate::providers;
 use crate::store::mothers::{self as store, DefaultTeam, MotherPatch, NewMotherRecord, PatchError};
 use crate::store::{StoreError, pool_groups};
 
 /// Rows a batch request may carry.
 pub const MAX_BATCH_ROWS: usize = 1000;
 
-pub fn field_error(e: FieldError) -> ApiError {
-    ApiError::bad_request(e.code, e.message)
+pub fn field_error(e: FieldError) -> Error {
+    Error::invalid(e.code, e.message)
 }
 
-fn seal(ctx: PoolCtx<'_>, credential: &Credential) -> ApiResult<String> {
-    ctx.keyring.seal(credential).map_err(ApiError::internal)
+/// Checks a mother's fields, then her provider configuration by the provider's own rules.
+pub fn check_input(input: MotherInput) -> std::result::Result<NewMother, FieldError> {
+    let m = input.check()?;
+    let config = serde_json::from_str(&m.provider_config).unwrap_or_default();
+    providers::check_config(m.provider, &config).map_err(|message| FieldError {
+        code: "invalid_provider_config",
+        field: "provider_config",
+        message,
+    })?;
+    Ok(m)
 }
 
-async fn check_group(ctx: PoolCtx<'_>, group: Option<i64>) -> ApiResult<()> {
+fn seal(ctx: PoolCtx<'_>, credential: &Credential) -> Result<String> {
+    ctx.keyring.seal(credential).map_err(Error::internal)
+}
+
+async fn check_group(ctx: PoolCtx<'_>, group: Option<i64>) -> Result<()> {
     if let Some(id) = group
         && !pool_groups::exists(ctx.pool, id).await?
     {
-        return Err(ApiError::bad_request(
+        return Err(Error::invalid(
             "invalid_pool_group",
             format!("pool_group_id {id} does not name a pool group"),
         ));
@@ -38,7 +51,7 @@ async fn check_group(ctx: PoolCtx<'_>, group: Option<i64>) -> ApiResult<()> {
 }
 
 /// Creates a checked mother; the id, or 409 when the name is taken.
-pub async fn create_checked(ctx: PoolCtx<'_>, m: &NewMother) -> ApiResult<i64> {
+pub async fn create_checked(ctx: PoolCtx<'_>, m: &NewMother) -> Result<i64> {
     let sealed = seal(ctx, &m.credential)?;
     let now = ctx.clock.now_ms();
     let day = naming::utc_day(now);
@@ -48,7 +61,7 @@ pub async fn create_checked(ctx: PoolCtx<'_>, m: &NewMother) -> ApiResult<i64> {
         Some(id) => match pool_groups::get(ctx.pool, id).await {
             Ok(g) => Some(g),
             Err(StoreError::NotFound) => {
-                return Err(ApiError::bad_request(
+                return Err(Error::invalid(
                     "invalid_pool_group",
                     format!("pool_group_id {id} does not name a pool group"),
                 ));
@@ -98,13 +111,11 @@ pub async fn create_checked(ctx: PoolCtx<'_>, m: &NewMother) -> ApiResult<i64> {
     };
     match store::create(ctx.pool, &record, now).await {
         Ok(id) => Ok(id),
-        Err(StoreError::Conflict(what)) if what.contains("pool_group") => {
-            Err(ApiError::bad_request(
-                "invalid_pool_group",
-                "pool_group_id does not name a pool group",
-            ))
-        }
-        Err(StoreError::Conflict(_)) => Err(ApiError::conflict(format!(
+        Err(StoreError::Conflict(what)) if what.contains("pool_group") => Err(Error::invalid(
+            "invalid_pool_group",
+            "pool_group_id does not name a pool group",
+        )),
+        Err(StoreError::Conflict(_)) => Err(Error::conflict(format!(
             "a mother named `{}` already exists",
             m.name
         ))),
@@ -112,8 +123,8 @@ pub async fn create_checked(ctx: PoolCtx<'_>, m: &NewMother) -> ApiResult<i64> {
     }
 }
 
-pub async fn create(ctx: PoolCtx<'_>, input: MotherInput) -> ApiResult<i64> {
-    let m = input.check().map_err(field_error)?;
+pub async fn create(ctx: PoolCtx<'_>, input: MotherInput) -> Result<i64> {
+    let m = check_input(input).map_err(field_error)?;
     check_group(ctx, m.pool_group_id).await?;
     create_checked(ctx, &m).await
 }
@@ -141,7 +152,7 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
-pub async fn patch(ctx: PoolCtx<'_>, id: i64, req: PatchMotherRequest) -> ApiResult<store::Mother> {
+pub async fn patch(ctx: PoolCtx<'_>, id: i64, req: PatchMotherRequest) -> Result<store::Mother> {
     let name = req
         .name
         .as_deref()
@@ -162,7 +173,7 @@ pub async fn patch(ctx: PoolCtx<'_>, id: i64, req: PatchMotherRequest) -> ApiRes
     if let Some(notes) = &req.notes
         && notes.len() > 4000
     {
-        return Err(ApiError::bad_request(
+        return Err(Error::invalid(
             "invalid_notes",
             "notes must be at most 4000 bytes",
         ));
@@ -177,14 +188,14 @@ pub async fn patch(ctx: PoolCtx<'_>, id: i64, req: PatchMotherRequest) -> ApiRes
     };
     match store::update(ctx.pool, id, &patch, ctx.clock.now_ms()).await {
         Ok(m) => Ok(m),
-        Err(PatchError::BelowInUse { in_use }) => Err(ApiError::conflict(format!(
+        Err(PatchError::BelowInUse { in_use }) => Err(Error::conflict(format!(
             "seat_limit {} is below the {in_use} seats in use (used or held)",
             seat_limit.unwrap_or_default()
         ))),
         Err(PatchError::Store(StoreError::NotFound)) => {
-            Err(ApiError::not_found(format!("no mother {id}")))
+            Err(Error::not_found(format!("no mother {id}")))
         }
-        Err(PatchError::Store(StoreError::Conflict(_))) => Err(ApiError::conflict(format!(
+        Err(PatchError::Store(StoreError::Conflict(_))) => Err(Error::conflict(format!(
             "a mother named `{}` already exists",
             name.unwrap_or_default()
         ))),
@@ -192,40 +203,36 @@ pub async fn patch(ctx: PoolCtx<'_>, id: i64, req: PatchMotherRequest) -> ApiRes
     }
 }
 
-pub async fn delete(ctx: PoolCtx<'_>, id: i64, force: bool) -> ApiResult<()> {
+pub async fn delete(ctx: PoolCtx<'_>, id: i64, force: bool) -> Result<()> {
     match store::delete(ctx.pool, id, force).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(in_use)) => Err(ApiError::conflict(format!(
+        Ok(Err(in_use)) => Err(Error::conflict(format!(
             "mother {id} has {in_use} seats in use (used or held); delete with ?force=true to remove her anyway"
         ))),
-        Err(StoreError::NotFound) => Err(ApiError::not_found(format!("no mother {id}"))),
+        Err(StoreError::NotFound) => Err(Error::not_found(format!("no mother {id}"))),
         Err(e) => Err(e.into()),
     }
 }
 
-pub async fn rotate_credential(
-    ctx: PoolCtx<'_>,
-    id: i64,
-    credential: &Credential,
-) -> ApiResult<()> {
+pub async fn rotate_credential(ctx: PoolCtx<'_>, id: i64, credential: &Credential) -> Result<()> {
     mothers::check_credential(credential).map_err(field_error)?;
     let sealed = seal(ctx, credential)?;
     match store::set_credential(ctx.pool, id, &sealed, ctx.clock.now_ms()).await {
-        Err(StoreError::NotFound) => Err(ApiError::not_found(format!("no mother {id}"))),
+        Err(StoreError::NotFound) => Err(Error::not_found(format!("no mother {id}"))),
         other => Ok(other?),
     }
 }
 
 /// Opens a mother's credential (for provider calls). A value that does not open is an error
 /// naming the key, never a panic.
-pub async fn open_credential(ctx: PoolCtx<'_>, id: i64) -> ApiResult<Credential> {
+pub async fn open_credential(ctx: PoolCtx<'_>, id: i64) -> Result<Credential> {
     let sealed = match store::credential_sealed(ctx.pool, id).await {
-        Err(StoreError::NotFound) => return Err(ApiError::not_found(format!("no mother {id}"))),
+        Err(StoreError::NotFound) => return Err(Error::not_found(format!("no mother {id}"))),
         other => other?,
     };
     ctx.keyring.open(&sealed).map_err(|e| {
-        ApiError::new(
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        Error::new(
+            super::ErrorKind::Internal,
             "credential_unreadable",
             format!("the credential of mother {id} cannot be opened: {e}"),
         )
@@ -263,7 +270,7 @@ pub async fn validate_rows(
     rows: Vec<RawRow>,
     first_row: usize,
     seen: &mut HashSet<String>,
-) -> ApiResult<Vec<(BatchRowResult, Option<NewMother>)>> {
+) -> Result<Vec<(BatchRowResult, Option<NewMother>)>> {
     let mut out = Vec::with_capacity(rows.len());
     let mut groups_ok: HashSet<i64> = HashSet::new();
     for (i, raw) in rows.into_iter().enumerate() {
@@ -277,7 +284,7 @@ pub async fn validate_rows(
         let checked = raw.and_then(|v| {
             serde_json::from_value::<MotherInput>(v)
                 .map_err(|e| e.to_string())
-                .and_then(|m| m.check().map_err(|e| e.to_string()))
+                .and_then(|m| check_input(m).map_err(|e| e.to_string()))
         });
         let mut result = BatchRowResult {
             row,
@@ -349,7 +356,7 @@ pub async fn batch(
     import: bool,
     first_row: usize,
     seen: &mut HashSet<String>,
-) -> ApiResult<BatchReport> {
+) -> Result<BatchReport> {
     let mut report = BatchReport {
         total: rows.len(),
         ..BatchReport::default()
@@ -402,7 +409,7 @@ pub struct Stats {
     pub children: i64,
 }
 
-pub async fn stats(ctx: PoolCtx<'_>) -> ApiResult<Stats> {
+pub async fn stats(ctx: PoolCtx<'_>) -> Result<Stats> {
     let mut s = Stats::default();
     for c in store::counts_by_status(ctx.pool).await? {
         s.mothers.total += c.mothers;
@@ -439,7 +446,7 @@ pub struct Quota {
     pub groups: Vec<QuotaLine>,
 }
 
-pub async fn quota(ctx: PoolCtx<'_>) -> ApiResult<Quota> {
+pub async fn quota(ctx: PoolCtx<'_>) -> Result<Quota> {
     let mut q = Quota::default();
     for g in store::active_seats_by_group(ctx.pool).await? {
         let line = QuotaLine {

@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::PoolCtx;
+use super::{Error, Result};
 use crate::domain::naming::{self, Naming, SettingError};
-use crate::error::{ApiError, ApiResult};
 use crate::store::StoreError;
 use crate::store::pool_groups::{self as store, GroupSettings, PoolGroup, SequenceKind};
 
@@ -13,7 +13,7 @@ pub const MAX_PREVIEW: i64 = 100;
 
 /// A group name: 1-64 letters, digits, `.`, `_` or `-`, because it is rendered into team names,
 /// child names and email addresses.
-pub fn check_group_name(name: &str) -> ApiResult<String> {
+pub fn check_group_name(name: &str) -> Result<String> {
     let name = name.trim();
     let ok = !name.is_empty()
         && name.len() <= 64
@@ -23,7 +23,7 @@ pub fn check_group_name(name: &str) -> ApiResult<String> {
         && !name.starts_with('.')
         && !name.ends_with('.');
     if !ok {
-        return Err(ApiError::bad_request(
+        return Err(Error::invalid(
             "invalid_name",
             "name must be 1-64 letters, digits, `.`, `_` or `-` (not starting or ending with `.`)",
         ));
@@ -48,11 +48,11 @@ pub async fn create(
     name: &str,
     description: Option<&str>,
     auto_invite: Option<bool>,
-) -> ApiResult<PoolGroup> {
+) -> Result<PoolGroup> {
     let name = check_group_name(name)?;
     let description = description.unwrap_or("").trim();
     if description.len() > 1000 {
-        return Err(ApiError::bad_request(
+        return Err(Error::invalid(
             "invalid_description",
             "description must be at most 1000 bytes",
         ));
@@ -63,16 +63,16 @@ pub async fn create(
     };
     match store::create(ctx.pool, &name, description, &settings, ctx.clock.now_ms()).await {
         Ok(g) => Ok(g),
-        Err(StoreError::Conflict(_)) => Err(ApiError::conflict(format!(
+        Err(StoreError::Conflict(_)) => Err(Error::conflict(format!(
             "a pool group named `{name}` already exists"
         ))),
         Err(e) => Err(e.into()),
     }
 }
 
-pub async fn get(ctx: PoolCtx<'_>, id: i64) -> ApiResult<PoolGroup> {
+pub async fn get(ctx: PoolCtx<'_>, id: i64) -> Result<PoolGroup> {
     match store::get(ctx.pool, id).await {
-        Err(StoreError::NotFound) => Err(ApiError::not_found(format!("no pool group {id}"))),
+        Err(StoreError::NotFound) => Err(Error::not_found(format!("no pool group {id}"))),
         other => Ok(other?),
     }
 }
@@ -91,8 +91,8 @@ pub struct SettingsPatch {
     pub auto_invite: Option<bool>,
 }
 
-pub fn template_error(e: &SettingError) -> ApiError {
-    ApiError::bad_request("invalid_template", e.to_string())
+pub fn template_error(e: &SettingError) -> Error {
+    Error::invalid("invalid_template", e.to_string())
 }
 
 /// The group's naming, checked against the instance's `child_email_domain`.
@@ -105,11 +105,7 @@ pub fn naming_of(
     Naming::check(group, &settings.naming(), ctx.child_email_domain, day)
 }
 
-pub async fn update_settings(
-    ctx: PoolCtx<'_>,
-    id: i64,
-    patch: SettingsPatch,
-) -> ApiResult<PoolGroup> {
+pub async fn update_settings(ctx: PoolCtx<'_>, id: i64, patch: SettingsPatch) -> Result<PoolGroup> {
     let group = get(ctx, id).await?;
     let mut s = group.settings.clone();
     if let Some(t) = patch.team_template {
@@ -134,13 +130,13 @@ pub async fn update_settings(
     let now = ctx.clock.now_ms();
     naming_of(ctx, &group.name, &s, &naming::utc_day(now)).map_err(|e| {
         if e.field == "email_domain" {
-            ApiError::bad_request("invalid_email_domain", e.to_string())
+            Error::invalid("invalid_email_domain", e.to_string())
         } else {
             template_error(&e)
         }
     })?;
     match store::update_settings(ctx.pool, id, &s, now).await {
-        Err(StoreError::NotFound) => Err(ApiError::not_found(format!("no pool group {id}"))),
+        Err(StoreError::NotFound) => Err(Error::not_found(format!("no pool group {id}"))),
         other => Ok(other?),
     }
 }
@@ -156,10 +152,10 @@ pub struct Preview {
 }
 
 /// Reads the last numbers handed out today and renders the ones after them; allocates nothing.
-pub async fn preview(ctx: PoolCtx<'_>, id: i64, count: Option<i64>) -> ApiResult<Preview> {
+pub async fn preview(ctx: PoolCtx<'_>, id: i64, count: Option<i64>) -> Result<Preview> {
     let count = count.unwrap_or(5);
     if !(1..=MAX_PREVIEW).contains(&count) {
-        return Err(ApiError::bad_request(
+        return Err(Error::invalid(
             "invalid_query",
             format!("count must be between 1 and {MAX_PREVIEW}"),
         ));
@@ -190,11 +186,11 @@ pub async fn preview(ctx: PoolCtx<'_>, id: i64, count: Option<i64>) -> ApiResult
     })
 }
 
-pub async fn delete(ctx: PoolCtx<'_>, id: i64) -> ApiResult<()> {
+pub async fn delete(ctx: PoolCtx<'_>, id: i64) -> Result<()> {
     match store::delete(ctx.pool, id).await {
         Ok(()) => Ok(()),
-        Err(StoreError::NotFound) => Err(ApiError::not_found(format!("no pool group {id}"))),
-        Err(StoreError::Conflict(_)) => Err(ApiError::conflict(format!(
+        Err(StoreError::NotFound) => Err(Error::not_found(format!("no pool group {id}"))),
+        Err(StoreError::Conflict(_)) => Err(Error::conflict(format!(
             "pool group {id} still has mothers; move or delete them first"
         ))),
         Err(e) => Err(e.into()),

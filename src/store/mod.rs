@@ -3,6 +3,7 @@
 
 pub mod admins;
 pub mod bench_fill;
+pub mod invitations;
 pub mod jobs;
 pub mod leader;
 pub mod mothers;

@@ -759,25 +759,6 @@ pub async fn ids_in_group(db: &PoolDb, group_id: i64, status: &str) -> StoreResu
     .await)?)
 }
 
-/// The status of a child whose invitation sync reserved but has not confirmed with the provider
-/// yet (a run killed in between leaves it; the next run sends it again). See
-/// `seats::reserve_invites`.
-pub const INVITING: &str = "inviting";
-
-/// A mother's children still [`INVITING`]: `(team_id, email, name)`.
-pub async fn unconfirmed_invites(
-    db: &PoolDb,
-    mother_id: i64,
-) -> StoreResult<Vec<(i64, String, String)>> {
-    Ok(on_reader!(db, |p| sqlx::query_as(
-        "SELECT team_id, email, name FROM children WHERE mother_id = $1 AND status = $2 ORDER BY id"
-    )
-    .bind(mother_id)
-    .bind(INVITING)
-    .fetch_all(p)
-    .await)?)
-}
-
 /// The id of the mother with this name, if any.
 pub async fn id_by_name(db: &PoolDb, name: &str) -> StoreResult<Option<i64>> {
     Ok(on_reader!(db, |p| sqlx::query_scalar(

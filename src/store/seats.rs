@@ -1,6 +1,7 @@
 //! Seats (pool database): exactly `seat_limit` rows per mother, each `free`, `held` or `used`.
 //!
-//! Only this module's statements write `seats`, and every statement that changes a seat's status
+//! Only this module's statements write `seats` (`invitations` reserves seats through them), and
+//! every statement that changes a seat's status
 //! also changes the mother's `seats_used` / `seats_held` counters in the same transaction, so lists
 //! and stats read the counters instead of aggregating seats. The counter update comes first: on
 //! PostgreSQL it locks the mother's row, which serialises all seat changes of one mother.
@@ -126,7 +127,7 @@ pub async fn release(db: &PoolDb, seat_id: i64, now: i64) -> StoreResult<Seat> {
 }
 
 /// Recounts the mother's `seats_used` / `seats_held` from her seats (inside a seat transaction).
-const RECOUNT: &str = "UPDATE mothers SET \
+pub(super) const RECOUNT: &str = "UPDATE mothers SET \
     seats_used = (SELECT COUNT(*) FROM seats WHERE mother_id = $1 AND status = 'used'), \
     seats_held = (SELECT COUNT(*) FROM seats WHERE mother_id = $1 AND status = 'held'), \
     updated_at = $2 WHERE id = $1";
@@ -214,7 +215,7 @@ pub async fn follow_members(
 
 /// Holds mother `$1`'s lowest-numbered free seat for `$2` until `$3` (at time `$4`). The caller
 /// changes the mother's counters.
-const HOLD_LOWEST_FREE: &str = "UPDATE seats SET status = 'held', holder_email = $2, \
+pub(super) const HOLD_LOWEST_FREE: &str = "UPDATE seats SET status = 'held', holder_email = $2, \
     held_until = $3, updated_at = $4 WHERE id = (SELECT id FROM seats WHERE mother_id = $1 \
     AND status = 'free' ORDER BY seat_no LIMIT 1)";
 
@@ -250,148 +251,6 @@ pub async fn hold_free_seat(
             .await?;
         tx.commit().await?;
         Ok(Some(seat))
-    })
-}
-
-/// An invitation sync is about to send.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NewInvite {
-    pub email: String,
-    pub name: String,
-}
-
-/// Records invitations before they are sent, in one transaction: each address becomes a child
-/// `inviting` in `team_id` and holds the lowest free seat until `held_until`. Only as many as
-/// there are free seats are taken; returns those, in order.
-pub async fn reserve_invites(
-    db: &PoolDb,
-    mother_id: i64,
-    team_id: i64,
-    invites: &[NewInvite],
-    held_until: i64,
-    now: i64,
-) -> StoreResult<Vec<NewInvite>> {
-    if invites.is_empty() {
-        return Ok(Vec::new());
-    }
-    in_transaction!(db, |tx| {
-        // The mother's row first (see the module notes); then how many seats are free.
-        let free: Option<i64> = sqlx::query_scalar(
-            "UPDATE mothers SET updated_at = $2 WHERE id = $1 \
-             RETURNING seat_limit - seats_used - seats_held",
-        )
-        .bind(mother_id)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let free = usize::try_from(free.ok_or(StoreError::NotFound)?.max(0)).unwrap_or(0);
-        let taken: Vec<NewInvite> = invites.iter().take(free).cloned().collect();
-        for invite in &taken {
-            sqlx::query(
-                "INSERT INTO children (mother_id, team_id, email, name, status, created_at, \
-                 updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6) \
-                 ON CONFLICT (mother_id, team_id, email) DO NOTHING",
-            )
-            .bind(mother_id)
-            .bind(team_id)
-            .bind(&invite.email)
-            .bind(&invite.name)
-            .bind(super::mothers::INVITING)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(HOLD_LOWEST_FREE)
-                .bind(mother_id)
-                .bind(&invite.email)
-                .bind(held_until)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if !taken.is_empty() {
-            sqlx::query(RECOUNT)
-                .bind(mother_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(taken)
-    })
-}
-
-/// What the provider said of a reserved invitation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InviteOutcome {
-    /// Pending: the child is `invited` and keeps her held seat.
-    Invited,
-    /// Added directly: the child is `active` and her seat `used`.
-    Added,
-    /// Not sent (the team is full or gone): the reserved child is deleted and her seat freed.
-    Dropped,
-}
-
-/// Records what became of reserved invitations of `team_id`, in one transaction.
-pub async fn confirm_invites(
-    db: &PoolDb,
-    mother_id: i64,
-    team_id: i64,
-    outcomes: &[(String, InviteOutcome)],
-    now: i64,
-) -> StoreResult<()> {
-    if outcomes.is_empty() {
-        return Ok(());
-    }
-    in_transaction!(db, |tx| {
-        sqlx::query("UPDATE mothers SET updated_at = $2 WHERE id = $1")
-            .bind(mother_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        for (email, outcome) in outcomes {
-            let (child, seat) = match outcome {
-                InviteOutcome::Invited => (Some("invited"), None),
-                InviteOutcome::Added => (Some("active"), Some("used")),
-                InviteOutcome::Dropped => (None, Some("free")),
-            };
-            let statement = if child.is_some() {
-                "UPDATE children SET status = $5, updated_at = $6 \
-                 WHERE mother_id = $1 AND team_id = $2 AND email = $3 AND status = $4"
-            } else {
-                // Never sent: the reservation leaves no child behind.
-                "DELETE FROM children \
-                 WHERE mother_id = $1 AND team_id = $2 AND email = $3 AND status = $4"
-            };
-            let mut change = sqlx::query(statement)
-                .bind(mother_id)
-                .bind(team_id)
-                .bind(email)
-                .bind(super::mothers::INVITING);
-            if let Some(status) = child {
-                change = change.bind(status).bind(now);
-            }
-            change.execute(&mut *tx).await?;
-            if let Some(seat) = seat {
-                sqlx::query(
-                    "UPDATE seats SET status = $3, held_until = NULL, updated_at = $4, \
-                     holder_email = CASE WHEN $3 = 'free' THEN NULL ELSE holder_email END \
-                     WHERE mother_id = $1 AND holder_email = $2 AND status = 'held'",
-                )
-                .bind(mother_id)
-                .bind(email)
-                .bind(seat)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        sqlx::query(RECOUNT)
-            .bind(mother_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
     })
 }
 

@@ -6,7 +6,7 @@ use axum::{Extension, Json};
 
 use crate::app::AppState;
 use crate::auth::Principal;
-use crate::error::{ApiResult, ErrorBody};
+use crate::http::error::{ApiResult, ErrorBody};
 use crate::http::extract::ApiJson;
 use crate::service::import_cookie::{self as service, ImportCookieRequest, ImportCookieResponse};
 

@@ -1,5 +1,5 @@
 //! Enqueueing pool syncs: one mother, or every active mother of a group. The work runs as
-//! `pool_sync_mother` jobs (see `jobs::pool_sync`).
+//! `pool_sync_mother` jobs (see `service::pool_sync` and `jobs::pool_sync`).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -9,9 +9,9 @@ use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::auth::Principal;
-use crate::error::{ApiResult, ErrorBody};
+use crate::http::error::{ApiResult, ErrorBody};
 use crate::http::extract::ApiPath;
-use crate::jobs::pool_sync;
+use crate::service::pool_sync;
 
 #[derive(Serialize, ToSchema)]
 pub struct SyncMotherQueued {
@@ -34,8 +34,7 @@ pub async fn sync_mother(
     Extension(principal): Extension<Principal>,
     ApiPath((group_id, mother_id)): ApiPath<(i64, i64)>,
 ) -> ApiResult<(StatusCode, Json<SyncMotherQueued>)> {
-    let q = pool_sync::enqueue_mother_sync(&app, group_id, mother_id, &principal.display_name())
-        .await?;
+    let q = pool_sync::sync_mother(&app, group_id, mother_id, &principal.display_name()).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(SyncMotherQueued {
@@ -65,15 +64,14 @@ pub async fn sync_all(
     Extension(principal): Extension<Principal>,
     ApiPath(group_id): ApiPath<i64>,
 ) -> ApiResult<(StatusCode, Json<SyncAllQueued>)> {
-    let (session_id, job_ids) =
-        pool_sync::enqueue_group_sync(&app, group_id, "manual_batch", &principal.display_name())
-            .await?;
+    let q =
+        pool_sync::sync_group(&app, group_id, "manual_batch", &principal.display_name()).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(SyncAllQueued {
-            count: job_ids.len(),
-            job_ids,
-            session_id,
+            count: q.job_ids.len(),
+            job_ids: q.job_ids,
+            session_id: q.session_id,
         }),
     ))
 }

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use crate::app::{App, AppState};
 use crate::auth::{self, LoginOutcome, Principal};
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{ApiJson, ClientAddr};
 use crate::http::middleware::SESSION_COOKIE;
 

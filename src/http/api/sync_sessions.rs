@@ -2,18 +2,15 @@
 
 use axum::Json;
 use axum::extract::State;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::app::AppState;
-use crate::domain::sync_sessions::{CATEGORIES, STATUSES, SYNC_TYPES};
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::error::{ApiResult, ErrorBody};
 use crate::http::extract::{ApiPath, ApiQuery};
 use crate::http::pagination::{Page, PageParams};
-use crate::store::StoreError;
-use crate::store::sync_sessions::{
-    self as store, Session, SessionDetail, SessionFilter, Statistics,
-};
+use crate::service::sync_sessions::{self as service, CancelledSession};
+use crate::store::sync_sessions::{Session, SessionDetail, Statistics};
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -30,21 +27,6 @@ pub struct SessionListQuery {
     pub page_size: Option<i64>,
 }
 
-fn one_of(
-    field: &'static str,
-    value: Option<String>,
-    allowed: &[&str],
-) -> ApiResult<Option<String>> {
-    match value {
-        Some(v) if v.is_empty() => Ok(None),
-        Some(v) if !allowed.contains(&v.as_str()) => Err(ApiError::bad_request(
-            format!("invalid_{field}"),
-            format!("{field} must be one of {}", allowed.join(", ")),
-        )),
-        other => Ok(other),
-    }
-}
-
 /// Lists sync sessions, newest first, with progress.
 #[utoipa::path(get, path = "/api/admin/sync-sessions", tag = "pool", params(SessionListQuery),
     responses((status = 200, body = Page<Session>), (status = 400, body = ErrorBody)))]
@@ -53,12 +35,8 @@ pub async fn list_sessions(
     ApiQuery(q): ApiQuery<SessionListQuery>,
 ) -> ApiResult<Json<Page<Session>>> {
     let page = PageParams::new(q.page, q.page_size)?;
-    let filter = SessionFilter {
-        sync_type: one_of("sync_type", q.sync_type, &SYNC_TYPES)?,
-        status: one_of("status", q.status, &STATUSES)?,
-        category: one_of("category", q.category, &CATEGORIES)?,
-    };
-    let (items, total) = store::list(&app.pool, &filter, page.limit(), page.offset()).await?;
+    let filter = service::filter(q.sync_type, q.status, q.category)?;
+    let (items, total) = service::list(&app, &filter, page.limit(), page.offset()).await?;
     Ok(Json(page.wrap(items, total)))
 }
 
@@ -66,14 +44,7 @@ pub async fn list_sessions(
 #[utoipa::path(get, path = "/api/admin/sync-sessions/statistics", tag = "pool",
     responses((status = 200, body = Statistics)))]
 pub async fn session_statistics(State(app): State<AppState>) -> ApiResult<Json<Statistics>> {
-    Ok(Json(store::statistics(&app.pool).await?))
-}
-
-fn not_found(id: &str) -> impl FnOnce(StoreError) -> ApiError + '_ {
-    move |e| match e {
-        StoreError::NotFound => ApiError::not_found(format!("no sync session {id}")),
-        other => other.into(),
-    }
+    Ok(Json(service::statistics(&app).await?))
 }
 
 /// One sync session with its records.
@@ -84,17 +55,7 @@ pub async fn get_session(
     State(app): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<SessionDetail>> {
-    Ok(Json(
-        store::get(&app.pool, &id).await.map_err(not_found(&id))?,
-    ))
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct CancelledSession {
-    #[serde(flatten)]
-    pub session: SessionDetail,
-    /// Jobs of pending records that were cancelled.
-    pub cancelled_jobs: usize,
+    Ok(Json(service::get(&app, &id).await?))
 }
 
 /// Cancels a running session: its pending records and their jobs are cancelled. Records already
@@ -107,30 +68,5 @@ pub async fn cancel_session(
     State(app): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<CancelledSession>> {
-    let now = app.clock.now_ms();
-    let jobs = match store::cancel(&app.pool, &id, now)
-        .await
-        .map_err(not_found(&id))?
-    {
-        Ok(jobs) => jobs,
-        Err(status) => {
-            return Err(ApiError::conflict(format!(
-                "sync session {id} is {status}; only a running session can be cancelled"
-            )));
-        }
-    };
-    let mut cancelled_jobs = 0;
-    for job in &jobs {
-        // A job that already finished or started is left to end on its own.
-        match crate::store::jobs::cancel(&app.users, job, now).await {
-            Ok(_) => cancelled_jobs += 1,
-            Err(StoreError::Conflict(_) | StoreError::NotFound) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let session = store::get(&app.pool, &id).await.map_err(not_found(&id))?;
-    Ok(Json(CancelledSession {
-        session,
-        cancelled_jobs,
-    }))
+    Ok(Json(service::cancel(&app, &id).await?))
 }

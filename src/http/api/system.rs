@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use crate::app::AppState;
 use crate::config::RunEnv;
 use crate::db::DbState;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::error::{ApiError, ApiResult, ErrorBody};
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {

@@ -14,11 +14,10 @@ use super::{CsrfForm, Layout, check_form_csrf};
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::clock::rfc3339;
-use crate::error::ApiError;
-use crate::http::api::jobs::job_filter;
+use crate::http::error::ApiError;
 use crate::http::pagination::PageParams;
-use crate::store::StoreError;
-use crate::store::jobs::{self as job_store, Job, JobSummary, STATUSES};
+use crate::service::{self, jobs as job_service};
+use crate::store::jobs::{Job, JobSummary, STATUSES};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -93,8 +92,10 @@ async fn list(
         live: 0,
         error: None,
     };
-    let params = PageParams::new(q.page, Some(PAGE_SIZE))
-        .and_then(|p| Ok((p, job_filter(q.status, q.job_type)?)));
+    let params = PageParams::new(q.page, Some(PAGE_SIZE)).and_then(|p| {
+        let filter = job_service::filter(q.status, q.job_type).map_err(ApiError::from)?;
+        Ok((p, filter))
+    });
     let (params, filter) = match params {
         Ok(v) => v,
         Err(e) => {
@@ -102,20 +103,12 @@ async fn list(
             return page.into_response();
         }
     };
-    let counts = job_store::counts(&app.users).await;
-    let listed = job_store::list(&app.users, &filter, params.limit(), params.offset()).await;
-    match (counts, listed) {
-        (Ok(counts), Ok((items, total))) => {
-            let mut types: Vec<String> = counts.iter().map(|(_, t, _)| t.clone()).collect();
-            types.dedup();
-            types.sort();
-            types.dedup();
-            page.job_types = types;
-            page.live = counts
-                .iter()
-                .filter(|(s, _, _)| s == "pending" || s == "running")
-                .map(|(_, _, n)| n)
-                .sum();
+    let stats = job_service::stats(&app.users).await;
+    let listed = job_service::list(&app.users, &filter, params.limit(), params.offset()).await;
+    match (stats, listed) {
+        (Ok(stats), Ok((items, total))) => {
+            page.live = stats.live();
+            page.job_types = stats.by_type.into_keys().collect();
             page.total = total;
             page.page = params.page;
             page.pages = ((total + PAGE_SIZE - 1) / PAGE_SIZE).max(1);
@@ -128,7 +121,7 @@ async fn list(
                 })
                 .collect();
         }
-        (Err(e), _) | (_, Err(e)) => page.error = Some(ApiError::from(e).message),
+        (Err(e), _) | (_, Err(e)) => page.error = Some(e.message),
     }
     page.into_response()
 }
@@ -156,15 +149,9 @@ async fn render_detail(
     id: &str,
     notice: Option<String>,
 ) -> Response {
-    if uuid::Uuid::parse_str(id).is_err() {
-        return ApiError::not_found(format!("no job {id}")).into_response();
-    }
-    let job = match job_store::get(&app.users, id).await {
+    let job = match job_service::get(&app.users, id).await {
         Ok(job) => job,
-        Err(StoreError::NotFound) => {
-            return ApiError::not_found(format!("no job {id}")).into_response();
-        }
-        Err(e) => return ApiError::from(e).into_response(),
+        Err(e) => return not_found_page(e, id),
     };
     let opt = |t: Option<i64>| t.map(rfc3339).unwrap_or_else(|| "-".into());
     let times = vec![
@@ -207,34 +194,33 @@ async fn act(
     if let Err(e) = check_form_csrf(principal, headers, &form.csrf) {
         return e.into_response();
     }
-    if uuid::Uuid::parse_str(id).is_err() {
-        return ApiError::not_found(format!("no job {id}")).into_response();
-    }
     let now = app.clock.now_ms();
     let outcome = match action {
-        "retry" => job_store::retry(&app.users, id, now)
-            .await
-            .map(|_| "Job queued again with a fresh attempt budget."),
-        _ => job_store::cancel(&app.users, id, now).await.map(|job| {
-            if job.status == "cancelled" {
-                "Job cancelled."
-            } else {
-                "Cancellation requested; the job stops when its handler notices."
-            }
-        }),
+        "retry" => job_service::retry(&app.users, id, now).await,
+        _ => job_service::cancel(&app.users, id, now).await,
     };
     match outcome {
-        Ok(_) if action == "retry" => {
-            if let Err(e) = job_store::notify_ready(&app.users).await {
-                return ApiError::from(e).into_response();
-            }
-            Redirect::to(&format!("/jobs/{id}")).into_response()
-        }
         Ok(_) => Redirect::to(&format!("/jobs/{id}")).into_response(),
-        Err(StoreError::Conflict(why)) => {
-            render_detail(app, principal, id, Some(format!("Not done: {why}."))).await
+        Err(e) if e.is_conflict() => {
+            render_detail(
+                app,
+                principal,
+                id,
+                Some(format!("Not done: {}.", e.message)),
+            )
+            .await
         }
-        Err(e) => ApiError::from(e).into_response(),
+        Err(e) => not_found_page(e, id),
+    }
+}
+
+/// A job id that is no UUID names no job, as far as a page address goes.
+fn not_found_page(e: service::Error, id: &str) -> Response {
+    match e.kind {
+        service::ErrorKind::Invalid | service::ErrorKind::NotFound => {
+            ApiError::not_found(format!("no job {id}")).into_response()
+        }
+        _ => e.into_response(),
     }
 }
 

@@ -116,7 +116,7 @@ async fn require_session(
             next.run(req).await
         }
         Ok(None) => Redirect::to("/login").into_response(),
-        Err(e) => crate::error::ApiError::from(e).into_response(),
+        Err(e) => crate::http::error::ApiError::from(e).into_response(),
     }
 }
 
@@ -220,7 +220,7 @@ fn check_form_csrf(
     principal: &Principal,
     headers: &HeaderMap,
     sent: &str,
-) -> Result<(), crate::error::ApiError> {
+) -> Result<(), crate::http::error::ApiError> {
     match principal {
         Principal::Session { csrf_token, .. } => check_csrf(headers, sent, csrf_token),
         Principal::Token { .. } => Ok(()),
@@ -247,7 +247,7 @@ async fn logout(
         && let Err(e) =
             crate::store::sessions::delete(&app.users, &auth::token_hash(cookie.value())).await
     {
-        return crate::error::ApiError::from(e).into_response();
+        return crate::http::error::ApiError::from(e).into_response();
     }
     (jar.add(removal_cookie()), Redirect::to("/login")).into_response()
 }

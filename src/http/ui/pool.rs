@@ -16,13 +16,13 @@ use crate::app::AppState;
 use crate::auth::Principal;
 use crate::crypto::Credential;
 use crate::domain::mothers::MotherInput;
-use crate::error::ApiError;
 use crate::http::api::mothers::mother_filter;
+use crate::http::error::ApiError;
 use crate::http::pagination::PageParams;
-use crate::jobs::pool_sync;
 use crate::service::import_cookie::{self as import_service, ImportCookieRequest};
 use crate::service::mothers::{self as mother_service, BatchReport};
 use crate::service::pool_groups::{self as group_service, Preview, SettingsPatch};
+use crate::service::{self, ErrorKind, pool_sync};
 use crate::store::mothers::{self as mother_store, Mother, MotherDetail};
 use crate::store::pool_groups::{self as group_store, PoolGroup};
 
@@ -232,7 +232,8 @@ pub async fn save_settings(
     };
     match group_service::update_settings(app.pool_ctx(), id, patch).await {
         Ok(_) => Redirect::to(&format!("/pool-groups/{id}?saved=true")).into_response(),
-        Err(e) if e.status.is_client_error() && e.status.as_u16() != 404 => {
+        Err(e) if !matches!(e.kind, ErrorKind::NotFound | ErrorKind::Internal) => {
+            let e = ApiError::from(e);
             let mut r = group_page(
                 &app,
                 &principal,
@@ -270,7 +271,8 @@ pub async fn delete_group(
     }
     match group_service::delete(app.pool_ctx(), id).await {
         Ok(()) => Redirect::to("/pool-groups").into_response(),
-        Err(e) if e.status.as_u16() == 409 => {
+        Err(e) if e.is_conflict() => {
+            let e = ApiError::from(e);
             let mut r = group_page(&app, &principal, id, None, Some(e.message), false, None).await;
             *r.status_mut() = e.status;
             r
@@ -291,11 +293,11 @@ pub async fn sync_all(
     if let Err(r) = check_form_csrf(&principal, &headers, &form.csrf) {
         return r.into_response();
     }
-    match pool_sync::enqueue_group_sync(&app, id, "manual_batch", &principal.display_name()).await {
-        Ok((session_id, job_ids)) => {
+    match pool_sync::sync_group(&app, id, "manual_batch", &principal.display_name()).await {
+        Ok(q) => {
             let queued = SyncQueued {
-                count: job_ids.len(),
-                session_id,
+                count: q.job_ids.len(),
+                session_id: q.session_id,
             };
             group_page(&app, &principal, id, None, None, false, Some(queued)).await
         }
@@ -619,11 +621,12 @@ pub async fn import_mother(
     }
     let outcome = match form.request() {
         Ok(req) => import_service::import_cookie(&app, req, &principal.display_name()).await,
-        Err(message) => Err(ApiError::bad_request("invalid_body", message)),
+        Err(message) => Err(service::Error::invalid("invalid_body", message)),
     };
     let out = match outcome {
         Ok(out) => out,
         Err(e) => {
+            let e = ApiError::from(e);
             let posted = Posted {
                 import: ImportView {
                     form,
@@ -697,7 +700,7 @@ pub async fn delete_mother(
     }
     match mother_service::delete(app.pool_ctx(), id, form.force.is_some()).await {
         Ok(()) => Redirect::to("/mothers").into_response(),
-        Err(e) if e.status.as_u16() == 409 => match mother_store::get_detail(&app.pool, id).await {
+        Err(e) if e.is_conflict() => match mother_store::get_detail(&app.pool, id).await {
             Ok(m) => {
                 let mut r = MotherPage {
                     layout: Layout::new(&principal, "/mothers"),

@@ -15,10 +15,9 @@ use crate::app::AppState;
 use crate::auth::Principal;
 use crate::clock::rfc3339;
 use crate::domain::sync_sessions::{CATEGORIES, STATUSES, SYNC_TYPES};
-use crate::error::ApiError;
 use crate::http::pagination::PageParams;
-use crate::store::StoreError;
-use crate::store::sync_sessions::{self as store, Record, Session, SessionFilter, Statistics};
+use crate::service::sync_sessions as service;
+use crate::store::sync_sessions::{Record, Session, Statistics};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -82,16 +81,6 @@ fn percent(progress: f64) -> i64 {
     (progress * 100.0).round() as i64
 }
 
-/// An empty filter value means "any"; anything else must be one of `allowed`.
-fn pick(field: &str, value: Option<String>, allowed: &[&str]) -> Result<Option<String>, String> {
-    match value.filter(|v| !v.is_empty()) {
-        Some(v) if !allowed.contains(&v.as_str()) => {
-            Err(format!("{field} must be one of {}", allowed.join(", ")))
-        }
-        other => Ok(other),
-    }
-}
-
 async fn list(
     State(app): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -112,13 +101,7 @@ async fn list(
         total: 0,
         error: None,
     };
-    let filter = (|| {
-        Ok::<_, String>(SessionFilter {
-            sync_type: pick("sync_type", q.sync_type, &SYNC_TYPES)?,
-            status: pick("status", q.status, &STATUSES)?,
-            category: pick("category", q.category, &CATEGORIES)?,
-        })
-    })();
+    let filter = service::filter(q.sync_type, q.status, q.category).map_err(|e| e.message);
     let params = PageParams::new(q.page, Some(PAGE_SIZE)).map_err(|e| e.message);
     let (filter, params) = match (filter, params) {
         (Ok(f), Ok(p)) => (f, p),
@@ -127,8 +110,8 @@ async fn list(
             return page.into_response();
         }
     };
-    let stats = store::statistics(&app.pool).await;
-    let listed = store::list(&app.pool, &filter, params.limit(), params.offset()).await;
+    let stats = service::statistics(&app).await;
+    let listed = service::list(&app, &filter, params.limit(), params.offset()).await;
     match (stats, listed) {
         (Ok(stats), Ok((items, total))) => {
             page.stats = stats;
@@ -144,7 +127,7 @@ async fn list(
                 })
                 .collect();
         }
-        (Err(e), _) | (_, Err(e)) => page.error = Some(ApiError::from(e).message),
+        (Err(e), _) | (_, Err(e)) => page.error = Some(e.message),
     }
     page.into_response()
 }
@@ -173,12 +156,9 @@ async fn render_detail(
     id: &str,
     notice: Option<String>,
 ) -> Response {
-    let detail = match store::get(&app.pool, id).await {
+    let detail = match service::get(app, id).await {
         Ok(d) => d,
-        Err(StoreError::NotFound) => {
-            return ApiError::not_found(format!("no sync session {id}")).into_response();
-        }
-        Err(e) => return ApiError::from(e).into_response(),
+        Err(e) => return e.into_response(),
     };
     let opt = |t: Option<i64>| t.map(rfc3339).unwrap_or_else(|| "-".into());
     DetailPage {
@@ -219,27 +199,12 @@ async fn cancel(
     if let Err(e) = check_form_csrf(&principal, &headers, &form.csrf) {
         return e.into_response();
     }
-    let now = app.clock.now_ms();
-    match store::cancel(&app.pool, &id, now).await {
-        Ok(Ok(jobs)) => {
-            for job in &jobs {
-                // A job that already started or ended is left to finish on its own.
-                match crate::store::jobs::cancel(&app.users, job, now).await {
-                    Ok(_) | Err(StoreError::Conflict(_) | StoreError::NotFound) => {}
-                    Err(e) => return ApiError::from(e).into_response(),
-                }
-            }
-            Redirect::to(&format!("/sync-sessions/{id}")).into_response()
-        }
-        Ok(Err(status)) => {
-            let notice = format!(
-                "Not done: the session is {status}; only a running session can be cancelled."
-            );
+    match service::cancel(&app, &id).await {
+        Ok(_) => Redirect::to(&format!("/sync-sessions/{id}")).into_response(),
+        Err(e) if e.is_conflict() => {
+            let notice = format!("Not done: {}.", e.message);
             render_detail(&app, &principal, &id, Some(notice)).await
         }
-        Err(StoreError::NotFound) => {
-            ApiError::not_found(format!("no sync session {id}")).into_response()
-        }
-        Err(e) => ApiError::from(e).into_response(),
+        Err(e) => e.into_response(),
     }
 }

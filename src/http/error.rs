@@ -1,5 +1,5 @@
 //! The API error: an HTTP status and `{"error": {"code": "snake_case", "message": "human text"}}`.
-//! Store errors and request-parsing rejections are mapped here, once.
+//! Service errors, store errors and request-parsing rejections are mapped here, once.
 
 use std::borrow::Cow;
 
@@ -9,6 +9,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::service::{self, ErrorKind};
 use crate::store::StoreError;
 
 #[derive(Debug)]
@@ -115,6 +116,32 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Other(e) => ApiError::internal(e),
         }
+    }
+}
+
+impl From<service::Error> for ApiError {
+    fn from(e: service::Error) -> Self {
+        let status = match e.kind {
+            ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::Rejected => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self {
+            status,
+            code: e.code,
+            message: e.message,
+            retry_after_secs: e.retry_after_secs,
+        }
+    }
+}
+
+impl IntoResponse for service::Error {
+    fn into_response(self) -> Response {
+        ApiError::from(self).into_response()
     }
 }
 
