@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{TestApp, api_error, each_backend};
+use common::{TestApp, api_error, each_backend, wait_until};
 use poolkeeper::auth::Scope;
 use serde_json::{Value, json};
 
@@ -1018,23 +1018,17 @@ async fn jobs_api_lists_filters_shows_retries_cancels_and_counts() {
 
         // The retried job is due now; the server's runner has no handler for its type and fails it.
         let wait_for = |id: String, status: &'static str| async move {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-            loop {
+            let what = format!("job {id} to become {status}");
+            wait_until(&what, std::time::Duration::from_secs(20), || async {
                 let job: Value = get(format!("/api/admin/jobs/{id}"))
                     .await
                     .unwrap()
                     .json()
                     .await
                     .unwrap();
-                if job["status"] == status {
-                    return job;
-                }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "job never became {status}: {job}"
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
+                (job["status"] == status).then_some(job)
+            })
+            .await
         };
         let failed = wait_for(ids[0].clone(), "failed").await;
         assert!(

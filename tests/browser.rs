@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{ADMIN_PASSWORD, Backend, TestApp};
+use common::{ADMIN_PASSWORD, Backend, TestApp, wait_until};
 use fantoccini::{ClientBuilder, Locator};
 
 fn find_program(env: &str, candidates: &[&str]) -> Option<PathBuf> {
@@ -87,22 +87,19 @@ async fn start_browser() -> Option<(Driver, fantoccini::Client, tempfile::TempDi
     });
     let caps: fantoccini::wd::Capabilities = caps.as_object().unwrap().clone();
     let webdriver = format!("http://127.0.0.1:{port}");
-    let mut browser = None;
-    for _ in 0..50 {
-        match ClientBuilder::rustls()
-            .unwrap()
-            .capabilities(caps.clone())
-            .connect(&webdriver)
-            .await
-        {
-            Ok(c) => {
-                browser = Some(c);
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-    let browser = browser.expect("connect to chromedriver");
+    let browser = wait_until(
+        "chromedriver to accept a session",
+        Duration::from_secs(10),
+        || async {
+            ClientBuilder::rustls()
+                .unwrap()
+                .capabilities(caps.clone())
+                .connect(&webdriver)
+                .await
+                .ok()
+        },
+    )
+    .await;
     Some((driver, browser, profile))
 }
 
@@ -228,20 +225,18 @@ async fn login_dashboard_and_logout_in_a_real_browser() {
         browser.find(Locator::Id("retry")).await?.click().await?;
         browser.accept_alert().await?;
         // The job is due again: the server's runner may already have run it.
-        let mut status = String::new();
-        for _ in 0..100 {
-            if let Ok(el) = browser.find(Locator::Id("job-status")).await {
-                status = el.text().await.unwrap_or_default();
-                if ["pending", "running", "succeeded"].contains(&status.as_str()) {
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(
-            ["pending", "running", "succeeded"].contains(&status.as_str()),
-            "retried job is {status}"
-        );
+        wait_until(
+            "the retried job to be pending, running or succeeded",
+            Duration::from_secs(10),
+            || async {
+                let status = match browser.find(Locator::Id("job-status")).await {
+                    Ok(el) => el.text().await.unwrap_or_default(),
+                    Err(_) => String::new(),
+                };
+                ["pending", "running", "succeeded"].contains(&status.as_str())
+            },
+        )
+        .await;
         std::fs::write(shots.join("job.png"), browser.screenshot().await?).unwrap();
 
         browser.find(Locator::Id("logout")).await?.click().await?;

@@ -7,7 +7,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output, Stdio};
 
-use common::{Backend, TestDbs, each_backend};
+use common::{Backend, TestDbs, each_backend, wait_until};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -454,14 +454,12 @@ async fn job_of_a_killed_process_is_rescued_and_its_side_effect_happens_once() {
             .await
             .unwrap();
         let read = || std::fs::read_to_string(&effects).unwrap_or_default();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while !read().contains("start") {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the job never started"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        wait_until(
+            "the job to start",
+            std::time::Duration::from_secs(20),
+            || async { read().contains("start") },
+        )
+        .await;
         let pid = first.child.id().unwrap().to_string();
         assert!(
             Command::new("kill")
@@ -498,22 +496,18 @@ async fn job_of_a_killed_process_is_rescued_and_its_side_effect_happens_once() {
 /// A client logged in to `base` as admin; returns it with the CSRF token.
 /// Waits (up to a minute) for a job a killed process left running to be rescued and succeed.
 async fn rescued(users: &poolkeeper::db::UsersDb, id: &str) -> poolkeeper::store::jobs::Job {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
+    let what = format!("job {id} to be rescued and succeed");
+    wait_until(&what, std::time::Duration::from_secs(60), || async {
         let row = poolkeeper::store::jobs::get(users, id).await.unwrap();
         match row.status.as_str() {
-            "succeeded" => return row,
+            "succeeded" => Some(row),
             "failed" | "cancelled" => {
                 panic!("the rescued job ended {}: {:?}", row.status, row.last_error)
             }
-            _ => {}
+            _ => None,
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the job was not rescued: {row:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 async fn admin_client(base: &str, password: &str) -> (reqwest::Client, String) {
@@ -610,11 +604,10 @@ async fn sync_killed_mid_run_is_rescued_and_ends_in_the_state_of_an_uninterrupte
         let job_id = queued["job_id"].as_str().unwrap().to_string();
 
         // Kill the process once the team is renamed and before the invites are all out.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while sim_state().renames == 0 {
-            assert!(std::time::Instant::now() < deadline, "the sync never started");
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        wait_until("the sync to start", std::time::Duration::from_secs(30), || async {
+            sim_state().renames > 0
+        })
+        .await;
         let pid = first.child.id().unwrap().to_string();
         assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
         first.child.wait().await.unwrap();
@@ -702,28 +695,26 @@ async fn demo_starts_with_sample_organisations_synced_once_and_restarts_without_
         let group_id = group["id"].as_i64().unwrap();
 
         // The runner syncs each sample mother once; auto-invite fills every free seat.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        let jobs = loop {
-            let jobs = get_json(
-                &client,
-                &first.base,
-                "/api/admin/jobs?type=pool_sync_mother",
-            )
-            .await;
-            let items = jobs["items"].as_array().unwrap();
-            if items.len() == 3 && items.iter().all(|j| j["status"] == "succeeded") {
-                break jobs;
-            }
-            assert!(
-                items.iter().all(|j| j["status"] != "failed"),
-                "a sample sync failed: {jobs}"
-            );
-            assert!(
-                std::time::Instant::now() < deadline,
-                "sample syncs did not end: {jobs}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        };
+        let jobs = wait_until(
+            "the sample syncs to end",
+            std::time::Duration::from_secs(60),
+            || async {
+                let jobs = get_json(
+                    &client,
+                    &first.base,
+                    "/api/admin/jobs?type=pool_sync_mother",
+                )
+                .await;
+                let items = jobs["items"].as_array().unwrap();
+                assert!(
+                    items.iter().all(|j| j["status"] != "failed"),
+                    "a sample sync failed: {jobs}"
+                );
+                let done = items.len() == 3 && items.iter().all(|j| j["status"] == "succeeded");
+                done.then_some(jobs)
+            },
+        )
+        .await;
         assert_eq!(jobs["total"], 3);
         let mothers = get_json(
             &client,
@@ -820,11 +811,10 @@ async fn scim_sync_killed_mid_run_is_rescued_and_ends_in_the_state_of_an_uninter
         };
 
         // Kill the process after both renames and the first addition, before the other five.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while patches() < 3 {
-            assert!(std::time::Instant::now() < deadline, "the sync never got going");
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        wait_until("the sync to get going", std::time::Duration::from_secs(60), || async {
+            patches() >= 3
+        })
+        .await;
         let pid = first.child.id().unwrap().to_string();
         assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
         first.child.wait().await.unwrap();

@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{TestDbs, each_backend};
+use common::{TestDbs, each_backend, wait_until};
 use poolkeeper::clock::{Clock, SystemClock};
 use poolkeeper::db::OpenOptions;
 use poolkeeper::{auth, server, store};
@@ -219,17 +219,11 @@ async fn sqlite_write_ahead_log_is_copied_back_while_the_writer_stays_open() {
     poolkeeper::jobs::enqueue_many(&users, &batch, 3, SystemClock.now_ms())
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let size = std::fs::metadata(&path).unwrap().len();
-        if size > before + 1_000_000 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the database file stayed at {size} bytes (was {before}): the log was not checkpointed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let what =
+        format!("the database file ({before} bytes) to grow by 1 MB: the log checkpointed into it");
+    wait_until(&what, std::time::Duration::from_secs(10), || async {
+        std::fs::metadata(&path).unwrap().len() > before + 1_000_000
+    })
+    .await;
     users.database().close().await;
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{TestDbs, each_backend};
+use common::{TestDbs, each_backend, wait_until};
 use poolkeeper::clock::{Clock, ManualClock, SharedClock};
 use poolkeeper::db::{OpenOptions, UsersDb};
 use poolkeeper::jobs::runner::{Runner, RunnerConfig};
@@ -33,21 +33,8 @@ fn fast_config() -> RunnerConfig {
     }
 }
 
-/// Polls `check` until it holds (real time, at most 20 s).
-async fn wait_until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !check().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// How long a test waits for the runner to do something.
+const WAIT: Duration = Duration::from_secs(60);
 
 async fn status_of(users: &UsersDb, id: &str) -> (String, i64) {
     let job = job_store::get(users, id).await.unwrap();
@@ -168,7 +155,7 @@ async fn runner_runs_jobs_records_results_and_fails_unknown_types() {
             .0;
         let runner = Runner::new(users.clone(), handlers, fast_config(), clock).start();
         for id in [&ok.id, &bad.id, &unknown.id] {
-            wait_until("job finished", || async {
+            wait_until("job finished", WAIT, || async {
                 job_store::get(&users, id)
                     .await
                     .unwrap()
@@ -230,7 +217,7 @@ async fn transient_failures_back_off_until_failed_and_retry_revives_the_job() {
 
         let mut last_run_at = T0;
         for attempt in 1..=2 {
-            wait_until("attempt recorded", || async {
+            wait_until("attempt recorded", WAIT, || async {
                 status_of(&users, &job.id).await == ("pending".into(), attempt)
             })
             .await;
@@ -252,7 +239,7 @@ async fn transient_failures_back_off_until_failed_and_retry_revives_the_job() {
             );
             clock.advance_ms(delay);
         }
-        wait_until("failed after max attempts", || async {
+        wait_until("failed after max attempts", WAIT, || async {
             status_of(&users, &job.id).await == ("failed".into(), 3)
         })
         .await;
@@ -266,7 +253,7 @@ async fn transient_failures_back_off_until_failed_and_retry_revives_the_job() {
             ("pending", 0),
             "a fresh attempt budget"
         );
-        wait_until("succeeded after retry", || async {
+        wait_until("succeeded after retry", WAIT, || async {
             status_of(&users, &job.id).await == ("succeeded".into(), 1)
         })
         .await;
@@ -293,7 +280,7 @@ async fn retry_after_from_the_handler_sets_the_next_run() {
         .unwrap()
         .0;
     let runner = Runner::new(users.clone(), handlers, fast_config(), clock.clone()).start();
-    wait_until("attempt recorded", || async {
+    wait_until("attempt recorded", WAIT, || async {
         status_of(&users, &job.id).await == ("pending".into(), 1)
     })
     .await;
@@ -350,7 +337,7 @@ async fn cancel_stops_a_pending_job_at_once_and_a_running_one_by_request() {
             .unwrap()
             .0;
         let runner = Runner::new(users.clone(), handlers, fast_config(), clock.clone()).start();
-        wait_until("handler started", || async {
+        wait_until("handler started", WAIT, || async {
             started.load(Ordering::SeqCst)
         })
         .await;
@@ -361,7 +348,7 @@ async fn cancel_stops_a_pending_job_at_once_and_a_running_one_by_request() {
             (requested.status.as_str(), requested.cancel_requested),
             ("running", true)
         );
-        wait_until("running job cancelled", || async {
+        wait_until("running job cancelled", WAIT, || async {
             status_of(&users, &running.id).await.0 == "cancelled"
         })
         .await;
@@ -414,11 +401,11 @@ async fn graceful_shutdown_hands_unfinished_jobs_back_without_spending_attempts(
         .unwrap()
         .0;
         let runner = Runner::new(users.clone(), handlers, fast_config(), clock.clone()).start();
-        wait_until("4 workers busy", || async {
+        wait_until("4 workers busy", WAIT, || async {
             started.load(Ordering::SeqCst) == 4
         })
         .await;
-        wait_until("quick job done", || async {
+        wait_until("quick job done", WAIT, || async {
             status_of(&users, &quick.id).await.0 == "succeeded"
         })
         .await;
@@ -558,7 +545,7 @@ async fn several_runners_with_separate_pools_run_each_of_10000_jobs_exactly_once
             };
             runners.push(Runner::new(own, handlers, config, poolkeeper::clock::system()).start());
         }
-        wait_until("all jobs succeeded", || async {
+        wait_until("all jobs succeeded", WAIT, || async {
             let (_, total) = job_store::list(
                 &users,
                 &job_store::JobFilter {

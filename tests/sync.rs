@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, TestApp, each_backend, url_encoded};
+use common::{Backend, TestApp, each_backend, url_encoded, wait_until};
 use poolkeeper::auth::Scope;
 use poolkeeper::clock;
 use poolkeeper::crypto::Credential;
@@ -549,17 +549,12 @@ async fn sync_all_queues_one_job_per_active_mother() {
 
 /// Waits until `check` holds for the session; returns it.
 async fn session_when(s: &Sync, id: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..800 {
+    let what = format!("session {id}: {what}");
+    wait_until(&what, Duration::from_secs(8), || async {
         let body = s.session(id).await;
-        if check(&body) {
-            return body;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!(
-        "session {id}: {what} never happened: {}",
-        s.session(id).await
-    );
+        check(&body).then_some(body)
+    })
+    .await
 }
 
 fn records_with(body: &Value, status: &str) -> usize {
@@ -951,9 +946,9 @@ async fn scheduler_lock_has_one_holder_at_a_time() {
             Backend::Postgres { .. } => {
                 assert!(second.is_none(), "a second session cannot lead");
                 drop(first);
-                let mut leader = lead_within_2s(pool, key)
-                    .await
-                    .expect("leadership passes on when the holder lets go");
+                let mut leader =
+                    lead_within_2s(pool, key, "leadership to pass on when the holder lets go")
+                        .await;
                 assert!(leader.still_leads().await);
                 // The server cuts the leader's connection: the leader notices, and the lock is
                 // free for another session.
@@ -973,10 +968,12 @@ async fn scheduler_lock_has_one_holder_at_a_time() {
                     !leader.still_leads().await,
                     "a cut connection no longer leads"
                 );
-                assert!(
-                    lead_within_2s(pool, key).await.is_some(),
-                    "the lock of a cut session is free once its backend has ended"
-                );
+                lead_within_2s(
+                    pool,
+                    key,
+                    "the lock of a cut session to be free once its backend has ended",
+                )
+                .await;
             }
         }
         s.t.stop().await;
@@ -989,14 +986,12 @@ async fn scheduler_lock_has_one_holder_at_a_time() {
 async fn lead_within_2s(
     pool: &poolkeeper::db::PoolDb,
     key: i64,
-) -> Option<store::leader::LeaderGuard> {
-    for _ in 0..100 {
-        if let Some(guard) = store::leader::try_lead(pool, key).await.unwrap() {
-            return Some(guard);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    None
+    what: &str,
+) -> store::leader::LeaderGuard {
+    wait_until(what, Duration::from_secs(2), || async {
+        store::leader::try_lead(pool, key).await.unwrap()
+    })
+    .await
 }
 
 #[tokio::test]
@@ -1029,18 +1024,12 @@ async fn scheduler_syncs_every_active_group_in_scheduled_sessions() {
         let b = s
             .mother("b", Some(paused), 2, org("b", 2, &["y@b.test"]))
             .await;
-        let mut synced = false;
-        for _ in 0..300 {
-            if s.detail(a).await.mother.last_synced_at.is_some() {
-                synced = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(
-            synced,
-            "the active group's mother is synced by the scheduler"
-        );
+        wait_until(
+            "the active group's mother to be synced by the scheduler",
+            Duration::from_secs(6),
+            || async { s.detail(a).await.mother.last_synced_at.is_some() },
+        )
+        .await;
         let (_, list) = s.get("/api/admin/sync-sessions?sync_type=scheduled").await;
         assert!(list["total"].as_i64().unwrap() >= 1, "{list}");
         for item in list["items"].as_array().unwrap() {

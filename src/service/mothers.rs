@@ -2,6 +2,8 @@
 //! rotate a credential, batch validate/import, stats and quota, and re-sealing every credential
 //! with the current key.
 
+pub mod rows;
+
 use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};

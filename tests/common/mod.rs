@@ -227,26 +227,64 @@ impl TestApp {
         id: &str,
         within: std::time::Duration,
     ) -> poolkeeper::store::jobs::Job {
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            let job = poolkeeper::store::jobs::get(&self.app().users, id)
-                .await
-                .unwrap();
-            if matches!(job.status.as_str(), "succeeded" | "failed" | "cancelled") {
-                return job;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "job {id} did not finish: {job:?}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
+        let users = &self.app().users;
+        wait_until(&format!("job {id} to finish"), within, || async {
+            let job = poolkeeper::store::jobs::get(users, id).await.unwrap();
+            matches!(job.status.as_str(), "succeeded" | "failed" | "cancelled").then_some(job)
+        })
+        .await
     }
 
     pub async fn stop(mut self) {
         if let Some(server) = self.server.take() {
             server.shutdown().await.expect("clean shutdown");
         }
+    }
+}
+
+/// What a [`wait_until`] check answers: `true` / `Some(value)` when the wait is over.
+pub trait Ready {
+    type Value;
+    fn ready(self) -> Option<Self::Value>;
+}
+
+impl Ready for bool {
+    type Value = ();
+    fn ready(self) -> Option<()> {
+        self.then_some(())
+    }
+}
+
+impl<T> Ready for Option<T> {
+    type Value = T;
+    fn ready(self) -> Option<T> {
+        self
+    }
+}
+
+/// Polls `check` (real time, every 20 ms) until it answers `true` or `Some(value)`, and returns
+/// the value; panics naming `what` when `within` passes first. Every test that waits for something
+/// to happen waits here.
+pub async fn wait_until<R, F, Fut>(
+    what: &str,
+    within: std::time::Duration,
+    mut check: F,
+) -> R::Value
+where
+    R: Ready,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = R>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check().await.ready() {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 

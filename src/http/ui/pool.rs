@@ -514,7 +514,7 @@ pub async fn batch(
         return r.into_response();
     }
     let import = form.action == "import";
-    let outcome = match crate::import::rows_from_text(&form.rows) {
+    let outcome = match mother_service::rows::rows_from_text(&form.rows) {
         Ok(rows) if rows.is_empty() || rows.len() > mother_service::MAX_BATCH_ROWS => {
             Err(format!("paste 1-{} rows", mother_service::MAX_BATCH_ROWS))
         }
