@@ -1051,6 +1051,9 @@ async fn sync_sessions_page_shows_statistics_progress_records_and_cancels() {
             s.mother(name, Some(group), 2, org(name, 2, &[])).await;
             s.update_org(name, |o| o.faults.latency_ms = 300);
         }
+        // Signed in first: the password check is slow in a debug build, and the session must
+        // still be running when the page is read.
+        let (client, csrf) = s.t.login().await;
         let (_, body) = s
             .post(
                 &format!("/api/admin/pool-groups/{group}/sync/all"),
@@ -1058,7 +1061,6 @@ async fn sync_sessions_page_shows_statistics_progress_records_and_cancels() {
             )
             .await;
         let id = body["session_id"].as_str().unwrap().to_string();
-        let (client, csrf) = s.t.login().await;
         let page = client
             .get(s.t.url("/sync-sessions?status=running"))
             .send()
