@@ -163,7 +163,8 @@ mod tests {
         let linked = local(1, Some("p-a"), false);
         let default_unlinked = local(3, None, true);
         let unlinked = local(2, None, false);
-        let cases: Vec<(&str, Vec<&str>, Vec<LocalTeam>, Vec<TeamLink>)> = vec![
+        type Case<'a> = (&'a str, Vec<&'a str>, Vec<LocalTeam>, Vec<TeamLink>);
+        let cases: Vec<Case> = vec![
             ("nothing on either side", vec![], vec![], vec![]),
             (
                 "no local team: each provider team is new",
@@ -235,7 +236,8 @@ mod tests {
 
     #[test]
     fn seat_wants_are_used_when_active_anywhere() {
-        let cases: Vec<(Vec<(&str, bool)>, Vec<(&str, SeatWant)>)> = vec![
+        type Case<'a> = (Vec<(&'a str, bool)>, Vec<(&'a str, SeatWant)>);
+        let cases: Vec<Case> = vec![
             (vec![], vec![]),
             (vec![("b@x", false)], vec![("b@x", SeatWant::Held)]),
             (
