@@ -16,7 +16,6 @@ use crate::app::AppState;
 use crate::auth::Principal;
 use crate::crypto::Credential;
 use crate::domain::mothers::MotherInput;
-use crate::http::api::mothers::mother_filter;
 use crate::http::error::ApiError;
 use crate::http::pagination::PageParams;
 use crate::service::import_cookie::{self as import_service, ImportCookieRequest};
@@ -384,7 +383,7 @@ async fn mothers_page(
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let filter = match mother_filter(Some(&q.search), Some(&q.status), None) {
+    let filter = match mother_service::list_filter(Some(&q.search), Some(&q.status), None) {
         Ok(f) => f,
         Err(e) => return e.into_response(),
     };
