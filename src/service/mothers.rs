@@ -1,6 +1,6 @@
 //! Mothers: create (credential sealed, default team named by the group's template), patch, delete,
-//! rotate a credential, batch validate/import, stats and quota, and re-sealing every credential
-//! with the current key.
+//! rotate a credential, the list filter, batch validate/import, stats and quota, and re-sealing
+//! every credential with the current key.
 
 pub mod rows;
 
@@ -14,7 +14,9 @@ use crate::crypto::{Credential, Keyring};
 use crate::domain::mothers::{self, FieldError, MotherInput, NewMother};
 use crate::domain::naming::{self, NameValues, Template};
 use crate::providers;
-use crate::store::mothers::{self as store, DefaultTeam, MotherPatch, NewMotherRecord, PatchError};
+use crate::store::mothers::{
+    self as store, DefaultTeam, MotherFilter, MotherPatch, NewMotherRecord, PatchError,
+};
 use crate::store::{StoreError, pool_groups};
 
 /// Rows a batch request may carry.
@@ -129,6 +131,36 @@ pub async fn create(ctx: PoolCtx<'_>, input: MotherInput) -> Result<i64> {
     let m = check_input(input).map_err(field_error)?;
     check_group(ctx, m.pool_group_id).await?;
     create_checked(ctx, &m).await
+}
+
+/// The store filter of a mothers list (API query or page): a known status, a search term of at most
+/// 200 bytes, a group. Empty values filter nothing.
+pub fn list_filter(
+    search: Option<&str>,
+    status: Option<&str>,
+    pool_group_id: Option<i64>,
+) -> Result<MotherFilter> {
+    let status = match status.filter(|s| !s.is_empty()) {
+        Some(s) => Some(
+            mothers::check_status(s)
+                .map_err(|e| Error::invalid("invalid_query", e.message))?
+                .as_str()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let search = search.map(str::trim).filter(|s| !s.is_empty());
+    if search.is_some_and(|s| s.len() > 200) {
+        return Err(Error::invalid(
+            "invalid_query",
+            "search must be at most 200 bytes",
+        ));
+    }
+    Ok(MotherFilter {
+        name_like: search.map(mothers::contains_pattern),
+        status,
+        pool_group_id,
+    })
 }
 
 /// A PATCH body; absent fields are left alone, `pool_group_id: null` leaves the group.

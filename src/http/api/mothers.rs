@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::app::AppState;
 use crate::crypto::Credential;
-use crate::domain::mothers::{self as rules, MotherInput};
+use crate::domain::mothers::MotherInput;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::http::pagination::{Page, PageParams};
@@ -17,7 +17,7 @@ use crate::service::mothers::{
     self as service, BatchReport, MAX_BATCH_ROWS, PatchMotherRequest, Quota, Stats,
 };
 use crate::store::StoreError;
-use crate::store::mothers::{self as store, Mother, MotherDetail, MotherFilter};
+use crate::store::mothers::{self as store, Mother, MotherDetail};
 
 async fn detail(app: &AppState, id: i64) -> ApiResult<MotherDetail> {
     match store::get_detail(&app.pool, id).await {
@@ -62,39 +62,10 @@ pub async fn list_mothers(
     ApiQuery(q): ApiQuery<MotherListQuery>,
 ) -> ApiResult<Json<Page<Mother>>> {
     let page = PageParams::new(q.page, q.page_size)?;
-    let filter = mother_filter(q.search.as_deref(), q.status.as_deref(), q.pool_group_id)?;
+    let filter = service::list_filter(q.search.as_deref(), q.status.as_deref(), q.pool_group_id)?;
     let (items, total) =
         store::list_with_usage(&app.pool, &filter, page.limit(), page.offset()).await?;
     Ok(Json(page.wrap(items, total)))
-}
-
-/// The store filter for the list query parameters (shared with the web UI).
-pub fn mother_filter(
-    search: Option<&str>,
-    status: Option<&str>,
-    pool_group_id: Option<i64>,
-) -> ApiResult<MotherFilter> {
-    let status = match status.filter(|s| !s.is_empty()) {
-        Some(s) => Some(
-            rules::check_status(s)
-                .map_err(|e| ApiError::bad_request("invalid_query", e.message))?
-                .as_str()
-                .to_string(),
-        ),
-        None => None,
-    };
-    let search = search.map(str::trim).filter(|s| !s.is_empty());
-    if search.is_some_and(|s| s.len() > 200) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "search must be at most 200 bytes",
-        ));
-    }
-    Ok(MotherFilter {
-        name_like: search.map(rules::contains_pattern),
-        status,
-        pool_group_id,
-    })
 }
 
 /// One mother with her teams, seats and children.

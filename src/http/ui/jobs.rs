@@ -3,14 +3,15 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{Form, Path, Query, State};
-use axum::http::HeaderMap;
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use serde::Deserialize;
 
-use super::{CsrfForm, Layout, check_form_csrf};
+use super::Layout;
+use super::csrf::{CsrfForm, NoFields};
+use super::list_filters::{ListFilters, Select};
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::clock::rfc3339;
@@ -47,32 +48,25 @@ struct Row {
 struct ListPage {
     layout: Layout,
     rows: Vec<Row>,
-    statuses: &'static [&'static str],
-    job_types: Vec<String>,
-    status: String,
-    job_type: String,
-    page: i64,
-    pages: i64,
+    filters: ListFilters,
     total: i64,
     live: i64,
     error: Option<String>,
 }
 
-impl ListPage {
-    /// Query string for another page with the same filters.
-    fn page_link(&self, page: i64) -> String {
-        let mut q = format!("?page={page}");
-        if !self.status.is_empty() {
-            q.push_str(&format!("&status={}", self.status));
-        }
-        if !self.job_type.is_empty() {
-            q.push_str(&format!("&type={}", self.job_type));
-        }
-        q
-    }
-}
-
 const PAGE_SIZE: i64 = 50;
+
+/// The filter form: status, and the job types that exist.
+fn filters(q: &ListQuery, job_types: Vec<String>) -> ListFilters {
+    let statuses = STATUSES.iter().map(|s| s.to_string()).collect();
+    ListFilters::new(
+        "/jobs",
+        vec![
+            Select::new("Status", "status", statuses, q.status.as_deref()),
+            Select::new("Type", "type", job_types, q.job_type.as_deref()),
+        ],
+    )
+}
 
 async fn list(
     State(app): State<AppState>,
@@ -82,18 +76,14 @@ async fn list(
     let mut page = ListPage {
         layout: Layout::new(&principal, "/jobs"),
         rows: Vec::new(),
-        statuses: &STATUSES,
-        job_types: Vec::new(),
-        status: q.status.clone().unwrap_or_default(),
-        job_type: q.job_type.clone().unwrap_or_default(),
-        page: 1,
-        pages: 1,
+        filters: filters(&q, Vec::new()),
         total: 0,
         live: 0,
         error: None,
     };
     let params = PageParams::new(q.page, Some(PAGE_SIZE)).and_then(|p| {
-        let filter = job_service::filter(q.status, q.job_type).map_err(ApiError::from)?;
+        let filter =
+            job_service::filter(q.status.clone(), q.job_type.clone()).map_err(ApiError::from)?;
         Ok((p, filter))
     });
     let (params, filter) = match params {
@@ -108,10 +98,9 @@ async fn list(
     match (stats, listed) {
         (Ok(stats), Ok((items, total))) => {
             page.live = stats.live();
-            page.job_types = stats.by_type.into_keys().collect();
+            page.filters = filters(&q, stats.by_type.into_keys().collect());
+            page.filters.at_page(params.page, total, PAGE_SIZE);
             page.total = total;
-            page.page = params.page;
-            page.pages = ((total + PAGE_SIZE - 1) / PAGE_SIZE).max(1);
             page.rows = items
                 .into_iter()
                 .map(|job| Row {
@@ -182,33 +171,26 @@ async fn detail(
     render_detail(&app, &principal, &id, None).await
 }
 
-/// Runs a state change from a form after the CSRF check, then shows the job with the outcome.
-async fn act(
-    app: &AppState,
-    principal: &Principal,
-    headers: &HeaderMap,
-    form: &CsrfForm,
-    id: &str,
-    action: &str,
-) -> Response {
-    if let Err(e) = check_form_csrf(principal, headers, &form.csrf) {
-        return e.into_response();
-    }
+/// What a job's page can ask for.
+#[derive(Clone, Copy)]
+enum Action {
+    Retry,
+    Cancel,
+}
+
+/// Runs a state change (its form already passed the CSRF check), then shows the job with the
+/// outcome.
+async fn act(app: &AppState, principal: &Principal, id: &str, action: Action) -> Response {
     let now = app.clock.now_ms();
     let outcome = match action {
-        "retry" => job_service::retry(&app.users, id, now).await,
-        _ => job_service::cancel(&app.users, id, now).await,
+        Action::Retry => job_service::retry(&app.users, id, now).await,
+        Action::Cancel => job_service::cancel(&app.users, id, now).await,
     };
     match outcome {
         Ok(_) => Redirect::to(&format!("/jobs/{id}")).into_response(),
         Err(e) if e.is_conflict() => {
-            render_detail(
-                app,
-                principal,
-                id,
-                Some(format!("Not done: {}.", e.message)),
-            )
-            .await
+            let notice = format!("Not done: {}.", e.message);
+            render_detail(app, principal, id, Some(notice)).await
         }
         Err(e) => not_found_page(e, id),
     }
@@ -227,19 +209,17 @@ fn not_found_page(e: service::Error, id: &str) -> Response {
 async fn retry(
     State(app): State<AppState>,
     Extension(principal): Extension<Principal>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(form): Form<CsrfForm>,
+    CsrfForm(NoFields {}): CsrfForm<NoFields>,
 ) -> Response {
-    act(&app, &principal, &headers, &form, &id, "retry").await
+    act(&app, &principal, &id, Action::Retry).await
 }
 
 async fn cancel(
     State(app): State<AppState>,
     Extension(principal): Extension<Principal>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(form): Form<CsrfForm>,
+    CsrfForm(NoFields {}): CsrfForm<NoFields>,
 ) -> Response {
-    act(&app, &principal, &headers, &form, &id, "cancel").await
+    act(&app, &principal, &id, Action::Cancel).await
 }

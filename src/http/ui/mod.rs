@@ -1,5 +1,6 @@
 //! Server-rendered admin pages. Pages need a live session (else a redirect to `/login`); every form
-//! that changes state carries the session's CSRF token and is checked like an API request.
+//! that changes state carries the session's CSRF token and is checked like an API request, by the
+//! [`csrf::CsrfForm`] extractor. Each page's module registers its own routes.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -7,10 +8,12 @@ use axum::extract::{Form, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Extension, Router};
 use axum_extra::extract::cookie::CookieJar;
 use serde::Deserialize;
+
+use self::csrf::{CsrfForm, NoFields};
 
 use crate::app::AppState;
 use crate::auth::{self, LoginOutcome, Principal};
@@ -18,11 +21,15 @@ use crate::clock;
 use crate::db::DbState;
 use crate::http::api::session::{removal_cookie, session_cookie};
 use crate::http::extract::ClientAddr;
-use crate::http::middleware::{SESSION_COOKIE, check_csrf};
+use crate::http::middleware::SESSION_COOKIE;
 
 mod assets;
+mod csrf;
 mod jobs;
-mod pool;
+mod list_filters;
+mod mother_import;
+mod mothers;
+mod pool_groups;
 mod sync_sessions;
 
 /// The areas in the navigation, in order: (path, label).
@@ -39,31 +46,12 @@ const NAV: &[(&str, &str)] = &[
 pub fn routes(state: AppState) -> Router<AppState> {
     let pages = Router::new()
         .route("/", get(dashboard))
-        .route("/pool-groups", get(pool::groups).post(pool::create_group))
-        .route("/pool-groups/{id}", get(pool::group))
-        .route(
-            "/pool-groups/{id}/settings",
-            axum::routing::post(pool::save_settings),
-        )
-        .route(
-            "/pool-groups/{id}/delete",
-            axum::routing::post(pool::delete_group),
-        )
-        .route(
-            "/pool-groups/{id}/sync-all",
-            axum::routing::post(pool::sync_all),
-        )
-        .route("/mothers", get(pool::mothers).post(pool::create_mother))
-        .route("/mothers/batch", axum::routing::post(pool::batch))
-        .route("/mothers/import", axum::routing::post(pool::import_mother))
-        .route("/mothers/{id}", get(pool::mother))
-        .route(
-            "/mothers/{id}/delete",
-            axum::routing::post(pool::delete_mother),
-        )
+        .merge(pool_groups::routes())
+        .merge(mothers::routes())
+        .merge(mother_import::routes())
         .route("/codes", get(area))
         .route("/accounts", get(area))
-        .route("/logout", axum::routing::post(logout))
+        .route("/logout", post(logout))
         .merge(jobs::routes())
         .merge(sync_sessions::routes())
         .route_layer(axum::middleware::from_fn_with_state(state, require_session));
@@ -214,35 +202,11 @@ fn origin_is_absent_or_same(headers: &HeaderMap) -> bool {
         .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
 }
 
-/// The CSRF check of a page form: a session's token must come back in the `csrf` field, from this
-/// origin. Every state-changing page handler calls it first.
-fn check_form_csrf(
-    principal: &Principal,
-    headers: &HeaderMap,
-    sent: &str,
-) -> Result<(), crate::http::error::ApiError> {
-    match principal {
-        Principal::Session { csrf_token, .. } => check_csrf(headers, sent, csrf_token),
-        Principal::Token { .. } => Ok(()),
-    }
-}
-
-#[derive(Deserialize)]
-struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
-}
-
 async fn logout(
     State(app): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    headers: HeaderMap,
     jar: CookieJar,
-    Form(form): Form<CsrfForm>,
+    CsrfForm(NoFields {}): CsrfForm<NoFields>,
 ) -> Response {
-    if let Err(e) = check_form_csrf(&principal, &headers, &form.csrf) {
-        return e.into_response();
-    }
     if let Some(cookie) = jar.get(SESSION_COOKIE)
         && let Err(e) =
             crate::store::sessions::delete(&app.users, &auth::token_hash(cookie.value())).await

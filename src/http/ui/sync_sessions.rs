@@ -3,14 +3,15 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{Form, Path, Query, State};
-use axum::http::HeaderMap;
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use serde::Deserialize;
 
-use super::{CsrfForm, Layout, check_form_csrf};
+use super::Layout;
+use super::csrf::{CsrfForm, NoFields};
+use super::list_filters::{ListFilters, Select};
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::clock::rfc3339;
@@ -47,35 +48,35 @@ struct ListPage {
     layout: Layout,
     stats: Statistics,
     rows: Vec<Row>,
-    sync_types: &'static [&'static str],
-    statuses: &'static [&'static str],
-    categories: &'static [&'static str],
-    sync_type: String,
-    status: String,
-    category: String,
-    page: i64,
-    pages: i64,
+    filters: ListFilters,
     total: i64,
     error: Option<String>,
 }
 
-impl ListPage {
-    fn page_link(&self, page: i64) -> String {
-        let mut q = format!("?page={page}");
-        for (key, value) in [
-            ("sync_type", &self.sync_type),
-            ("status", &self.status),
-            ("category", &self.category),
-        ] {
-            if !value.is_empty() {
-                q.push_str(&format!("&{key}={value}"));
-            }
-        }
-        q
-    }
-}
-
 const PAGE_SIZE: i64 = 50;
+
+/// The filter form: type, status and category.
+fn filters(q: &ListQuery) -> ListFilters {
+    let options = |values: &[&str]| values.iter().map(|v| v.to_string()).collect();
+    ListFilters::new(
+        "/sync-sessions",
+        vec![
+            Select::new(
+                "Type",
+                "sync_type",
+                options(&SYNC_TYPES),
+                q.sync_type.as_deref(),
+            ),
+            Select::new("Status", "status", options(&STATUSES), q.status.as_deref()),
+            Select::new(
+                "Category",
+                "category",
+                options(&CATEGORIES),
+                q.category.as_deref(),
+            ),
+        ],
+    )
+}
 
 fn percent(progress: f64) -> i64 {
     (progress * 100.0).round() as i64
@@ -90,14 +91,7 @@ async fn list(
         layout: Layout::new(&principal, "/sync-sessions"),
         stats: Statistics::default(),
         rows: Vec::new(),
-        sync_types: &SYNC_TYPES,
-        statuses: &STATUSES,
-        categories: &CATEGORIES,
-        sync_type: q.sync_type.clone().unwrap_or_default(),
-        status: q.status.clone().unwrap_or_default(),
-        category: q.category.clone().unwrap_or_default(),
-        page: 1,
-        pages: 1,
+        filters: filters(&q),
         total: 0,
         error: None,
     };
@@ -116,8 +110,7 @@ async fn list(
         (Ok(stats), Ok((items, total))) => {
             page.stats = stats;
             page.total = total;
-            page.page = params.page;
-            page.pages = ((total + PAGE_SIZE - 1) / PAGE_SIZE).max(1);
+            page.filters.at_page(params.page, total, PAGE_SIZE);
             page.rows = items
                 .into_iter()
                 .map(|session| Row {
@@ -192,13 +185,9 @@ async fn detail(
 async fn cancel(
     State(app): State<AppState>,
     Extension(principal): Extension<Principal>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(form): Form<CsrfForm>,
+    CsrfForm(NoFields {}): CsrfForm<NoFields>,
 ) -> Response {
-    if let Err(e) = check_form_csrf(&principal, &headers, &form.csrf) {
-        return e.into_response();
-    }
     match service::cancel(&app, &id).await {
         Ok(_) => Redirect::to(&format!("/sync-sessions/{id}")).into_response(),
         Err(e) if e.is_conflict() => {

@@ -1,0 +1,114 @@
+//! The Mothers page's import dialog: a mother from a provider credential, through the same
+//! service as the API. The credential is never shown again; a refusal reopens the dialog with the
+//! reason, a success shows the mother and (in pool mode) the sync job the page follows.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Extension, Router};
+use serde::Deserialize;
+
+use super::csrf::CsrfForm;
+use super::mothers::{
+    ImportFields, ImportView, Imported, Posted, blank_to_none, group_field, list_page,
+    provider_config_field,
+};
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::crypto::Credential;
+use crate::http::error::ApiError;
+use crate::service;
+use crate::service::import_cookie::{self as import_service, ImportCookieRequest};
+use crate::store::mothers as mother_store;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/mothers/import", post(import))
+}
+
+#[derive(Deserialize)]
+struct ImportForm {
+    /// The provider credential; never echoed back into the page.
+    #[serde(default)]
+    cookie: String,
+    /// `user` or `pool`.
+    #[serde(default)]
+    mode: String,
+    #[serde(default)]
+    provider: String,
+    #[serde(default)]
+    provider_config: String,
+    #[serde(default)]
+    pool_group_id: String,
+}
+
+impl ImportForm {
+    /// The service request; the credential leaves the form, so it cannot be shown again.
+    fn request(&mut self) -> Result<ImportCookieRequest, String> {
+        let cookie = Credential::new(std::mem::take(&mut self.cookie));
+        let pool_group_id = group_field(&self.pool_group_id)?;
+        let provider_config = provider_config_field(&self.provider_config)?;
+        Ok(ImportCookieRequest {
+            cookie,
+            mode: self.mode.clone(),
+            pool_group_id,
+            provider: blank_to_none(&self.provider),
+            provider_config,
+        })
+    }
+
+    /// What the dialog shows again after a refusal.
+    fn shown_again(self) -> ImportFields {
+        ImportFields {
+            mode: self.mode,
+            provider: self.provider,
+            provider_config: self.provider_config,
+            pool_group_id: self.pool_group_id,
+        }
+    }
+}
+
+/// Imports a mother from a provider credential through the same service as the API; a refusal
+/// (a bad field, a credential the provider rejects) reopens the dialog with the reason.
+async fn import(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    CsrfForm(mut form): CsrfForm<ImportForm>,
+) -> Response {
+    let outcome = match form.request() {
+        Ok(req) => import_service::import_cookie(&app, req, &principal.display_name()).await,
+        Err(message) => Err(service::Error::invalid("invalid_body", message)),
+    };
+    let out = match outcome {
+        Ok(out) => out,
+        Err(e) => {
+            let e = ApiError::from(e);
+            let posted = Posted {
+                import: ImportView {
+                    form: form.shown_again(),
+                    error: Some(e.message),
+                    done: None,
+                },
+                ..Posted::default()
+            };
+            return (e.status, list_page(&app, &principal, posted).await).into_response();
+        }
+    };
+    let mother_name = match mother_store::get(&app.pool, out.mother_id).await {
+        Ok(m) => m.name,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let posted = Posted {
+        import: ImportView {
+            done: Some(Imported {
+                mother_id: out.mother_id,
+                mother_name,
+                updated: out.updated,
+                job_id: out.job_id,
+                session_id: out.session_id,
+            }),
+            ..ImportView::default()
+        },
+        ..Posted::default()
+    };
+    list_page(&app, &principal, posted).await
+}

@@ -1,0 +1,268 @@
+//! The Pool groups pages: the list with its create form, and a group's page (settings with inline
+//! validation and a naming preview, delete, "Sync all"). Forms post here, not to the API, and call
+//! the same services as the API.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use serde::Deserialize;
+
+use super::Layout;
+use super::csrf::{CsrfForm, NoFields};
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::http::error::ApiError;
+use crate::service::pool_groups::{self as group_service, Preview, SettingsPatch};
+use crate::service::{ErrorKind, pool_sync};
+use crate::store::pool_groups::{self as group_store, PoolGroup};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/pool-groups", get(list).post(create))
+        .route("/pool-groups/{id}", get(show))
+        .route("/pool-groups/{id}/settings", post(save_settings))
+        .route("/pool-groups/{id}/delete", post(delete))
+        .route("/pool-groups/{id}/sync-all", post(sync_all))
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "pool/groups.html")]
+struct ListPage {
+    layout: Layout,
+    groups: Vec<PoolGroup>,
+    error: Option<String>,
+    name: String,
+    description: String,
+}
+
+async fn list_page(
+    app: &AppState,
+    principal: &Principal,
+    error: Option<String>,
+    form: CreateForm,
+) -> Response {
+    match group_store::list_all(&app.pool).await {
+        Ok(groups) => ListPage {
+            layout: Layout::new(principal, "/pool-groups"),
+            groups,
+            error,
+            name: form.name,
+            description: form.description,
+        }
+        .into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn list(State(app): State<AppState>, Extension(principal): Extension<Principal>) -> Response {
+    list_page(&app, &principal, None, CreateForm::default()).await
+}
+
+#[derive(Default, Deserialize)]
+struct CreateForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    description: String,
+}
+
+async fn create(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    CsrfForm(form): CsrfForm<CreateForm>,
+) -> Response {
+    match group_service::create(app.pool_ctx(), &form.name, Some(&form.description), None).await {
+        Ok(g) => Redirect::to(&format!("/pool-groups/{}", g.id)).into_response(),
+        Err(e) => list_page(&app, &principal, Some(e.message), form).await,
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "pool/group.html")]
+struct GroupPage {
+    layout: Layout,
+    group: PoolGroup,
+    /// The values shown in the form (what was sent, when it was refused).
+    form: SettingsFormValues,
+    error: Option<String>,
+    saved: bool,
+    preview: Result<Preview, String>,
+    /// What "Sync all" queued.
+    queued: Option<SyncQueued>,
+}
+
+struct SyncQueued {
+    count: usize,
+    session_id: String,
+}
+
+#[derive(Clone, Debug, Default)]
+struct SettingsFormValues {
+    team_template: String,
+    child_name_template: String,
+    child_email_template: String,
+    email_domain: String,
+    is_active: bool,
+    auto_invite: bool,
+}
+
+impl From<&PoolGroup> for SettingsFormValues {
+    fn from(g: &PoolGroup) -> Self {
+        Self {
+            team_template: g.settings.team_template.clone(),
+            child_name_template: g.settings.child_name_template.clone(),
+            child_email_template: g.settings.child_email_template.clone(),
+            email_domain: g.settings.email_domain.clone().unwrap_or_default(),
+            is_active: g.settings.is_active,
+            auto_invite: g.settings.auto_invite,
+        }
+    }
+}
+
+/// What a group's page shows besides the group itself.
+#[derive(Default)]
+struct Shown {
+    form: Option<SettingsFormValues>,
+    error: Option<String>,
+    saved: bool,
+    queued: Option<SyncQueued>,
+}
+
+async fn group_page(app: &AppState, principal: &Principal, id: i64, shown: Shown) -> Response {
+    let group = match group_service::get(app.pool_ctx(), id).await {
+        Ok(g) => g,
+        Err(e) => return e.into_response(),
+    };
+    let preview = group_service::preview(app.pool_ctx(), id, Some(5))
+        .await
+        .map_err(|e| e.message);
+    GroupPage {
+        layout: Layout::new(principal, "/pool-groups"),
+        form: shown
+            .form
+            .unwrap_or_else(|| SettingsFormValues::from(&group)),
+        group,
+        error: shown.error,
+        saved: shown.saved,
+        preview,
+        queued: shown.queued,
+    }
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct SavedQuery {
+    #[serde(default)]
+    saved: bool,
+}
+
+async fn show(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<i64>,
+    Query(q): Query<SavedQuery>,
+) -> Response {
+    let shown = Shown {
+        saved: q.saved,
+        ..Shown::default()
+    };
+    group_page(&app, &principal, id, shown).await
+}
+
+#[derive(Deserialize)]
+struct SettingsForm {
+    #[serde(default)]
+    team_template: String,
+    #[serde(default)]
+    child_name_template: String,
+    #[serde(default)]
+    child_email_template: String,
+    #[serde(default)]
+    email_domain: String,
+    /// Checkboxes: present when checked.
+    is_active: Option<String>,
+    auto_invite: Option<String>,
+}
+
+async fn save_settings(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<i64>,
+    CsrfForm(form): CsrfForm<SettingsForm>,
+) -> Response {
+    let values = SettingsFormValues {
+        team_template: form.team_template.clone(),
+        child_name_template: form.child_name_template.clone(),
+        child_email_template: form.child_email_template.clone(),
+        email_domain: form.email_domain.clone(),
+        is_active: form.is_active.is_some(),
+        auto_invite: form.auto_invite.is_some(),
+    };
+    let patch = SettingsPatch {
+        team_template: Some(form.team_template),
+        child_name_template: Some(form.child_name_template),
+        child_email_template: Some(form.child_email_template),
+        email_domain: Some(form.email_domain),
+        is_active: Some(values.is_active),
+        auto_invite: Some(values.auto_invite),
+    };
+    match group_service::update_settings(app.pool_ctx(), id, patch).await {
+        Ok(_) => Redirect::to(&format!("/pool-groups/{id}?saved=true")).into_response(),
+        Err(e) if !matches!(e.kind, ErrorKind::NotFound | ErrorKind::Internal) => {
+            let e = ApiError::from(e);
+            let shown = Shown {
+                form: Some(values),
+                error: Some(e.message),
+                ..Shown::default()
+            };
+            (e.status, group_page(&app, &principal, id, shown).await).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn delete(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<i64>,
+    CsrfForm(NoFields {}): CsrfForm<NoFields>,
+) -> Response {
+    match group_service::delete(app.pool_ctx(), id).await {
+        Ok(()) => Redirect::to("/pool-groups").into_response(),
+        Err(e) if e.is_conflict() => {
+            let e = ApiError::from(e);
+            let shown = Shown {
+                error: Some(e.message),
+                ..Shown::default()
+            };
+            (e.status, group_page(&app, &principal, id, shown).await).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// "Sync all": queues a sync of every active mother of the group (the service behind the API's
+/// `sync/all`), then shows how many jobs were queued with links to them and to the session.
+async fn sync_all(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<i64>,
+    CsrfForm(NoFields {}): CsrfForm<NoFields>,
+) -> Response {
+    match pool_sync::sync_group(&app, id, "manual_batch", &principal.display_name()).await {
+        Ok(q) => {
+            let shown = Shown {
+                queued: Some(SyncQueued {
+                    count: q.job_ids.len(),
+                    session_id: q.session_id,
+                }),
+                ..Shown::default()
+            };
+            group_page(&app, &principal, id, shown).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
