@@ -235,7 +235,7 @@ pub fn retry_after_secs(accounts: &[AccountTimes], now: i64, cooldown_ms: i64) -
         .iter()
         .filter_map(|a| returns_at(a, cooldown_ms))
         .min()?;
-    let wait_ms = (next - now).max(0);
+    let wait_ms = next.saturating_sub(now).max(0);
     Some(u64::try_from((wait_ms + 999) / 1000).unwrap_or(1).max(1))
 }
 

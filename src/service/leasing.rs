@@ -302,12 +302,7 @@ pub async fn release(ctx: LeasingCtx<'_>, holder: &Holder, id: &str, req: Releas
     )
     .await
     .map_err(lease_not_found(id))?
-    .map_err(|r| {
-        if r == Refusal::Expired {
-            metrics::counter!(crate::metrics::POOL_LEASES, "result" => "expired").increment(1);
-        }
-        refused(r)
-    })?;
+    .map_err(refused)?;
     metrics::counter!(crate::metrics::POOL_LEASES, "result" => result.as_str()).increment(1);
     Ok(lease)
 }
