@@ -116,7 +116,11 @@ impl Default for LeasesConfig {
 impl LeasesConfig {
     /// The policy `domain::leases` applies, in milliseconds.
     pub fn policy(&self) -> crate::domain::leases::LeasePolicy {
-        let ms = |s: u64| i64::try_from(s).unwrap_or(i64::MAX / 1000).saturating_mul(1000);
+        let ms = |s: u64| {
+            i64::try_from(s)
+                .unwrap_or(i64::MAX / 1000)
+                .saturating_mul(1000)
+        };
         crate::domain::leases::LeasePolicy {
             cooldown_ms: ms(self.cooldown_seconds),
             max_failures: i64::from(self.max_failures),

@@ -220,7 +220,10 @@ async fn success_resets_failures() {
         assert_eq!(a["total_successes"], 1);
         assert_eq!(a["status"], "available");
         let usage = a["recent_usage"].as_array().unwrap();
-        let results: Vec<&str> = usage.iter().map(|u| u["result"].as_str().unwrap()).collect();
+        let results: Vec<&str> = usage
+            .iter()
+            .map(|u| u["result"].as_str().unwrap())
+            .collect();
         assert_eq!(results, ["success", "error", "login_fail"]);
         env.t.stop().await;
     })
@@ -232,7 +235,10 @@ async fn expired_lease_returns_the_account_and_late_release_gets_409() {
     each_backend(|backend| async move {
         let env = Env::new(&backend, 1).await;
         let (status, body, _) = env
-            .acquire_as(&env.worker, json!({"worker": "w1", "ttl_seconds": 60, "mission": "de"}))
+            .acquire_as(
+                &env.worker,
+                json!({"worker": "w1", "ttl_seconds": 60, "mission": "de"}),
+            )
             .await;
         assert_eq!(status, 201, "{body}");
         assert_eq!(body["expires_at"], T0 + 60 * SEC);
@@ -241,7 +247,10 @@ async fn expired_lease_returns_the_account_and_late_release_gets_409() {
 
         env.advance_secs(60);
         let a = env.account(id).await;
-        assert_eq!(a["status"], "cooldown", "expired: resting one cooldown from expiry: {a}");
+        assert_eq!(
+            a["status"], "cooldown",
+            "expired: resting one cooldown from expiry: {a}"
+        );
         let (status, _, retry) = env.acquire().await;
         assert_eq!((status, retry), (503, Some(600)));
 
@@ -287,7 +296,12 @@ async fn only_the_holder_may_renew_or_release_and_only_once() {
         env.advance_secs(100);
         let (status, body) = env
             .t
-            .send_json(&env.worker, Method::POST, &renew, Some(json!({"ttl_seconds": 99_999})))
+            .send_json(
+                &env.worker,
+                Method::POST,
+                &renew,
+                Some(json!({"ttl_seconds": 99_999})),
+            )
             .await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["expires_at"], T0 + 100 * SEC + 3600 * SEC);
@@ -295,15 +309,18 @@ async fn only_the_holder_may_renew_or_release_and_only_once() {
 
         let (status, body) = env.release(&lease, "bogus").await;
         assert_eq!(status, 400);
-        assert!(body["error"]["message"].as_str().unwrap().contains("result"));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("result")
+        );
         assert_eq!(env.release(&lease, "no_slot").await.0, 200);
         let (status, body) = env.release(&lease, "no_slot").await;
         assert_eq!(status, 409, "{body}");
         assert_eq!(body["error"]["code"], "lease_released");
 
-        let (status, _) = env
-            .release(&uuid_like(), "success")
-            .await;
+        let (status, _) = env.release(&uuid_like(), "success").await;
         assert_eq!(status, 404);
         // An admin token is not a worker token, and no token is no entry.
         let (status, _, _) = env.acquire_as(&env.admin, json!({"worker": "w"})).await;
@@ -312,12 +329,22 @@ async fn only_the_holder_may_renew_or_release_and_only_once() {
         assert_eq!(status, 401);
         let (status, body, _) = env.acquire_as(&env.worker, json!({})).await;
         assert_eq!(status, 400);
-        assert!(body["error"]["message"].as_str().unwrap().contains("worker"));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("worker")
+        );
         let (status, body, _) = env
             .acquire_as(&env.worker, json!({"worker": "w", "ttl_seconds": 0}))
             .await;
         assert_eq!(status, 400);
-        assert!(body["error"]["message"].as_str().unwrap().contains("ttl_seconds"));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("ttl_seconds")
+        );
         env.t.stop().await;
     })
     .await;
@@ -380,14 +407,24 @@ async fn status_parts_add_up_to_total() {
         let (_, third, _) = env.acquire().await;
         assert_eq!(env.release(&lease_id(&third), "banned").await.0, 200);
         let inactive = first["account"]["id"].as_i64().unwrap() + 100;
-        let (_, list) = env.admin(Method::GET, "/api/admin/accounts?status=available", None).await;
-        let last = list["items"].as_array().unwrap().last().unwrap()["id"].as_i64().unwrap();
+        let (_, list) = env
+            .admin(Method::GET, "/api/admin/accounts?status=available", None)
+            .await;
+        let last = list["items"].as_array().unwrap().last().unwrap()["id"]
+            .as_i64()
+            .unwrap();
         assert_ne!(last, inactive);
         let (status, _) = env
-            .admin(Method::PATCH, &format!("/api/admin/accounts/{last}"), Some(json!({"is_active": false})))
+            .admin(
+                Method::PATCH,
+                &format!("/api/admin/accounts/{last}"),
+                Some(json!({"is_active": false})),
+            )
             .await;
         assert_eq!(status, 200);
-        let (status, s) = env.admin(Method::GET, "/api/admin/accounts/status", None).await;
+        let (status, s) = env
+            .admin(Method::GET, "/api/admin/accounts/status", None)
+            .await;
         assert_eq!(status, 200, "{s}");
         assert_eq!(
             s,
@@ -396,15 +433,30 @@ async fn status_parts_add_up_to_total() {
         );
         for st in ["available", "in_use", "cooldown", "quarantined", "inactive"] {
             let (_, list) = env
-                .admin(Method::GET, &format!("/api/admin/accounts?status={st}"), None)
+                .admin(
+                    Method::GET,
+                    &format!("/api/admin/accounts?status={st}"),
+                    None,
+                )
                 .await;
             assert_eq!(list["total"], s[st], "{st}: {list}");
         }
-        let (status, body) = env.admin(Method::GET, "/api/admin/accounts?status=resting", None).await;
+        let (status, body) = env
+            .admin(Method::GET, "/api/admin/accounts?status=resting", None)
+            .await;
         assert_eq!(status, 400);
-        assert!(body["error"]["message"].as_str().unwrap().contains("status"));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("status")
+        );
         let (_, other_pool) = env
-            .admin(Method::GET, "/api/admin/accounts/status?pool=elsewhere", None)
+            .admin(
+                Method::GET,
+                "/api/admin/accounts/status?pool=elsewhere",
+                None,
+            )
             .await;
         assert_eq!(other_pool["total"], 0);
         env.t.stop().await;
@@ -494,21 +546,34 @@ async fn delete_refuses_a_leased_account_unless_forced_and_reset_clears_rest() {
         let path = format!("/api/admin/accounts/{id}");
         let (status, body) = env.admin(Method::DELETE, &path, None).await;
         assert_eq!(status, 409, "{body}");
-        assert_eq!(env.admin(Method::DELETE, &format!("{path}?force=true"), None).await.0, 204);
+        assert_eq!(
+            env.admin(Method::DELETE, &format!("{path}?force=true"), None)
+                .await
+                .0,
+            204
+        );
         assert_eq!(env.admin(Method::GET, &path, None).await.0, 404);
 
         let (_, grant, _) = env.acquire().await;
         let id = grant["account"]["id"].as_i64().unwrap();
         assert_eq!(env.release(&lease_id(&grant), "banned").await.0, 200);
         let (status, a) = env
-            .admin(Method::POST, &format!("/api/admin/accounts/{id}/reset"), None)
+            .admin(
+                Method::POST,
+                &format!("/api/admin/accounts/{id}/reset"),
+                None,
+            )
             .await;
         assert_eq!(status, 200, "{a}");
         assert_eq!(a["status"], "available");
         assert_eq!(env.acquire().await.0, 201);
 
         let (status, report) = env
-            .admin(Method::GET, "/api/admin/accounts/usage?group_by=account", None)
+            .admin(
+                Method::GET,
+                "/api/admin/accounts/usage?group_by=account",
+                None,
+            )
             .await;
         assert_eq!(status, 200, "{report}");
         assert_eq!(report["groups"][0]["failures"], 1, "{report}");

@@ -301,11 +301,7 @@ mod tests {
                 LoginFail,
                 resting(cool, None, 1),
             ),
-            (
-                resting(None, Some(NOW), 3),
-                Success,
-                resting(cool, None, 0),
-            ),
+            (resting(None, Some(NOW), 3), Success, resting(cool, None, 0)),
         ];
         for (before, result, want) in cases {
             assert_eq!(
@@ -401,7 +397,7 @@ mod tests {
             last_used_at: last,
             total_uses: uses,
         };
-        let mut list = vec![
+        let mut list = [
             c(1, Some(NOW - 10), 5),
             c(2, Some(NOW - 50), 2),
             c(3, None, 0),

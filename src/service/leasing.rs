@@ -69,7 +69,9 @@ fn check_pool(pool: Option<String>) -> Result<String> {
 }
 
 fn check_text(field: &str, value: Option<String>, max: usize) -> Result<Option<String>> {
-    let value = value.map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    let value = value
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty());
     if let Some(v) = &value
         && v.chars().count() > max
     {
@@ -82,9 +84,8 @@ fn check_text(field: &str, value: Option<String>, max: usize) -> Result<Option<S
 }
 
 fn check_required(field: &str, value: Option<String>, max: usize) -> Result<String> {
-    check_text(field, value, max)?.ok_or_else(|| {
-        Error::invalid(format!("invalid_{field}"), format!("{field} is required"))
-    })
+    check_text(field, value, max)?
+        .ok_or_else(|| Error::invalid(format!("invalid_{field}"), format!("{field} is required")))
 }
 
 fn check_login(login: Option<String>) -> Result<String> {
@@ -176,7 +177,11 @@ fn metadata_value(text: &str) -> serde_json::Value {
 
 /// Lends the next available account of a pool. None free: `no_account_available` (unavailable)
 /// with the seconds until the first one comes back.
-pub async fn acquire(ctx: LeasingCtx<'_>, holder: &Holder, req: AcquireRequest) -> Result<LeaseGrant> {
+pub async fn acquire(
+    ctx: LeasingCtx<'_>,
+    holder: &Holder,
+    req: AcquireRequest,
+) -> Result<LeaseGrant> {
     let worker = check_required("worker", req.worker, 128)?;
     let pool = check_pool(req.pool)?;
     let mission = check_text("mission", req.mission, 128)?;
@@ -257,14 +262,26 @@ pub struct RenewRequest {
 }
 
 /// Extends a lease (holder only) to now + ttl.
-pub async fn renew(ctx: LeasingCtx<'_>, holder: &Holder, id: &str, req: RenewRequest) -> Result<Lease> {
+pub async fn renew(
+    ctx: LeasingCtx<'_>,
+    holder: &Holder,
+    id: &str,
+    req: RenewRequest,
+) -> Result<Lease> {
     let ttl = leases::ttl_ms(&ctx.policy, req.ttl_seconds)
         .map_err(|m| Error::invalid("invalid_ttl_seconds", m))?;
     let now = ctx.clock.now_ms();
-    store::renew(ctx.pool, id, holder.token_id, now, now + ttl, ctx.policy.cooldown_ms)
-        .await
-        .map_err(lease_not_found(id))?
-        .map_err(refused)
+    store::renew(
+        ctx.pool,
+        id,
+        holder.token_id,
+        now,
+        now + ttl,
+        ctx.policy.cooldown_ms,
+    )
+    .await
+    .map_err(lease_not_found(id))?
+    .map_err(refused)
 }
 
 /// `POST /api/pool/leases/{id}/release`.
@@ -278,7 +295,12 @@ pub struct ReleaseRequest {
 }
 
 /// Ends a lease (holder only, once) with the worker's result.
-pub async fn release(ctx: LeasingCtx<'_>, holder: &Holder, id: &str, req: ReleaseRequest) -> Result<Lease> {
+pub async fn release(
+    ctx: LeasingCtx<'_>,
+    holder: &Holder,
+    id: &str,
+    req: ReleaseRequest,
+) -> Result<Lease> {
     let result = req
         .result
         .as_deref()
@@ -521,7 +543,11 @@ fn parse_rows(req: &ImportRequest) -> Result<Vec<Result<CreateAccountRequest, St
                 continue;
             }
         };
-        if i == 0 && record.get(0).is_some_and(|f| f.eq_ignore_ascii_case("login")) {
+        if i == 0
+            && record
+                .get(0)
+                .is_some_and(|f| f.eq_ignore_ascii_case("login"))
+        {
             headers = Some(record.iter().map(str::to_string).collect());
             continue;
         }
@@ -561,7 +587,10 @@ pub async fn import_accounts(ctx: LeasingCtx<'_>, req: ImportRequest) -> Result<
     if parsed.len() > MAX_IMPORT_ROWS {
         return Err(Error::invalid(
             "invalid_data",
-            format!("data holds {} rows; at most {MAX_IMPORT_ROWS}", parsed.len()),
+            format!(
+                "data holds {} rows; at most {MAX_IMPORT_ROWS}",
+                parsed.len()
+            ),
         ));
     }
     let mut rows = Vec::with_capacity(parsed.len());
@@ -600,7 +629,10 @@ pub async fn import_accounts(ctx: LeasingCtx<'_>, req: ImportRequest) -> Result<
     // Logins already in their pool.
     let mut by_pool: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for a in checked.iter().flatten() {
-        by_pool.entry(a.pool.clone()).or_default().push(a.login.clone());
+        by_pool
+            .entry(a.pool.clone())
+            .or_default()
+            .push(a.login.clone());
     }
     let mut taken = HashSet::new();
     for (pool, logins) in &by_pool {
@@ -613,8 +645,10 @@ pub async fn import_accounts(ctx: LeasingCtx<'_>, req: ImportRequest) -> Result<
             && taken.contains(&(a.pool.clone(), a.login.clone()))
         {
             row.ok = false;
-            row.errors
-                .push(format!("login {} already exists in pool {}", a.login, a.pool));
+            row.errors.push(format!(
+                "login {} already exists in pool {}",
+                a.login, a.pool
+            ));
         }
     }
     let valid = rows.iter().filter(|r| r.ok).count();
@@ -692,10 +726,20 @@ pub async fn list_accounts(
         login_like,
     };
     let now = ctx.clock.now_ms();
-    let (items, total) =
-        accounts::list(ctx.pool, &filter, now, ctx.policy.cooldown_ms, limit, offset).await?;
+    let (items, total) = accounts::list(
+        ctx.pool,
+        &filter,
+        now,
+        ctx.policy.cooldown_ms,
+        limit,
+        offset,
+    )
+    .await?;
     Ok((
-        items.into_iter().map(|a| view(a, now, &ctx.policy)).collect(),
+        items
+            .into_iter()
+            .map(|a| view(a, now, &ctx.policy))
+            .collect(),
         total,
     ))
 }
@@ -745,7 +789,11 @@ impl fmt::Debug for PatchAccountRequest {
     }
 }
 
-pub async fn patch_account(ctx: LeasingCtx<'_>, id: i64, req: PatchAccountRequest) -> Result<AccountView> {
+pub async fn patch_account(
+    ctx: LeasingCtx<'_>,
+    id: i64,
+    req: PatchAccountRequest,
+) -> Result<AccountView> {
     let metadata = match req.metadata {
         Some(m) => Some(check_metadata(Some(m))?),
         None => None,
@@ -777,11 +825,9 @@ pub async fn reset_account(ctx: LeasingCtx<'_>, id: i64) -> Result<AccountView> 
 pub async fn delete_account(ctx: LeasingCtx<'_>, id: i64, force: bool) -> Result<()> {
     match accounts::delete(ctx.pool, id, force, ctx.clock.now_ms()).await {
         Ok(()) => Ok(()),
-        Err(StoreError::Conflict(m)) => Err(Error::new(
-            super::ErrorKind::Conflict,
-            "account_leased",
-            m,
-        )),
+        Err(StoreError::Conflict(m)) => {
+            Err(Error::new(super::ErrorKind::Conflict, "account_leased", m))
+        }
         Err(e) => Err(account_not_found(id)(e)),
     }
 }
@@ -799,7 +845,10 @@ pub struct AccountStatusCounts {
     pub inactive: i64,
 }
 
-pub async fn status_counts(ctx: LeasingCtx<'_>, pool: Option<String>) -> Result<AccountStatusCounts> {
+pub async fn status_counts(
+    ctx: LeasingCtx<'_>,
+    pool: Option<String>,
+) -> Result<AccountStatusCounts> {
     let pool = match pool.filter(|p| !p.trim().is_empty()) {
         Some(p) => Some(check_pool(Some(p))?),
         None => None,
@@ -882,7 +931,12 @@ pub async fn usage_report(
                 UsageGroup::Day => r
                     .key
                     .parse::<i64>()
-                    .map(|d| crate::clock::rfc3339(d * 86_400_000).chars().take(10).collect())
+                    .map(|d| {
+                        crate::clock::rfc3339(d * 86_400_000)
+                            .chars()
+                            .take(10)
+                            .collect()
+                    })
                     .unwrap_or(r.key),
                 _ => r.key,
             };

@@ -121,7 +121,11 @@ pub async fn insert_all(db: &PoolDb, accounts: &[NewAccount], now: i64) -> Store
 }
 
 /// Which of `logins` already exist in `pool`.
-pub async fn existing_logins(db: &PoolDb, pool: &str, logins: &[String]) -> StoreResult<Vec<String>> {
+pub async fn existing_logins(
+    db: &PoolDb,
+    pool: &str,
+    logins: &[String],
+) -> StoreResult<Vec<String>> {
     let mut found = Vec::new();
     for chunk in logins.chunks(500) {
         let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
@@ -242,12 +246,14 @@ pub async fn times_in_pool(db: &PoolDb, pool: &str) -> StoreResult<Vec<AccountTi
     .await)?;
     Ok(rows
         .into_iter()
-        .map(|(leased_until, cooldown_until, quarantine_until)| AccountTimes {
-            is_active: true,
-            leased_until,
-            cooldown_until,
-            quarantine_until,
-        })
+        .map(
+            |(leased_until, cooldown_until, quarantine_until)| AccountTimes {
+                is_active: true,
+                leased_until,
+                cooldown_until,
+                quarantine_until,
+            },
+        )
         .collect())
 }
 

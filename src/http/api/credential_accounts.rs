@@ -37,7 +37,9 @@ pub async fn import_accounts(
     State(app): State<AppState>,
     ApiJson(req): ApiJson<ImportRequest>,
 ) -> ApiResult<Json<ImportSummary>> {
-    Ok(Json(service::import_accounts(app.leasing_ctx(), req).await?))
+    Ok(Json(
+        service::import_accounts(app.leasing_ctx(), req).await?,
+    ))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -90,7 +92,9 @@ pub async fn patch_account(
     ApiPath(id): ApiPath<i64>,
     ApiJson(req): ApiJson<PatchAccountRequest>,
 ) -> ApiResult<Json<AccountView>> {
-    Ok(Json(service::patch_account(app.leasing_ctx(), id, req).await?))
+    Ok(Json(
+        service::patch_account(app.leasing_ctx(), id, req).await?,
+    ))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -136,7 +140,9 @@ pub async fn account_status(
     State(app): State<AppState>,
     ApiQuery(q): ApiQuery<StatusQuery>,
 ) -> ApiResult<Json<AccountStatusCounts>> {
-    Ok(Json(service::status_counts(app.leasing_ctx(), q.pool).await?))
+    Ok(Json(
+        service::status_counts(app.leasing_ctx(), q.pool).await?,
+    ))
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -1,9 +1,9 @@
 //! The worker lease API (pool domain): acquire, renew and release leases of credential accounts,
 //! with a bearer token of scope `worker`. The token is the lease's holder.
 
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use axum::extract::State;
 
 use crate::app::AppState;
 use crate::auth::Principal;
