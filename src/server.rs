@@ -212,6 +212,18 @@ fn spawn_maintenance(app: AppState, mut stop: watch::Receiver<bool>) {
                 }
                 Err(e) => tracing::warn!(error = %e, "closing expired leases failed"),
             }
+            if let Ok(c) = crate::service::leasing::status_counts(app.leasing_ctx(), None).await {
+                for (status, n) in [
+                    ("available", c.available),
+                    ("in_use", c.in_use),
+                    ("cooldown", c.cooldown),
+                    ("quarantined", c.quarantined),
+                    ("inactive", c.inactive),
+                ] {
+                    metrics::gauge!(crate::metrics::POOL_ACCOUNTS, "status" => status)
+                        .set(n as f64);
+                }
+            }
             let cutoff = now - SYNC_SESSION_RETENTION_MS;
             if let Err(e) = store::sync_sessions::delete_started_before(&app.pool, cutoff).await {
                 tracing::warn!(error = %e, "removing old sync sessions failed");
