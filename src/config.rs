@@ -82,6 +82,56 @@ impl Default for JobsConfig {
     }
 }
 
+/// Credential leasing (`[leases]`): rest times after a lease and lease lengths, in seconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct LeasesConfig {
+    /// Rest after every release (and after an unreleased lease expires).
+    pub cooldown_seconds: u64,
+    /// Consecutive `login_fail`/`error` releases that quarantine an account.
+    pub max_failures: u32,
+    /// Quarantine after `max_failures` consecutive failures.
+    pub quarantine_seconds: u64,
+    /// Quarantine after a `banned` release.
+    pub banned_seconds: u64,
+    /// Lease length when the worker asks for none.
+    pub default_ttl_seconds: u64,
+    /// Longest lease (or renewal) a worker may ask for.
+    pub max_ttl_seconds: u64,
+}
+
+impl Default for LeasesConfig {
+    fn default() -> Self {
+        Self {
+            cooldown_seconds: 600,
+            max_failures: 3,
+            quarantine_seconds: 1800,
+            banned_seconds: 3600,
+            default_ttl_seconds: 300,
+            max_ttl_seconds: 3600,
+        }
+    }
+}
+
+impl LeasesConfig {
+    /// The policy `domain::leases` applies, in milliseconds.
+    pub fn policy(&self) -> crate::domain::leases::LeasePolicy {
+        let ms = |s: u64| {
+            i64::try_from(s)
+                .unwrap_or(i64::MAX / 1000)
+                .saturating_mul(1000)
+        };
+        crate::domain::leases::LeasePolicy {
+            cooldown_ms: ms(self.cooldown_seconds),
+            max_failures: i64::from(self.max_failures),
+            quarantine_ms: ms(self.quarantine_seconds),
+            banned_ms: ms(self.banned_seconds),
+            default_ttl_ms: ms(self.default_ttl_seconds),
+            max_ttl_ms: ms(self.max_ttl_seconds),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -122,6 +172,8 @@ pub struct Config {
     /// Log filter in `tracing` syntax (`RUST_LOG` wins when set).
     pub log: String,
     pub jobs: JobsConfig,
+    #[serde(default)]
+    pub leases: LeasesConfig,
 }
 
 impl Default for Config {
@@ -147,6 +199,7 @@ impl Default for Config {
             admin_password_file: None,
             log: "info".to_string(),
             jobs: JobsConfig::default(),
+            leases: LeasesConfig::default(),
         }
     }
 }
@@ -234,6 +287,14 @@ impl Config {
             anyhow::bail!(
                 "configuration: jobs.max_attempts must be between 1 and 100, got {}",
                 self.jobs.max_attempts
+            );
+        }
+        if self.leases.max_failures == 0 {
+            anyhow::bail!("configuration: leases.max_failures must be at least 1");
+        }
+        if self.leases.default_ttl_seconds == 0 || self.leases.max_ttl_seconds == 0 {
+            anyhow::bail!(
+                "configuration: leases.default_ttl_seconds and leases.max_ttl_seconds must be at least 1"
             );
         }
         if self.jobs.visibility_timeout_seconds == 0 {

@@ -36,3 +36,5 @@ pub fn handle() -> PrometheusHandle {
 
 pub const ADMIN_API_REQUESTS: &str = "admin_api_requests_total";
 pub const ADMIN_API_DURATION: &str = "admin_api_request_duration_seconds";
+pub const POOL_LEASES: &str = "pool_leases_total";
+pub const POOL_ACCOUNTS: &str = "pool_accounts";

@@ -202,6 +202,28 @@ fn spawn_maintenance(app: AppState, mut stop: watch::Receiver<bool>) {
                 Ok(n) => tracing::info!(seats = n, "freed seats held past their time"),
                 Err(e) => tracing::warn!(error = %e, "expiring held seats failed"),
             }
+            let policy = app.config.leases.policy();
+            match crate::service::leasing::expire_overdue(&app.pool, now, &policy).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    metrics::counter!(crate::metrics::POOL_LEASES, "result" => "expired")
+                        .increment(n as u64);
+                    tracing::info!(leases = n, "closed leases past their expiry");
+                }
+                Err(e) => tracing::warn!(error = %e, "closing expired leases failed"),
+            }
+            if let Ok(c) = crate::service::leasing::status_counts(app.leasing_ctx(), None).await {
+                for (status, n) in [
+                    ("available", c.available),
+                    ("in_use", c.in_use),
+                    ("cooldown", c.cooldown),
+                    ("quarantined", c.quarantined),
+                    ("inactive", c.inactive),
+                ] {
+                    metrics::gauge!(crate::metrics::POOL_ACCOUNTS, "status" => status)
+                        .set(n as f64);
+                }
+            }
             let cutoff = now - SYNC_SESSION_RETENTION_MS;
             if let Err(e) = store::sync_sessions::delete_started_before(&app.pool, cutoff).await {
                 tracing::warn!(error = %e, "removing old sync sessions failed");

@@ -2,6 +2,7 @@
 
 pub mod email;
 pub mod job_retry;
+pub mod leases;
 pub mod login_throttle;
 pub mod mothers;
 pub mod naming;

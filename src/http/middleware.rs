@@ -42,6 +42,41 @@ pub async fn require_admin(State(app): State<AppState>, mut req: Request, next: 
     }
 }
 
+/// Requires a bearer token of scope `worker` (the lease API). Puts the [`Principal`] into the request
+/// extensions.
+pub async fn require_worker(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+    match authenticate_worker(&app, req.headers()).await {
+        Ok(principal) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn authenticate_worker(app: &AppState, headers: &HeaderMap) -> ApiResult<Principal> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <worker token>"))?;
+    let principal = auth::token_principal(&app.users, &app.clock, token)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("API token is unknown or revoked"))?;
+    match &principal {
+        Principal::Token {
+            scope: Scope::Worker,
+            ..
+        } => Ok(principal),
+        _ => Err(ApiError::forbidden(
+            "insufficient_scope",
+            "this route needs a token with scope worker",
+        )),
+    }
+}
+
 async fn authenticate(
     app: &AppState,
     method: &Method,

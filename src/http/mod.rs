@@ -31,7 +31,7 @@ use crate::http::error::ApiError;
     info(title = "poolkeeper", description = "Seat pools, redeem codes, credential leases and durable jobs."),
     tags(
         (name = "system", description = "Probes, login, status: not tied to one database"),
-        (name = "pool", description = "Pool database: groups, mothers, teams, seats, children, sync sessions"),
+        (name = "pool", description = "Pool database: groups, mothers, teams, seats, children, sync sessions, credential accounts and leases"),
         (name = "users", description = "Users database: admins, tokens, codes, invites, jobs"),
     ),
     modifiers(&Security)
@@ -63,6 +63,7 @@ pub fn openapi() -> OpenApi {
     OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
         .merge(api::public_routes())
         .merge(api::admin_routes())
+        .merge(api::worker_routes())
         .split_for_parts()
         .1
 }
@@ -80,9 +81,14 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             middleware::require_admin,
         ));
+    let worker = api::worker_routes().route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        middleware::require_worker,
+    ));
     let (documented, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(api::public_routes())
         .merge(admin)
+        .merge(worker)
         .split_for_parts();
     let documented = documented.layer(axum::middleware::from_fn(middleware::track_api_request));
 

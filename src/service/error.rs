@@ -12,6 +12,8 @@ pub enum ErrorKind {
     /// The input breaks a rule; the message names the field.
     Invalid,
     NotFound,
+    /// The caller may not do this to this record (a lease held by another token).
+    Forbidden,
     /// The request conflicts with the current state (a name taken, a job already finished).
     Conflict,
     /// Well-formed input that an outside party (a provider) refused.

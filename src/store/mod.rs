@@ -3,9 +3,11 @@
 
 pub mod admins;
 pub mod bench_fill;
+pub mod credential_accounts;
 pub mod invitations;
 pub mod jobs;
 pub mod leader;
+pub mod leases;
 pub mod mothers;
 pub mod pool_groups;
 pub mod seats;

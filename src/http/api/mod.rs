@@ -2,8 +2,10 @@
 //! `utoipa_axum::routes!`, so the router and the OpenAPI document come from the same definitions.
 //! Each operation has exactly one tag, its domain: `pool`, `users` or `system`.
 
+pub mod credential_accounts;
 pub mod import_cookie;
 pub mod jobs;
+pub mod leases;
 pub mod mothers;
 pub mod pool_groups;
 pub mod pool_sync;
@@ -62,4 +64,26 @@ pub fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(mothers::batch_import))
         .routes(routes!(mothers::stats))
         .routes(routes!(mothers::quota))
+        .routes(routes!(
+            credential_accounts::list_accounts,
+            credential_accounts::create_account
+        ))
+        .routes(routes!(credential_accounts::import_accounts))
+        .routes(routes!(credential_accounts::account_status))
+        .routes(routes!(credential_accounts::account_usage))
+        .routes(routes!(
+            credential_accounts::get_account,
+            credential_accounts::patch_account,
+            credential_accounts::delete_account
+        ))
+        .routes(routes!(credential_accounts::reset_account))
+        .routes(routes!(credential_accounts::list_leases))
+}
+
+/// Routes for automation workers (a bearer token of scope `worker`): the lease API.
+pub fn worker_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(leases::acquire_lease))
+        .routes(routes!(leases::renew_lease))
+        .routes(routes!(leases::release_lease))
 }

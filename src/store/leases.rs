@@ -1,0 +1,500 @@
+//! Leases of credential accounts and the usage log (pool database). Only this module writes
+//! `credential_leases` and `credential_usage`, and it changes an account's lease fields
+//! (`current_lease_id`, `leased_until`, the resting timestamps after a release).
+//!
+//! Two acquires never get the same account: the choice and the claim are one `UPDATE ... WHERE id =
+//! (SELECT ... LIMIT 1)`, which on PostgreSQL skips rows other transactions hold (`FOR UPDATE SKIP
+//! LOCKED`) and on SQLite runs through the single writer. A lease past its expiry is over whether
+//! or not anything noticed: availability reads `leased_until`; its `expired` usage row is written
+//! by whichever comes first of the next acquire of the account, a late release or renew, or the
+//! housekeeping step [`expire_overdue`].
+
+use serde::Serialize;
+use sqlx::FromRow;
+
+use super::credential_accounts::{self, Account};
+use super::{StoreError, StoreResult};
+use crate::db::{Backend, PoolDb, in_transaction, on_reader};
+use crate::domain::leases::{LeasePolicy, LeaseResult, Resting, after_release};
+
+#[derive(Clone, Debug, FromRow, Serialize, utoipa::ToSchema)]
+pub struct Lease {
+    /// UUID.
+    pub id: String,
+    pub account_id: i64,
+    pub pool: String,
+    /// The worker name given on acquire.
+    pub worker: String,
+    /// The API token that holds the lease; only it may renew or release.
+    pub holder_token_id: i64,
+    pub mission: Option<String>,
+    pub acquired_at: i64,
+    pub expires_at: i64,
+    pub released_at: Option<i64>,
+    pub renewals: i64,
+    /// `success`, `no_slot`, `login_fail`, `error`, `banned` or `expired`; null while open.
+    pub result: Option<String>,
+}
+
+const LEASE_COLUMNS: &str = "id, account_id, pool, worker, holder_token_id, mission, acquired_at, \
+    expires_at, released_at, renewals, result";
+
+/// A lease with its account's login, for lists.
+#[derive(Clone, Debug, FromRow, Serialize, utoipa::ToSchema)]
+pub struct LeaseWithLogin {
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub lease: Lease,
+    pub login: String,
+}
+
+/// What an acquire hands out: the lease, the account and its sealed password.
+pub struct Acquired {
+    pub lease: Lease,
+    pub account: Account,
+    pub password_sealed: String,
+}
+
+/// Why a renew or release was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The lease belongs to another token.
+    NotHolder,
+    /// The lease was released already.
+    Released,
+    /// The lease passed its expiry.
+    Expired,
+}
+
+fn backend(db: &PoolDb) -> Backend {
+    db.0.backend()
+}
+
+/// Closes open leases past their expiry (of one account or lease when given): `result = expired`
+/// at `expires_at`, one usage row each, and the account, when the lease is still its current one,
+/// rests one cooldown from the expiry. Runs inside a transaction `$tx`; evaluates to the count.
+macro_rules! close_expired {
+    ($tx:ident, $now:expr, $cooldown_ms:expr, $account:expr, $lease:expr) => {{
+        let closed: Vec<(String, i64, String, Option<String>, i64, i64)> = sqlx::query_as(
+            "UPDATE credential_leases SET released_at = expires_at, result = 'expired' \
+             WHERE released_at IS NULL AND expires_at <= $1 \
+             AND ($2 IS NULL OR account_id = $2) AND ($3 IS NULL OR id = $3) \
+             RETURNING id, account_id, pool, mission, acquired_at, expires_at",
+        )
+        .bind($now)
+        .bind($account)
+        .bind($lease)
+        .fetch_all(&mut *$tx)
+        .await?;
+        for (id, account_id, pool, mission, acquired_at, expires_at) in &closed {
+            sqlx::query(
+                "INSERT INTO credential_usage (account_id, login, pool, lease_id, mission, result, \
+                 error_message, started_at, finished_at, duration_ms) \
+                 SELECT $1, login, $2, $3, $4, 'expired', NULL, $5, $6, $7 \
+                 FROM credential_accounts WHERE id = $1",
+            )
+            .bind(account_id)
+            .bind(pool)
+            .bind(id)
+            .bind(mission)
+            .bind(acquired_at)
+            .bind(expires_at)
+            .bind(expires_at - acquired_at)
+            .execute(&mut *$tx)
+            .await?;
+            sqlx::query(
+                "UPDATE credential_accounts SET leased_until = NULL, current_lease_id = NULL, \
+                 cooldown_until = CASE WHEN cooldown_until IS NULL OR cooldown_until < $3 \
+                   THEN $3 ELSE cooldown_until END \
+                 WHERE id = $1 AND current_lease_id = $2",
+            )
+            .bind(account_id)
+            .bind(id)
+            .bind(expires_at + $cooldown_ms)
+            .execute(&mut *$tx)
+            .await?;
+        }
+        closed.len()
+    }};
+}
+
+/// Lends the first available account of `pool` (see `domain::leases::selection_order`) until
+/// `expires_at`. `None` when no account is available.
+#[allow(clippy::too_many_arguments)]
+pub async fn acquire(
+    db: &PoolDb,
+    pool: &str,
+    lease_id: &str,
+    worker: &str,
+    token_id: i64,
+    mission: Option<&str>,
+    now: i64,
+    expires_at: i64,
+    cooldown_ms: i64,
+) -> StoreResult<Option<Acquired>> {
+    let available = credential_accounts::available_sql("$4", "$5");
+    let lock = match backend(db) {
+        Backend::Sqlite => "",
+        Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+    };
+    let columns = credential_accounts::COLUMNS;
+    // SET expressions read the old row: a quarantine that is over ends here, failures from 0.
+    let claim = sqlx::AssertSqlSafe(format!(
+        "UPDATE credential_accounts SET current_lease_id = $2, leased_until = $3, \
+         last_used_at = $4, total_uses = total_uses + 1, \
+         consecutive_failures = CASE WHEN quarantine_until IS NOT NULL AND quarantine_until <= $4 \
+           THEN 0 ELSE consecutive_failures END, \
+         quarantine_until = CASE WHEN quarantine_until IS NOT NULL AND quarantine_until <= $4 \
+           THEN NULL ELSE quarantine_until END, \
+         updated_at = $4 \
+         WHERE id = (SELECT id FROM credential_accounts WHERE pool = $1 AND {available} \
+           ORDER BY CASE WHEN last_used_at IS NULL THEN 0 ELSE 1 END, total_uses, last_used_at, id \
+           LIMIT 1 {lock}) \
+         RETURNING {columns}, password_sealed"
+    ));
+    let insert = sqlx::AssertSqlSafe(format!(
+        "INSERT INTO credential_leases ({LEASE_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, 0, NULL) RETURNING {LEASE_COLUMNS}"
+    ));
+    in_transaction!(db, |tx| {
+        #[derive(FromRow)]
+        struct Claimed {
+            #[sqlx(flatten)]
+            account: Account,
+            password_sealed: String,
+        }
+        let claimed: Option<Claimed> = sqlx::query_as(claim)
+            .bind(pool)
+            .bind(lease_id)
+            .bind(expires_at)
+            .bind(now)
+            .bind(cooldown_ms)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(claimed) = claimed else {
+            return Ok(None);
+        };
+        // The account was available, so a lease still open on it has expired: close it first.
+        close_expired!(tx, now, cooldown_ms, Some(claimed.account.id), None::<&str>);
+        let lease: Lease = sqlx::query_as(insert)
+            .bind(lease_id)
+            .bind(claimed.account.id)
+            .bind(pool)
+            .bind(worker)
+            .bind(token_id)
+            .bind(mission)
+            .bind(now)
+            .bind(expires_at)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(Acquired {
+            lease,
+            account: claimed.account,
+            password_sealed: claimed.password_sealed,
+        }))
+    })
+}
+
+fn lock_lease_sql(db: &PoolDb) -> sqlx::AssertSqlSafe<String> {
+    let lock = match backend(db) {
+        Backend::Sqlite => "",
+        Backend::Postgres => " FOR UPDATE",
+    };
+    sqlx::AssertSqlSafe(format!(
+        "SELECT {LEASE_COLUMNS} FROM credential_leases WHERE id = $1{lock}"
+    ))
+}
+
+/// Checks a lease read under lock: holder first, then released, then expired.
+fn refusal(lease: &Lease, token_id: i64, now: i64) -> Option<Refusal> {
+    if lease.holder_token_id != token_id {
+        Some(Refusal::NotHolder)
+    } else if lease.result.as_deref() == Some("expired")
+        || (lease.released_at.is_none() && lease.expires_at <= now)
+    {
+        Some(Refusal::Expired)
+    } else if lease.released_at.is_some() {
+        Some(Refusal::Released)
+    } else {
+        None
+    }
+}
+
+/// Moves an open lease's expiry to `expires_at`. `NotFound` for an unknown lease.
+pub async fn renew(
+    db: &PoolDb,
+    lease_id: &str,
+    token_id: i64,
+    now: i64,
+    expires_at: i64,
+    cooldown_ms: i64,
+) -> StoreResult<Result<Lease, Refusal>> {
+    let select = lock_lease_sql(db);
+    let update = sqlx::AssertSqlSafe(format!(
+        "UPDATE credential_leases SET expires_at = $2, renewals = renewals + 1 WHERE id = $1 \
+         RETURNING {LEASE_COLUMNS}"
+    ));
+    in_transaction!(db, |tx| {
+        let lease: Lease = sqlx::query_as(select)
+            .bind(lease_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if let Some(refused) = refusal(&lease, token_id, now) {
+            if refused == Refusal::Expired {
+                close_expired!(tx, now, cooldown_ms, None::<i64>, Some(lease_id));
+                tx.commit().await?;
+            }
+            return Ok(Err(refused));
+        }
+        let lease: Lease = sqlx::query_as(update)
+            .bind(lease_id)
+            .bind(expires_at)
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE credential_accounts SET leased_until = $3, updated_at = $4 \
+             WHERE id = $1 AND current_lease_id = $2",
+        )
+        .bind(lease.account_id)
+        .bind(lease_id)
+        .bind(expires_at)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Ok(lease))
+    })
+}
+
+/// Ends an open lease with `result`: the account rests as `domain::leases::after_release` says,
+/// and one usage row is written. `NotFound` for an unknown lease.
+pub async fn release(
+    db: &PoolDb,
+    lease_id: &str,
+    token_id: i64,
+    result: LeaseResult,
+    error_message: Option<&str>,
+    now: i64,
+    policy: &LeasePolicy,
+) -> StoreResult<Result<Lease, Refusal>> {
+    let select = lock_lease_sql(db);
+    let lock = match backend(db) {
+        Backend::Sqlite => "",
+        Backend::Postgres => " FOR UPDATE",
+    };
+    let account_sql = sqlx::AssertSqlSafe(format!(
+        "SELECT cooldown_until, quarantine_until, consecutive_failures, login \
+         FROM credential_accounts WHERE id = $1{lock}"
+    ));
+    let finish = sqlx::AssertSqlSafe(format!(
+        "UPDATE credential_leases SET released_at = $2, result = $3 WHERE id = $1 \
+         RETURNING {LEASE_COLUMNS}"
+    ));
+    let cooldown_ms = policy.cooldown_ms;
+    in_transaction!(db, |tx| {
+        let lease: Lease = sqlx::query_as(select)
+            .bind(lease_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if let Some(refused) = refusal(&lease, token_id, now) {
+            if refused == Refusal::Expired {
+                close_expired!(tx, now, cooldown_ms, None::<i64>, Some(lease_id));
+                tx.commit().await?;
+            }
+            return Ok(Err(refused));
+        }
+        let (cooldown_until, quarantine_until, consecutive_failures, login): (
+            Option<i64>,
+            Option<i64>,
+            i64,
+            String,
+        ) = sqlx::query_as(account_sql)
+            .bind(lease.account_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let before = Resting {
+            cooldown_until,
+            quarantine_until,
+            consecutive_failures,
+        };
+        let after = after_release(policy, before, result, now);
+        let success = i64::from(result == LeaseResult::Success);
+        sqlx::query(
+            "UPDATE credential_accounts SET cooldown_until = $3, quarantine_until = $4, \
+             consecutive_failures = $5, total_successes = total_successes + $6, \
+             leased_until = NULL, current_lease_id = NULL, updated_at = $7 \
+             WHERE id = $1 AND current_lease_id = $2",
+        )
+        .bind(lease.account_id)
+        .bind(lease_id)
+        .bind(after.cooldown_until)
+        .bind(after.quarantine_until)
+        .bind(after.consecutive_failures)
+        .bind(success)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let lease: Lease = sqlx::query_as(finish)
+            .bind(lease_id)
+            .bind(now)
+            .bind(result.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO credential_usage (account_id, login, pool, lease_id, mission, result, \
+             error_message, started_at, finished_at, duration_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(lease.account_id)
+        .bind(&login)
+        .bind(&lease.pool)
+        .bind(lease_id)
+        .bind(&lease.mission)
+        .bind(result.as_str())
+        .bind(error_message)
+        .bind(lease.acquired_at)
+        .bind(now)
+        .bind(now - lease.acquired_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Ok(lease))
+    })
+}
+
+/// Closes every open lease past its expiry (housekeeping); returns how many. Correctness never
+/// waits for it: availability and release read the timestamps.
+pub async fn expire_overdue(db: &PoolDb, now: i64, cooldown_ms: i64) -> StoreResult<usize> {
+    in_transaction!(db, |tx| {
+        let n = close_expired!(tx, now, cooldown_ms, None::<i64>, None::<&str>);
+        tx.commit().await?;
+        Ok::<usize, StoreError>(n)
+    })
+}
+
+pub async fn get(db: &PoolDb, lease_id: &str) -> StoreResult<Lease> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {LEASE_COLUMNS} FROM credential_leases WHERE id = $1"
+    ));
+    Ok(on_reader!(db, |p| sqlx::query_as(sql)
+        .bind(lease_id)
+        .fetch_one(p)
+        .await)?)
+}
+
+/// Leases, newest first; with `active_only`, those open and unexpired at `now`.
+pub async fn list(
+    db: &PoolDb,
+    active_only: bool,
+    now: i64,
+    limit: i64,
+    offset: i64,
+) -> StoreResult<(Vec<LeaseWithLogin>, i64)> {
+    let cols: String = LEASE_COLUMNS
+        .split(", ")
+        .map(|c| format!("l.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let cond = "(NOT $1 OR (l.released_at IS NULL AND l.expires_at > $2))";
+    let page = sqlx::AssertSqlSafe(format!(
+        "SELECT {cols}, a.login FROM credential_leases l \
+         JOIN credential_accounts a ON a.id = l.account_id WHERE {cond} \
+         ORDER BY l.acquired_at DESC, l.id LIMIT $3 OFFSET $4"
+    ));
+    let count = sqlx::AssertSqlSafe(format!(
+        "SELECT COUNT(*) FROM credential_leases l WHERE {cond}"
+    ));
+    let items = on_reader!(db, |p| sqlx::query_as(page)
+        .bind(active_only)
+        .bind(now)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(p)
+        .await)?;
+    let total: i64 = on_reader!(db, |p| sqlx::query_scalar(count)
+        .bind(active_only)
+        .bind(now)
+        .fetch_one(p)
+        .await)?;
+    Ok((items, total))
+}
+
+/// One finished lease.
+#[derive(Clone, Debug, FromRow, Serialize, utoipa::ToSchema)]
+pub struct Usage {
+    pub account_id: i64,
+    pub login: String,
+    pub pool: String,
+    pub lease_id: String,
+    pub mission: Option<String>,
+    pub result: String,
+    pub error_message: Option<String>,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub duration_ms: i64,
+}
+
+const USAGE_COLUMNS: &str = "account_id, login, pool, lease_id, mission, result, error_message, \
+    started_at, finished_at, duration_ms";
+
+/// The latest `limit` usage rows of an account, newest first.
+pub async fn recent_usage(db: &PoolDb, account_id: i64, limit: i64) -> StoreResult<Vec<Usage>> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {USAGE_COLUMNS} FROM credential_usage WHERE account_id = $1 \
+         ORDER BY finished_at DESC, id DESC LIMIT $2"
+    ));
+    Ok(on_reader!(db, |p| sqlx::query_as(sql)
+        .bind(account_id)
+        .bind(limit)
+        .fetch_all(p)
+        .await)?)
+}
+
+/// How usage is grouped in a report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UsageGroup {
+    /// By UTC day; the key is the day number since the epoch.
+    Day,
+    /// By account id.
+    Account,
+    /// By mission (`""` for none).
+    Mission,
+}
+
+#[derive(Clone, Debug, FromRow)]
+pub struct UsageRow {
+    pub key: String,
+    pub uses: i64,
+    pub successes: i64,
+    pub failures: i64,
+    pub mean_duration_ms: Option<f64>,
+}
+
+/// Usage finished in `[from, to)`, grouped. Failures are `login_fail`, `error`, `banned` and
+/// `expired`; `no_slot` is neither a success nor a failure.
+pub async fn usage_report(
+    db: &PoolDb,
+    from: i64,
+    to: i64,
+    group: UsageGroup,
+) -> StoreResult<Vec<UsageRow>> {
+    let key = match group {
+        UsageGroup::Day => "CAST(finished_at / 86400000 AS TEXT)",
+        UsageGroup::Account => "CAST(account_id AS TEXT)",
+        UsageGroup::Mission => "COALESCE(mission, '')",
+    };
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {key} AS key, COUNT(*) AS uses, \
+         CAST(SUM(CASE WHEN result = 'success' THEN 1 ELSE 0 END) AS BIGINT) AS successes, \
+         CAST(SUM(CASE WHEN result IN ('login_fail', 'error', 'banned', 'expired') THEN 1 ELSE 0 END) AS BIGINT) AS failures, \
+         CAST(AVG(duration_ms) AS DOUBLE PRECISION) AS mean_duration_ms \
+         FROM credential_usage WHERE finished_at >= $1 AND finished_at < $2 \
+         GROUP BY {key} ORDER BY MIN(finished_at)"
+    ));
+    Ok(on_reader!(db, |p| sqlx::query_as(sql)
+        .bind(from)
+        .bind(to)
+        .fetch_all(p)
+        .await)?)
+}

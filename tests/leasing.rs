@@ -1,0 +1,587 @@
+//! Credential leasing over HTTP: acquire, renew and release with worker tokens; account admin,
+//! status and usage. Time rules run on a manual clock; each test runs on SQLite and, with
+//! `POOLKEEPER_TEST_PG`, PostgreSQL.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use common::{Backend, TestApp, each_backend};
+use poolkeeper::auth::Scope;
+use poolkeeper::clock::ManualClock;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const T0: i64 = 1_800_000_000_000;
+const SEC: i64 = 1000;
+
+struct Env {
+    t: TestApp,
+    clock: Arc<ManualClock>,
+    admin: String,
+    worker: String,
+}
+
+impl Env {
+    async fn new(backend: &Backend, accounts: usize) -> Self {
+        let clock = ManualClock::new(T0);
+        let t = TestApp::spawn_with(backend, |_| {}, clock.clone()).await;
+        let admin = t.token("admin-token", Scope::Admin).await;
+        let worker = t.token("worker-1", Scope::Worker).await;
+        let env = Self {
+            t,
+            clock,
+            admin,
+            worker,
+        };
+        for i in 0..accounts {
+            let (status, body) = env
+                .admin(
+                    Method::POST,
+                    "/api/admin/accounts",
+                    Some(json!({"login": format!("user{i}@example.org"),
+                        "password": format!("secret-{i}"), "phone": "+100"})),
+                )
+                .await;
+            assert_eq!(status, 201, "{body}");
+        }
+        env
+    }
+
+    async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.t.send_json(&self.admin, method, path, body).await
+    }
+
+    /// Acquires as `token`: status, body and `Retry-After`.
+    async fn acquire_as(&self, token: &str, body: Value) -> (u16, Value, Option<u64>) {
+        let res = self
+            .t
+            .client
+            .post(self.t.url("/api/pool/leases"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let retry = res
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        (status, res.json().await.unwrap_or(Value::Null), retry)
+    }
+
+    async fn acquire(&self) -> (u16, Value, Option<u64>) {
+        self.acquire_as(&self.worker, json!({"worker": "w1"})).await
+    }
+
+    async fn release_as(&self, token: &str, lease: &str, result: &str) -> (u16, Value) {
+        self.t
+            .send_json(
+                token,
+                Method::POST,
+                &format!("/api/pool/leases/{lease}/release"),
+                Some(json!({"result": result})),
+            )
+            .await
+    }
+
+    async fn release(&self, lease: &str, result: &str) -> (u16, Value) {
+        self.release_as(&self.worker, lease, result).await
+    }
+
+    async fn account(&self, id: i64) -> Value {
+        let (status, body) = self
+            .admin(Method::GET, &format!("/api/admin/accounts/{id}"), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    fn advance_secs(&self, secs: i64) {
+        self.clock.advance_ms(secs * SEC);
+    }
+}
+
+fn lease_id(body: &Value) -> String {
+    body["lease_id"].as_str().expect("lease_id").to_string()
+}
+
+#[tokio::test]
+async fn expired_cooldown_makes_the_account_leasable_again() {
+    each_backend(|backend| async move {
+        let env = Env::new(&backend, 1).await;
+        let (status, body, _) = env.acquire().await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["account"]["login"], "user0@example.org");
+        assert_eq!(body["account"]["password"], "secret-0");
+        assert_eq!(body["expires_at"], T0 + 300 * SEC, "default ttl 300 s");
+        let lease = lease_id(&body);
+        assert_eq!(env.release(&lease, "success").await.0, 200);
+
+        let (status, body, retry) = env.acquire().await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"]["code"], "no_account_available");
+        assert_eq!(retry, Some(600), "cooldown 600 s");
+
+        env.advance_secs(599);
+        assert_eq!(env.acquire().await.2, Some(1));
+        env.advance_secs(1);
+        let (status, body, _) = env.acquire().await;
+        assert_eq!(status, 201, "cooldown over, no sweeper: {body}");
+        env.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn third_login_failure_quarantines_for_30_minutes() {
+    each_backend(|backend| async move {
+        let env = Env::new(&backend, 1).await;
+        let mut id = 0;
+        for n in 1..=3 {
+            let (status, body, _) = env.acquire().await;
+            assert_eq!(status, 201, "attempt {n}: {body}");
+            id = body["account"]["id"].as_i64().unwrap();
+            assert_eq!(env.release(&lease_id(&body), "login_fail").await.0, 200);
+            let a = env.account(id).await;
+            assert_eq!(a["consecutive_failures"], n);
+            if n < 3 {
+                assert_eq!(a["status"], "cooldown");
+                env.advance_secs(600);
+            }
+        }
+        let a = env.account(id).await;
+        assert_eq!(a["status"], "quarantined", "{a}");
+        assert_eq!(a["quarantine_until"], env.clock_now() + 1800 * SEC);
+        let (status, _, retry) = env.acquire().await;
+        assert_eq!((status, retry), (503, Some(1800)));
+
+        env.advance_secs(1800);
+        let a = env.account(id).await;
+        assert_eq!(a["status"], "available", "quarantine over, no sweeper: {a}");
+        let (status, body, _) = env.acquire().await;
+        assert_eq!(status, 201, "{body}");
+        // The quarantine ended: failures start again from 0.
+        assert_eq!(env.release(&lease_id(&body), "error").await.0, 200);
+        let a = env.account(id).await;
+        assert_eq!(a["consecutive_failures"], 1, "{a}");
+        assert_eq!(a["status"], "cooldown");
+        env.t.stop().await;
+    })
+    .await;
+}
+
+impl Env {
+    fn clock_now(&self) -> i64 {
+        use poolkeeper::clock::Clock;
+        self.clock.now_ms()
+    }
+}
+
+#[tokio::test]
+async fn banned_quarantines_for_an_hour() {
+    each_backend(|backend| async move {
+        let env = Env::new(&backend, 1).await;
+        let (_, body, _) = env.acquire().await;
+        let id = body["account"]["id"].as_i64().unwrap();
+        assert_eq!(env.release(&lease_id(&body), "banned").await.0, 200);
+        let a = env.account(id).await;
+        assert_eq!(a["status"], "quarantined");
+        assert_eq!(a["quarantine_until"], T0 + 3600 * SEC);
+        let (status, _, retry) = env.acquire().await;
+        assert_eq!((status, retry), (503, Some(3600)));
+        env.advance_secs(3599);
+        assert_eq!(env.acquire().await.0, 503);
+        env.advance_secs(1);
+        assert_eq!(env.acquire().await.0, 201);
+        env.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn success_resets_failures() {
+    each_backend(|backend| async move {
+        let env = Env::new(&backend, 1).await;
+        let mut id = 0;
+        for result in ["login_fail", "error", "success"] {
+            let (status, body, _) = env.acquire().await;
+            assert_eq!(status, 201, "{body}");
+            id = body["account"]["id"].as_i64().unwrap();
+            assert_eq!(env.release(&lease_id(&body), result).await.0, 200);
+            env.advance_secs(600);
+        }
+        let a = env.account(id).await;
+        assert_eq!(a["consecutive_failures"], 0, "{a}");
+        assert_eq!(a["total_uses"], 3);
+        assert_eq!(a["total_successes"], 1);
+        assert_eq!(a["status"], "available");
+        let usage = a["recent_usage"].as_array().unwrap();
+        let results: Vec<&str> = usage
+            .iter()
+            .map(|u| u["result"].as_str().unwrap())
+            .collect();
+        assert_eq!(results, ["success", "error", "login_fail"]);
+        env.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn expired_lease_returns_the_account_and_late_release_gets_409() {
+    each_backend(|backend| async move {
+        let env = Env::new(&backend, 1).await;
+        let (status, body, _) = env
+            .acquire_as(
+                &env.worker,
+                json!({"worker": "w1", "ttl_seconds": 60, "mission": "de"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["expires_at"], T0 + 60 * SEC);
+        let lease = lease_id(&body);
+        let id = body["account"]["id"].as_i64().unwrap();
+
+        env.advance_secs(60);
+        let a = env.account(id).await;
+        assert_eq!(
+            a["status"], "cooldown",
+            "expired: resting one cooldown from expiry: {a}"
+        );
+        let (status, _, retry) = env.acquire().await;
+        assert_eq!((status, retry), (503, Some(600)));
+
+        env.advance_secs(600);
+        let (status, body, _) = env.acquire().await;
+        assert_eq!(status, 201, "back after the cooldown: {body}");
+
+        let (status, body) = env.release(&lease, "success").await;
+        assert_eq!(status, 409, "{body}");
+        assert_eq!(body["error"]["code"], "lease_expired");
+
+        let a = env.account(id).await;
+        let usage = a["recent_usage"].as_array().unwrap();
+        assert_eq!(usage.len(), 1, "{a}");
+        assert_eq!(usage[0]["result"], "expired");
+        assert_eq!(usage[0]["lease_id"], lease.as_str());
+        assert_eq!(usage[0]["mission"], "de");
+        assert_eq!(usage[0]["duration_ms"], 60 * SEC);
+        env.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn only_the_holder_may_renew_or_release_and_only_once() {
+    each_backend(|backend| async move {
+        let env = Env::new(&backend, 1).await;
+        let other = env.t.token("worker-2", Scope::Worker).await;
+        let (_, body, _) = env.acquire().await;
+        let lease = lease_id(&body);
+
+        let (status, body) = env.release_as(&other, &lease, "success").await;
+        assert_eq!(status, 403, "{body}");
+        assert_eq!(body["error"]["code"], "not_lease_holder");
+        let renew = format!("/api/pool/leases/{lease}/renew");
+        let (status, _) = env
+            .t
+            .send_json(&other, Method::POST, &renew, Some(json!({})))
+            .await;
+        assert_eq!(status, 403);
+
+        // Renewal is capped by leases.max_ttl_seconds.
+        env.advance_secs(100);
+        let (status, body) = env
+            .t
+            .send_json(
+                &env.worker,
+                Method::POST,
+                &renew,
+                Some(json!({"ttl_seconds": 99_999})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["expires_at"], T0 + 100 * SEC + 3600 * SEC);
+        assert_eq!(body["renewals"], 1);
+
+        let (status, body) = env.release(&lease, "bogus").await;
+        assert_eq!(status, 400);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("result")
+        );
+        assert_eq!(env.release(&lease, "no_slot").await.0, 200);
+        let (status, body) = env.release(&lease, "no_slot").await;
+        assert_eq!(status, 409, "{body}");
+        assert_eq!(body["error"]["code"], "lease_released");
+
+        let (status, _) = env.release(&uuid_like(), "success").await;
+        assert_eq!(status, 404);
+        // An admin token is not a worker token, and no token is no entry.
+        let (status, _, _) = env.acquire_as(&env.admin, json!({"worker": "w"})).await;
+        assert_eq!(status, 403);
+        let (status, _, _) = env.acquire_as("nope", json!({"worker": "w"})).await;
+        assert_eq!(status, 401);
+        let (status, body, _) = env.acquire_as(&env.worker, json!({})).await;
+        assert_eq!(status, 400);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("worker")
+        );
+        let (status, body, _) = env
+            .acquire_as(&env.worker, json!({"worker": "w", "ttl_seconds": 0}))
+            .await;
+        assert_eq!(status, 400);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("ttl_seconds")
+        );
+        env.t.stop().await;
+    })
+    .await;
+}
+
+fn uuid_like() -> String {
+    "00000000-0000-4000-8000-000000000000".to_string()
+}
+
+#[tokio::test]
+async fn concurrent_acquires_never_share_an_account() {
+    each_backend(|backend| async move {
+        let env = Arc::new(Env::new(&backend, 10).await);
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..64 {
+            let env = env.clone();
+            tasks.spawn(async move {
+                env.acquire_as(&env.worker, json!({"worker": format!("w{i}")}))
+                    .await
+            });
+        }
+        let mut granted = Vec::new();
+        let mut refused = 0;
+        while let Some(res) = tasks.join_next().await {
+            let (status, body, retry) = res.unwrap();
+            match status {
+                201 => granted.push(body["account"]["id"].as_i64().unwrap()),
+                503 => {
+                    assert_eq!(body["error"]["code"], "no_account_available");
+                    assert_eq!(retry, Some(300 + 600), "first lease expiry + cooldown");
+                    refused += 1;
+                }
+                other => panic!("unexpected {other}: {body}"),
+            }
+        }
+        assert_eq!(granted.len(), 10);
+        assert_eq!(refused, 54);
+        let distinct: HashSet<i64> = granted.iter().copied().collect();
+        assert_eq!(distinct.len(), 10, "an account was lent twice: {granted:?}");
+        let (_, leases) = env
+            .admin(Method::GET, "/api/admin/leases?active=true", None)
+            .await;
+        assert_eq!(leases["total"], 10, "{leases}");
+        match Arc::try_unwrap(env) {
+            Ok(env) => env.t.stop().await,
+            Err(_) => panic!("env still shared"),
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn status_parts_add_up_to_total() {
+    each_backend(|backend| async move {
+        let env = Env::new(&backend, 6).await;
+        // in use, cooldown, quarantined, inactive, and two available.
+        let (_, first, _) = env.acquire().await;
+        let (_, second, _) = env.acquire().await;
+        assert_eq!(env.release(&lease_id(&second), "success").await.0, 200);
+        let (_, third, _) = env.acquire().await;
+        assert_eq!(env.release(&lease_id(&third), "banned").await.0, 200);
+        let inactive = first["account"]["id"].as_i64().unwrap() + 100;
+        let (_, list) = env
+            .admin(Method::GET, "/api/admin/accounts?status=available", None)
+            .await;
+        let last = list["items"].as_array().unwrap().last().unwrap()["id"]
+            .as_i64()
+            .unwrap();
+        assert_ne!(last, inactive);
+        let (status, _) = env
+            .admin(
+                Method::PATCH,
+                &format!("/api/admin/accounts/{last}"),
+                Some(json!({"is_active": false})),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let (status, s) = env
+            .admin(Method::GET, "/api/admin/accounts/status", None)
+            .await;
+        assert_eq!(status, 200, "{s}");
+        assert_eq!(
+            s,
+            json!({"total": 6, "active": 5, "available": 2, "in_use": 1, "cooldown": 1,
+                "quarantined": 1, "inactive": 1})
+        );
+        for st in ["available", "in_use", "cooldown", "quarantined", "inactive"] {
+            let (_, list) = env
+                .admin(
+                    Method::GET,
+                    &format!("/api/admin/accounts?status={st}"),
+                    None,
+                )
+                .await;
+            assert_eq!(list["total"], s[st], "{st}: {list}");
+        }
+        let (status, body) = env
+            .admin(Method::GET, "/api/admin/accounts?status=resting", None)
+            .await;
+        assert_eq!(status, 400);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("status")
+        );
+        let (_, other_pool) = env
+            .admin(
+                Method::GET,
+                "/api/admin/accounts/status?pool=elsewhere",
+                None,
+            )
+            .await;
+        assert_eq!(other_pool["total"], 0);
+        env.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn passwords_never_in_lists_or_debug() {
+    each_backend(|backend| async move {
+        let env = Env::new(&backend, 2).await;
+        let (_, grant, _) = env.acquire().await;
+        let lease = lease_id(&grant);
+        for path in [
+            "/api/admin/accounts".to_string(),
+            "/api/admin/accounts/1".to_string(),
+            "/api/admin/leases".to_string(),
+            "/api/admin/accounts/usage".to_string(),
+        ] {
+            let (status, body) = env.admin(Method::GET, &path, None).await;
+            assert_eq!(status, 200, "{path}: {body}");
+            let text = body.to_string();
+            assert!(!text.contains("secret-"), "{path} shows a password: {text}");
+            assert!(!text.contains("password"), "{path}: {text}");
+        }
+        assert_eq!(env.release(&lease, "success").await.0, 200);
+        // At rest the password is sealed.
+        let sealed = poolkeeper::store::credential_accounts::sealed_password(&env.t.app().pool, 1)
+            .await
+            .unwrap();
+        assert!(sealed.starts_with("v1:") && !sealed.contains("secret-0"));
+        // Debug of what carries a password redacts it.
+        let req: poolkeeper::service::leasing::CreateAccountRequest =
+            serde_json::from_value(json!({"login": "a@b.c", "password": "hunter2"})).unwrap();
+        assert!(!format!("{req:?}").contains("hunter2"));
+        let grant: poolkeeper::service::leasing::ImportRequest =
+            serde_json::from_value(json!({"data": "a@b.c,hunter2"})).unwrap();
+        assert!(!format!("{grant:?}").contains("hunter2"));
+        env.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn import_reports_each_row_and_writes_all_or_nothing() {
+    each_backend(|backend| async move {
+        let env = Env::new(&backend, 1).await;
+        let csv = "login,password,phone,region\nnew1@example.org,p1,+1,de\nuser0@example.org,p2,,fr\nnew1@example.org,p3,,\n,p4,,\n";
+        let (status, body) = env
+            .admin(Method::POST, "/api/admin/accounts/import", Some(json!({"data": csv})))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["imported"], 0);
+        assert_eq!((body["valid"].clone(), body["invalid"].clone()), (json!(1), json!(3)));
+        let rows = body["rows"].as_array().unwrap();
+        assert!(rows[1]["errors"][0].as_str().unwrap().contains("already exists"));
+        assert!(rows[2]["errors"][0].as_str().unwrap().contains("twice"));
+        assert!(rows[3]["errors"][0].as_str().unwrap().contains("login"));
+        let (_, s) = env.admin(Method::GET, "/api/admin/accounts/status", None).await;
+        assert_eq!(s["total"], 1, "nothing half-written");
+
+        let jsonl = "{\"login\": \"j1@example.org\", \"password\": \"x\", \"metadata\": {\"k\": 1}}\n{\"login\": \"j2@example.org\", \"password\": \"y\", \"pool\": \"eu\"}\n";
+        let (status, body) = env
+            .admin(Method::POST, "/api/admin/accounts/import", Some(json!({"data": jsonl})))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["imported"], 2);
+        let (_, eu) = env.admin(Method::GET, "/api/admin/accounts?pool=eu", None).await;
+        assert_eq!(eu["total"], 1);
+        let (_, found) = env.admin(Method::GET, "/api/admin/accounts?search=J1@", None).await;
+        assert_eq!(found["items"][0]["metadata"], json!({"k": 1}), "{found}");
+        let (status, _) = env
+            .admin(Method::POST, "/api/admin/accounts", Some(json!({"login": "j1@example.org", "password": "z"})))
+            .await;
+        assert_eq!(status, 409);
+        env.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn delete_refuses_a_leased_account_unless_forced_and_reset_clears_rest() {
+    each_backend(|backend| async move {
+        let env = Env::new(&backend, 2).await;
+        let (_, grant, _) = env.acquire().await;
+        let id = grant["account"]["id"].as_i64().unwrap();
+        let path = format!("/api/admin/accounts/{id}");
+        let (status, body) = env.admin(Method::DELETE, &path, None).await;
+        assert_eq!(status, 409, "{body}");
+        assert_eq!(
+            env.admin(Method::DELETE, &format!("{path}?force=true"), None)
+                .await
+                .0,
+            204
+        );
+        assert_eq!(env.admin(Method::GET, &path, None).await.0, 404);
+
+        let (_, grant, _) = env.acquire().await;
+        let id = grant["account"]["id"].as_i64().unwrap();
+        assert_eq!(env.release(&lease_id(&grant), "banned").await.0, 200);
+        let (status, a) = env
+            .admin(
+                Method::POST,
+                &format!("/api/admin/accounts/{id}/reset"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{a}");
+        assert_eq!(a["status"], "available");
+        assert_eq!(env.acquire().await.0, 201);
+
+        let (status, report) = env
+            .admin(
+                Method::GET,
+                "/api/admin/accounts/usage?group_by=account",
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{report}");
+        assert_eq!(report["groups"][0]["failures"], 1, "{report}");
+        let (status, _) = env
+            .admin(Method::GET, "/api/admin/accounts/usage?group_by=week", None)
+            .await;
+        assert_eq!(status, 400);
+        env.t.stop().await;
+    })
+    .await;
+}
