@@ -776,7 +776,8 @@ async fn an_enqueue_wakes_an_idle_runner_long_before_its_poll() {
         let users = users_db(&dbs).await;
         let clock = poolkeeper::clock::system();
         let (handlers, mut started) = timed_handlers();
-        let runner = Runner::new(users.clone(), handlers, long_poll_config(), clock.clone()).start();
+        let runner =
+            Runner::new(users.clone(), handlers, long_poll_config(), clock.clone()).start();
         for round in 0..3 {
             let_runner_go_idle().await;
             let enqueued = std::time::Instant::now();
@@ -811,7 +812,8 @@ async fn a_retry_wakes_an_idle_runner_long_before_its_poll() {
             .0;
         job_store::cancel(&users, &job.id, now).await.unwrap();
         let (handlers, mut started) = timed_handlers();
-        let runner = Runner::new(users.clone(), handlers, long_poll_config(), clock.clone()).start();
+        let runner =
+            Runner::new(users.clone(), handlers, long_poll_config(), clock.clone()).start();
         let_runner_go_idle().await;
         let retried = std::time::Instant::now();
         job_store::retry(&users, &job.id, clock.now_ms())
@@ -821,7 +823,11 @@ async fn a_retry_wakes_an_idle_runner_long_before_its_poll() {
             .await
             .expect("the retried job started before the poll interval")
             .unwrap();
-        assert!(at - retried < Duration::from_millis(500), "{:?}", at - retried);
+        assert!(
+            at - retried < Duration::from_millis(500),
+            "{:?}",
+            at - retried
+        );
         runner.shutdown().await;
     })
     .await;
@@ -834,7 +840,8 @@ async fn a_job_due_in_300_ms_starts_within_100_ms_of_its_due_time() {
         let users = users_db(&dbs).await;
         let clock = poolkeeper::clock::system();
         let (handlers, mut started) = timed_handlers();
-        let runner = Runner::new(users.clone(), handlers, long_poll_config(), clock.clone()).start();
+        let runner =
+            Runner::new(users.clone(), handlers, long_poll_config(), clock.clone()).start();
         let_runner_go_idle().await;
         let now = clock.now_ms();
         let due = now + 300;
@@ -926,10 +933,7 @@ async fn claims_take_due_jobs_by_priority_and_leave_jobs_not_due() {
         .await
         .unwrap();
         let ids: Vec<String> = out.into_iter().map(|(id, _)| id).collect();
-        assert_eq!(
-            job_store::next_run_at(&users).await.unwrap(),
-            Some(T0 - 20)
-        );
+        assert_eq!(job_store::next_run_at(&users).await.unwrap(), Some(T0 - 20));
         let first = job_store::claim(&users, "r1", 3, T0, T0 + 1_000)
             .await
             .unwrap();

@@ -215,12 +215,9 @@ async fn latency(
                 .map_err(|_| anyhow::anyhow!("job {i} did not start within 30 s"))?
                 .ok_or_else(|| anyhow::anyhow!("the handler is gone"))?;
             let target = (i + 1) as u64;
-            tokio::time::timeout(
-                Duration::from_secs(30),
-                recorded.wait_for(|n| *n >= target),
-            )
-            .await
-            .map_err(|_| anyhow::anyhow!("job {i} was not recorded within 30 s"))??;
+            tokio::time::timeout(Duration::from_secs(30), recorded.wait_for(|n| *n >= target))
+                .await
+                .map_err(|_| anyhow::anyhow!("job {i} was not recorded within 30 s"))??;
             let finished = Instant::now();
             if i >= LATENCY_WARMUP {
                 start_ms.push(ms(started - enqueued));

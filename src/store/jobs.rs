@@ -352,10 +352,9 @@ pub async fn claim(
                  ORDER BY run_at, id LIMIT $4) RETURNING {CLAIM_RETURNING}"
             );
             let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
-            let mut priorities: Vec<i64> =
-                sqlx::query_scalar(AssertSqlSafe(priorities_sql))
-                    .fetch_all(&mut *tx)
-                    .await?;
+            let mut priorities: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(priorities_sql))
+                .fetch_all(&mut *tx)
+                .await?;
             priorities.sort_unstable_by(|a, b| b.cmp(a));
             let mut claimed: Vec<ClaimedJob> = Vec::new();
             for priority in priorities {
