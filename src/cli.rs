@@ -123,11 +123,12 @@ pub enum SecretsCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
-    /// Bulk-enqueue no-op jobs and drain them with concurrent workers.
+    /// Bulk-enqueue no-op jobs and drain them with concurrent workers; with `--latency`, time
+    /// single jobs in an idle queue instead.
     Jobs {
-        /// How many jobs.
-        #[arg(long, default_value_t = 100_000)]
-        jobs: usize,
+        /// How many jobs [default: 100000; 1000 with --latency].
+        #[arg(long)]
+        jobs: Option<usize>,
         /// Jobs run at the same time.
         #[arg(long, default_value_t = 8)]
         workers: usize,
@@ -137,6 +138,13 @@ pub enum BenchCommand {
         /// A scratch users database (sqlite:PATH or postgres://...); default a fresh SQLite file in a temp dir.
         #[arg(long, value_name = "URL")]
         database_url: Option<String>,
+        /// Enqueue jobs one at a time, each after the previous one finished, into an idle runner
+        /// polling every second, and report enqueue-to-start and enqueue-to-finish percentiles.
+        #[arg(long)]
+        latency: bool,
+        /// First load this many pending jobs that are due only an hour later, and run beside them.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        backlog: usize,
     },
     /// Fill a fresh pool database with mothers of 7 seats each, then time the mothers list with
     /// usage (first and last page), a search and the stats query.
@@ -246,16 +254,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             workers,
             batch_size,
             database_url,
+            latency,
+            backlog,
         }) => {
+            let jobs = jobs.unwrap_or(if latency { 1_000 } else { 100_000 });
             anyhow::ensure!(
                 jobs > 0 && workers > 0 && batch_size > 0,
                 "--jobs, --workers and --batch-size must be at least 1"
+            );
+            anyhow::ensure!(
+                backlog <= 100_000_000,
+                "--backlog must be at most 100000000"
             );
             let args = crate::jobs::bench::BenchJobs {
                 jobs,
                 workers,
                 batch_size,
                 database_url,
+                latency,
+                backlog,
             };
             let report = crate::jobs::bench::run(&args).await;
             crate::jobs::bench::cleanup();

@@ -150,6 +150,11 @@ pub async fn start(app: AppState, listen: SocketAddr) -> anyhow::Result<RunningS
         crate::service::pool_sync::schedule_group_syncs(&app).await
     });
     let router = crate::http::router(app.clone());
+    // The queue-depth gauge is exported from the start, as zeros until the runner's maintenance
+    // samples the queue (within a second).
+    for status in ["pending", "running"] {
+        metrics::gauge!("jobs_queue_depth", "status" => status).set(0.0);
+    }
     let mut handlers = jobs::builtin_handlers(app.config.jobs.diagnostic_handlers);
     jobs::pool_sync::register(&mut handlers, app.clone());
     let runner = Runner::new(

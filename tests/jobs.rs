@@ -724,3 +724,323 @@ async fn a_batch_completion_records_each_jobs_own_result() {
     })
     .await;
 }
+
+/// A runner whose poll interval (10 s) no test below waits for: only a wake-up can start its jobs.
+fn long_poll_config() -> RunnerConfig {
+    RunnerConfig {
+        poll_interval: Duration::from_secs(10),
+        maintenance_interval: Duration::from_secs(1),
+        ..fast_config()
+    }
+}
+
+/// Handlers with one type, `timed`, that reports the moment each of its runs starts.
+fn timed_handlers() -> (
+    Handlers,
+    tokio::sync::mpsc::UnboundedReceiver<(std::time::Instant, i64)>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut handlers = Handlers::default();
+    handlers.register("timed", move |_ctx| {
+        let _ = tx.send((
+            std::time::Instant::now(),
+            poolkeeper::clock::system().now_ms(),
+        ));
+        async { Ok(None) }
+    });
+    (handlers, rx)
+}
+
+/// Lets a freshly started runner make its first (empty) claim and go idle.
+async fn let_runner_go_idle() {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn an_enqueue_wakes_an_idle_runner_long_before_its_poll() {
+    each_backend(|backend| async move {
+        let dbs = TestDbs::new(&backend).await;
+        let users = users_db(&dbs).await;
+        let clock = poolkeeper::clock::system();
+        let (handlers, mut started) = timed_handlers();
+        let runner =
+            Runner::new(users.clone(), handlers, long_poll_config(), clock.clone()).start();
+        for round in 0..3 {
+            let_runner_go_idle().await;
+            let enqueued = std::time::Instant::now();
+            jobs::enqueue(&users, &NewJob::new("timed", json!({})), 3, clock.now_ms())
+                .await
+                .unwrap();
+            let (at, _) = tokio::time::timeout(Duration::from_secs(5), started.recv())
+                .await
+                .expect("the job started before the poll interval")
+                .unwrap();
+            let waited = at - enqueued;
+            assert!(
+                waited < Duration::from_millis(500),
+                "round {round}: started {waited:?} after the enqueue"
+            );
+        }
+        runner.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_retry_wakes_an_idle_runner_long_before_its_poll() {
+    each_backend(|backend| async move {
+        let dbs = TestDbs::new(&backend).await;
+        let users = users_db(&dbs).await;
+        let clock = poolkeeper::clock::system();
+        let now = clock.now_ms();
+        let job = jobs::enqueue(&users, &NewJob::new("timed", json!({})), 3, now)
+            .await
+            .unwrap()
+            .0;
+        job_store::cancel(&users, &job.id, now).await.unwrap();
+        let (handlers, mut started) = timed_handlers();
+        let runner =
+            Runner::new(users.clone(), handlers, long_poll_config(), clock.clone()).start();
+        let_runner_go_idle().await;
+        let retried = std::time::Instant::now();
+        job_store::retry(&users, &job.id, clock.now_ms())
+            .await
+            .unwrap();
+        let (at, _) = tokio::time::timeout(Duration::from_secs(5), started.recv())
+            .await
+            .expect("the retried job started before the poll interval")
+            .unwrap();
+        assert!(
+            at - retried < Duration::from_millis(500),
+            "{:?}",
+            at - retried
+        );
+        runner.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_job_due_in_300_ms_starts_within_100_ms_of_its_due_time() {
+    each_backend(|backend| async move {
+        let dbs = TestDbs::new(&backend).await;
+        let users = users_db(&dbs).await;
+        let clock = poolkeeper::clock::system();
+        let (handlers, mut started) = timed_handlers();
+        let runner =
+            Runner::new(users.clone(), handlers, long_poll_config(), clock.clone()).start();
+        let_runner_go_idle().await;
+        let now = clock.now_ms();
+        let due = now + 300;
+        jobs::enqueue(
+            &users,
+            &NewJob {
+                run_at: Some(due),
+                ..NewJob::new("timed", json!({}))
+            },
+            3,
+            now,
+        )
+        .await
+        .unwrap();
+        let (_, started_ms) = tokio::time::timeout(Duration::from_secs(5), started.recv())
+            .await
+            .expect("the job started before the poll interval")
+            .unwrap();
+        assert!(
+            (due..=due + 100).contains(&started_ms),
+            "due at {due}, started at {started_ms} ({} ms late)",
+            started_ms - due
+        );
+        runner.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn on_postgres_an_enqueue_in_another_process_wakes_an_idle_runner_by_notify() {
+    let Some(backend) = common::backends()
+        .into_iter()
+        .find(|b| matches!(b, common::Backend::Postgres { .. }))
+    else {
+        eprintln!("POOLKEEPER_TEST_PG is not set: nothing to test");
+        return;
+    };
+    let dbs = TestDbs::new(&backend).await;
+    let users = users_db(&dbs).await;
+    // The enqueuing "process": a handle of its own, so no in-process wake-up reaches the runner.
+    let other = UsersDb::open(&dbs.config.users_database_url(), &OpenOptions::default())
+        .await
+        .unwrap();
+    let clock = poolkeeper::clock::system();
+    let (handlers, mut started) = timed_handlers();
+    let runner = Runner::new(users.clone(), handlers, long_poll_config(), clock.clone()).start();
+    let_runner_go_idle().await;
+    let enqueued = std::time::Instant::now();
+    jobs::enqueue(&other, &NewJob::new("timed", json!({})), 3, clock.now_ms())
+        .await
+        .unwrap();
+    let (at, _) = tokio::time::timeout(Duration::from_secs(5), started.recv())
+        .await
+        .expect("the job started before the poll interval")
+        .unwrap();
+    assert!(
+        at - enqueued < Duration::from_millis(500),
+        "{:?}",
+        at - enqueued
+    );
+    runner.shutdown().await;
+}
+
+#[tokio::test]
+async fn claims_take_due_jobs_by_priority_and_leave_jobs_not_due() {
+    each_backend(|backend| async move {
+        let dbs = TestDbs::new(&backend).await;
+        let users = users_db(&dbs).await;
+        let job = |priority: i64, run_at: i64| NewJob {
+            priority,
+            run_at: Some(run_at),
+            ..NewJob::new("noop", json!({}))
+        };
+        let later = T0 + 3_600_000;
+        let out = jobs::enqueue_many(
+            &users,
+            &[
+                job(0, T0 - 10),
+                job(5, later),
+                job(3, T0 - 5),
+                job(0, later),
+                job(3, later),
+                job(-2, T0 - 20),
+                job(3, T0 - 7),
+            ],
+            3,
+            T0,
+        )
+        .await
+        .unwrap();
+        let ids: Vec<String> = out.into_iter().map(|(id, _)| id).collect();
+        assert_eq!(job_store::next_run_at(&users).await.unwrap(), Some(T0 - 20));
+        let first = job_store::claim(&users, "r1", 3, T0, T0 + 1_000)
+            .await
+            .unwrap();
+        let first: Vec<&str> = first.iter().map(|j| j.id.as_str()).collect();
+        // Both due jobs of priority 3, then the oldest due one of priority 0, not that of -2
+        // (returned in run order: priority, then id, which sorts by creation).
+        assert_eq!(first, [ids[2].as_str(), ids[6].as_str(), ids[0].as_str()]);
+        let rest = job_store::claim(&users, "r1", 10, T0, T0 + 1_000)
+            .await
+            .unwrap();
+        let rest: Vec<&str> = rest.iter().map(|j| j.id.as_str()).collect();
+        assert_eq!(rest, [ids[5].as_str()], "only due jobs are claimed");
+        assert_eq!(job_store::next_run_at(&users).await.unwrap(), Some(later));
+        assert!(
+            job_store::claim(&users, "r1", 10, later - 1, later)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            job_store::claim(&users, "r1", 10, later, later + 1_000)
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
+        assert_eq!(job_store::next_run_at(&users).await.unwrap(), None);
+    })
+    .await;
+}
+
+/// Every node of a PostgreSQL JSON plan, depth first.
+fn plan_nodes(node: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
+    out.push(node.clone());
+    if let Some(children) = node["Plans"].as_array() {
+        for child in children {
+            plan_nodes(child, out);
+        }
+    }
+}
+
+#[tokio::test]
+async fn on_postgres_the_claim_plan_reads_due_jobs_in_index_order_and_never_the_backlog() {
+    let Some(backend) = common::backends()
+        .into_iter()
+        .find(|b| matches!(b, common::Backend::Postgres { .. }))
+    else {
+        eprintln!("POOLKEEPER_TEST_PG is not set: nothing to test");
+        return;
+    };
+    let dbs = TestDbs::new(&backend).await;
+    let users = users_db(&dbs).await;
+    // 100,000 jobs an hour ahead (the bulk enqueue analyzes the table), then 10 due ones.
+    let backlog: Vec<NewJob> = (0..100_000)
+        .map(|_| NewJob {
+            run_at: Some(T0 + 3_600_000),
+            ..NewJob::new("noop", json!({}))
+        })
+        .collect();
+    jobs::enqueue_many(&users, &backlog, 3, T0).await.unwrap();
+    let due: Vec<NewJob> = (0..10).map(|_| NewJob::new("noop", json!({}))).collect();
+    jobs::enqueue_many(&users, &due, 3, T0).await.unwrap();
+
+    let plan = job_store::explain_claim(&users, 1_000, T0)
+        .await
+        .unwrap()
+        .expect("a plan on PostgreSQL");
+    let top = &plan[0]["Plan"];
+    let mut nodes = Vec::new();
+    plan_nodes(top, &mut nodes);
+    let types: Vec<&str> = nodes
+        .iter()
+        .filter_map(|n| n["Node Type"].as_str())
+        .collect();
+    assert!(
+        !types.iter().any(|t| t.contains("Sort")),
+        "the claim sorts: {plan:#}"
+    );
+    let range_scans: Vec<&serde_json::Value> = nodes
+        .iter()
+        .filter(|n| {
+            n["Node Type"] == "Index Scan"
+                && n["Index Name"] == "job_queue_ready"
+                && n["Index Cond"]
+                    .as_str()
+                    .is_some_and(|c| c.contains("priority =") && c.contains("run_at <="))
+        })
+        .collect();
+    assert!(
+        !range_scans.is_empty(),
+        "due jobs are read as a range of the ready index: {plan:#}"
+    );
+    let claimed: i64 = range_scans
+        .iter()
+        .map(|n| n["Actual Rows"].as_i64().unwrap_or(0) * n["Actual Loops"].as_i64().unwrap_or(1))
+        .sum();
+    assert_eq!(claimed, 10, "the 10 due jobs: {plan:#}");
+    // Reading the backlog would touch hundreds of index pages (one per ~300 entries).
+    let pages = top["Shared Hit Blocks"].as_i64().unwrap_or(0)
+        + top["Shared Read Blocks"].as_i64().unwrap_or(0);
+    assert!(pages < 100, "the claim read {pages} pages: {plan:#}");
+}
+
+#[tokio::test]
+async fn the_queue_depth_gauge_is_exported_from_start_up() {
+    // The runner's maintenance samples the queue only after its first interval (a second with
+    // these settings): the gauge must be there before that.
+    let t = common::TestApp::spawn(&common::Backend::Sqlite).await;
+    let text = t
+        .client
+        .get(t.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for status in ["pending", "running"] {
+        let line = format!("jobs_queue_depth{{status=\"{status}\"}} 0");
+        assert!(text.lines().any(|l| l == line), "{line} in {text}");
+    }
+    t.stop().await;
+}

@@ -123,9 +123,34 @@ pub struct Database {
 #[derive(Clone)]
 pub struct PoolDb(pub(crate) Database);
 
-/// Handle to the `users` database.
+/// Handle to the `users` database. Its clones share one [`JobWakeup`]: the job queue's writes
+/// through any of them wake the runners of this process that read through any of them.
 #[derive(Clone)]
-pub struct UsersDb(pub(crate) Database);
+pub struct UsersDb(pub(crate) Database, JobWakeup);
+
+/// Tells this process's job runners that a job may have become ready (enqueued, retried, handed
+/// back), without a round trip through the database: on SQLite the only way besides polling, on
+/// PostgreSQL quicker than `LISTEN`/`NOTIFY`, which still wakes other processes. A counter in a
+/// watch channel rather than a bare `Notify`: a runner marks the count seen before it claims, so a
+/// signal sent while its claim runs is not lost, and every runner and claim loop sees every signal.
+#[derive(Clone)]
+pub struct JobWakeup(Arc<tokio::sync::watch::Sender<u64>>);
+
+impl JobWakeup {
+    fn new() -> Self {
+        Self(Arc::new(tokio::sync::watch::Sender::new(0)))
+    }
+
+    /// Wakes every runner waiting for work (call after the write that made the job ready commits).
+    pub fn signal(&self) {
+        self.0.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that sees each later [`JobWakeup::signal`] as a change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.subscribe()
+    }
+}
 
 impl PoolDb {
     pub async fn open(url: &str, opts: &OpenOptions) -> anyhow::Result<Self> {
@@ -138,10 +163,17 @@ impl PoolDb {
 
 impl UsersDb {
     pub async fn open(url: &str, opts: &OpenOptions) -> anyhow::Result<Self> {
-        Ok(Self(Database::open(DbName::Users, url, opts).await?))
+        Ok(Self(
+            Database::open(DbName::Users, url, opts).await?,
+            JobWakeup::new(),
+        ))
     }
     pub fn database(&self) -> &Database {
         &self.0
+    }
+    /// Wakes this process's job runners; shared by the clones of this handle.
+    pub fn job_wakeup(&self) -> &JobWakeup {
+        &self.1
     }
 }
 

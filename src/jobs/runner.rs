@@ -67,6 +67,8 @@ struct Held {
     jobs: Mutex<HashMap<String, Arc<StopSignal>>>,
     count: AtomicUsize,
     changed: Notify,
+    /// Attempts whose outcome was recorded, counted up (see [`RunningRunner::recorded`]).
+    recorded: watch::Sender<u64>,
 }
 
 impl Held {
@@ -88,6 +90,8 @@ impl Held {
         if removed > 0 {
             self.count.fetch_sub(removed, Ordering::SeqCst);
             self.changed.notify_waiters();
+            self.recorded
+                .send_modify(|n| *n = n.wrapping_add(removed as u64));
         }
     }
     fn len(&self) -> usize {
@@ -207,6 +211,13 @@ impl Runner {
 }
 
 impl RunningRunner {
+    /// How many job attempts this runner has finished and recorded in the database (succeeded,
+    /// failed or cancelled, or failed for a retry), as a count that only grows: what the latency
+    /// benchmark waits on.
+    pub fn recorded(&self) -> watch::Receiver<u64> {
+        self.held.recorded.subscribe()
+    }
+
     /// Stops claiming, lets running jobs finish within the grace period, then hands the rest back
     /// to `pending` without spending their attempt.
     pub async fn shutdown(mut self) {
@@ -263,6 +274,7 @@ async fn fetch(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut listener = pg_listener(&runner.users).await;
+    let mut wakeup = runner.users.job_wakeup().subscribe();
     // Claimed jobs wait in a local queue of one batch more than there are claim loops, and a new
     // claim is made only when a whole batch fits: few, large claim statements instead of one per
     // finished job.
@@ -284,6 +296,9 @@ async fn fetch(
             }
             continue;
         }
+        // Signals from here on wake the wait below: a job enqueued while this claim runs, after its
+        // snapshot, is not lost.
+        wakeup.mark_unchanged();
         let now = runner.clock.now_ms();
         let lock_until = now + runner.config.visibility_timeout.as_millis() as i64;
         let claimed =
@@ -304,7 +319,8 @@ async fn fetch(
                 }
             };
         if claimed.is_empty() {
-            wait_for_work(&runner, &mut listener, &mut stop).await;
+            let idle = idle_wait(&runner).await;
+            wait_for_work(idle, &mut listener, &mut wakeup, &mut stop).await;
             continue;
         }
         for job in claimed {
@@ -320,16 +336,51 @@ async fn fetch(
     }
 }
 
+/// How long an idle claim loop may sleep: until the next pending job is due, at most the poll
+/// interval (which still finds jobs that another process enqueued on SQLite, or whose notification
+/// was lost).
+async fn idle_wait(runner: &Runner) -> Duration {
+    // A due job that this claim did not get (another runner was taking it) is tried again soon.
+    const RECHECK: Duration = Duration::from_millis(5);
+    let poll = runner.config.poll_interval;
+    match job_store::next_run_at(&runner.users).await {
+        Ok(Some(at)) => {
+            let until_due = at - runner.clock.now_ms();
+            if until_due <= 0 {
+                RECHECK.min(poll)
+            } else {
+                Duration::from_millis(until_due as u64).min(poll)
+            }
+        }
+        Ok(None) => poll,
+        Err(e) => {
+            tracing::warn!(runner = %runner.id, error = %e, "reading the next due job failed");
+            poll
+        }
+    }
+}
+
+/// Sleeps for `idle`, or until a job of this process, a notification from another (PostgreSQL), or
+/// shutdown wakes it.
 async fn wait_for_work(
-    runner: &Runner,
+    idle: Duration,
     listener: &mut Option<sqlx::postgres::PgListener>,
+    wakeup: &mut watch::Receiver<u64>,
     stop: &mut watch::Receiver<bool>,
 ) {
-    let poll = tokio::time::sleep(runner.config.poll_interval);
+    let poll = tokio::time::sleep(idle);
+    // The sender lives in the database handle this runner holds, so it never closes; if it did,
+    // the poll would still end the wait.
+    let woken = async {
+        if wakeup.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
     match listener {
         Some(l) => {
             tokio::select! {
                 _ = poll => {}
+                _ = woken => {}
                 _ = stop.changed() => {}
                 notified = l.recv() => {
                     if let Err(e) = notified {
@@ -341,6 +392,7 @@ async fn wait_for_work(
         None => {
             tokio::select! {
                 _ = poll => {}
+                _ = woken => {}
                 _ = stop.changed() => {}
             }
         }
@@ -454,7 +506,9 @@ async fn finish(runner: Arc<Runner>, mut done: mpsc::UnboundedReceiver<Finished>
     while let Some(first) = done.recv().await {
         batch.push(first);
         let deadline = tokio::time::Instant::now() + LINGER;
-        while batch.len() < MAX_BATCH {
+        // Lingering helps only while other held jobs may still finish; a lone job (an idle queue)
+        // is recorded at once.
+        while batch.len() < MAX_BATCH && held.len() > batch.len() {
             match done.try_recv() {
                 Ok(more) => batch.push(more),
                 Err(mpsc::error::TryRecvError::Disconnected) => break,

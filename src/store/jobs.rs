@@ -119,6 +119,12 @@ fn backend(db: &UsersDb) -> Backend {
     db.0.backend()
 }
 
+/// Wakes this process's runners; called once the write that made a job ready has committed (on
+/// PostgreSQL, triggers `NOTIFY` other processes from the same transaction).
+fn wake_runners(db: &UsersDb) {
+    db.job_wakeup().signal();
+}
+
 fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
@@ -197,6 +203,7 @@ pub async fn enqueue(
                 .fetch_optional(p)
                 .await)?;
         if let Some(job) = inserted {
+            wake_runners(db);
             return Ok((job, false));
         }
         let Some(key) = &job.dedup_key else {
@@ -297,11 +304,23 @@ pub async fn enqueue_many(
         }
         tx.commit().await?;
     });
+    if out.iter().any(|(_, deduplicated)| !deduplicated) {
+        wake_runners(db);
+    }
     Ok(out)
 }
 
 /// Claims up to `limit` ready jobs for `runner`: they become `running`, locked until `lock_until`,
 /// with the attempt counted. Returned in run order: highest priority first, then oldest.
+///
+/// The ready index is ordered by (priority, run_at, id), and jobs that are not due yet (a retry's
+/// backoff, a job scheduled for later) sit in it after the due ones of their priority. Asked for
+/// `run_at <= now` over the whole index, the database can only stop at the end: a claim that finds
+/// fewer due jobs than its limit, as every claim of an idle or nearly drained queue does, read every
+/// not-due job (48 ms with a million of them on PostgreSQL). So the claim walks the priorities
+/// present, highest first, one index probe each, and reads each priority's due jobs as a bounded
+/// range of the index, `priority = p AND run_at <= now`, in order: it never reads or sorts the
+/// jobs that are not due.
 pub async fn claim(
     db: &UsersDb,
     runner: &str,
@@ -309,43 +328,143 @@ pub async fn claim(
     now: i64,
     lock_until: i64,
 ) -> StoreResult<Vec<ClaimedJob>> {
-    const SET: &str = "status = 'running', attempts = attempts + 1, locked_by = $1, locked_until = $2, \
-        heartbeat_at = $3, started_at = $3, updated_at = $3";
-    const RETURNING: &str =
-        "id, job_type, payload, attempts, max_attempts, priority, cancel_requested";
-    let sql = match backend(db) {
-        // One UPDATE in the single-writer connection: nobody else can claim between select and set.
-        // Both forms re-check `status = 'pending'` on the row they update, so a row is claimed once
-        // even when PostgreSQL re-evaluates the statement against a row another runner just took.
-        // On SQLite, `INDEXED BY` and the unary `+` keep the planner on the ready-queue index and on
-        // primary-key lookups instead of scanning every pending row. On PostgreSQL the candidates are
-        // an ARRAY sub-select, evaluated once (a subquery the planner may re-run would lock and claim
-        // past the LIMIT), whose ids the UPDATE finds through the primary key whatever the planner
-        // thinks of the table's size. There the ready index covers running jobs too and no index
-        // covers the lock columns (users migration 0004): the UPDATE changes no indexed column, so
-        // it is a HOT update that adds no index entries.
-        Backend::Sqlite => format!(
-            "UPDATE job_queue SET {SET} WHERE +status = 'pending' AND id IN (SELECT id FROM job_queue \
-             INDEXED BY job_queue_ready WHERE status = 'pending' AND run_at <= $3 ORDER BY priority DESC, run_at, id \
-             LIMIT $4) RETURNING {RETURNING}"
-        ),
-        Backend::Postgres => format!(
-            "UPDATE job_queue SET {SET} WHERE id = ANY(ARRAY(SELECT id FROM job_queue WHERE status = 'pending' \
-             AND run_at <= $3 ORDER BY priority DESC, run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED)) \
-             AND status = 'pending' RETURNING {RETURNING}"
-        ),
+    let mut claimed: Vec<ClaimedJob> = match &db.0.conn {
+        Conn::Postgres(pg) => {
+            sqlx::query_as(AssertSqlSafe(pg_claim_sql()))
+                .bind(runner)
+                .bind(lock_until)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(pg)
+                .await?
+        }
+        // One write transaction on the single writer: nobody else can claim between the statements.
+        // `INDEXED BY` and the unary `+` keep the planner on the ready index and on primary-key
+        // lookups instead of scanning every pending row.
+        Conn::Sqlite { write, .. } => {
+            let priorities_sql = format!(
+                "{} SELECT priority FROM p WHERE priority IS NOT NULL",
+                pending_priorities("INDEXED BY job_queue_ready")
+            );
+            let claim_sql = format!(
+                "UPDATE job_queue SET {CLAIM_SET} WHERE +status = 'pending' AND id IN (SELECT id FROM job_queue \
+                 INDEXED BY job_queue_ready WHERE status = 'pending' AND priority = $5 AND run_at <= $3 \
+                 ORDER BY run_at, id LIMIT $4) RETURNING {CLAIM_RETURNING}"
+            );
+            let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
+            let mut priorities: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(priorities_sql))
+                .fetch_all(&mut *tx)
+                .await?;
+            priorities.sort_unstable_by(|a, b| b.cmp(a));
+            let mut claimed: Vec<ClaimedJob> = Vec::new();
+            for priority in priorities {
+                let left = limit - claimed.len() as i64;
+                if left <= 0 {
+                    break;
+                }
+                let rows: Vec<ClaimedJob> = sqlx::query_as(AssertSqlSafe(claim_sql.clone()))
+                    .bind(runner)
+                    .bind(lock_until)
+                    .bind(now)
+                    .bind(left)
+                    .bind(priority)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                claimed.extend(rows);
+            }
+            tx.commit().await?;
+            claimed
+        }
     };
-    let mut claimed: Vec<ClaimedJob> =
-        on_writer!(db, |p| sqlx::query_as(AssertSqlSafe(sql.clone()))
-            .bind(runner)
-            .bind(lock_until)
-            .bind(now)
-            .bind(limit)
-            .fetch_all(p)
-            .await)?;
     // RETURNING has no order; UUID v7 ids sort by creation.
     claimed.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.id.cmp(&b.id)));
     Ok(claimed)
+}
+
+const CLAIM_SET: &str = "status = 'running', attempts = attempts + 1, locked_by = $1, locked_until = $2, \
+    heartbeat_at = $3, started_at = $3, updated_at = $3";
+const CLAIM_RETURNING: &str =
+    "id, job_type, payload, attempts, max_attempts, priority, cancel_requested";
+
+/// `WITH RECURSIVE p(priority)`: the distinct priorities of pending jobs, highest first, found by
+/// one probe of the ready index each (a loose index scan); the last row is NULL. `index` is a hint
+/// placed after each `job_queue`.
+fn pending_priorities(index: &str) -> String {
+    format!(
+        "WITH RECURSIVE p(priority) AS (\
+         SELECT (SELECT priority FROM job_queue {index} WHERE status = 'pending' ORDER BY priority DESC LIMIT 1) \
+         UNION ALL SELECT (SELECT q.priority FROM job_queue AS q {index} WHERE q.status = 'pending' \
+         AND q.priority < p.priority ORDER BY q.priority DESC LIMIT 1) FROM p WHERE p.priority IS NOT NULL)"
+    )
+}
+
+/// The PostgreSQL claim: one statement. The candidates are an ARRAY sub-select, evaluated once (a
+/// subquery the planner may re-run would lock and claim past the LIMIT), whose ids the UPDATE finds
+/// through the primary key. Within it, the priorities come from a loose scan of the ready index
+/// (running jobs included: the index covers every live job, so the probes need no heap), and each
+/// priority's due jobs from a LATERAL range scan that locks them; the outer LIMIT stops the walk
+/// once enough are found. The UPDATE re-checks `status = 'pending'`, so a row is claimed once even
+/// when PostgreSQL re-evaluates it against a row another runner just took. No index covers the
+/// lock columns (users migration 0004): the UPDATE changes no indexed column, so it is a HOT update
+/// that adds no index entries.
+fn pg_claim_sql() -> String {
+    format!(
+        "UPDATE job_queue SET {CLAIM_SET} WHERE id = ANY(ARRAY(\
+         WITH RECURSIVE p AS ((SELECT priority FROM job_queue ORDER BY priority DESC LIMIT 1) \
+         UNION ALL SELECT (SELECT q.priority FROM job_queue AS q WHERE q.priority < p.priority \
+         ORDER BY q.priority DESC LIMIT 1) FROM p WHERE p.priority IS NOT NULL) \
+         SELECT c.id FROM p CROSS JOIN LATERAL (SELECT id FROM job_queue WHERE priority = p.priority \
+         AND run_at <= $3 AND status = 'pending' ORDER BY run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) AS c \
+         LIMIT $4)) AND status = 'pending' RETURNING {CLAIM_RETURNING}"
+    )
+}
+
+/// PostgreSQL: the plan of one claim of up to `limit` jobs at `now`, as `EXPLAIN (ANALYZE, BUFFERS,
+/// FORMAT JSON)` gives it; the claim runs in a transaction that is rolled back. `None` on SQLite.
+/// For tests and for diagnosing a slow queue.
+pub async fn explain_claim(
+    db: &UsersDb,
+    limit: i64,
+    now: i64,
+) -> StoreResult<Option<serde_json::Value>> {
+    let Conn::Postgres(pg) = &db.0.conn else {
+        return Ok(None);
+    };
+    let mut tx = pg.begin().await?;
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {}",
+        pg_claim_sql()
+    )))
+    .bind("explain")
+    .bind(now)
+    .bind(now)
+    .bind(limit)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.rollback().await?;
+    // The column is `json`, which this build does not decode as such: read its text.
+    let text: String = sqlx::Row::try_get_unchecked(&row, 0)?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| StoreError::Other(sqlx::Error::Decode(Box::new(e))))
+}
+
+/// When the next pending job is due (its `run_at`, ms), or `None` when nothing is pending; it may
+/// lie in the past when a due job is pending. Read like the claim, one index probe per priority,
+/// so a deep backlog of jobs that are not due costs nothing.
+pub async fn next_run_at(db: &UsersDb) -> StoreResult<Option<i64>> {
+    let index = match backend(db) {
+        Backend::Sqlite => "INDEXED BY job_queue_ready",
+        Backend::Postgres => "",
+    };
+    let sql = AssertSqlSafe(format!(
+        "{} SELECT MIN((SELECT q.run_at FROM job_queue AS q {index} WHERE q.status = 'pending' \
+         AND q.priority = p.priority ORDER BY q.run_at LIMIT 1)) FROM p WHERE p.priority IS NOT NULL",
+        pending_priorities(index)
+    ));
+    Ok(on_reader!(db, |p| sqlx::query_scalar(sql)
+        .fetch_one(p)
+        .await)?)
 }
 
 /// Marks jobs this runner holds as succeeded, with their results (JSON text): each row moves to
@@ -524,6 +643,10 @@ pub async fn fail_attempt(
                 .bind(now))
         }
     };
+    if done == 1 && retry_at.is_some() {
+        // The runner may sleep until the earliest due job: this one may now be earlier.
+        wake_runners(db);
+    }
     Ok(done == 1)
 }
 
@@ -610,13 +733,17 @@ pub async fn release(db: &UsersDb, runner: &str, ids: &[String], now: i64) -> St
         "UPDATE job_queue SET status = 'pending', attempts = attempts - 1, locked_until = NULL, run_at = $3, updated_at = $3 \
          WHERE id IN ({list}) AND {plus}locked_by = $2 AND {plus}status = 'running'"
     );
-    Ok(on_writer!(db, |p| sqlx::query(AssertSqlSafe(sql.clone()))
+    let released = on_writer!(db, |p| sqlx::query(AssertSqlSafe(sql.clone()))
         .bind(&ids)
         .bind(runner)
         .bind(now)
         .execute(p)
         .await
-        .map(|r| r.rows_affected()))?)
+        .map(|r| r.rows_affected()))?;
+    if released > 0 {
+        wake_runners(db);
+    }
+    Ok(released)
 }
 
 /// Rescues running jobs whose lock expired (their runner died): back to `pending` with the attempt
@@ -653,6 +780,9 @@ pub async fn rescue_expired(db: &UsersDb, now: i64) -> StoreResult<u64> {
             .execute(pg)
             .await?
             .rows_affected();
+            if requeued > 0 {
+                wake_runners(db);
+            }
             Ok(failed + requeued)
         }
         Conn::Sqlite { write, .. } => {
@@ -672,6 +802,9 @@ pub async fn rescue_expired(db: &UsersDb, now: i64) -> StoreResult<u64> {
                 .await?
                 .rows_affected();
             tx.commit().await?;
+            if requeued > 0 {
+                wake_runners(db);
+            }
             Ok(failed + requeued)
         }
     }
@@ -838,7 +971,10 @@ pub async fn retry(db: &UsersDb, id: &str, now: i64) -> StoreResult<Job> {
         }
     };
     match updated {
-        Some(job) => Ok(job),
+        Some(job) => {
+            wake_runners(db);
+            Ok(job)
+        }
         None => {
             let job = get(db, id).await?;
             Err(StoreError::Conflict(format!(
@@ -931,8 +1067,10 @@ pub async fn succeeded_latencies(db: &UsersDb) -> StoreResult<Vec<i64>> {
     .await)?)
 }
 
-/// PostgreSQL: wakes runners listening on `poolkeeper_jobs` (after a retry made a job ready).
+/// Wakes the runners of this process (at once) and, on PostgreSQL, those of every process
+/// listening on `poolkeeper_jobs` (after a retry made a job ready).
 pub async fn notify_ready(db: &UsersDb) -> StoreResult<()> {
+    wake_runners(db);
     if let Conn::Postgres(pg) = &db.0.conn {
         sqlx::query("SELECT pg_notify('poolkeeper_jobs', '')")
             .execute(pg)
