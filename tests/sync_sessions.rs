@@ -137,7 +137,12 @@ async fn session_counters_equal_a_recount_under_concurrent_transitions() {
         let all = sync_sessions::get(&pool, "all").await.unwrap().session;
         let failed = (0..120).filter(|i| i % 7 == 0).count() as i64;
         assert_eq!(
-            (all.total_instances, all.successful, all.failed, all.finished),
+            (
+                all.total_instances,
+                all.successful,
+                all.failed,
+                all.finished
+            ),
             (120, 120 - failed, failed, 120)
         );
         assert_eq!(all.status, "failed");

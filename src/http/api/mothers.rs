@@ -91,7 +91,7 @@ pub fn mother_filter(
         ));
     }
     Ok(MotherFilter {
-        name_like: search.map(rules::contains_pattern),
+        search: search.map(str::to_string),
         status,
         pool_group_id,
     })

@@ -1,0 +1,89 @@
+//! Which index answers a mother name search: the trigram index on each backend, never a scan of
+//! the mothers table, once the table has enough rows for a scan to cost more.
+
+mod common;
+
+use common::{Backend, TestDbs, each_backend};
+use poolkeeper::server;
+use poolkeeper::store::{self, bench_fill, mothers::MotherFilter};
+
+/// A plan line that reads the whole mothers table (PostgreSQL or SQLite wording).
+fn scans_mothers(line: &str) -> bool {
+    let l = line.trim_start_matches(|c: char| c == ' ' || c == '-' || c == '>');
+    l.starts_with("Seq Scan on mothers ")
+        || l == "SCAN mothers"
+        || l.starts_with("SCAN mothers ")
+        || l.starts_with("SCAN m ")
+        || l == "SCAN m"
+}
+
+#[tokio::test]
+async fn name_search_reads_the_trigram_index() {
+    each_backend(|backend| async move {
+        let dbs = TestDbs::new(&backend).await;
+        let (pool, _users) = server::open_and_migrate(&dbs.config).await.unwrap();
+        assert!(store::mothers::name_search_indexed(&pool).await.unwrap());
+        let mothers = 20_000;
+        // As long as a sealed credential, so rows are as wide as real ones.
+        let sealed = format!("v1:0123456789abcdef:{}", "A".repeat(96));
+        let mut next = 1;
+        while next <= mothers {
+            let count = bench_fill::BATCH.min(mothers - next + 1);
+            bench_fill::insert_mothers(&pool, next, count, 1, &sealed, 0)
+                .await
+                .unwrap();
+            next += count;
+        }
+        if let Backend::Postgres { .. } = backend {
+            // As autovacuum would after a load of this size.
+            let pg = sqlx::PgPool::connect(&dbs.config.pool_database_url())
+                .await
+                .unwrap();
+            sqlx::query("VACUUM ANALYZE mothers")
+                .execute(&pg)
+                .await
+                .unwrap();
+            pg.close().await;
+        }
+        let search = MotherFilter {
+            search: Some("-00012".into()),
+            ..MotherFilter::default()
+        };
+        let (page, count) = store::mothers::explain_list_with_usage(&pool, &search, 50, 0)
+            .await
+            .unwrap();
+        let (page, count) = (page.join("\n"), count.join("\n"));
+        let index = match backend {
+            Backend::Sqlite => "mothers_name_search",
+            Backend::Postgres { .. } => "mothers_name_trgm",
+        };
+        for (what, plan) in [("page", &page), ("count", &count)] {
+            assert!(
+                plan.contains(index),
+                "the {what} query reads {index}:\n{plan}"
+            );
+            assert!(
+                !plan.lines().any(scans_mothers),
+                "the {what} query does not scan the mothers table:\n{plan}"
+            );
+        }
+        // And it finds what a scan would: bench-0001200 to bench-0001299.
+        let (items, total) = store::mothers::list_with_usage(&pool, &search, 50, 0)
+            .await
+            .unwrap();
+        assert_eq!(total, 100);
+        assert_eq!(items.len(), 50);
+        assert!(items.iter().all(|m| m.name.contains("-00012")));
+        // Wildcard characters are taken literally, through whichever query the store picks.
+        let literal = MotherFilter {
+            search: Some("bench_00001%".into()),
+            ..MotherFilter::default()
+        };
+        let (_, total) = store::mothers::list_with_usage(&pool, &literal, 50, 0)
+            .await
+            .unwrap();
+        assert_eq!(total, 0);
+        pool.database().close().await;
+    })
+    .await;
+}
