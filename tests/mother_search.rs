@@ -1,5 +1,6 @@
 //! Which index answers a mother name search: the trigram index on each backend, never a scan of
-//! the mothers table, once the table has enough rows for a scan to cost more.
+//! the mothers table, once the table has enough rows for a scan to cost more; and pages past the
+//! middle of the list, which are read from its oldest end.
 
 mod common;
 
@@ -18,7 +19,7 @@ fn scans_mothers(line: &str) -> bool {
 }
 
 #[tokio::test]
-async fn name_search_reads_the_trigram_index() {
+async fn name_search_reads_the_trigram_index_and_deep_pages_read_from_the_end() {
     each_backend(|backend| async move {
         let dbs = TestDbs::new(&backend).await;
         let (pool, _users) = server::open_and_migrate(&dbs.config).await.unwrap();
@@ -74,6 +75,37 @@ async fn name_search_reads_the_trigram_index() {
         assert_eq!(total, 100);
         assert_eq!(items.len(), 50);
         assert!(items.iter().all(|m| m.name.contains("-00012")));
+        // Pages past the middle are read from the oldest end, and still come newest first.
+        let all = MotherFilter::default();
+        let names = |items: &[store::mothers::Mother]| -> Vec<String> {
+            items.iter().map(|m| m.name.clone()).collect()
+        };
+        let (items, total) = store::mothers::list_with_usage(&pool, &all, 50, 19_990)
+            .await
+            .unwrap();
+        assert_eq!(total, 20_000);
+        let expected: Vec<String> = (1..=10).rev().map(|n| format!("bench-{n:07}")).collect();
+        assert_eq!(names(&items), expected);
+        let (items, _) = store::mothers::list_with_usage(&pool, &all, 50, 10_001)
+            .await
+            .unwrap();
+        let expected: Vec<String> = (9_950..=9_999)
+            .rev()
+            .map(|n| format!("bench-{n:07}"))
+            .collect();
+        assert_eq!(names(&items), expected);
+        let (items, _) = store::mothers::list_with_usage(&pool, &search, 50, 90)
+            .await
+            .unwrap();
+        let expected: Vec<String> = (1_200..=1_209)
+            .rev()
+            .map(|n| format!("bench-{n:07}"))
+            .collect();
+        assert_eq!(names(&items), expected);
+        let (items, _) = store::mothers::list_with_usage(&pool, &all, 50, 20_000)
+            .await
+            .unwrap();
+        assert!(items.is_empty());
         // Wildcard characters are taken literally, through whichever query the store picks.
         let literal = MotherFilter {
             search: Some("bench_00001%".into()),

@@ -69,7 +69,13 @@ fn filter_sql(backend: Backend, filter: &MotherFilter) -> (&'static str, Option<
 
 /// The page query and the count query of [`list_with_usage`], with the filter's WHERE clause and
 /// bind value.
-fn list_sql(db: &PoolDb, filter: &MotherFilter) -> (String, String, Option<String>) {
+/// With `from_end`, the page query picks its ids from the oldest end (`$5` then counts from there).
+fn list_sql(
+    db: &PoolDb,
+    filter: &MotherFilter,
+    from_end: bool,
+) -> (String, String, Option<String>) {
+    let order = if from_end { "ASC" } else { "DESC" };
     let backend = db.0.backend();
     let (filter_sql, pattern) = filter_sql(backend, filter);
     // PostgreSQL cannot estimate how many names match a pattern, and guesses enough to walk the
@@ -79,11 +85,11 @@ fn list_sql(db: &PoolDb, filter: &MotherFilter) -> (String, String, Option<Strin
     let page = if backend == Backend::Postgres && pattern.is_some() {
         format!(
             "hits AS MATERIALIZED (SELECT id FROM mothers WHERE {filter_sql}), \
-             page AS (SELECT id FROM hits ORDER BY id DESC LIMIT $4 OFFSET $5)"
+             page AS (SELECT id FROM hits ORDER BY id {order} LIMIT $4 OFFSET $5)"
         )
     } else {
         format!(
-            "page AS (SELECT id FROM mothers WHERE {filter_sql} ORDER BY id DESC LIMIT $4 OFFSET $5)"
+            "page AS (SELECT id FROM mothers WHERE {filter_sql} ORDER BY id {order} LIMIT $4 OFFSET $5)"
         )
     };
     let items = format!(
@@ -98,6 +104,18 @@ fn list_sql(db: &PoolDb, filter: &MotherFilter) -> (String, String, Option<Strin
     (items, count, pattern)
 }
 
+/// Where a page of `limit` rows at `offset` (newest first) of `total` is read from: `(from_end,
+/// limit, offset)`. A page past the middle is read from the oldest end, so the last pages cost
+/// what the first ones do instead of skipping every row before them.
+fn page_window(total: i64, limit: i64, offset: i64) -> (bool, i64, i64) {
+    if offset <= total / 2 {
+        return (false, limit, offset);
+    }
+    let end = (total - offset).max(0); // rows from the oldest end up to the page's last row
+    let start = (end - limit).max(0);
+    (true, end - start, start)
+}
+
 /// One page of mothers with usage, newest first, and how many match. The page's ids are chosen
 /// first, on the mothers table alone, so joins and the team count run for the page's rows only.
 pub async fn list_with_usage(
@@ -106,15 +124,7 @@ pub async fn list_with_usage(
     limit: i64,
     offset: i64,
 ) -> StoreResult<(Vec<Mother>, i64)> {
-    let (items_sql, count_sql, pattern) = list_sql(db, filter);
-    let rows: Vec<Row> = on_reader!(db, |p| sqlx::query_as(sqlx::AssertSqlSafe(items_sql))
-        .bind(&pattern)
-        .bind(&filter.status)
-        .bind(filter.pool_group_id)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(p)
-        .await)?;
+    let (_, count_sql, pattern) = list_sql(db, filter, false);
     let total: i64 = if count_sql.contains("WHERE") {
         on_reader!(db, |p| sqlx::query_scalar(sqlx::AssertSqlSafe(count_sql))
             .bind(&pattern)
@@ -127,6 +137,19 @@ pub async fn list_with_usage(
             .fetch_one(p)
             .await)?
     };
+    let (from_end, limit, offset) = page_window(total, limit, offset);
+    if limit <= 0 {
+        return Ok((Vec::new(), total));
+    }
+    let (items_sql, _, _) = list_sql(db, filter, from_end);
+    let rows: Vec<Row> = on_reader!(db, |p| sqlx::query_as(sqlx::AssertSqlSafe(items_sql))
+        .bind(&pattern)
+        .bind(&filter.status)
+        .bind(filter.pool_group_id)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(p)
+        .await)?;
     Ok((rows.into_iter().map(Into::into).collect(), total))
 }
 
@@ -139,7 +162,7 @@ pub async fn explain_list_with_usage(
     limit: i64,
     offset: i64,
 ) -> StoreResult<(Vec<String>, Vec<String>)> {
-    let (items_sql, count_sql, pattern) = list_sql(db, filter);
+    let (items_sql, count_sql, pattern) = list_sql(db, filter, false);
     let explain = match db.0.backend() {
         Backend::Sqlite => "EXPLAIN QUERY PLAN",
         Backend::Postgres => "EXPLAIN",
@@ -193,6 +216,23 @@ pub async fn name_search_indexed(db: &PoolDb) -> StoreResult<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_past_the_middle_are_read_from_the_oldest_end() {
+        // (total, limit, offset) -> (from_end, limit, offset)
+        for (args, expected) in [
+            ((100, 10, 0), (false, 10, 0)),
+            ((100, 10, 50), (false, 10, 50)),
+            ((100, 10, 60), (true, 10, 30)),
+            ((100, 10, 90), (true, 10, 0)),
+            ((95, 10, 90), (true, 5, 0)),
+            ((100, 10, 100), (true, 0, 0)),
+            ((100, 10, 500), (true, 0, 0)),
+            ((0, 50, 0), (false, 50, 0)),
+        ] {
+            assert_eq!(page_window(args.0, args.1, args.2), expected, "{args:?}");
+        }
+    }
 
     #[test]
     fn like_patterns_escape_wildcards() {
