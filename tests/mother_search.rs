@@ -10,7 +10,7 @@ use poolkeeper::store::{self, bench_fill, mothers::MotherFilter};
 
 /// A plan line that reads the whole mothers table (PostgreSQL or SQLite wording).
 fn scans_mothers(line: &str) -> bool {
-    let l = line.trim_start_matches(|c: char| c == ' ' || c == '-' || c == '>');
+    let l = line.trim_start_matches([' ', '-', '>']);
     l.starts_with("Seq Scan on mothers ")
         || l == "SCAN mothers"
         || l.starts_with("SCAN mothers ")
