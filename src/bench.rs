@@ -13,7 +13,6 @@ use serde_json::json;
 
 use crate::crypto::{Credential, Keyring};
 use crate::db::{OpenOptions, PoolDb};
-use crate::domain::mothers::contains_pattern;
 use crate::store::bench_fill;
 use crate::store::mothers::{self, MotherFilter};
 
@@ -133,7 +132,7 @@ async fn run_queries(db: &PoolDb, args: &PoolBenchArgs) -> anyhow::Result<Figure
     .await?;
     // A term in the middle of the names: matches about a tenth of a percent of them.
     let search_filter = MotherFilter {
-        name_like: Some(contains_pattern("-00012")),
+        search: Some("-00012".into()),
         ..MotherFilter::default()
     };
     let search = time(args.iterations, || async {
@@ -169,13 +168,90 @@ pub struct SyncBenchArgs {
     /// Jobs run at the same time.
     #[arg(long, default_value_t = 8)]
     pub workers: usize,
+    /// A PostgreSQL server (postgres://USER@HOST:PORT/DB) on which the run creates two fresh
+    /// databases, one for pool and one for users, and drops them at the end; the role needs
+    /// CREATEDB [default: SQLite in a new temp dir].
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+/// `url` with its database name replaced by `db` (the query string kept).
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let root = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{root}/{db}?{q}"),
+        None => format!("{root}/{db}"),
+    }
+}
+
+/// Fresh PostgreSQL databases for one `bench sync` run, dropped by [`ScratchDatabases::drop_all`].
+struct ScratchDatabases {
+    server_url: String,
+    names: Vec<String>,
+}
+
+impl ScratchDatabases {
+    async fn create(server_url: &str) -> anyhow::Result<Self> {
+        use sqlx::Connection;
+        anyhow::ensure!(
+            crate::db::is_postgres_url(server_url),
+            "--database-url must be a postgres:// URL"
+        );
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let mut conn = sqlx::PgConnection::connect(server_url).await.map_err(|e| {
+            anyhow::anyhow!("connecting to {}: {e}", crate::db::redact_url(server_url))
+        })?;
+        let mut out = Self {
+            server_url: server_url.to_string(),
+            names: Vec::new(),
+        };
+        for kind in ["pool", "users"] {
+            let name = format!("poolkeeper_bench_{}_{kind}", &tag[..12]);
+            // The name is made here of [a-z0-9_] only.
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut conn)
+                .await?;
+            out.names.push(name);
+        }
+        conn.close().await.ok();
+        Ok(out)
+    }
+
+    fn url(&self, i: usize) -> Option<String> {
+        self.names
+            .get(i)
+            .map(|n| with_database(&self.server_url, n))
+    }
+
+    async fn drop_all(&self) {
+        use sqlx::Connection;
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&self.server_url).await {
+            for name in &self.names {
+                let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await
+                {
+                    eprintln!("could not drop the bench database {name}: {e}");
+                }
+            }
+        }
+    }
 }
 
 /// Seats of each benchmark mother.
 const SYNC_BENCH_SEATS: i64 = 7;
 
 /// Syncs `--mothers` simulated mothers with auto-invite through the job queue, on SQLite in a new
-/// temp dir: one `sync/all` of their group (timed from the enqueue to the last job finished), then
+/// temp dir (or in two fresh PostgreSQL databases with `--database-url`): one `sync/all` of their group (timed from the enqueue to the last job finished), then
 /// a second one, which must change nothing. Checks the outcome and prints one JSON line.
 pub async fn sync(args: &SyncBenchArgs) -> anyhow::Result<()> {
     use crate::jobs::{self, pool_sync};
@@ -187,10 +263,22 @@ pub async fn sync(args: &SyncBenchArgs) -> anyhow::Result<()> {
         "--mothers must be at least 1 and --workers between 1 and 1024"
     );
     let temp = tempfile_dir()?;
+    let scratch = match &args.database_url {
+        Some(url) => Some(ScratchDatabases::create(url).await?),
+        None => None,
+    };
     let mut config = crate::config::Config {
         data_dir: temp.clone(),
         child_email_domain: Some("bench.test".into()),
         admin_password: Some(crate::config::Secret::new("bench-admin-password")),
+        pool_database_url: scratch
+            .as_ref()
+            .and_then(|s| s.url(0))
+            .map(crate::config::Secret::new),
+        users_database_url: scratch
+            .as_ref()
+            .and_then(|s| s.url(1))
+            .map(crate::config::Secret::new),
         ..Default::default()
     };
     config.jobs.concurrency = args.workers;
@@ -293,7 +381,7 @@ pub async fn sync(args: &SyncBenchArgs) -> anyhow::Result<()> {
         let pct = |p: f64| percentile(&latencies, p).unwrap_or(0);
         let report = json!({
             "bench": "sync",
-            "backend": "sqlite",
+            "backend": app.pool.database().backend().as_str(),
             "mothers": args.mothers,
             "seats_per_mother": SYNC_BENCH_SEATS,
             "workers": args.workers,
@@ -317,5 +405,8 @@ pub async fn sync(args: &SyncBenchArgs) -> anyhow::Result<()> {
     }
     .await;
     let _ = std::fs::remove_dir_all(&temp);
+    if let Some(scratch) = scratch {
+        scratch.drop_all().await;
+    }
     result
 }

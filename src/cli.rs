@@ -149,8 +149,8 @@ pub enum BenchCommand {
     /// Fill a fresh pool database with mothers of 7 seats each, then time the mothers list with
     /// usage (first and last page), a search and the stats query.
     Pool(crate::bench::PoolBenchArgs),
-    /// Sync simulated mothers of 7 seats with auto-invite (one group, `sync/all`, run twice) on
-    /// SQLite in a temp dir, through the job queue.
+    /// Sync simulated mothers of 7 seats with auto-invite (one group, `sync/all`, run twice)
+    /// through the job queue, on SQLite in a temp dir or in fresh PostgreSQL databases.
     Sync(crate::bench::SyncBenchArgs),
 }
 

@@ -265,6 +265,14 @@ pub async fn prepare(
 ) -> anyhow::Result<(AppState, Option<FirstAdmin>)> {
     let keyring = crate::crypto::Keyring::from_config(&config)?;
     let (pool, users) = open_and_migrate(&config).await?;
+    if !store::mothers::name_search_indexed(&pool).await? {
+        tracing::warn!(
+            "mother name search has no trigram index (the pg_trgm extension could not be created \
+             when the pool database was migrated): searches scan every mother. Have a superuser \
+             run CREATE EXTENSION pg_trgm and CREATE INDEX mothers_name_trgm ON mothers USING gin \
+             (name gin_trgm_ops) in the pool database"
+        );
+    }
     let first = ensure_first_admin(&config, &users, &clock).await?;
     Ok((App::new(config, pool, users, clock, keyring), first))
 }

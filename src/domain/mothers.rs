@@ -265,21 +265,6 @@ impl MotherInput {
     }
 }
 
-/// A LIKE pattern matching `term` anywhere, with `%`, `_` and `\` in the term taken literally
-/// (used with `ESCAPE '\'`).
-pub fn contains_pattern(term: &str) -> String {
-    let mut out = String::with_capacity(term.len() + 2);
-    out.push('%');
-    for c in term.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('%');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,11 +332,5 @@ mod tests {
         )
         .unwrap();
         assert!(m.teams[0].is_default && !m.teams[1].is_default);
-    }
-
-    #[test]
-    fn like_patterns_escape_wildcards() {
-        assert_eq!(contains_pattern("ab"), "%ab%");
-        assert_eq!(contains_pattern("5%_\\"), "%5\\%\\_\\\\%");
     }
 }

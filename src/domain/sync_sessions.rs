@@ -1,5 +1,6 @@
-//! Rules of sync sessions, over plain counts: totals, status and progress come from the records,
-//! never from counters kept on the side, so a record finishing twice cannot skew them.
+//! Rules of sync sessions, over plain counts of their records. The store keeps those counts on the
+//! session row and adds to them only when a record actually changes state (a record finishing
+//! twice counts once), so they always equal a recount of the records.
 
 /// Which kinds of sync start a session.
 pub const SYNC_TYPES: [&str; 3] = ["scheduled", "manual_single", "manual_batch"];
@@ -25,6 +26,17 @@ impl RecordCounts {
             "failed" => self.failed += n,
             "cancelled" => self.cancelled += n,
             _ => {}
+        }
+    }
+    /// The counts a session row carries: its total and its finished records by outcome. The row
+    /// does not tell pending from running records; the unfinished ones count as `pending`.
+    pub fn from_session(total: i64, completed: i64, failed: i64, cancelled: i64) -> Self {
+        Self {
+            pending: (total - completed - failed - cancelled).max(0),
+            running: 0,
+            completed,
+            failed,
+            cancelled,
         }
     }
     pub fn total(&self) -> i64 {
@@ -94,6 +106,22 @@ mod tests {
             (counts(0, 0, 0, 0), "running", "completed"),
         ] {
             assert_eq!(session_status(current, &c), expected, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn session_row_counts_unfinished_records_as_pending() {
+        for ((total, completed, failed, cancelled), status) in [
+            ((3, 1, 0, 0), "running"),
+            ((3, 2, 1, 0), "failed"),
+            ((3, 3, 0, 0), "completed"),
+            ((3, 2, 0, 1), "completed"),
+            ((0, 0, 0, 0), "completed"),
+        ] {
+            let c = RecordCounts::from_session(total, completed, failed, cancelled);
+            assert_eq!(c.total(), total);
+            assert_eq!(c.pending, total - completed - failed - cancelled);
+            assert_eq!(session_status("running", &c), status, "{c:?}");
         }
     }
 

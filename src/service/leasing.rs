@@ -715,15 +715,14 @@ pub async fn list_accounts(
         ),
         None => None,
     };
-    let login_like = q
+    let search = q
         .search
-        .map(|s| s.trim().to_lowercase())
-        .filter(|s| !s.is_empty())
-        .map(|s| crate::domain::mothers::contains_pattern(&s));
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
     let filter = AccountFilter {
         pool,
         status,
-        login_like,
+        search,
     };
     let now = ctx.clock.now_ms();
     let (items, total) = accounts::list(

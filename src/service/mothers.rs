@@ -157,7 +157,7 @@ pub fn list_filter(
         ));
     }
     Ok(MotherFilter {
-        name_like: search.map(mothers::contains_pattern),
+        search: search.map(str::to_string),
         status,
         pool_group_id,
     })

@@ -170,8 +170,8 @@ pub struct AccountFilter {
     pub pool: Option<String>,
     /// One of `domain::leases::AccountStatus` as text.
     pub status: Option<String>,
-    /// A LIKE pattern over the lower-cased login.
-    pub login_like: Option<String>,
+    /// Part of the login, case-insensitive, taken literally.
+    pub search: Option<String>,
 }
 
 /// A page of accounts, by id, and the total that match.
@@ -183,6 +183,10 @@ pub async fn list(
     limit: i64,
     offset: i64,
 ) -> StoreResult<(Vec<Account>, i64)> {
+    let login_like = filter
+        .search
+        .as_deref()
+        .map(|term| super::contains_pattern(&term.to_lowercase()));
     let status = status_sql("$4", "$5");
     let cond = format!(
         "($1 IS NULL OR pool = $1) AND ($2 IS NULL OR {status} = $2) \
@@ -197,7 +201,7 @@ pub async fn list(
     let items: Vec<Account> = on_reader!(db, |p| sqlx::query_as(page_sql)
         .bind(&filter.pool)
         .bind(&filter.status)
-        .bind(&filter.login_like)
+        .bind(&login_like)
         .bind(now)
         .bind(cooldown_ms)
         .bind(limit)
@@ -207,7 +211,7 @@ pub async fn list(
     let total: i64 = on_reader!(db, |p| sqlx::query_scalar(count_sql)
         .bind(&filter.pool)
         .bind(&filter.status)
-        .bind(&filter.login_like)
+        .bind(&login_like)
         .bind(now)
         .bind(cooldown_ms)
         .fetch_one(p)

@@ -47,3 +47,19 @@ impl From<sqlx::Error> for StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A LIKE pattern matching `term` anywhere, with `%`, `_` and `\` taken literally (backslash is
+/// the escape character: PostgreSQL's default, and SQLite's with `ESCAPE '\'`).
+pub(crate) fn contains_pattern(term: &str) -> String {
+    let mut out = String::with_capacity(term.len() + 2);
+    out.push('%');
+    for c in term.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+

@@ -15,6 +15,9 @@ use crate::db::{PoolDb, in_transaction, on_reader, on_writer};
 use crate::domain::mothers::NewTeam;
 use crate::domain::seats::{Resize, Usage, plan_resize};
 
+mod list;
+pub use list::{MotherFilter, explain_list_with_usage, list_with_usage, name_search_indexed};
+
 /// A mother as the API shows her: never the credential.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Mother {
@@ -248,79 +251,6 @@ pub async fn get_detail(db: &PoolDb, id: i64) -> StoreResult<MotherDetail> {
         seats,
         children,
     })
-}
-
-/// Which mothers a page lists.
-#[derive(Clone, Debug, Default)]
-pub struct MotherFilter {
-    /// A LIKE pattern (see `domain::mothers::contains_pattern`), matched case-insensitively.
-    pub name_like: Option<String>,
-    pub status: Option<String>,
-    pub pool_group_id: Option<i64>,
-}
-
-/// `$1 IS NULL OR ...` keeps one statement for every filter combination. The name match is
-/// case-insensitive on both backends. On SQLite a pattern without escaped characters goes through
-/// the trigram index `mothers_name_search`; one with them (a search for a literal `%` or `_`) uses
-/// LIKE, which already ignores ASCII case there. PostgreSQL has ILIKE.
-fn filter_sql(db: &PoolDb, filter: &MotherFilter) -> &'static str {
-    const SQLITE_INDEXED: &str = "id IN (SELECT rowid FROM mothers_name_search WHERE mothers_name_search.name LIKE $1) \
-        AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR pool_group_id = $3)";
-    const SQLITE_SCAN: &str = "($1 IS NULL OR name LIKE $1 ESCAPE '\\') \
-        AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR pool_group_id = $3)";
-    const POSTGRES: &str = "($1 IS NULL OR name ILIKE $1 ESCAPE '\\') \
-        AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR pool_group_id = $3)";
-    match (db.0.backend(), &filter.name_like) {
-        (crate::db::Backend::Sqlite, Some(pattern)) if !pattern.contains('\\') => SQLITE_INDEXED,
-        (crate::db::Backend::Sqlite, _) => SQLITE_SCAN,
-        (crate::db::Backend::Postgres, _) => POSTGRES,
-    }
-}
-
-/// One page of mothers with usage, newest first, and how many match. The page's ids are chosen
-/// first, on the mothers table alone, so joins and the team count run for the page's rows only.
-pub async fn list_with_usage(
-    db: &PoolDb,
-    filter: &MotherFilter,
-    limit: i64,
-    offset: i64,
-) -> StoreResult<(Vec<Mother>, i64)> {
-    // Without filters, COUNT(*) has no WHERE: SQLite then counts b-tree pages instead of rows.
-    let unfiltered =
-        filter.name_like.is_none() && filter.status.is_none() && filter.pool_group_id.is_none();
-    let filter_sql = if unfiltered {
-        "$1 IS NULL AND $2 IS NULL AND $3 IS NULL"
-    } else {
-        filter_sql(db, filter)
-    };
-    let items_sql = sqlx::AssertSqlSafe(format!(
-        "WITH page AS (SELECT id FROM mothers WHERE {filter_sql} ORDER BY id DESC LIMIT $4 OFFSET $5) \
-         SELECT {COLUMNS} FROM page JOIN mothers m ON m.id = page.id \
-         LEFT JOIN pool_groups g ON g.id = m.pool_group_id ORDER BY m.id DESC"
-    ));
-    let rows: Vec<Row> = on_reader!(db, |p| sqlx::query_as(items_sql)
-        .bind(&filter.name_like)
-        .bind(&filter.status)
-        .bind(filter.pool_group_id)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(p)
-        .await)?;
-    let total: i64 = if unfiltered {
-        on_reader!(db, |p| sqlx::query_scalar("SELECT COUNT(*) FROM mothers")
-            .fetch_one(p)
-            .await)?
-    } else {
-        let count_sql =
-            sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM mothers WHERE {filter_sql}"));
-        on_reader!(db, |p| sqlx::query_scalar(count_sql)
-            .bind(&filter.name_like)
-            .bind(&filter.status)
-            .bind(filter.pool_group_id)
-            .fetch_one(p)
-            .await)?
-    };
-    Ok((rows.into_iter().map(Into::into).collect(), total))
 }
 
 /// Which of `names` are taken.

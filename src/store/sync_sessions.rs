@@ -1,7 +1,10 @@
 //! Sync sessions and their records (pool database). Only this module writes `sync_sessions` and
-//! `sync_records`. A session's totals and status are recomputed from its records, in the same
-//! transaction as the record change, with the session row locked first, so concurrent record
-//! finishes serialise per session and the last one sees every record finished.
+//! `sync_records`. A session row carries its record counters (`total_instances`, `successful`,
+//! `failed`, `cancelled`); every record transition that changes them adds to them in the same
+//! transaction, with the session row locked first, so concurrent record finishes serialise per
+//! session, the last one sees every record finished, and no transition reads the other records
+//! (a session of N records costs O(N), not O(N^2)). Unfinished (pending or running) records are
+//! the total minus the finished ones: the pending -> running step changes no counter.
 
 use std::collections::BTreeMap;
 
@@ -48,8 +51,7 @@ impl Session {
 
 const SESSION_COLUMNS: &str = "s.session_id, s.sync_type, s.category, s.status, s.pool_group_id, \
     s.total_instances, s.successful, s.failed, s.created_by, s.started_at, s.completed_at, \
-    (SELECT COUNT(*) FROM sync_records r WHERE r.session_id = s.session_id \
-     AND r.status IN ('completed', 'failed', 'cancelled')) AS finished";
+    s.successful + s.failed + s.cancelled AS finished";
 
 #[derive(Clone, Debug, FromRow, Serialize, utoipa::ToSchema)]
 pub struct Record {
@@ -104,39 +106,37 @@ pub struct RecordOutcome {
     pub details: serde_json::Value,
 }
 
-/// Recomputes a session's totals and status from its records (inside a transaction `$tx`).
-macro_rules! recount {
-    ($tx:ident, $session_id:expr, $now:expr) => {{
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT status, COUNT(*) FROM sync_records WHERE session_id = $1 GROUP BY status",
-        )
-        .bind($session_id)
-        .fetch_all(&mut *$tx)
-        .await?;
-        let mut counts = RecordCounts::default();
-        for (status, n) in &rows {
-            counts.add(status, *n);
-        }
-        let current: String =
-            sqlx::query_scalar("SELECT status FROM sync_sessions WHERE session_id = $1")
-                .bind($session_id)
-                .fetch_one(&mut *$tx)
-                .await?;
+/// Adds finished records to a session's counters and sets its status from them (inside a
+/// transaction `$tx` that already locked the session row). `$finished` counts the records that
+/// just finished, by outcome.
+macro_rules! add_finished {
+    ($tx:ident, $session_id:expr, $finished:expr, $now:expr) => {{
+        let finished: RecordCounts = $finished;
+        let (current, total, successful, failed, cancelled): (String, i64, i64, i64, i64) =
+            sqlx::query_as(
+                "UPDATE sync_sessions SET successful = successful + $2, failed = failed + $3, \
+                 cancelled = cancelled + $4 WHERE session_id = $1 \
+                 RETURNING status, total_instances, successful, failed, cancelled",
+            )
+            .bind($session_id)
+            .bind(finished.completed)
+            .bind(finished.failed)
+            .bind(finished.cancelled)
+            .fetch_one(&mut *$tx)
+            .await?;
+        let counts = RecordCounts::from_session(total, successful, failed, cancelled);
         let status = rules::session_status(&current, &counts);
-        let (total, successful, failed) = rules::totals(&counts);
-        sqlx::query(
-            "UPDATE sync_sessions SET status = $2, total_instances = $3, successful = $4, \
-             failed = $5, completed_at = CASE WHEN $2 = 'running' THEN NULL \
-             ELSE COALESCE(completed_at, $6) END WHERE session_id = $1",
-        )
-        .bind($session_id)
-        .bind(status)
-        .bind(total)
-        .bind(successful)
-        .bind(failed)
-        .bind($now)
-        .execute(&mut *$tx)
-        .await?;
+        if status != current {
+            sqlx::query(
+                "UPDATE sync_sessions SET status = $2, completed_at = CASE WHEN $2 = 'running' \
+                 THEN NULL ELSE COALESCE(completed_at, $3) END WHERE session_id = $1",
+            )
+            .bind($session_id)
+            .bind(status)
+            .bind($now)
+            .execute(&mut *$tx)
+            .await?;
+        }
     }};
 }
 
@@ -178,7 +178,7 @@ pub async fn create(
             records.push(r);
         }
         // A session without records is done at once.
-        recount!(tx, session_id, now);
+        add_finished!(tx, session_id, RecordCounts::default(), now);
         tx.commit().await?;
         Ok(records)
     })
@@ -262,8 +262,11 @@ pub async fn finish_record(
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        // Only a record that was still unfinished counts: a second finish changes nothing.
         if n > 0 {
-            recount!(tx, &session_id, now);
+            let mut finished = RecordCounts::default();
+            finished.add(outcome.status, 1);
+            add_finished!(tx, &session_id, finished, now);
         }
         tx.commit().await?;
         Ok(())
@@ -302,11 +305,15 @@ pub async fn cancel(
         .bind(now)
         .fetch_all(&mut *tx)
         .await?;
-        sqlx::query("UPDATE sync_sessions SET status = 'cancelled' WHERE session_id = $1")
-            .bind(session_id)
-            .execute(&mut *tx)
-            .await?;
-        recount!(tx, session_id, now);
+        sqlx::query(
+            "UPDATE sync_sessions SET status = 'cancelled', cancelled = cancelled + $2, \
+             completed_at = COALESCE(completed_at, $3) WHERE session_id = $1",
+        )
+        .bind(session_id)
+        .bind(i64::try_from(jobs.len()).unwrap_or(i64::MAX))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(Ok(jobs.into_iter().flatten().collect()))
     })

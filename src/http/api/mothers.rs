@@ -47,7 +47,7 @@ pub struct MotherListQuery {
     pub page: Option<i64>,
     /// Items per page (default 50, at most 500).
     pub page_size: Option<i64>,
-    /// Part of the name, case-insensitive.
+    /// Part of the name, case-insensitive; `%` and `_` match themselves (at most 200 bytes).
     pub search: Option<String>,
     /// `active`, `invalid` or `disabled`.
     pub status: Option<String>,
