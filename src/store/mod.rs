@@ -62,4 +62,3 @@ pub(crate) fn contains_pattern(term: &str) -> String {
     out.push('%');
     out
 }
-
