@@ -893,9 +893,10 @@ mod tests {
             &h,
             &body,
         ));
+        // The service's own words are logged, not passed on.
         assert_eq!(
             e,
-            ProviderError::Unauthorized("GET /v2/Users: 401 token expired".into())
+            ProviderError::Unauthorized("GET /v2/Users: 401 Unauthorized".into())
         );
         let map = |s: StatusCode| ProviderError::from(status_error("x", s, &h, &Value::Null));
         assert!(matches!(
