@@ -164,6 +164,31 @@ pub const MAX_CONCURRENT_PASSWORD_CHECKS: usize = 2;
 /// How long a login waits for a password-check slot before it is answered 503 with Retry-After.
 pub const PASSWORD_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Text from a request made safe for one log line: control characters (a newline would start a
+/// fake line) escaped, at most 64 characters kept.
+pub fn loggable(text: &str) -> String {
+    let mut out: String = text.chars().take(64).flat_map(char::escape_debug).collect();
+    if text.chars().nth(64).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
+/// Token name rules: 1-100 characters, no control characters (names reach logs and terminals),
+/// and not all digits (so a name is never mistaken for an id).
+pub fn check_token_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err("name must be 1-100 characters".into());
+    }
+    if name.chars().any(char::is_control) {
+        return Err("name must not contain control characters".into());
+    }
+    if name.chars().all(|c| c.is_ascii_digit()) {
+        return Err("name must not be all digits (it would read as a token id)".into());
+    }
+    Ok(())
+}
+
 /// Failed-login bookkeeping per username and per client address, shared by the process, and the
 /// cap on concurrent password checks.
 pub struct LoginThrottle {
@@ -265,10 +290,17 @@ pub async fn login(
     client_addr: &str,
 ) -> StoreResult<LoginOutcome> {
     let now = clock.now_ms();
-    let reservation = match throttle.reserve(username, client_addr, now) {
+    // A name no admin can have is not looked up; all such names share one throttle key, so junk
+    // keys cannot fill the map.
+    let is_valid_name = check_username(username).is_ok();
+    let user_key = if is_valid_name { username } else { "<invalid>" };
+    let reservation = match throttle.reserve(user_key, client_addr, now) {
         Ok(r) => r,
         Err(retry_after_secs) => return Ok(LoginOutcome::Throttled { retry_after_secs }),
     };
+    if !is_valid_name {
+        return Ok(LoginOutcome::BadCredentials);
+    }
     let user = match store::admins::find_by_username(users, username).await {
         Ok(user) => user,
         Err(e) => {
@@ -419,5 +451,26 @@ mod tests {
         assert!(check_username("a b").is_err());
         assert!(check_new_password("short").is_err());
         assert!(check_new_password("long enough").is_ok());
+    }
+
+    #[test]
+    fn loggable_text_is_one_short_line() {
+        assert_eq!(loggable("admin"), "admin");
+        assert_eq!(
+            loggable("x\n2026-01-01 INFO admin logged in"),
+            "x\\n2026-01-01 INFO admin logged in"
+        );
+        assert!(!loggable("a\r\nb\u{1b}[31m").contains(['\n', '\r', '\u{1b}']));
+        let long = loggable(&"y".repeat(1000));
+        assert_eq!(long, format!("{}...", "y".repeat(64)));
+    }
+
+    #[test]
+    fn token_name_rules() {
+        assert!(check_token_name("ci bot").is_ok());
+        assert!(check_token_name("deploy-2").is_ok());
+        for bad in ["", "3", "0042", "a\nb", "tab\there", &"x".repeat(101)] {
+            assert!(check_token_name(bad).is_err(), "{bad:?}");
+        }
     }
 }

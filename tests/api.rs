@@ -487,6 +487,53 @@ async fn repeated_login_failures_are_throttled_per_username_and_per_address() {
     t.stop().await;
 }
 
+/// `DELETE /api/admin/tokens/{id}` revokes by id only, and names cannot be mistaken for ids or
+/// carry control characters.
+#[tokio::test]
+async fn tokens_are_revoked_by_id_only_and_names_are_checked() {
+    each_backend(|backend| async move {
+        let t = TestApp::spawn(&backend).await;
+        let admin = t.token("admin-bot", Scope::Admin).await;
+        let c = &t.client;
+        for name in ["3", "0042", "line\nbreak", "bell\u{7}"] {
+            let err = api_error(
+                c.post(t.url("/api/admin/tokens"))
+                    .bearer_auth(&admin)
+                    .json(&json!({"name": name, "scope": "worker"}))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(
+                (err.status, err.code.as_str()),
+                (400, "invalid_name"),
+                "{name:?}"
+            );
+        }
+        // A name of digits from before the rule: deleting that number as an id leaves it alone.
+        let legacy =
+            poolkeeper::store::tokens::create(&t.app().users, "999998", "worker", "legacy-hash", 1)
+                .await
+                .unwrap();
+        assert_ne!(legacy.id, 999998);
+        let res = c
+            .delete(t.url("/api/admin/tokens/999998"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 404);
+        let all = poolkeeper::store::tokens::list(&t.app().users)
+            .await
+            .unwrap();
+        let legacy = all.iter().find(|x| x.id == legacy.id).unwrap();
+        assert!(legacy.revoked_at.is_none(), "revoked by its name");
+        t.stop().await;
+    })
+    .await;
+}
+
 /// Attempts are counted before the password is checked: of a burst of parallel bad logins for one
 /// user from one address, at most the limit (5) are checked, the rest are refused at once.
 #[tokio::test]

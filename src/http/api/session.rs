@@ -104,7 +104,8 @@ pub async fn login(
             ))
         }
         LoginOutcome::BadCredentials => {
-            tracing::warn!(username = %req.username, %addr, "failed admin login");
+            let username = auth::loggable(&req.username);
+            tracing::warn!(%username, %addr, "failed admin login");
             Err(ApiError::unauthorized("wrong username or password"))
         }
         LoginOutcome::Throttled { retry_after_secs } => Err(ApiError::too_many_requests(
