@@ -33,7 +33,10 @@ impl App {
         clock: SharedClock,
         keyring: Keyring,
     ) -> AppState {
-        let providers = Providers::new(&config.data_dir);
+        // A loaded configuration has been checked; one built in code with a bad entry gets the
+        // strict rule.
+        let scim_egress = config.scim_egress().unwrap_or_default();
+        let providers = Providers::new(&config.data_dir, scim_egress);
         Arc::new(Self {
             providers,
             config,

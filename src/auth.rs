@@ -2,14 +2,14 @@
 //! and login throttling. Only hashes of passwords, session cookies and API tokens reach a database.
 
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use sha2::{Digest, Sha256};
 
 use crate::clock::SharedClock;
 use crate::db::UsersDb;
-use crate::domain::login_throttle::{Throttle, ThrottlePolicy};
+use crate::domain::login_throttle::{Throttle, ThrottlePolicy, address_key};
 use crate::store::{self, StoreError, StoreResult};
 
 /// What an API token may do.
@@ -158,44 +158,108 @@ pub fn check_username(username: &str) -> Result<(), String> {
     }
 }
 
-/// Failed-login bookkeeping per username and per client address, shared by the process.
+/// Password checks (argon2, ~19 MiB and tens of milliseconds each) that may run at the same time in
+/// this process; more wait in line for at most [`PASSWORD_CHECK_WAIT`].
+pub const MAX_CONCURRENT_PASSWORD_CHECKS: usize = 2;
+/// How long a login waits for a password-check slot before it is answered 503 with Retry-After.
+pub const PASSWORD_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Text from a request made safe for one log line: control characters (a newline would start a
+/// fake line) escaped, at most 64 characters kept.
+pub fn loggable(text: &str) -> String {
+    let mut out: String = text.chars().take(64).flat_map(char::escape_debug).collect();
+    if text.chars().nth(64).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
+/// Token name rules: 1-100 characters, no control characters (names reach logs and terminals),
+/// and not all digits (so a name is never mistaken for an id).
+pub fn check_token_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err("name must be 1-100 characters".into());
+    }
+    if name.chars().any(char::is_control) {
+        return Err("name must not contain control characters".into());
+    }
+    if name.chars().all(|c| c.is_ascii_digit()) {
+        return Err("name must not be all digits (it would read as a token id)".into());
+    }
+    Ok(())
+}
+
+/// Failed-login bookkeeping per username and per client address, shared by the process, and the
+/// cap on concurrent password checks.
 pub struct LoginThrottle {
-    by_user: Mutex<Throttle>,
-    by_addr: Mutex<Throttle>,
+    /// Both maps behind one lock, so that checking and reserving both keys is one step.
+    keys: Mutex<ThrottleKeys>,
+    password_checks: Arc<tokio::sync::Semaphore>,
+}
+
+struct ThrottleKeys {
+    by_user: Throttle,
+    by_addr: Throttle,
+}
+
+/// An attempt counted in advance as a failure for its username and address.
+struct Reservation {
+    username: String,
+    addr: String,
+    at: i64,
 }
 
 impl LoginThrottle {
     pub fn new(policy: ThrottlePolicy) -> Self {
         Self {
-            by_user: Mutex::new(Throttle::new(policy)),
-            by_addr: Mutex::new(Throttle::new(policy)),
+            keys: Mutex::new(ThrottleKeys {
+                by_user: Throttle::new(policy),
+                by_addr: Throttle::new(policy),
+            }),
+            password_checks: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_PASSWORD_CHECKS)),
         }
     }
 
-    /// Seconds to wait before trying again, when either key is blocked.
-    pub fn retry_after_secs(&self, username: &str, addr: &str, now: i64) -> Option<u64> {
-        let user = lock(&self.by_user).blocked_for(username, now);
-        let addr = lock(&self.by_addr).blocked_for(addr, now);
-        user.max(addr).map(|ms| (ms as u64).div_ceil(1000))
+    /// Counts an attempt for `username` and the address key of `addr`, unless either is blocked:
+    /// then the seconds to wait. Check and count happen under one lock, so of many parallel
+    /// attempts at most the policy's limit get through.
+    fn reserve(&self, username: &str, addr: &str, now: i64) -> Result<Reservation, u64> {
+        let addr = address_key(addr);
+        let mut keys = self.lock();
+        let user = keys.by_user.blocked_for(username, now);
+        let by_addr = keys.by_addr.blocked_for(&addr, now);
+        if let Some(ms) = user.max(by_addr) {
+            return Err((ms as u64).div_ceil(1000));
+        }
+        keys.by_user.record_failure(username, now);
+        keys.by_user.prune(now);
+        keys.by_addr.record_failure(&addr, now);
+        keys.by_addr.prune(now);
+        Ok(Reservation {
+            username: username.to_string(),
+            addr,
+            at: now,
+        })
     }
 
-    pub fn record_failure(&self, username: &str, addr: &str, now: i64) {
-        let mut users = lock(&self.by_user);
-        users.record_failure(username, now);
-        users.prune(now);
-        let mut addrs = lock(&self.by_addr);
-        addrs.record_failure(addr, now);
-        addrs.prune(now);
+    /// The attempt was not a failure after all (never checked): give its count back.
+    fn cancel(&self, r: &Reservation) {
+        let mut keys = self.lock();
+        keys.by_user.forget(&r.username, r.at);
+        keys.by_addr.forget(&r.addr, r.at);
     }
 
-    pub fn record_success(&self, username: &str) {
-        lock(&self.by_user).clear(username);
+    /// The password matched: the username starts afresh, the address gets this attempt back.
+    fn succeeded(&self, r: &Reservation) {
+        let mut keys = self.lock();
+        keys.by_user.clear(&r.username);
+        keys.by_addr.forget(&r.addr, r.at);
     }
-}
 
-fn lock(m: &Mutex<Throttle>) -> std::sync::MutexGuard<'_, Throttle> {
-    // A panic while holding the lock cannot leave the map inconsistent; keep using it.
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, ThrottleKeys> {
+        // A panic while holding the lock cannot leave the maps inconsistent; keep using them.
+        self.keys.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The outcome of a login attempt.
@@ -207,6 +271,10 @@ pub enum LoginOutcome {
     },
     BadCredentials,
     Throttled {
+        retry_after_secs: u64,
+    },
+    /// Too many password checks are running; nothing was checked or counted.
+    Busy {
         retry_after_secs: u64,
     },
 }
@@ -222,23 +290,59 @@ pub async fn login(
     client_addr: &str,
 ) -> StoreResult<LoginOutcome> {
     let now = clock.now_ms();
-    if let Some(retry_after_secs) = throttle.retry_after_secs(username, client_addr, now) {
-        return Ok(LoginOutcome::Throttled { retry_after_secs });
+    // A name no admin can have is not looked up; all such names share one throttle key, so junk
+    // keys cannot fill the map.
+    let is_valid_name = check_username(username).is_ok();
+    let user_key = if is_valid_name { username } else { "<invalid>" };
+    let reservation = match throttle.reserve(user_key, client_addr, now) {
+        Ok(r) => r,
+        Err(retry_after_secs) => return Ok(LoginOutcome::Throttled { retry_after_secs }),
+    };
+    if !is_valid_name {
+        return Ok(LoginOutcome::BadCredentials);
     }
-    let user = store::admins::find_by_username(users, username).await?;
-    let matches = match &user {
-        Some(user) => verify_password(password.to_string(), user.password_hash.clone()).await,
-        None => {
-            // Spend the same time on unknown users so timing does not reveal which names exist.
-            let _ = hash_password(password.to_string()).await;
-            false
+    let user = match store::admins::find_by_username(users, username).await {
+        Ok(user) => user,
+        Err(e) => {
+            throttle.cancel(&reservation);
+            return Err(e);
         }
     };
+    let slot = Arc::clone(&throttle.password_checks).acquire_owned();
+    let permit = match tokio::time::timeout(PASSWORD_CHECK_WAIT, slot).await {
+        Ok(Ok(permit)) => permit,
+        // Timed out, or the semaphore was closed (never done): the caller may come back soon.
+        Ok(Err(_)) | Err(_) => {
+            throttle.cancel(&reservation);
+            return Ok(LoginOutcome::Busy {
+                retry_after_secs: 1,
+            });
+        }
+    };
+    let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
+    let password = password.to_string();
+    // The permit moves into the blocking task, so a client that hangs up does not free its slot
+    // while the check still runs.
+    let matches = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let argon2 = Argon2::default();
+        match stored_hash {
+            Some(hash) => argon2
+                .verify_password(password.as_bytes(), hash.as_str())
+                .is_ok(),
+            None => {
+                // Spend the same time on unknown users so timing does not reveal which names exist.
+                let _ = argon2.hash_password(password.as_bytes());
+                false
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
     let Some(user) = user.filter(|_| matches) else {
-        throttle.record_failure(username, client_addr, now);
         return Ok(LoginOutcome::BadCredentials);
     };
-    throttle.record_success(username);
+    throttle.succeeded(&reservation);
     let session_token = random_hex(32);
     let csrf_token = random_hex(24);
     store::sessions::create(
@@ -347,5 +451,26 @@ mod tests {
         assert!(check_username("a b").is_err());
         assert!(check_new_password("short").is_err());
         assert!(check_new_password("long enough").is_ok());
+    }
+
+    #[test]
+    fn loggable_text_is_one_short_line() {
+        assert_eq!(loggable("admin"), "admin");
+        assert_eq!(
+            loggable("x\n2026-01-01 INFO admin logged in"),
+            "x\\n2026-01-01 INFO admin logged in"
+        );
+        assert!(!loggable("a\r\nb\u{1b}[31m").contains(['\n', '\r', '\u{1b}']));
+        let long = loggable(&"y".repeat(1000));
+        assert_eq!(long, format!("{}...", "y".repeat(64)));
+    }
+
+    #[test]
+    fn token_name_rules() {
+        assert!(check_token_name("ci bot").is_ok());
+        assert!(check_token_name("deploy-2").is_ok());
+        for bad in ["", "3", "0042", "a\nb", "tab\there", &"x".repeat(101)] {
+            assert!(check_token_name(bad).is_err(), "{bad:?}");
+        }
     }
 }

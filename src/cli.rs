@@ -456,10 +456,9 @@ async fn token(config: &Config, clock: &SharedClock, cmd: TokenCommand) -> anyho
     let (_, users) = server::open_and_migrate(config).await?;
     match cmd {
         TokenCommand::Create { name, scope } => {
-            if name.trim().is_empty() || name.len() > 100 {
-                anyhow::bail!("--name must be 1-100 characters");
-            }
-            match auth::create_api_token(&users, clock, &name, scope).await {
+            let name = name.trim();
+            auth::check_token_name(name).map_err(|m| anyhow::anyhow!("--name: {m}"))?;
+            match auth::create_api_token(&users, clock, name, scope).await {
                 Ok((row, token)) => {
                     eprintln!(
                         "Created token {} `{}` with scope {}. It is shown once; store it now:",
@@ -497,7 +496,12 @@ async fn token(config: &Config, clock: &SharedClock, cmd: TokenCommand) -> anyho
             }
         }
         TokenCommand::Revoke { token } => {
-            match store::tokens::revoke(&users, &token, clock.now_ms()).await {
+            // Names are never all digits, so digits are an id.
+            let revoked = match token.parse::<i64>() {
+                Ok(id) => store::tokens::revoke_by_id(&users, id, clock.now_ms()).await,
+                Err(_) => store::tokens::revoke_by_name(&users, &token, clock.now_ms()).await,
+            };
+            match revoked {
                 Ok(t) => println!("Revoked token {} `{}`.", t.id, t.name),
                 Err(StoreError::NotFound) => {
                     anyhow::bail!("no active token with id or name `{token}`")

@@ -132,6 +132,21 @@ impl LeasesConfig {
     }
 }
 
+/// Settings of the provider kinds (`[providers.scim]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProvidersConfig {
+    pub scim: ScimSettings,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ScimSettings {
+    /// Hosts (`name`, `*.domain`) and networks (`10.0.0.0/8`) that SCIM calls may reach although
+    /// they are loopback, private, link-local, unique-local or metadata addresses.
+    pub allow_hosts: Vec<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -174,6 +189,7 @@ pub struct Config {
     pub jobs: JobsConfig,
     #[serde(default)]
     pub leases: LeasesConfig,
+    pub providers: ProvidersConfig,
 }
 
 impl Default for Config {
@@ -200,6 +216,7 @@ impl Default for Config {
             log: "info".to_string(),
             jobs: JobsConfig::default(),
             leases: LeasesConfig::default(),
+            providers: ProvidersConfig::default(),
         }
     }
 }
@@ -343,7 +360,17 @@ impl Config {
                 "configuration: child_email_domain {domain:?} is not a valid domain name"
             );
         }
+        self.scim_egress()?;
         Ok(())
+    }
+
+    /// Where SCIM calls may go: `providers.scim.allow_hosts`, and loopback in development.
+    pub fn scim_egress(&self) -> anyhow::Result<crate::domain::egress::EgressRule> {
+        crate::domain::egress::EgressRule::new(
+            &self.providers.scim.allow_hosts,
+            self.env == RunEnv::Development,
+        )
+        .map_err(|e| anyhow::anyhow!("configuration: providers.scim.allow_hosts: {e}"))
     }
 
     /// Whether the domain guard is on: as configured, else on in production.
@@ -459,6 +486,35 @@ mod tests {
                 &[("POOLKEEPER_CHILD_EMAIL_DOMAIN", "pk.example.org")],
             )?;
             assert_eq!(c.child_email_domain.as_deref(), Some("pk.example.org"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn scim_allow_hosts_come_from_file_or_env_and_bad_entries_are_named() {
+        Jail::expect_with(|jail| {
+            let c = load_in(
+                jail,
+                "[providers.scim]\nallow_hosts = ['scim.internal', '10.0.0.0/8']",
+                &[],
+            )?;
+            assert_eq!(
+                c.providers.scim.allow_hosts,
+                ["scim.internal", "10.0.0.0/8"]
+            );
+            let err =
+                load_in(jail, "[providers.scim]\nallow_hosts = ['10.0.0.0/99']", &[]).unwrap_err();
+            assert!(
+                err.contains("providers.scim.allow_hosts") && err.contains("10.0.0.0/99"),
+                "{err}"
+            );
+            // The env wins over the file.
+            let c = load_in(
+                jail,
+                "",
+                &[("POOLKEEPER_PROVIDERS__SCIM__ALLOW_HOSTS", "[\"fd00::/8\"]")],
+            )?;
+            assert_eq!(c.providers.scim.allow_hosts, ["fd00::/8"]);
             Ok(())
         });
     }

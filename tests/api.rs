@@ -487,6 +487,92 @@ async fn repeated_login_failures_are_throttled_per_username_and_per_address() {
     t.stop().await;
 }
 
+/// `DELETE /api/admin/tokens/{id}` revokes by id only, and names cannot be mistaken for ids or
+/// carry control characters.
+#[tokio::test]
+async fn tokens_are_revoked_by_id_only_and_names_are_checked() {
+    each_backend(|backend| async move {
+        let t = TestApp::spawn(&backend).await;
+        let admin = t.token("admin-bot", Scope::Admin).await;
+        let c = &t.client;
+        for name in ["3", "0042", "line\nbreak", "bell\u{7}"] {
+            let err = api_error(
+                c.post(t.url("/api/admin/tokens"))
+                    .bearer_auth(&admin)
+                    .json(&json!({"name": name, "scope": "worker"}))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(
+                (err.status, err.code.as_str()),
+                (400, "invalid_name"),
+                "{name:?}"
+            );
+        }
+        // A name of digits from before the rule: deleting that number as an id leaves it alone.
+        let legacy =
+            poolkeeper::store::tokens::create(&t.app().users, "999998", "worker", "legacy-hash", 1)
+                .await
+                .unwrap();
+        assert_ne!(legacy.id, 999998);
+        let res = c
+            .delete(t.url("/api/admin/tokens/999998"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 404);
+        let all = poolkeeper::store::tokens::list(&t.app().users)
+            .await
+            .unwrap();
+        let legacy = all.iter().find(|x| x.id == legacy.id).unwrap();
+        assert!(legacy.revoked_at.is_none(), "revoked by its name");
+        t.stop().await;
+    })
+    .await;
+}
+
+/// Attempts are counted before the password is checked: of a burst of parallel bad logins for one
+/// user from one address, at most the limit (5) are checked, the rest are refused at once.
+#[tokio::test]
+async fn a_burst_of_parallel_bad_logins_checks_at_most_the_limit() {
+    let t = TestApp::spawn(&common::Backend::Sqlite).await;
+    let attempts = (0..100).map(|i| {
+        t.client
+            .post(t.url("/api/admin/login"))
+            .json(&json!({"username": "admin", "password": format!("wrong-password-{i}")}))
+            .send()
+    });
+    let statuses: Vec<u16> = futures_join_all(attempts)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    let busy = statuses.iter().filter(|s| **s == 503).count();
+    assert!((1..=5).contains(&checked), "{statuses:?}");
+    assert!(checked + busy <= 5, "{statuses:?}");
+    assert_eq!(checked + busy + refused, 100, "{statuses:?}");
+    t.stop().await;
+}
+
+/// Runs the futures concurrently (each on its own task) and returns their outputs in order.
+async fn futures_join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
 #[tokio::test]
 async fn cookie_requests_need_csrf_token_and_same_origin_bearer_requests_do_not() {
     each_backend(|backend| async move {

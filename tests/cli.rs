@@ -319,6 +319,76 @@ async fn first_serve_creates_admin_with_a_private_password_file_and_sigterm_stop
     again.child.wait().await.unwrap();
 }
 
+/// The peak resident memory (VmHWM) of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc status")
+}
+
+/// 100 parallel bad logins for one user from one address, then 100 from 100 addresses for 100
+/// unknown users: at most the limit of the first burst is checked (the rest 429), the second is
+/// checked a few at a time (the excess waits, then 503), and argon2's ~19 MiB per check never
+/// takes the process past 128 MiB resident.
+#[tokio::test]
+async fn bursts_of_bad_logins_are_throttled_and_keep_memory_bounded() {
+    let dbs = TestDbs::new(&Backend::Sqlite).await;
+    let mut served = serve(&dbs, &[("POOLKEEPER_ADMIN_PASSWORD", "configured-pass-1")]).await;
+    let pid = served.child.id().unwrap();
+    let base = served.base.clone();
+
+    let client = reqwest::Client::new();
+    let attempts: Vec<_> = (0..100)
+        .map(|i| {
+            let req = client
+                .post(format!("{base}/api/admin/login"))
+                .json(&json!({"username": "admin", "password": format!("wrong-{i}")}));
+            tokio::spawn(async move { req.send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for a in attempts {
+        statuses.push(a.await.unwrap());
+    }
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert!((1..=5).contains(&checked), "{statuses:?}");
+    assert!(refused >= 95, "{statuses:?}");
+
+    // Many addresses (all of 127.0.0.0/8 is loopback) with a user each: not throttled, so every
+    // attempt wants a password check.
+    let attempts: Vec<_> = (0..100u8)
+        .map(|i| {
+            let client = reqwest::Client::builder()
+                .local_address(std::net::IpAddr::from([127, 0, 1, i + 1]))
+                .build()
+                .unwrap();
+            let req = client
+                .post(format!("{base}/api/admin/login"))
+                .json(&json!({"username": format!("nobody{i}"), "password": "wrong-password"}));
+            tokio::spawn(async move { req.send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for a in attempts {
+        statuses.push(a.await.unwrap());
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 503),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&401), "{statuses:?}");
+
+    let peak = peak_rss_kib(pid);
+    assert!(peak < 128 * 1024, "serve peaked at {peak} KiB resident");
+
+    sigterm(&served.child);
+    served.child.wait().await.unwrap();
+}
+
 #[tokio::test]
 async fn configured_admin_password_is_used_and_no_file_is_written() {
     let dbs = TestDbs::new(&Backend::Sqlite).await;

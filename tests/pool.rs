@@ -132,6 +132,14 @@ async fn bad_templates_are_400_invalid_template_naming_the_part() {
                 json!({"child_email_template": "{group}-{seq3}"}),
                 "valid email",
             ),
+            (
+                json!({"team_template": "{seq3}{group}{seq3}"}),
+                "{seq3} may appear at most once",
+            ),
+            (
+                json!({"child_name_template": "{date}-{date}-{seq3}"}),
+                "{date} may appear at most once",
+            ),
         ];
         for (body, needle) in cases {
             let err = api.err(post(), &path, Some(body.clone())).await;

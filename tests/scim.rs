@@ -13,7 +13,8 @@ use common::{TestApp, each_backend};
 use poolkeeper::auth::Scope;
 use poolkeeper::clock;
 use poolkeeper::crypto::Credential;
-use poolkeeper::providers::scim::{ScimConfig, ScimProvider};
+use poolkeeper::domain::egress::EgressRule;
+use poolkeeper::providers::scim::{ScimConfig, ScimFactory, ScimProvider};
 use poolkeeper::providers::{Invited, MemberStatus, Provider, ProviderError};
 use poolkeeper::store;
 use serde_json::{Value, json};
@@ -22,6 +23,12 @@ use serde_json::{Value, json};
 fn provider_config(base: &str) -> Value {
     // A page size of 1 makes every list take several pages.
     json!({"base_url": base, "owner_email": OWNER, "organisation": "acme", "page_size": 1})
+}
+
+/// A provider under the development egress rule (loopback allowed), as the local server needs.
+fn dev_provider(config: ScimConfig) -> ScimProvider {
+    let egress = Arc::new(EgressRule::new(&[], true).unwrap());
+    ScimProvider::new(ScimProvider::shared_client(egress.clone()), egress, config)
 }
 
 struct Api {
@@ -197,17 +204,14 @@ async fn scim_revoked_token_marks_the_mother_invalid_and_fails_without_retry() {
         let api = Api::spawn(&backend).await;
         let group = api.group().await;
 
-        // A token the service refuses: 422 with the service's reason, nothing stored.
+        // A token the service refuses: 422 with the status it answered (its own words, which
+        // could carry anything, stay in the log), nothing stored.
         let (status, body) = api.import(&base, "not-the-token", Some(group)).await;
         assert_eq!(status, 422, "{body}");
         assert_eq!(body["error"]["code"], "credential_rejected");
-        assert!(
-            body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("Authorization failure"),
-            "{body}"
-        );
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("401 Unauthorized"), "{body}");
+        assert!(!message.contains("Authorization failure"), "{body}");
         assert!(!body.to_string().contains("not-the-token"));
 
         let (status, body) = api.import(&base, TOKEN, None).await;
@@ -287,7 +291,7 @@ async fn scim_provider_calls_are_idempotent_and_time_out() {
     let faults = Arc::new(Faults::default());
     let base = proxy(&server, faults.clone()).await;
     let config = ScimConfig::from_json(&provider_config(&base)).unwrap();
-    let scim = ScimProvider::new(ScimProvider::shared_client(), config);
+    let scim = dev_provider(config);
     let cred = Credential::new(TOKEN);
 
     let account = scim.identify(&cred).await.unwrap();
@@ -339,7 +343,7 @@ async fn scim_provider_calls_are_idempotent_and_time_out() {
     let slow = ScimConfig::from_json(&json!({"base_url": base, "owner_email": OWNER,
         "timeout_seconds": 1}))
     .unwrap();
-    let slow = ScimProvider::new(ScimProvider::shared_client(), slow);
+    let slow = dev_provider(slow);
     faults.latency_ms.store(1_500, Ordering::SeqCst);
     match slow.list_teams(&cred).await {
         Err(ProviderError::Transient(m)) => assert!(m.contains("timed out"), "{m}"),
@@ -365,4 +369,190 @@ async fn scim_provider_calls_are_idempotent_and_time_out() {
         api.t.stop().await;
     })
     .await;
+}
+
+/// A server on 127.0.0.1 answering every request with `answer`; returns its `/v2` base URL and
+/// the number of requests it has seen.
+async fn local_server(
+    answer: fn(u16) -> axum::response::Response,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        seen.fetch_add(1, Ordering::SeqCst);
+        async move { answer(port) }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://127.0.0.1:{port}/v2"), hits)
+}
+
+fn owner_config(base: &str) -> Value {
+    json!({"base_url": base, "owner_email": OWNER})
+}
+
+fn scim_answer(status: u16, body: Value) -> axum::response::Response {
+    axum::response::Response::builder()
+        .status(status)
+        .header("content-type", "application/scim+json")
+        .body(axum::body::Body::from(body.to_string()))
+        .unwrap()
+}
+
+/// Redirects are not followed: the token would travel to wherever the service points.
+#[tokio::test]
+async fn scim_redirects_are_not_followed() {
+    let (target, target_hits) = local_server(|_| scim_answer(200, json!({"Resources": []}))).await;
+    // The redirecting server sends every request to the target (same host, the next free port
+    // is unknown here, so the target's URL travels through a static).
+    static TARGET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TARGET.set(target).unwrap();
+    let (base, hits) = local_server(|_| {
+        axum::response::Response::builder()
+            .status(302)
+            .header("location", format!("{}/Users", TARGET.get().unwrap()))
+            .body(axum::body::Body::empty())
+            .unwrap()
+    })
+    .await;
+    let scim = dev_provider(ScimConfig::from_json(&owner_config(&base)).unwrap());
+    match scim.identify(&Credential::new(TOKEN)).await {
+        Err(ProviderError::Permanent(m)) => {
+            assert!(m.contains("302") && m.contains("redirect"), "{m}")
+        }
+        other => panic!("expected a refused redirect, got {other:?}"),
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        target_hits.load(Ordering::SeqCst),
+        0,
+        "the redirect was followed"
+    );
+}
+
+/// Loopback, private, link-local and metadata addresses are refused before any connection is
+/// made, unless `allow_hosts` lists them; loopback is allowed in development.
+#[tokio::test]
+async fn scim_refuses_internal_addresses_unless_allowed() {
+    let (base, hits) = local_server(|_| scim_answer(200, json!({"Resources": []}))).await;
+    let port = base.split(':').nth(2).unwrap().trim_end_matches("/v2");
+    let cred = Credential::new(TOKEN);
+    let strict = ScimFactory::new(EgressRule::new(&[], false).unwrap());
+    for (url, kind) in [
+        (base.clone(), "loopback"),
+        (format!("http://localhost:{port}/v2"), "loopback"),
+        ("https://10.255.255.1/v2".to_string(), "private"),
+        ("https://192.168.0.1/v2".to_string(), "private"),
+        ("https://[fd00::1]/v2".to_string(), "unique-local"),
+        ("https://169.254.169.254/v2".to_string(), "metadata"),
+        ("https://169.254.1.1/v2".to_string(), "link-local"),
+    ] {
+        let scim = strict.provider(&owner_config(&url)).unwrap();
+        let started = std::time::Instant::now();
+        match scim.identify(&cred).await {
+            Err(ProviderError::Permanent(m)) => {
+                assert!(m.contains(kind) && m.contains("allow_hosts"), "{url}: {m}")
+            }
+            other => panic!("{url}: expected a refusal, got {other:?}"),
+        }
+        // Refused before connecting: nothing waited for the 10 s connect timeout.
+        assert!(started.elapsed() < Duration::from_secs(5), "{url}");
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "a refused address was reached"
+    );
+
+    // Listed, the same server is reached; a body without the owner is then the answer.
+    let listed = ScimFactory::new(EgressRule::new(&["127.0.0.0/8".into()], false).unwrap());
+    for url in [base.clone(), format!("http://localhost:{port}/v2")] {
+        let scim = listed.provider(&owner_config(&url)).unwrap();
+        match scim.identify(&cred).await {
+            Err(ProviderError::Permanent(m)) => assert!(m.contains("has no user"), "{m}"),
+            other => panic!("expected the service's answer, got {other:?}"),
+        }
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+}
+
+/// What the service says (`detail`) and why a connection failed stay out of the error; only
+/// fixed text and the status code are in it.
+#[tokio::test]
+async fn scim_errors_carry_fixed_text_only() {
+    let (base, _) = local_server(|_| {
+        scim_answer(
+            400,
+            json!({"detail": "internal host db7.corp:5432 says hello", "status": "400"}),
+        )
+    })
+    .await;
+    let scim = dev_provider(ScimConfig::from_json(&owner_config(&base)).unwrap());
+    match scim.identify(&Credential::new(TOKEN)).await {
+        Err(ProviderError::Permanent(m)) => {
+            assert!(m.contains("400") && !m.contains("db7"), "{m}")
+        }
+        other => panic!("expected a 400, got {other:?}"),
+    }
+
+    // A closed port: the answer does not say how the connection failed.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let scim = dev_provider(
+        ScimConfig::from_json(&owner_config(&format!("http://127.0.0.1:{closed}/v2"))).unwrap(),
+    );
+    match scim.identify(&Credential::new(TOKEN)).await {
+        Err(ProviderError::Transient(m)) => {
+            assert!(m.ends_with("could not reach the SCIM service"), "{m}");
+            assert!(
+                !m.contains("refused") && !m.contains(&closed.to_string()),
+                "{m}"
+            );
+        }
+        other => panic!("expected a transient error, got {other:?}"),
+    }
+}
+
+/// An answer over 10 MiB is refused, whether it says its length or streams.
+#[tokio::test]
+async fn scim_answers_over_10_mib_are_refused() {
+    fn big() -> String {
+        format!(
+            "{{\"Resources\": [], \"pad\": \"{}\"}}",
+            "x".repeat(11 << 20)
+        )
+    }
+    let (sized, _) = local_server(|_| {
+        axum::response::Response::builder()
+            .status(200)
+            .header("content-type", "application/scim+json")
+            .body(axum::body::Body::from(big()))
+            .unwrap()
+    })
+    .await;
+    let (streamed, _) = local_server(|_| {
+        let chunks = big()
+            .into_bytes()
+            .chunks(64 * 1024)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>();
+        axum::response::Response::builder()
+            .status(200)
+            .header("content-type", "application/scim+json")
+            .body(axum::body::Body::from_stream(futures_util::stream::iter(
+                chunks,
+            )))
+            .unwrap()
+    })
+    .await;
+    for base in [sized, streamed] {
+        let scim = dev_provider(ScimConfig::from_json(&owner_config(&base)).unwrap());
+        match scim.identify(&Credential::new(TOKEN)).await {
+            Err(ProviderError::Permanent(m)) => assert!(m.contains("larger than 10 MiB"), "{m}"),
+            other => panic!("{base}: expected a refusal, got {other:?}"),
+        }
+    }
 }

@@ -156,10 +156,11 @@ impl fmt::Debug for Providers {
 pub const SIM_STATE_DIR: &str = "sim-provider";
 
 impl Providers {
-    pub fn new(data_dir: &std::path::Path) -> Self {
+    /// `scim_egress` says which internal addresses SCIM calls may reach.
+    pub fn new(data_dir: &std::path::Path, scim_egress: crate::domain::egress::EgressRule) -> Self {
         Self {
             sim: Arc::new(sim::SimProvider::new(data_dir.join(SIM_STATE_DIR))),
-            scim: scim::ScimFactory::default(),
+            scim: scim::ScimFactory::new(scim_egress),
         }
     }
 

@@ -14,7 +14,13 @@
 //! [`ProviderError::RateLimited`] carrying it, so the job waits that long; changes to a
 //! Group send `If-Match` with the Group's ETag when the server gives one, and re-read the Group
 //! when someone else changed it first (412).
+//!
+//! Egress: redirects are not followed (the token would travel with them), every address a host
+//! name resolves to (or an address in the URL) must pass the [`EgressRule`] before a connection
+//! is made, and an answer larger than [`MAX_RESPONSE_BYTES`] is refused. Errors carry only fixed
+//! text and the status code; what the service or the network said goes to the log.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +32,7 @@ use super::{
     Account, Invited, Member, MemberStatus, Provider, ProviderError, ProviderFuture, ProviderTeam,
 };
 use crate::crypto::Credential;
+use crate::domain::egress::{EgressRule, Internal};
 
 const SCIM_JSON: &str = "application/scim+json";
 const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -40,6 +47,8 @@ const MAX_INLINE_WAIT_MS: i64 = 2_000;
 const MAX_INLINE_WAITS: usize = 3;
 /// A list longer than this is refused rather than read into memory.
 const MAX_LIST_ITEMS: usize = 100_000;
+/// The largest answer read from a service.
+pub const MAX_RESPONSE_BYTES: usize = 10 * 1024 * 1024;
 
 /// A SCIM mother's `provider_config`, checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,6 +130,7 @@ impl ScimConfig {
 /// connection pool) is shared by every SCIM mother of the process.
 pub struct ScimProvider {
     client: reqwest::Client,
+    egress: Arc<EgressRule>,
     config: ScimConfig,
 }
 
@@ -160,16 +170,40 @@ struct GroupMembers {
 
 impl ScimProvider {
     /// The client every SCIM mother shares. Per-call timeouts come from each mother's config.
-    pub fn shared_client() -> reqwest::Client {
+    /// It follows no redirect, uses no proxy from the environment (the egress rule judges the
+    /// address actually connected to) and resolves names through the egress rule.
+    pub fn shared_client(egress: Arc<EgressRule>) -> reqwest::Client {
         reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("poolkeeper/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(EgressResolver { egress })
             .build()
             .unwrap_or_default()
     }
 
-    pub fn new(client: reqwest::Client, config: ScimConfig) -> Self {
-        Self { client, config }
+    pub fn new(client: reqwest::Client, egress: Arc<EgressRule>, config: ScimConfig) -> Self {
+        Self {
+            client,
+            egress,
+            config,
+        }
+    }
+
+    /// A URL whose host is an address is judged here: the resolver never sees it.
+    fn check_address_host(&self, url: &Url) -> Result<(), Failure> {
+        let Some(host) = url.host_str() else {
+            return Ok(());
+        };
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        match bare.parse::<IpAddr>() {
+            Ok(ip) => self
+                .egress
+                .check(host, ip)
+                .map_err(|kind| Failure::Provider(refused(host, kind))),
+            Err(_) => Ok(()),
+        }
     }
 
     /// One call. Non-2xx answers become typed errors; the token never appears in one.
@@ -196,6 +230,7 @@ impl ScimProvider {
             request = request.header(IF_MATCH, etag);
         }
         let what = format!("{method} {}", url.path());
+        self.check_address_host(&url)?;
         let mut waits = 0;
         let response = loop {
             let attempt = request.try_clone().ok_or_else(|| {
@@ -218,10 +253,7 @@ impl ScimProvider {
         };
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| transport_error(&what, &e))?;
+        let bytes = read_capped(response, &what).await?;
         let body: Value = if bytes.is_empty() {
             Value::Null
         } else {
@@ -451,29 +483,138 @@ pub fn retry_after_ms(headers: &HeaderMap, now: time::OffsetDateTime) -> i64 {
     }
 }
 
+/// The body of an answer, refused past [`MAX_RESPONSE_BYTES`] (by its Content-Length when it
+/// gives one, else while it streams in).
+async fn read_capped(mut response: reqwest::Response, what: &str) -> Result<Vec<u8>, Failure> {
+    let too_large = || {
+        tracing::warn!(%what, limit = MAX_RESPONSE_BYTES, "SCIM answer too large; refused");
+        Failure::Provider(ProviderError::Permanent(format!(
+            "{what}: the service's answer is larger than {} MiB",
+            MAX_RESPONSE_BYTES / (1024 * 1024)
+        )))
+    };
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| transport_error(what, &e))?
+    {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A connection the egress rule refused; the text names the host and the kind of address, which
+/// the operator needs to decide about `providers.scim.allow_hosts`.
+#[derive(Debug)]
+struct EgressRefused(String);
+
+impl std::fmt::Display for EgressRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for EgressRefused {}
+
+fn refused_text(host: &str, kind: Internal) -> String {
+    format!(
+        "the SCIM service's host {host} is {kind}, which calls may not reach unless \
+         providers.scim.allow_hosts lists it"
+    )
+}
+
+fn refused(host: &str, kind: Internal) -> ProviderError {
+    ProviderError::Permanent(refused_text(host, kind))
+}
+
+/// Resolves host names for the SCIM client and drops the addresses the egress rule refuses, so
+/// the check holds for the address actually connected to (a name cannot change in between).
+struct EgressResolver {
+    egress: Arc<EgressRule>,
+}
+
+impl reqwest::dns::Resolve for EgressResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let egress = Arc::clone(&self.egress);
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let mut refusal = None;
+            let allowed: Vec<SocketAddr> = found
+                .into_iter()
+                .filter(|a| match egress.check(&host, a.ip()) {
+                    Ok(()) => true,
+                    Err(kind) => {
+                        refusal.get_or_insert(kind);
+                        false
+                    }
+                })
+                .collect();
+            match (allowed.is_empty(), refusal) {
+                (true, Some(kind)) => Err(Box::new(EgressRefused(refused_text(&host, kind)))
+                    as Box<dyn std::error::Error + Send + Sync>),
+                _ => Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs),
+            }
+        })
+    }
+}
+
+/// A failed exchange. The answer says only what kind of failure it was; the cause (which may
+/// tell a closed port from a silent host, or carry the remote's words) goes to the log.
 fn transport_error(what: &str, e: &reqwest::Error) -> Failure {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(refusal) = err.downcast_ref::<EgressRefused>() {
+            return Failure::Provider(ProviderError::Permanent(refusal.0.clone()));
+        }
+        source = err.source();
+    }
     let kind = if e.is_timeout() {
         "timed out"
-    } else if e.is_connect() {
-        "could not connect"
     } else {
-        "failed"
+        "could not reach the SCIM service"
     };
-    // Only the method and path: query strings (filters with addresses) stay out of messages.
+    // reqwest's error text names the URL; only method and path are logged (query strings carry
+    // filters with addresses), with the cause chain.
+    let mut cause = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        cause.push_str(": ");
+        cause.push_str(&err.to_string());
+        source = err.source();
+    }
+    tracing::warn!(%what, cause = %cause, "SCIM call failed");
     Failure::Provider(ProviderError::Transient(format!("{what} {kind}")))
 }
 
-/// Maps a non-2xx answer. The SCIM error `detail` is passed on; nothing of the request is.
+/// Maps a non-2xx answer to a fixed text with the status code; the SCIM error `detail` (the
+/// remote's words) is logged, not passed on.
 fn status_error(what: &str, status: StatusCode, headers: &HeaderMap, body: &Value) -> Failure {
-    let detail = body
-        .get("detail")
-        .and_then(Value::as_str)
-        .map(|d| d.chars().take(300).collect::<String>())
-        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
-    let message = format!("{what}: {} {detail}", status.as_u16());
     if status == StatusCode::PRECONDITION_FAILED {
         return Failure::Stale;
     }
+    let detail = body
+        .get("detail")
+        .and_then(Value::as_str)
+        .map(|d| d.chars().take(300).collect::<String>());
+    tracing::warn!(%what, status = status.as_u16(), detail = ?detail, "SCIM service refused a call");
+    let reason = if status.is_redirection() {
+        "a redirect, which is not followed"
+    } else {
+        status.canonical_reason().unwrap_or("error")
+    };
+    let message = format!("{what}: {} {reason}", status.as_u16());
     Failure::Provider(match status {
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ProviderError::Unauthorized(message),
         StatusCode::TOO_MANY_REQUESTS => ProviderError::RateLimited {
@@ -641,24 +782,36 @@ impl Provider for ScimProvider {
     }
 }
 
-/// Builds SCIM providers for mothers, sharing one HTTP client.
+/// Builds SCIM providers for mothers, sharing one HTTP client and the egress rule.
 #[derive(Clone)]
 pub struct ScimFactory {
     client: reqwest::Client,
+    egress: Arc<EgressRule>,
 }
 
 impl Default for ScimFactory {
+    /// The strict rule: no loopback, no internal address.
     fn default() -> Self {
-        Self {
-            client: ScimProvider::shared_client(),
-        }
+        Self::new(EgressRule::default())
     }
 }
 
 impl ScimFactory {
+    pub fn new(egress: EgressRule) -> Self {
+        let egress = Arc::new(egress);
+        Self {
+            client: ScimProvider::shared_client(Arc::clone(&egress)),
+            egress,
+        }
+    }
+
     pub fn provider(&self, config: &Value) -> Result<Arc<ScimProvider>, ProviderError> {
         let config = ScimConfig::from_json(config).map_err(ProviderError::Permanent)?;
-        Ok(Arc::new(ScimProvider::new(self.client.clone(), config)))
+        Ok(Arc::new(ScimProvider::new(
+            self.client.clone(),
+            Arc::clone(&self.egress),
+            config,
+        )))
     }
 }
 
@@ -740,9 +893,10 @@ mod tests {
             &h,
             &body,
         ));
+        // The service's own words are logged, not passed on.
         assert_eq!(
             e,
-            ProviderError::Unauthorized("GET /v2/Users: 401 token expired".into())
+            ProviderError::Unauthorized("GET /v2/Users: 401 Unauthorized".into())
         );
         let map = |s: StatusCode| ProviderError::from(status_error("x", s, &h, &Value::Null));
         assert!(matches!(

@@ -105,15 +105,25 @@ pub async fn touch(db: &UsersDb, id: i64, now: i64) -> StoreResult<()> {
     Ok(())
 }
 
-/// Revokes by id or by name; `NotFound` when no active token matches.
-pub async fn revoke(db: &UsersDb, id_or_name: &str, now: i64) -> StoreResult<ApiToken> {
-    let id: i64 = id_or_name.parse().unwrap_or(-1);
+/// Revokes the active token with this id; `NotFound` when there is none.
+pub async fn revoke_by_id(db: &UsersDb, id: i64, now: i64) -> StoreResult<ApiToken> {
     let sql = sqlx::AssertSqlSafe(format!(
-        "UPDATE api_tokens SET revoked_at = $3 WHERE (id = $1 OR name = $2) AND revoked_at IS NULL RETURNING {COLUMNS}"
+        "UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING {COLUMNS}"
     ));
     Ok(on_writer!(db, |p| sqlx::query_as(sql)
         .bind(id)
-        .bind(id_or_name)
+        .bind(now)
+        .fetch_one(p)
+        .await)?)
+}
+
+/// Revokes the active token with this name; `NotFound` when there is none.
+pub async fn revoke_by_name(db: &UsersDb, name: &str, now: i64) -> StoreResult<ApiToken> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "UPDATE api_tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL RETURNING {COLUMNS}"
+    ));
+    Ok(on_writer!(db, |p| sqlx::query_as(sql)
+        .bind(name)
         .bind(now)
         .fetch_one(p)
         .await)?)

@@ -89,7 +89,8 @@ pub async fn delete_group(
 /// Changes some of a group's settings (`auto_invite` turns on auto-invite for this group's syncs,
 /// whatever `pool_auto_invite_missing` says). The templates are checked together: an unknown placeholder,
 /// an unclosed brace, an empty template, an email template that does not render to a valid address,
-/// or `{domain}` with no domain configured is a 400 `invalid_template` naming the field and part.
+/// `{domain}` with no domain configured, or `{date}` or `{seq3}` more than once is a 400
+/// `invalid_template` naming the field and part.
 #[utoipa::path(post, path = "/api/admin/pool-groups/{id}/settings", tag = "pool",
     params(("id" = i64, Path, description = "pool group id")), request_body = SettingsPatch,
     responses((status = 200, body = PoolGroup),

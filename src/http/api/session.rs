@@ -63,6 +63,7 @@ pub fn removal_cookie() -> Cookie<'static> {
         (status = 400, body = ErrorBody, description = "malformed body"),
         (status = 401, body = ErrorBody, description = "wrong username or password"),
         (status = 429, body = ErrorBody, description = "too many failures for this username or address; see Retry-After"),
+        (status = 503, body = ErrorBody, description = "too many password checks running at once; see Retry-After"),
     ))]
 pub async fn login(
     State(app): State<AppState>,
@@ -103,13 +104,18 @@ pub async fn login(
             ))
         }
         LoginOutcome::BadCredentials => {
-            tracing::warn!(username = %req.username, %addr, "failed admin login");
+            let username = auth::loggable(&req.username);
+            tracing::warn!(%username, %addr, "failed admin login");
             Err(ApiError::unauthorized("wrong username or password"))
         }
         LoginOutcome::Throttled { retry_after_secs } => Err(ApiError::too_many_requests(
             format!("too many failed logins; try again in {retry_after_secs} s"),
             retry_after_secs,
         )),
+        LoginOutcome::Busy { retry_after_secs } => Err(ApiError {
+            retry_after_secs: Some(retry_after_secs),
+            ..ApiError::unavailable("too many logins are being checked; try again shortly")
+        }),
     }
 }
 

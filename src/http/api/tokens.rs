@@ -67,12 +67,7 @@ pub async fn create_token(
     ApiJson(req): ApiJson<CreateTokenRequest>,
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
     let name = req.name.trim();
-    if name.is_empty() || name.len() > 100 {
-        return Err(ApiError::bad_request(
-            "invalid_name",
-            "name must be 1-100 characters",
-        ));
-    }
+    auth::check_token_name(name).map_err(|m| ApiError::bad_request("invalid_name", m))?;
     match auth::create_api_token(&app.users, &app.clock, name, req.scope).await {
         Ok((token, value)) => Ok((StatusCode::CREATED, Json(CreatedToken { token, value }))),
         Err(StoreError::Conflict(_)) => Err(ApiError::conflict(format!(
@@ -82,14 +77,14 @@ pub async fn create_token(
     }
 }
 
-/// Revokes a token; it stops working at once.
+/// Revokes a token by its id (never by name); it stops working at once.
 #[utoipa::path(delete, path = "/api/admin/tokens/{id}", tag = "users", params(("id" = i64, Path, description = "token id")),
     responses((status = 200, body = ApiToken), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody, description = "no active token with this id")))]
 pub async fn revoke_token(
     State(app): State<AppState>,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<ApiToken>> {
-    match store::tokens::revoke(&app.users, &id.to_string(), app.clock.now_ms()).await {
+    match store::tokens::revoke_by_id(&app.users, id, app.clock.now_ms()).await {
         Ok(token) => Ok(Json(token)),
         Err(StoreError::NotFound) => {
             Err(ApiError::not_found(format!("no active token with id {id}")))

@@ -108,6 +108,13 @@ async fn require_session(
     }
 }
 
+fn with_retry_after(mut response: Response, secs: u64) -> Response {
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+    response
+}
+
 #[derive(Template, WebTemplate)]
 #[template(path = "login.html")]
 struct LoginPage {
@@ -177,9 +184,19 @@ async fn login_submit(
             StatusCode::UNAUTHORIZED,
             "Wrong username or password.".into(),
         ),
-        Ok(LoginOutcome::Throttled { retry_after_secs }) => page(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("Too many failed logins. Try again in {retry_after_secs} seconds."),
+        Ok(LoginOutcome::Throttled { retry_after_secs }) => with_retry_after(
+            page(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("Too many failed logins. Try again in {retry_after_secs} seconds."),
+            ),
+            retry_after_secs,
+        ),
+        Ok(LoginOutcome::Busy { retry_after_secs }) => with_retry_after(
+            page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Too many logins are being checked. Try again in a moment.".into(),
+            ),
+            retry_after_secs,
         ),
         Err(e) => page(
             StatusCode::SERVICE_UNAVAILABLE,
