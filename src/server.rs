@@ -217,7 +217,9 @@ fn spawn_maintenance(app: AppState, mut stop: watch::Receiver<bool>) {
                 }
                 Err(e) => tracing::warn!(error = %e, "closing expired leases failed"),
             }
-            if let Ok(c) = crate::service::leasing::status_counts(app.leasing_ctx(), None).await {
+            if let Ok(c) =
+                crate::service::credential_accounts::status_counts(app.leasing_ctx(), None).await
+            {
                 for (status, n) in [
                     ("available", c.available),
                     ("in_use", c.in_use),

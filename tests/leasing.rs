@@ -489,10 +489,10 @@ async fn passwords_never_in_lists_or_debug() {
             .unwrap();
         assert!(sealed.starts_with("v1:") && !sealed.contains("secret-0"));
         // Debug of what carries a password redacts it.
-        let req: poolkeeper::service::leasing::CreateAccountRequest =
+        let req: poolkeeper::service::credential_accounts::CreateAccountRequest =
             serde_json::from_value(json!({"login": "a@b.c", "password": "hunter2"})).unwrap();
         assert!(!format!("{req:?}").contains("hunter2"));
-        let grant: poolkeeper::service::leasing::ImportRequest =
+        let grant: poolkeeper::service::credential_accounts::ImportRequest =
             serde_json::from_value(json!({"data": "a@b.c,hunter2"})).unwrap();
         assert!(!format!("{grant:?}").contains("hunter2"));
         env.t.stop().await;

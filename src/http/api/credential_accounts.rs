@@ -12,7 +12,7 @@ use crate::app::AppState;
 use crate::http::error::{ApiResult, ErrorBody};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::http::pagination::{Page, PageParams};
-use crate::service::leasing::{
+use crate::service::credential_accounts::{
     self as service, AccountDetail, AccountQuery, AccountStatusCounts, AccountView,
     CreateAccountRequest, ImportRequest, ImportSummary, PatchAccountRequest, UsageReport,
 };
@@ -185,7 +185,7 @@ pub async fn list_leases(
     ApiQuery(q): ApiQuery<LeaseListQuery>,
 ) -> ApiResult<Json<Page<LeaseWithLogin>>> {
     let page = PageParams::new(q.page, q.page_size)?;
-    let (items, total) = service::list_leases(
+    let (items, total) = crate::service::leasing::list_leases(
         app.leasing_ctx(),
         q.active.unwrap_or(false),
         page.limit(),
