@@ -20,19 +20,24 @@
 //! is made, and an answer larger than [`MAX_RESPONSE_BYTES`] is refused. Errors carry only fixed
 //! text and the status code; what the service or the network said goes to the log.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, CONTENT_TYPE, ETAG, HeaderMap, IF_MATCH, RETRY_AFTER};
-use reqwest::{Method, StatusCode, Url};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, ETAG, IF_MATCH};
+use reqwest::{Method, Url};
 use serde_json::{Value, json};
 
 use super::{
     Account, Invited, Member, MemberStatus, Provider, ProviderError, ProviderFuture, ProviderTeam,
 };
 use crate::crypto::Credential;
-use crate::domain::egress::{EgressRule, Internal};
+use crate::domain::egress::EgressRule;
+
+mod transport;
+
+pub use transport::retry_after_ms;
+use transport::{EgressResolver, header_text, read_capped, refused, status_error, transport_error};
 
 const SCIM_JSON: &str = "application/scim+json";
 const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -241,7 +246,7 @@ impl ScimProvider {
                 .await
                 .map_err(|e| transport_error(&what, &e))?;
             // A short Retry-After is waited out here; a long one becomes the job's retry delay.
-            if response.status() == StatusCode::TOO_MANY_REQUESTS && waits < MAX_INLINE_WAITS {
+            if response.status().as_u16() == 429 && waits < MAX_INLINE_WAITS {
                 let wait = retry_after_ms(response.headers(), time::OffsetDateTime::now_utc());
                 if wait <= MAX_INLINE_WAIT_MS {
                     waits += 1;
@@ -260,7 +265,13 @@ impl ScimProvider {
             serde_json::from_slice(&bytes).unwrap_or(Value::Null)
         };
         if !status.is_success() {
-            return Err(status_error(&what, status, &headers, &body));
+            return Err(status_error(
+                &what,
+                status.as_u16(),
+                status.canonical_reason(),
+                &headers,
+                &body,
+            ));
         }
         Ok(Reply {
             etag: header_text(&headers, ETAG),
@@ -461,173 +472,6 @@ fn filter_escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
-fn header_text(headers: &HeaderMap, name: reqwest::header::HeaderName) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-}
-
-/// `Retry-After` in milliseconds: delta-seconds or an HTTP date; one second when absent or odd.
-pub fn retry_after_ms(headers: &HeaderMap, now: time::OffsetDateTime) -> i64 {
-    let Some(value) = header_text(headers, RETRY_AFTER) else {
-        return 1000;
-    };
-    let value = value.trim();
-    if let Ok(seconds) = value.parse::<i64>() {
-        return seconds.clamp(0, 86_400) * 1000;
-    }
-    match time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822) {
-        Ok(at) => ((at - now).whole_milliseconds()).clamp(0, 86_400_000) as i64,
-        Err(_) => 1000,
-    }
-}
-
-/// The body of an answer, refused past [`MAX_RESPONSE_BYTES`] (by its Content-Length when it
-/// gives one, else while it streams in).
-async fn read_capped(mut response: reqwest::Response, what: &str) -> Result<Vec<u8>, Failure> {
-    let too_large = || {
-        tracing::warn!(%what, limit = MAX_RESPONSE_BYTES, "SCIM answer too large; refused");
-        Failure::Provider(ProviderError::Permanent(format!(
-            "{what}: the service's answer is larger than {} MiB",
-            MAX_RESPONSE_BYTES / (1024 * 1024)
-        )))
-    };
-    if response
-        .content_length()
-        .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
-    {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| transport_error(what, &e))?
-    {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// A connection the egress rule refused; the text names the host and the kind of address, which
-/// the operator needs to decide about `providers.scim.allow_hosts`.
-#[derive(Debug)]
-struct EgressRefused(String);
-
-impl std::fmt::Display for EgressRefused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for EgressRefused {}
-
-fn refused_text(host: &str, kind: Internal) -> String {
-    format!(
-        "the SCIM service's host {host} is {kind}, which calls may not reach unless \
-         providers.scim.allow_hosts lists it"
-    )
-}
-
-fn refused(host: &str, kind: Internal) -> ProviderError {
-    ProviderError::Permanent(refused_text(host, kind))
-}
-
-/// Resolves host names for the SCIM client and drops the addresses the egress rule refuses, so
-/// the check holds for the address actually connected to (a name cannot change in between).
-struct EgressResolver {
-    egress: Arc<EgressRule>,
-}
-
-impl reqwest::dns::Resolve for EgressResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let egress = Arc::clone(&self.egress);
-        Box::pin(async move {
-            let host = name.as_str().to_string();
-            let found: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let mut refusal = None;
-            let allowed: Vec<SocketAddr> = found
-                .into_iter()
-                .filter(|a| match egress.check(&host, a.ip()) {
-                    Ok(()) => true,
-                    Err(kind) => {
-                        refusal.get_or_insert(kind);
-                        false
-                    }
-                })
-                .collect();
-            match (allowed.is_empty(), refusal) {
-                (true, Some(kind)) => Err(Box::new(EgressRefused(refused_text(&host, kind)))
-                    as Box<dyn std::error::Error + Send + Sync>),
-                _ => Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs),
-            }
-        })
-    }
-}
-
-/// A failed exchange. The answer says only what kind of failure it was; the cause (which may
-/// tell a closed port from a silent host, or carry the remote's words) goes to the log.
-fn transport_error(what: &str, e: &reqwest::Error) -> Failure {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if let Some(refusal) = err.downcast_ref::<EgressRefused>() {
-            return Failure::Provider(ProviderError::Permanent(refusal.0.clone()));
-        }
-        source = err.source();
-    }
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else {
-        "could not reach the SCIM service"
-    };
-    // reqwest's error text names the URL; only method and path are logged (query strings carry
-    // filters with addresses), with the cause chain.
-    let mut cause = String::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(err) = source {
-        cause.push_str(": ");
-        cause.push_str(&err.to_string());
-        source = err.source();
-    }
-    tracing::warn!(%what, cause = %cause, "SCIM call failed");
-    Failure::Provider(ProviderError::Transient(format!("{what} {kind}")))
-}
-
-/// Maps a non-2xx answer to a fixed text with the status code; the SCIM error `detail` (the
-/// remote's words) is logged, not passed on.
-fn status_error(what: &str, status: StatusCode, headers: &HeaderMap, body: &Value) -> Failure {
-    if status == StatusCode::PRECONDITION_FAILED {
-        return Failure::Stale;
-    }
-    let detail = body
-        .get("detail")
-        .and_then(Value::as_str)
-        .map(|d| d.chars().take(300).collect::<String>());
-    tracing::warn!(%what, status = status.as_u16(), detail = ?detail, "SCIM service refused a call");
-    let reason = if status.is_redirection() {
-        "a redirect, which is not followed"
-    } else {
-        status.canonical_reason().unwrap_or("error")
-    };
-    let message = format!("{what}: {} {reason}", status.as_u16());
-    Failure::Provider(match status {
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ProviderError::Unauthorized(message),
-        StatusCode::TOO_MANY_REQUESTS => ProviderError::RateLimited {
-            retry_after_ms: retry_after_ms(headers, time::OffsetDateTime::now_utc()),
-        },
-        StatusCode::NOT_FOUND => ProviderError::NotFound(message),
-        StatusCode::CONFLICT => ProviderError::Conflict(message),
-        StatusCode::REQUEST_TIMEOUT => ProviderError::Transient(message),
-        s if s.is_server_error() => ProviderError::Transient(message),
-        _ => ProviderError::Permanent(message),
-    })
-}
-
 fn user_member(user: &Value) -> Option<Member> {
     let primary_email = || {
         user.get("emails")?
@@ -818,7 +662,7 @@ impl ScimFactory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
+    use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 
     fn config(v: Value) -> Result<ScimConfig, String> {
         ScimConfig::from_json(&v)
@@ -889,7 +733,8 @@ mod tests {
         let body = json!({"detail": "token expired"});
         let e = ProviderError::from(status_error(
             "GET /v2/Users",
-            StatusCode::UNAUTHORIZED,
+            401,
+            Some("Unauthorized"),
             &h,
             &body,
         ));
@@ -898,33 +743,18 @@ mod tests {
             e,
             ProviderError::Unauthorized("GET /v2/Users: 401 Unauthorized".into())
         );
-        let map = |s: StatusCode| ProviderError::from(status_error("x", s, &h, &Value::Null));
+        let map = |code: u16| ProviderError::from(status_error("x", code, None, &h, &Value::Null));
         assert!(matches!(
-            map(StatusCode::TOO_MANY_REQUESTS),
+            map(429),
             ProviderError::RateLimited {
                 retry_after_ms: 1000
             }
         ));
-        assert!(matches!(
-            map(StatusCode::BAD_GATEWAY),
-            ProviderError::Transient(_)
-        ));
-        assert!(matches!(
-            map(StatusCode::CONFLICT),
-            ProviderError::Conflict(_)
-        ));
-        assert!(matches!(
-            map(StatusCode::NOT_FOUND),
-            ProviderError::NotFound(_)
-        ));
-        assert_eq!(
-            status_error("x", StatusCode::PRECONDITION_FAILED, &h, &body),
-            Failure::Stale
-        );
-        assert!(matches!(
-            map(StatusCode::BAD_REQUEST),
-            ProviderError::Permanent(_)
-        ));
+        assert!(matches!(map(502), ProviderError::Transient(_)));
+        assert!(matches!(map(409), ProviderError::Conflict(_)));
+        assert!(matches!(map(404), ProviderError::NotFound(_)));
+        assert_eq!(status_error("x", 412, None, &h, &body), Failure::Stale);
+        assert!(matches!(map(400), ProviderError::Permanent(_)));
     }
 
     #[test]
