@@ -894,7 +894,11 @@ async fn route_table_every_route_has_a_domain_and_admin_routes_need_credentials(
             continue;
         }
         if !public.contains(&(method.as_str(), path.as_str())) {
-            assert!(path.starts_with("/api/admin/"), "{path}");
+            // Admin routes, and the worker routes of leasing: both need credentials.
+            assert!(
+                path.starts_with("/api/admin/") || path.starts_with("/api/pool/"),
+                "{path}"
+            );
             assert_eq!(res.status(), 401, "{method} {path} must need credentials");
             assert_eq!(
                 res.headers()["x-domain-ack"].to_str().unwrap(),
