@@ -361,6 +361,12 @@ pub async fn login(
     })
 }
 
+/// Ends the session behind a cookie value (logout from the API or a page); an unknown or ended
+/// session is no error.
+pub async fn end_session(users: &UsersDb, session_token: &str) -> StoreResult<()> {
+    store::sessions::delete(users, &token_hash(session_token)).await
+}
+
 /// The admin behind a session cookie, if it is live.
 pub async fn session_principal(
     users: &UsersDb,

@@ -163,6 +163,30 @@ pub fn list_filter(
     })
 }
 
+/// A page of mothers, newest first, each with seat usage, and the total that match.
+pub async fn list(
+    ctx: PoolCtx<'_>,
+    filter: &MotherFilter,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<store::Mother>, i64)> {
+    Ok(store::list_with_usage(ctx.pool, filter, limit, offset).await?)
+}
+
+/// One mother with seat usage.
+pub async fn get(ctx: PoolCtx<'_>, id: i64) -> Result<store::Mother> {
+    store::get(ctx.pool, id)
+        .await
+        .map_err(super::not_found(format!("no mother {id}")))
+}
+
+/// One mother with her teams, seats and children.
+pub async fn detail(ctx: PoolCtx<'_>, id: i64) -> Result<store::MotherDetail> {
+    store::get_detail(ctx.pool, id)
+        .await
+        .map_err(super::not_found(format!("no mother {id}")))
+}
+
 /// A PATCH body; absent fields are left alone, `pool_group_id: null` leaves the group.
 #[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

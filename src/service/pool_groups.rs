@@ -77,6 +77,16 @@ pub async fn get(ctx: PoolCtx<'_>, id: i64) -> Result<PoolGroup> {
     }
 }
 
+/// A page of groups, by name, and the total.
+pub async fn list_page(ctx: PoolCtx<'_>, limit: i64, offset: i64) -> Result<(Vec<PoolGroup>, i64)> {
+    Ok(store::list_page(ctx.pool, limit, offset).await?)
+}
+
+/// Every group (for pickers and the groups page).
+pub async fn list_all(ctx: PoolCtx<'_>) -> Result<Vec<PoolGroup>> {
+    Ok(store::list_all(ctx.pool).await?)
+}
+
 /// A partial update of a group's settings; absent fields keep their value. `email_domain: ""`
 /// clears the group's domain.
 #[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]

@@ -16,14 +16,10 @@ use crate::http::pagination::{Page, PageParams};
 use crate::service::mothers::{
     self as service, BatchReport, MAX_BATCH_ROWS, PatchMotherRequest, Quota, Stats,
 };
-use crate::store::StoreError;
-use crate::store::mothers::{self as store, Mother, MotherDetail};
+use crate::store::mothers::{Mother, MotherDetail};
 
 async fn detail(app: &AppState, id: i64) -> ApiResult<MotherDetail> {
-    match store::get_detail(&app.pool, id).await {
-        Err(StoreError::NotFound) => Err(ApiError::not_found(format!("no mother {id}"))),
-        other => Ok(other?),
-    }
+    Ok(service::detail(app.pool_ctx(), id).await?)
 }
 
 /// Creates a mother with her teams and `seat_limit` free seats, in one transaction. The credential
@@ -64,7 +60,7 @@ pub async fn list_mothers(
     let page = PageParams::new(q.page, q.page_size)?;
     let filter = service::list_filter(q.search.as_deref(), q.status.as_deref(), q.pool_group_id)?;
     let (items, total) =
-        store::list_with_usage(&app.pool, &filter, page.limit(), page.offset()).await?;
+        service::list(app.pool_ctx(), &filter, page.limit(), page.offset()).await?;
     Ok(Json(page.wrap(items, total)))
 }
 
@@ -135,7 +131,7 @@ pub async fn rotate_credential(
     ApiJson(req): ApiJson<CredentialRequest>,
 ) -> ApiResult<Json<Mother>> {
     service::rotate_credential(app.pool_ctx(), id, &req.credential).await?;
-    Ok(Json(store::get(&app.pool, id).await?))
+    Ok(Json(service::get(app.pool_ctx(), id).await?))
 }
 
 #[derive(Deserialize, ToSchema)]

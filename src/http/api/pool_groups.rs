@@ -11,7 +11,7 @@ use crate::http::error::{ApiResult, ErrorBody};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::http::pagination::{Page, PageParams};
 use crate::service::pool_groups::{self as service, Preview, SettingsPatch};
-use crate::store::pool_groups::{self as store, PoolGroup};
+use crate::store::pool_groups::PoolGroup;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -58,7 +58,7 @@ pub async fn list_groups(
     ApiQuery(q): ApiQuery<GroupListQuery>,
 ) -> ApiResult<Json<Page<PoolGroup>>> {
     let page = PageParams::new(q.page, q.page_size)?;
-    let (items, total) = store::list_page(&app.pool, page.limit(), page.offset()).await?;
+    let (items, total) = service::list_page(app.pool_ctx(), page.limit(), page.offset()).await?;
     Ok(Json(page.wrap(items, total)))
 }
 

@@ -124,7 +124,7 @@ pub async fn login(
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "csrf_failed")))]
 pub async fn logout(State(app): State<AppState>, jar: CookieJar) -> ApiResult<impl IntoResponse> {
     if let Some(cookie) = jar.get(SESSION_COOKIE) {
-        crate::store::sessions::delete(&app.users, &auth::token_hash(cookie.value())).await?;
+        auth::end_session(&app.users, cookie.value()).await?;
     }
     Ok((StatusCode::NO_CONTENT, jar.add(removal_cookie())))
 }

@@ -225,8 +225,7 @@ async fn logout(
     CsrfForm(NoFields {}): CsrfForm<NoFields>,
 ) -> Response {
     if let Some(cookie) = jar.get(SESSION_COOKIE)
-        && let Err(e) =
-            crate::store::sessions::delete(&app.users, &auth::token_hash(cookie.value())).await
+        && let Err(e) = auth::end_session(&app.users, cookie.value()).await
     {
         return crate::http::error::ApiError::from(e).into_response();
     }

@@ -19,7 +19,7 @@ use crate::crypto::Credential;
 use crate::http::error::ApiError;
 use crate::service;
 use crate::service::import_cookie::{self as import_service, ImportCookieRequest};
-use crate::store::mothers as mother_store;
+use crate::service::mothers as mother_service;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/mothers/import", post(import))
@@ -93,9 +93,9 @@ async fn import(
             return (e.status, list_page(&app, &principal, posted).await).into_response();
         }
     };
-    let mother_name = match mother_store::get(&app.pool, out.mother_id).await {
+    let mother_name = match mother_service::get(app.pool_ctx(), out.mother_id).await {
         Ok(m) => m.name,
-        Err(e) => return ApiError::from(e).into_response(),
+        Err(e) => return e.into_response(),
     };
     let posted = Posted {
         import: ImportView {

@@ -22,9 +22,9 @@ use crate::domain::mothers::MotherInput;
 use crate::http::error::ApiError;
 use crate::http::pagination::PageParams;
 use crate::service::mothers::{self as mother_service, BatchReport};
-use crate::store::StoreError;
-use crate::store::mothers::{self as mother_store, Mother, MotherDetail};
-use crate::store::pool_groups::{self as group_store, PoolGroup};
+use crate::service::pool_groups as group_service;
+use crate::store::mothers::{Mother, MotherDetail};
+use crate::store::pool_groups::PoolGroup;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -147,9 +147,8 @@ async fn render_list(
         Ok(f) => f,
         Err(e) => return e.into_response(),
     };
-    let listed =
-        mother_store::list_with_usage(&app.pool, &filter, page.limit(), page.offset()).await;
-    let groups = group_store::list_all(&app.pool).await;
+    let listed = mother_service::list(app.pool_ctx(), &filter, page.limit(), page.offset()).await;
+    let groups = group_service::list_all(app.pool_ctx()).await;
     let ((mothers, total), groups) = match (listed, groups) {
         (Ok(l), Ok(g)) => (l, g),
         (Err(e), _) | (_, Err(e)) => return ApiError::from(e).into_response(),
@@ -305,15 +304,14 @@ async fn mother_page(
     id: i64,
     error: Option<String>,
 ) -> Response {
-    match mother_store::get_detail(&app.pool, id).await {
+    match mother_service::detail(app.pool_ctx(), id).await {
         Ok(m) => MotherPage {
             layout: Layout::new(principal, "/mothers"),
             m,
             error,
         }
         .into_response(),
-        Err(StoreError::NotFound) => ApiError::not_found(format!("no mother {id}")).into_response(),
-        Err(e) => ApiError::from(e).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 

@@ -17,7 +17,7 @@ use crate::auth::Principal;
 use crate::http::error::ApiError;
 use crate::service::pool_groups::{self as group_service, Preview, SettingsPatch};
 use crate::service::{ErrorKind, pool_sync};
-use crate::store::pool_groups::{self as group_store, PoolGroup};
+use crate::store::pool_groups::PoolGroup;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -44,7 +44,7 @@ async fn list_page(
     error: Option<String>,
     form: CreateForm,
 ) -> Response {
-    match group_store::list_all(&app.pool).await {
+    match group_service::list_all(app.pool_ctx()).await {
         Ok(groups) => ListPage {
             layout: Layout::new(principal, "/pool-groups"),
             groups,
