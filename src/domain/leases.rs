@@ -229,6 +229,15 @@ pub fn returns_at(t: &AccountTimes, cooldown_ms: i64) -> Option<i64> {
     )
 }
 
+/// Whether one of `accounts` is available at `now`. When an acquire found none although this
+/// holds, a concurrent acquire was taking it: its outcome is known once that transaction ends.
+pub fn any_available(accounts: &[AccountTimes], now: i64, cooldown_ms: i64) -> bool {
+    accounts
+        .iter()
+        .filter_map(|a| returns_at(a, cooldown_ms))
+        .any(|at| at <= now)
+}
+
 /// Whole seconds (at least 1) until the first of `accounts` comes back, for `Retry-After`.
 pub fn retry_after_secs(accounts: &[AccountTimes], now: i64, cooldown_ms: i64) -> Option<u64> {
     let next = accounts
@@ -388,6 +397,29 @@ mod tests {
         let inactive = AccountTimes::default();
         assert_eq!(retry_after_secs(&[inactive], NOW, cool), None);
         assert_eq!(retry_after_secs(&[a(None, None, None)], NOW, cool), Some(1));
+    }
+
+    #[test]
+    fn any_available_only_when_one_has_returned_by_now() {
+        let cool = 10 * MIN;
+        let a = |leased, cooldown| AccountTimes {
+            is_active: true,
+            leased_until: leased,
+            cooldown_until: cooldown,
+            quarantine_until: None,
+        };
+        let cases = [
+            (vec![], false),
+            (vec![a(None, None)], true),
+            (vec![a(None, Some(NOW))], true),
+            (vec![a(None, Some(NOW + 1))], false),
+            (vec![a(Some(NOW - cool), None)], true),
+            (vec![a(Some(NOW), None), a(None, Some(NOW + 1))], false),
+            (vec![AccountTimes::default()], false),
+        ];
+        for (accounts, want) in cases {
+            assert_eq!(any_available(&accounts, NOW, cool), want, "{accounts:?}");
+        }
     }
 
     #[test]

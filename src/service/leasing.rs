@@ -18,6 +18,8 @@ use crate::store::{StoreError, StoreResult};
 
 /// Usage rows shown with one account.
 pub const RECENT_USAGE: i64 = 20;
+/// Acquire looks again this many times at most when concurrent acquires held the accounts.
+const ACQUIRE_ATTEMPTS: u64 = 8;
 /// Rows one import may carry.
 pub const MAX_IMPORT_ROWS: usize = 10_000;
 
@@ -188,20 +190,34 @@ pub async fn acquire(
         .map_err(|m| Error::invalid("invalid_ttl_seconds", m))?;
     let now = ctx.clock.now_ms();
     let lease_id = uuid::Uuid::new_v4().to_string();
-    let acquired = store::acquire(
-        ctx.pool,
-        &pool,
-        &lease_id,
-        &worker,
-        holder.token_id,
-        mission.as_deref(),
-        now,
-        now + ttl,
-        ctx.policy.cooldown_ms,
-    )
-    .await?;
-    let Some(acquired) = acquired else {
+    // On PostgreSQL an acquire skips accounts that concurrent acquires have locked. When it found
+    // none while one still looks available, that one is being lent right now: look again once
+    // those transactions have ended, so the answer (a lease, or when the next account returns)
+    // reflects them. Bounded: a few short waits at most.
+    let mut attempt = 0;
+    let acquired = loop {
+        let acquired = store::acquire(
+            ctx.pool,
+            &pool,
+            &lease_id,
+            &worker,
+            holder.token_id,
+            mission.as_deref(),
+            now,
+            now + ttl,
+            ctx.policy.cooldown_ms,
+        )
+        .await?;
+        if let Some(acquired) = acquired {
+            break acquired;
+        }
         let times = accounts::times_in_pool(ctx.pool, &pool).await?;
+        attempt += 1;
+        if attempt < ACQUIRE_ATTEMPTS && leases::any_available(&times, now, ctx.policy.cooldown_ms)
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
+            continue;
+        }
         let mut e = Error::new(
             super::ErrorKind::Unavailable,
             "no_account_available",
