@@ -12,6 +12,7 @@ use crate::auth::{self, Scope};
 use crate::clock::{self, SharedClock};
 use crate::config::{Config, Overrides, RunEnv};
 use crate::server;
+use crate::service;
 use crate::store::{self, StoreError};
 
 #[derive(Parser, Debug)]
@@ -456,28 +457,21 @@ async fn token(config: &Config, clock: &SharedClock, cmd: TokenCommand) -> anyho
     let (_, users) = server::open_and_migrate(config).await?;
     match cmd {
         TokenCommand::Create { name, scope } => {
-            let name = name.trim();
-            auth::check_token_name(name).map_err(|m| anyhow::anyhow!("--name: {m}"))?;
-            match auth::create_api_token(&users, clock, name, scope).await {
-                Ok((row, token)) => {
-                    eprintln!(
-                        "Created token {} `{}` with scope {}. It is shown once; store it now:",
-                        row.id, row.name, row.scope
-                    );
-                    println!("{token}");
-                }
-                Err(StoreError::Conflict(_)) => {
-                    anyhow::bail!("a token named `{name}` already exists")
-                }
-                Err(e) => return Err(e.into()),
-            }
+            let (row, token) = service::tokens::create(&users, clock, &name, scope)
+                .await
+                .map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+            eprintln!(
+                "Created token {} `{}` with scope {}. It is shown once; store it now:",
+                row.id, row.name, row.scope
+            );
+            println!("{token}");
         }
         TokenCommand::List => {
             println!(
                 "{:<6} {:<24} {:<7} {:<26} {:<26} status",
                 "id", "name", "scope", "created", "last used"
             );
-            for t in store::tokens::list(&users).await? {
+            for t in service::tokens::list_all(&users).await? {
                 let status = if t.revoked_at.is_some() {
                     "revoked"
                 } else {
@@ -497,17 +491,11 @@ async fn token(config: &Config, clock: &SharedClock, cmd: TokenCommand) -> anyho
         }
         TokenCommand::Revoke { token } => {
             // Names are never all digits, so digits are an id.
-            let revoked = match token.parse::<i64>() {
-                Ok(id) => store::tokens::revoke_by_id(&users, id, clock.now_ms()).await,
-                Err(_) => store::tokens::revoke_by_name(&users, &token, clock.now_ms()).await,
+            let t = match token.parse::<i64>() {
+                Ok(id) => service::tokens::revoke_by_id(&users, id, clock.now_ms()).await?,
+                Err(_) => service::tokens::revoke_by_name(&users, &token, clock.now_ms()).await?,
             };
-            match revoked {
-                Ok(t) => println!("Revoked token {} `{}`.", t.id, t.name),
-                Err(StoreError::NotFound) => {
-                    anyhow::bail!("no active token with id or name `{token}`")
-                }
-                Err(e) => return Err(e.into()),
-            }
+            println!("Revoked token {} `{}`.", t.id, t.name);
         }
     }
     Ok(())

@@ -12,6 +12,7 @@ pub mod mothers;
 pub mod pool_groups;
 pub mod pool_sync;
 pub mod sync_sessions;
+pub mod tokens;
 
 pub use error::{Error, ErrorKind, Result, not_found};
 

@@ -7,11 +7,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::app::AppState;
-use crate::auth::{self, Scope};
-use crate::http::error::{ApiError, ApiResult, ErrorBody};
+use crate::auth::Scope;
+use crate::http::error::{ApiResult, ErrorBody};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::http::pagination::{Page, PageParams};
-use crate::store::{self, StoreError, tokens::ApiToken};
+use crate::service::tokens as service;
+use crate::store::tokens::{ApiToken, TokenFilter};
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -35,12 +36,12 @@ pub async fn list_tokens(
     ApiQuery(q): ApiQuery<TokenListQuery>,
 ) -> ApiResult<Json<Page<ApiToken>>> {
     let page = PageParams::new(q.page, q.page_size)?;
-    let filter = store::tokens::TokenFilter {
+    let filter = TokenFilter {
         scope: q.scope.map(Scope::as_str),
         include_revoked: q.include_revoked,
     };
     let (items, total) =
-        store::tokens::list_page(&app.users, &filter, page.limit(), page.offset()).await?;
+        service::list_page(&app.users, &filter, page.limit(), page.offset()).await?;
     Ok(Json(page.wrap(items, total)))
 }
 
@@ -66,15 +67,8 @@ pub async fn create_token(
     State(app): State<AppState>,
     ApiJson(req): ApiJson<CreateTokenRequest>,
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
-    let name = req.name.trim();
-    auth::check_token_name(name).map_err(|m| ApiError::bad_request("invalid_name", m))?;
-    match auth::create_api_token(&app.users, &app.clock, name, req.scope).await {
-        Ok((token, value)) => Ok((StatusCode::CREATED, Json(CreatedToken { token, value }))),
-        Err(StoreError::Conflict(_)) => Err(ApiError::conflict(format!(
-            "a token named `{name}` already exists"
-        ))),
-        Err(e) => Err(e.into()),
-    }
+    let (token, value) = service::create(&app.users, &app.clock, &req.name, req.scope).await?;
+    Ok((StatusCode::CREATED, Json(CreatedToken { token, value })))
 }
 
 /// Revokes a token by its id (never by name); it stops working at once.
@@ -84,11 +78,7 @@ pub async fn revoke_token(
     State(app): State<AppState>,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<ApiToken>> {
-    match store::tokens::revoke_by_id(&app.users, id, app.clock.now_ms()).await {
-        Ok(token) => Ok(Json(token)),
-        Err(StoreError::NotFound) => {
-            Err(ApiError::not_found(format!("no active token with id {id}")))
-        }
-        Err(e) => Err(e.into()),
-    }
+    Ok(Json(
+        service::revoke_by_id(&app.users, id, app.clock.now_ms()).await?,
+    ))
 }
