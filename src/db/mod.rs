@@ -411,7 +411,30 @@ macro_rules! in_transaction {
     };
 }
 
-pub(crate) use {in_transaction, on_reader, on_writer};
+/// Runs `$body` with `$tx` bound to a read-only transaction whose statements all see the same
+/// moment: a deferred transaction on SQLite (its snapshot is taken by the first read), `REPEATABLE
+/// READ` on PostgreSQL (where the default gives every statement a snapshot of its own). The body
+/// must commit it.
+macro_rules! in_snapshot {
+    ($db:expr, |$tx:ident| $body:expr) => {
+        match &$db.0.conn {
+            $crate::db::Conn::Sqlite { read, .. } => {
+                #[allow(unused_mut)]
+                let mut $tx = read.begin().await?;
+                $body
+            }
+            $crate::db::Conn::Postgres(pg) => {
+                #[allow(unused_mut)]
+                let mut $tx = pg
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await?;
+                $body
+            }
+        }
+    };
+}
+
+pub(crate) use {in_snapshot, in_transaction, on_reader, on_writer};
 
 /// How a database is doing, as reported by `/api/admin/db-status`, `/readyz` and the dashboard.
 #[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]

@@ -12,7 +12,7 @@ use serde::Serialize;
 use sqlx::FromRow;
 
 use super::{StoreError, StoreResult};
-use crate::db::{PoolDb, in_transaction, on_reader, on_writer};
+use crate::db::{PoolDb, in_snapshot, in_transaction, on_reader, on_writer};
 use crate::domain::sync_sessions::{self as rules, RecordCounts};
 
 #[derive(Clone, Debug, FromRow, Serialize, utoipa::ToSchema)]
@@ -319,18 +319,18 @@ pub async fn cancel(
     })
 }
 
-/// A session with its records, read in one transaction so both come from the same moment.
+/// A session with its records, read in one snapshot so the counters on the session row agree
+/// with the records listed under it.
 pub async fn get(db: &PoolDb, session_id: &str) -> StoreResult<SessionDetail> {
     let sql = format!("SELECT {SESSION_COLUMNS} FROM sync_sessions s WHERE s.session_id = $1");
     let rsql =
         format!("SELECT {RECORD_COLUMNS} FROM sync_records WHERE session_id = $1 ORDER BY id");
-    let (session, records): (Session, Vec<Record>) = on_reader!(db, |p| {
-        let mut tx = p.begin().await?;
-        let session: Session = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+    let (session, records): (Session, Vec<Record>) = in_snapshot!(db, |tx| {
+        let session: Session = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(session_id)
             .fetch_one(&mut *tx)
             .await?;
-        let records: Vec<Record> = sqlx::query_as(sqlx::AssertSqlSafe(rsql.clone()))
+        let records: Vec<Record> = sqlx::query_as(sqlx::AssertSqlSafe(rsql))
             .bind(session_id)
             .fetch_all(&mut *tx)
             .await?;
