@@ -8,7 +8,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::crypto::Keyring;
 use crate::db::{PoolDb, UsersDb};
-use crate::domain::login_throttle::ThrottlePolicy;
+use crate::domain::login_throttle::{Throttle, ThrottlePolicy};
 use crate::providers::Providers;
 
 pub struct App {
@@ -18,6 +18,8 @@ pub struct App {
     pub clock: SharedClock,
     pub keyring: Keyring,
     pub login_throttle: LoginThrottle,
+    /// Redeem attempts per client address (`redeem.per_hour`).
+    pub redeem_throttle: std::sync::Mutex<Throttle>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// The providers mothers are synced with (the simulator keeps its state in `data_dir`).
     pub providers: Providers,
@@ -37,6 +39,10 @@ impl App {
         // strict rule.
         let scim_egress = config.scim_egress().unwrap_or_default();
         let providers = Providers::new(&config.data_dir, scim_egress);
+        let redeem_throttle = std::sync::Mutex::new(Throttle::new(ThrottlePolicy {
+            max_failures: config.redeem.per_hour as usize,
+            window_ms: 3_600_000,
+        }));
         Arc::new(Self {
             providers,
             config,
@@ -45,6 +51,7 @@ impl App {
             clock,
             keyring,
             login_throttle: LoginThrottle::new(ThrottlePolicy::default()),
+            redeem_throttle,
             metrics: crate::metrics::handle(),
         })
     }

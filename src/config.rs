@@ -82,6 +82,30 @@ impl Default for JobsConfig {
     }
 }
 
+/// Redeem codes (`[redeem]`): how long a redeem may hold a seat and a code, and how often one
+/// client address may try.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct RedeemConfig {
+    /// How long a redeem holds a seat while its invite is sent; maintenance frees it after.
+    pub hold_seconds: u64,
+    /// Redeems per hour from one client address (IPv6 by /64).
+    pub per_hour: u32,
+    /// How long a code stays reserved by a redeem that never finished (a crash) before
+    /// maintenance returns it.
+    pub reservation_timeout_seconds: u64,
+}
+
+impl Default for RedeemConfig {
+    fn default() -> Self {
+        Self {
+            hold_seconds: 30,
+            per_hour: 5,
+            reservation_timeout_seconds: 300,
+        }
+    }
+}
+
 /// Credential leasing (`[leases]`): rest times after a lease and lease lengths, in seconds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
@@ -189,6 +213,8 @@ pub struct Config {
     pub jobs: JobsConfig,
     #[serde(default)]
     pub leases: LeasesConfig,
+    #[serde(default)]
+    pub redeem: RedeemConfig,
     pub providers: ProvidersConfig,
 }
 
@@ -216,6 +242,7 @@ impl Default for Config {
             log: "info".to_string(),
             jobs: JobsConfig::default(),
             leases: LeasesConfig::default(),
+            redeem: RedeemConfig::default(),
             providers: ProvidersConfig::default(),
         }
     }
@@ -313,6 +340,14 @@ impl Config {
             anyhow::bail!(
                 "configuration: leases.default_ttl_seconds and leases.max_ttl_seconds must be at least 1"
             );
+        }
+        if self.redeem.hold_seconds == 0 || self.redeem.reservation_timeout_seconds == 0 {
+            anyhow::bail!(
+                "configuration: redeem.hold_seconds and redeem.reservation_timeout_seconds must be at least 1"
+            );
+        }
+        if self.redeem.per_hour == 0 {
+            anyhow::bail!("configuration: redeem.per_hour must be at least 1");
         }
         if self.jobs.visibility_timeout_seconds == 0 {
             anyhow::bail!("configuration: jobs.visibility_timeout_seconds must be at least 1");

@@ -186,8 +186,8 @@ pub async fn start(app: AppState, listen: SocketAddr) -> anyhow::Result<RunningS
 /// Sync sessions older than this are removed (with their records).
 pub const SYNC_SESSION_RETENTION_MS: i64 = 30 * 24 * 3_600_000;
 
-/// Periodic housekeeping of this process: expired sessions, held seats past `held_until`, sync
-/// sessions past retention, metric upkeep.
+/// Periodic housekeeping of this process: expired sessions, held seats past `held_until`, redeem
+/// codes left reserved, expired leases, sync sessions past retention, metric upkeep.
 fn spawn_maintenance(app: AppState, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -206,6 +206,17 @@ fn spawn_maintenance(app: AppState, mut stop: watch::Receiver<bool>) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(seats = n, "freed seats held past their time"),
                 Err(e) => tracing::warn!(error = %e, "expiring held seats failed"),
+            }
+            match crate::service::redeem::settle_stale(&app).await {
+                Ok((0, 0)) => {}
+                Ok((used, unused)) => tracing::info!(
+                    used,
+                    unused,
+                    "settled redeem codes left reserved by redeems that did not finish"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "settling reserved redeem codes failed")
+                }
             }
             let policy = app.config.leases.policy();
             match crate::service::leasing::expire_overdue(&app.pool, now, &policy).await {

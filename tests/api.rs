@@ -853,6 +853,7 @@ async fn route_table_every_route_has_a_domain_and_admin_routes_need_credentials(
         ("GET", "/healthz"),
         ("GET", "/readyz"),
         ("GET", "/metrics"),
+        ("POST", "/api/redeem"),
     ];
     let t = TestApp::spawn(&common::Backend::Sqlite).await;
     let mut table = Vec::new();

@@ -3,6 +3,7 @@
 //! `jobs`. Errors are [`Error`]s, which know no protocol: `http` maps them to a status once, the
 //! CLI prints their message. Nothing here knows HTTP.
 
+pub mod codes;
 pub mod credential_accounts;
 mod error;
 pub mod import_cookie;
@@ -11,6 +12,7 @@ pub mod leasing;
 pub mod mothers;
 pub mod pool_groups;
 pub mod pool_sync;
+pub mod redeem;
 pub mod sync_sessions;
 pub mod tokens;
 

@@ -291,3 +291,131 @@ pub async fn expire_held(db: &PoolDb, now: i64) -> StoreResult<u64> {
     }
     Ok(freed)
 }
+
+/// A seat held for a redeem, and the team the invite goes to.
+#[derive(Clone, Debug)]
+pub struct RedeemHold {
+    pub seat: Seat,
+    pub team_id: i64,
+    pub provider_team_id: String,
+    pub team_name: String,
+}
+
+/// Holds a free seat for a redeem by `email` until `held_until`, in one transaction: the mother is
+/// an active one (of `group` when given, and not in `skip`) with a free seat and an enabled team
+/// linked to the provider; the fullest such mother first, so seats are packed; her default team
+/// first. The counter update that takes the seat re-checks that one is free, so of two racing
+/// holds for a mother's last seat one moves on to the next mother. `Ok(None)` when no mother has a
+/// seat.
+pub async fn hold_for_redeem(
+    db: &PoolDb,
+    group: Option<i64>,
+    skip: &[i64],
+    email: &str,
+    held_until: i64,
+    now: i64,
+) -> StoreResult<Option<RedeemHold>> {
+    let hold = format!("{HOLD_LOWEST_FREE} RETURNING {COLUMNS}");
+    // Each lost race rules one mother out; a few rounds are plenty, since a hold only loses to
+    // holds that filled that mother.
+    const ROUNDS: usize = 8;
+    in_transaction!(db, |tx| {
+        let mut excluded = skip.to_vec();
+        for _ in 0..ROUNDS {
+            let candidate: Option<i64> = sqlx::query_scalar(pick_redeem_mother(&excluded))
+                .bind(group)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(mother_id) = candidate else {
+                return Ok(None);
+            };
+            let taken = sqlx::query(
+                "UPDATE mothers SET seats_held = seats_held + 1, updated_at = $2 \
+                 WHERE id = $1 AND status = 'active' AND seat_limit - seats_used - seats_held > 0",
+            )
+            .bind(mother_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if taken == 0 {
+                excluded.push(mother_id);
+                continue;
+            }
+            let seat: Seat = sqlx::query_as(sqlx::AssertSqlSafe(hold.clone()))
+                .bind(mother_id)
+                .bind(email)
+                .bind(held_until)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+            let (team_id, provider_team_id, team_name): (i64, String, String) = sqlx::query_as(
+                "SELECT id, provider_team_id, name FROM teams WHERE mother_id = $1 \
+                 AND is_enabled AND provider_team_id IS NOT NULL \
+                 ORDER BY is_default DESC, id LIMIT 1",
+            )
+            .bind(mother_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(Some(RedeemHold {
+                seat,
+                team_id,
+                provider_team_id,
+                team_name,
+            }));
+        }
+        Ok(None)
+    })
+}
+
+/// The mother a redeem tries next: active, with a free seat and an enabled linked team, of group
+/// `$1` when it is not null, not one of `excluded`; the fullest first.
+fn pick_redeem_mother(excluded: &[i64]) -> sqlx::AssertSqlSafe<String> {
+    // The ids are numbers this process holds, not input text.
+    let not_in = if excluded.is_empty() {
+        String::new()
+    } else {
+        let ids: Vec<String> = excluded.iter().map(i64::to_string).collect();
+        format!("AND m.id NOT IN ({})", ids.join(", "))
+    };
+    sqlx::AssertSqlSafe(format!(
+        "SELECT m.id FROM mothers m WHERE m.status = 'active' \
+         AND m.seat_limit - m.seats_used - m.seats_held > 0 \
+         AND (CAST($1 AS BIGINT) IS NULL OR m.pool_group_id = $1) {not_in} \
+         AND EXISTS (SELECT 1 FROM teams t WHERE t.mother_id = m.id AND t.is_enabled \
+                     AND t.provider_team_id IS NOT NULL) \
+         ORDER BY m.seats_used + m.seats_held DESC, m.id LIMIT 1"
+    ))
+}
+
+/// Turns a held seat into a used one (its invite went out). `Conflict` when the seat is no longer
+/// held (its hold expired and maintenance freed it).
+pub async fn confirm_held(db: &PoolDb, seat_id: i64, now: i64) -> StoreResult<Seat> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "UPDATE seats SET status = 'used', held_until = NULL, updated_at = $2 \
+         WHERE id = $1 AND status = 'held' RETURNING {COLUMNS}"
+    ));
+    in_transaction!(db, |tx| {
+        // Lock the mother's row first (see the module notes).
+        sqlx::query(
+            "UPDATE mothers SET seats_held = seats_held - 1, seats_used = seats_used + 1, \
+             updated_at = $2 WHERE id = (SELECT mother_id FROM seats WHERE id = $1 \
+             AND status = 'held')",
+        )
+        .bind(seat_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let seat: Option<Seat> = sqlx::query_as(sql)
+            .bind(seat_id)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(seat) = seat else {
+            return Err(StoreError::Conflict(format!("seat {seat_id} is not held")));
+        };
+        tx.commit().await?;
+        Ok(seat)
+    })
+}

@@ -2,6 +2,7 @@
 //! `utoipa_axum::routes!`, so the router and the OpenAPI document come from the same definitions.
 //! Each operation has exactly one tag, its domain: `pool`, `users` or `system`.
 
+pub mod codes;
 pub mod credential_accounts;
 pub mod import_cookie;
 pub mod jobs;
@@ -9,6 +10,7 @@ pub mod leases;
 pub mod mothers;
 pub mod pool_groups;
 pub mod pool_sync;
+pub mod redeem;
 pub mod session;
 pub mod sync_sessions;
 pub mod system;
@@ -19,13 +21,14 @@ use utoipa_axum::routes;
 
 use crate::app::AppState;
 
-/// Routes anyone may call: probes, metrics, login.
+/// Routes anyone may call: probes, metrics, login, redeem.
 pub fn public_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(system::healthz))
         .routes(routes!(system::readyz))
         .routes(routes!(system::metrics))
         .routes(routes!(session::login))
+        .routes(routes!(redeem::redeem))
 }
 
 /// Routes that need an admin (session or admin-scope token).
@@ -78,6 +81,9 @@ pub fn admin_routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(credential_accounts::reset_account))
         .routes(routes!(credential_accounts::list_leases))
+        .routes(routes!(codes::list_codes, codes::generate_codes))
+        .routes(routes!(codes::code_quota))
+        .routes(routes!(codes::disable_codes))
 }
 
 /// Routes for automation workers (a bearer token of scope `worker`): the lease API.

@@ -1,0 +1,211 @@
+//! Redeem codes as operators handle them: generate a batch within the free seats, list, disable.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Error, ErrorKind, Result};
+use crate::app::App;
+use crate::domain::codes::{self, CountError};
+use crate::store::redeem_codes::{self as store, CodeFilter, NewCode, RedeemCode, Selection};
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateRequest {
+    /// How many codes, 1 to 1000.
+    pub count: i64,
+    /// Letters and digits put in front of every code (up to 16).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// When the codes stop being redeemable (UTC milliseconds since the epoch).
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    /// Codes that place users only in this pool group's mothers.
+    #[serde(default)]
+    pub pool_group_id: Option<i64>,
+}
+
+/// A new batch. The plaintext codes appear here once and are never stored.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct GeneratedBatch {
+    pub batch_id: String,
+    pub codes: Vec<String>,
+    pub expires_at: Option<i64>,
+    pub pool_group_id: Option<i64>,
+}
+
+impl std::fmt::Debug for GeneratedBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeneratedBatch")
+            .field("batch_id", &self.batch_id)
+            .field("codes", &format_args!("<{} redacted>", self.codes.len()))
+            .finish()
+    }
+}
+
+/// How many codes may still be generated, overall and for a group.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct CodeQuota {
+    /// Free seats of active mothers (in the group when one is named).
+    pub free_seats: i64,
+    /// Codes that still promise a seat (`unused` or `reserved`).
+    pub open_codes: i64,
+    /// What a new batch may hold.
+    pub available: i64,
+}
+
+/// The quota of new codes: for a group, the smaller of the group's and the overall one (codes of
+/// no group may take any group's seats).
+pub async fn quota(app: &App, pool_group_id: Option<i64>) -> Result<CodeQuota> {
+    let seats = super::mothers::quota(app.pool_ctx()).await?;
+    let overall = CodeQuota {
+        free_seats: seats.overall.available,
+        open_codes: store::open_count(&app.users, None).await?,
+        available: 0,
+    };
+    let overall = CodeQuota {
+        available: codes::quota(overall.free_seats, overall.open_codes),
+        ..overall
+    };
+    let Some(group) = pool_group_id else {
+        return Ok(overall);
+    };
+    let free_seats = seats
+        .groups
+        .iter()
+        .find(|g| g.pool_group_id == Some(group))
+        .map_or(0, |g| g.available);
+    let open_codes = store::open_count(&app.users, Some(group)).await?;
+    Ok(CodeQuota {
+        free_seats,
+        open_codes,
+        available: codes::quota(free_seats, open_codes).min(overall.available),
+    })
+}
+
+fn random_byte() -> u8 {
+    let mut b = [0u8; 1];
+    getrandom::fill(&mut b).expect("the operating system's random source is unavailable");
+    b[0]
+}
+
+/// Generates `req.count` codes, refused with 409 `insufficient_seats` beyond the quota.
+pub async fn generate(app: &App, req: GenerateRequest) -> Result<GeneratedBatch> {
+    let prefix = req.prefix.unwrap_or_default();
+    codes::check_prefix(&prefix).map_err(|m| Error::invalid("invalid_prefix", m))?;
+    let now = app.clock.now_ms();
+    if req.expires_at.is_some_and(|at| at <= now) {
+        return Err(Error::invalid(
+            "invalid_expires_at",
+            "expires_at must be in the future",
+        ));
+    }
+    if let Some(group) = req.pool_group_id {
+        super::pool_groups::get(app.pool_ctx(), group).await?;
+    }
+    let quota = quota(app, req.pool_group_id).await?;
+    codes::check_count(req.count, quota.available).map_err(|e| match e {
+        CountError::OutOfRange => Error::invalid(
+            "invalid_count",
+            format!("count must be between 1 and {}", codes::MAX_BATCH),
+        ),
+        CountError::InsufficientSeats { quota } => Error::new(
+            ErrorKind::Conflict,
+            "insufficient_seats",
+            format!(
+                "only {quota} more code(s) can be generated: free seats minus codes not yet used"
+            ),
+        ),
+    })?;
+    let plain: Vec<String> = (0..req.count)
+        .map(|_| codes::generate(&prefix, random_byte))
+        .collect();
+    let rows: Vec<NewCode> = plain
+        .iter()
+        .map(|c| NewCode {
+            code_hash: crate::auth::token_hash(c),
+            prefix: codes::display_prefix(c).to_string(),
+        })
+        .collect();
+    let batch_id = uuid::Uuid::now_v7().to_string();
+    store::insert_batch(
+        &app.users,
+        &rows,
+        &batch_id,
+        req.pool_group_id,
+        req.expires_at,
+        now,
+    )
+    .await?;
+    tracing::info!(batch_id = %batch_id, count = req.count, "generated redeem codes");
+    Ok(GeneratedBatch {
+        batch_id,
+        codes: plain,
+        expires_at: req.expires_at,
+        pool_group_id: req.pool_group_id,
+    })
+}
+
+/// Checks a status filter: empty means any.
+pub fn filter(
+    status: Option<String>,
+    batch_id: Option<String>,
+    search: Option<String>,
+) -> Result<CodeFilter> {
+    const STATUSES: [&str; 5] = ["unused", "reserved", "used", "expired", "disabled"];
+    let status = status.filter(|s| !s.is_empty());
+    if let Some(s) = &status
+        && !STATUSES.contains(&s.as_str())
+    {
+        return Err(Error::invalid(
+            "invalid_status",
+            format!("status must be one of {}", STATUSES.join(", ")),
+        ));
+    }
+    Ok(CodeFilter {
+        status,
+        batch_id: batch_id.filter(|s| !s.is_empty()),
+        search: search.filter(|s| !s.trim().is_empty()),
+    })
+}
+
+pub async fn list(
+    app: &App,
+    f: &CodeFilter,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<RedeemCode>, i64)> {
+    Ok(store::list(&app.users, f, limit, offset).await?)
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DisableRequest {
+    /// Codes to disable (at most 1000).
+    #[serde(default)]
+    pub ids: Option<Vec<i64>>,
+    /// Or every unused code of a batch.
+    #[serde(default)]
+    pub batch_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Disabled {
+    /// Codes that were unused and are now disabled.
+    pub disabled: u64,
+}
+
+/// Disables unused codes, by id or by batch; used, reserved and expired codes stay as they are.
+pub async fn disable(app: &App, req: DisableRequest) -> Result<Disabled> {
+    let now = app.clock.now_ms();
+    let which = match (&req.ids, &req.batch_id) {
+        (Some(ids), None) if !ids.is_empty() && ids.len() <= 1000 => Selection::Ids(ids),
+        (None, Some(batch)) if !batch.is_empty() => Selection::Batch(batch),
+        _ => {
+            return Err(Error::invalid(
+                "invalid_selection",
+                "give either ids (1 to 1000 of them) or batch_id",
+            ));
+        }
+    };
+    let disabled = store::disable(&app.users, which, now).await?;
+    Ok(Disabled { disabled })
+}
