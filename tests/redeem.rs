@@ -462,3 +462,61 @@ async fn maintenance_settles_what_an_interrupted_redeem_left() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_public_page_redeems_without_javascript_and_shows_nothing_of_the_admin() {
+    each_backend(|backend| async move {
+        let p = Pool::spawn(&backend, 1000).await;
+        let group = p.group("g").await;
+        p.mother("m1", group, 2).await;
+        let code = p.codes(1).await.remove(0);
+
+        let res = p.t.client.get(p.t.url("/redeem")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        let html = res.text().await.unwrap();
+        assert!(html.contains(r#"<form method="post" action="/redeem">"#));
+        assert!(!html.contains("<script"), "works without JavaScript");
+        for admin in ["/mothers", "/jobs", "/pool-groups", "/logout"] {
+            assert!(
+                !html.contains(admin),
+                "{admin} reachable from the public page"
+            );
+        }
+
+        let post = |fields: Vec<(&'static str, String)>| {
+            let p = &p;
+            async move {
+                let fields: Vec<(&str, &str)> =
+                    fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let res =
+                    p.t.client
+                        .post(p.t.url("/redeem"))
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .body(common::url_encoded(&fields))
+                        .send()
+                        .await
+                        .unwrap();
+                (res.status().as_u16(), res.text().await.unwrap())
+            }
+        };
+        let (status, html) = post(vec![
+            ("code", "NOSUCHCODE123".into()),
+            ("email", "a@x.test".into()),
+        ])
+        .await;
+        assert_eq!(status, 400);
+        assert!(html.contains("This code cannot be redeemed"), "{html}");
+
+        let (status, html) = post(vec![("code", code.clone()), ("email", "<b>@x".into())]).await;
+        assert_eq!(status, 400);
+        assert!(html.contains("email address does not look right"), "{html}");
+        assert!(!html.contains("<b>@x"), "input is escaped");
+
+        let (status, html) = post(vec![("code", code), ("email", "a@x.test".into())]).await;
+        assert_eq!(status, 200, "{html}");
+        assert!(html.contains(r#"id="redeem-done""#), "{html}");
+        assert!(html.contains("a@x.test"));
+        p.t.stop().await;
+    })
+    .await;
+}

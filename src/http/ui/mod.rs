@@ -30,6 +30,7 @@ mod list_filters;
 mod mother_import;
 mod mothers;
 mod pool_groups;
+mod redeem;
 mod sync_sessions;
 
 /// The areas in the navigation, in order: (path, label).
@@ -58,6 +59,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/login", get(login_page).post(login_submit))
         .route("/static/{*path}", get(assets::serve))
+        .merge(redeem::routes())
         .merge(pages)
 }
 
