@@ -20,6 +20,8 @@ pub struct App {
     pub login_throttle: LoginThrottle,
     /// Redeem attempts per client address (`redeem.per_hour`).
     pub redeem_throttle: std::sync::Mutex<Throttle>,
+    /// Invite resends per client address (`redeem.resend_per_hour`).
+    pub resend_throttle: std::sync::Mutex<Throttle>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// The providers mothers are synced with (the simulator keeps its state in `data_dir`).
     pub providers: Providers,
@@ -39,10 +41,14 @@ impl App {
         // strict rule.
         let scim_egress = config.scim_egress().unwrap_or_default();
         let providers = Providers::new(&config.data_dir, scim_egress);
-        let redeem_throttle = std::sync::Mutex::new(Throttle::new(ThrottlePolicy {
-            max_failures: config.redeem.per_hour as usize,
-            window_ms: 3_600_000,
-        }));
+        let per_hour = |n: u32| {
+            std::sync::Mutex::new(Throttle::new(ThrottlePolicy {
+                max_failures: n as usize,
+                window_ms: 3_600_000,
+            }))
+        };
+        let redeem_throttle = per_hour(config.redeem.per_hour);
+        let resend_throttle = per_hour(config.redeem.resend_per_hour);
         Arc::new(Self {
             providers,
             config,
@@ -52,6 +58,7 @@ impl App {
             keyring,
             login_throttle: LoginThrottle::new(ThrottlePolicy::default()),
             redeem_throttle,
+            resend_throttle,
             metrics: crate::metrics::handle(),
         })
     }

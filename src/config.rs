@@ -91,6 +91,8 @@ pub struct RedeemConfig {
     pub hold_seconds: u64,
     /// Redeems per hour from one client address (IPv6 by /64).
     pub per_hour: u32,
+    /// Invite resends per hour from one client address.
+    pub resend_per_hour: u32,
     /// How long a code stays reserved by a redeem that never finished (a crash) before
     /// maintenance returns it.
     pub reservation_timeout_seconds: u64,
@@ -101,6 +103,7 @@ impl Default for RedeemConfig {
         Self {
             hold_seconds: 30,
             per_hour: 5,
+            resend_per_hour: 3,
             reservation_timeout_seconds: 300,
         }
     }
@@ -346,8 +349,10 @@ impl Config {
                 "configuration: redeem.hold_seconds and redeem.reservation_timeout_seconds must be at least 1"
             );
         }
-        if self.redeem.per_hour == 0 {
-            anyhow::bail!("configuration: redeem.per_hour must be at least 1");
+        if self.redeem.per_hour == 0 || self.redeem.resend_per_hour == 0 {
+            anyhow::bail!(
+                "configuration: redeem.per_hour and redeem.resend_per_hour must be at least 1"
+            );
         }
         if self.jobs.visibility_timeout_seconds == 0 {
             anyhow::bail!("configuration: jobs.visibility_timeout_seconds must be at least 1");

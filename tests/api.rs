@@ -854,6 +854,7 @@ async fn route_table_every_route_has_a_domain_and_admin_routes_need_credentials(
         ("GET", "/readyz"),
         ("GET", "/metrics"),
         ("POST", "/api/redeem"),
+        ("POST", "/api/redeem/resend"),
     ];
     let t = TestApp::spawn(&common::Backend::Sqlite).await;
     let mut table = Vec::new();

@@ -520,3 +520,74 @@ async fn the_public_page_redeems_without_javascript_and_shows_nothing_of_the_adm
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_invite_can_be_resent_by_its_address_only_and_is_listed() {
+    each_backend(|backend| async move {
+        let p = Pool::spawn(&backend, 1000).await;
+        let group = p.group("g").await;
+        let mother = p.mother("m1", group, 2).await;
+        let code = p.codes(1).await.remove(0);
+        let (status, _) = p.redeem(&code, "a@x.test").await;
+        assert_eq!(status, 200);
+
+        let resend = |email: &'static str| {
+            let (p, code) = (&p, code.clone());
+            async move {
+                let res =
+                    p.t.client
+                        .post(p.t.url("/api/redeem/resend"))
+                        .json(&json!({"code": code, "email": email}))
+                        .send()
+                        .await
+                        .unwrap();
+                (
+                    res.status().as_u16(),
+                    res.json::<Value>().await.unwrap_or(Value::Null),
+                )
+            }
+        };
+        let (status, body) = resend("a@x.test").await;
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (200, Some("resent")),
+            "{body}"
+        );
+        let (status, body) = resend("b@x.test").await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("invalid_code"))
+        );
+        let (status, _) = resend("a@x.test").await;
+        assert_eq!(status, 200);
+        // The fourth resend from this address within the hour.
+        let (status, _) = resend("a@x.test").await;
+        assert_eq!(status, 429);
+
+        let (status, list) = p
+            .send(
+                reqwest::Method::GET,
+                &format!("/api/admin/invites?status=sent&mother_id={mother}&email=A@X"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{list}");
+        assert_eq!(list["total"], 1, "{list}");
+        let invite = &list["items"][0];
+        assert_eq!(invite["email"], "a@x.test");
+        assert_eq!(invite["attempts"], 3, "one invite and two resends");
+        let (status, body) = p
+            .send(
+                reqwest::Method::GET,
+                "/api/admin/invites?status=bogus",
+                None,
+            )
+            .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("invalid_status"))
+        );
+        p.t.stop().await;
+    })
+    .await;
+}

@@ -15,11 +15,14 @@
 //! settles codes reserved past `redeem.reservation_timeout_seconds` (`used` when their invite went
 //! out, `unused` otherwise).
 
+use std::sync::Mutex;
+
 use serde::{Deserialize, Serialize};
 
 use super::{Error, ErrorKind, Result};
 use crate::app::App;
-use crate::domain::{codes, email, login_throttle};
+use crate::domain::login_throttle::{self, Throttle};
+use crate::domain::{codes, email};
 use crate::providers::ProviderError;
 use crate::store::invites::{self, NewInvite};
 use crate::store::redeem_codes::{self, Reserved};
@@ -69,17 +72,16 @@ fn count(result: &'static str) {
     metrics::counter!("redeem_attempts_total", "result" => result).increment(1);
 }
 
-/// Counts an attempt from `client` (its address key) against `redeem.per_hour`.
-fn throttle(app: &App, client: &str, now: i64) -> Result<()> {
+/// Counts an attempt from `client` (its address key) against the limit `throttle` keeps.
+fn throttle(throttle: &Mutex<Throttle>, client: &str, now: i64) -> Result<()> {
     let key = login_throttle::address_key(client);
-    let mut throttle = app
-        .redeem_throttle
+    let mut throttle = throttle
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(wait_ms) = throttle.blocked_for(&key, now) {
         count("rate_limited");
         return Err(Error::rate_limited(
-            "too many redeems from this address; try again later",
+            "too many tries from this address; try again later",
             u64::try_from((wait_ms + 999) / 1000).unwrap_or(1),
         ));
     }
@@ -90,20 +92,8 @@ fn throttle(app: &App, client: &str, now: i64) -> Result<()> {
 /// Redeems `req.code` for `req.email` on behalf of the client at address `client`.
 pub async fn redeem(app: &App, client: &str, req: RedeemRequest) -> Result<Redeemed> {
     let now = app.clock.now_ms();
-    throttle(app, client, now)?;
-    let email = req.email.trim().to_ascii_lowercase();
-    if !email::is_valid_address(&email) {
-        count("invalid_email");
-        return Err(Error::invalid(
-            "invalid_email",
-            "email must be an address such as name@example.com",
-        ));
-    }
-    if !codes::is_well_formed(&req.code) {
-        count("invalid_code");
-        return Err(invalid_code());
-    }
-    let hash = crate::auth::token_hash(&req.code);
+    throttle(&app.redeem_throttle, client, now)?;
+    let (email, hash) = check(&req)?;
     let until = now + secs_ms(app.config.redeem.reservation_timeout_seconds);
     let Some(code) = redeem_codes::reserve(&app.users, &hash, &email, until, now).await? else {
         return again(app, &hash, &email).await;
@@ -123,6 +113,23 @@ pub async fn redeem(app: &App, client: &str, req: RedeemRequest) -> Result<Redee
             Err(e)
         }
     }
+}
+
+/// The address (lower case) and the code's hash of a request, or the error naming what is wrong.
+fn check(req: &RedeemRequest) -> Result<(String, String)> {
+    let email = req.email.trim().to_ascii_lowercase();
+    if !email::is_valid_address(&email) {
+        count("invalid_email");
+        return Err(Error::invalid(
+            "invalid_email",
+            "email must be an address such as name@example.com",
+        ));
+    }
+    if !codes::is_well_formed(&req.code) {
+        count("invalid_code");
+        return Err(invalid_code());
+    }
+    Ok((email, crate::auth::token_hash(&req.code)))
 }
 
 /// A code that could not be reserved: the same address redeeming a code it already used gets the
@@ -201,7 +208,7 @@ async fn place(app: &App, code: &Reserved, email: &str) -> Result<Redeemed> {
             now,
         )
         .await?;
-        match invite_at_provider(app, &hold, email).await {
+        match invite_at_provider(app, mother_id, &hold.provider_team_id, email).await {
             Ok(()) => return finish(app, code, &hold, invite_id, email).await,
             Err(failure) => {
                 let now = app.clock.now_ms();
@@ -286,12 +293,13 @@ struct Failure {
     reason: String,
 }
 
+/// Asks the provider to invite `email` into the team `provider_team_id` of mother `mother_id`.
 async fn invite_at_provider(
     app: &App,
-    hold: &RedeemHold,
+    mother_id: i64,
+    provider_team_id: &str,
     email: &str,
 ) -> std::result::Result<(), Failure> {
-    let mother_id = hold.seat.mother_id;
     let stop = |reason: String| Failure {
         next: Next::Stop,
         reason,
@@ -308,7 +316,7 @@ async fn invite_at_provider(
         .map_err(|e| stop(e.to_string()))?;
     let name = email.split('@').next().unwrap_or(email);
     match provider
-        .invite(&credential, &hold.provider_team_id, email, name)
+        .invite(&credential, provider_team_id, email, name)
         .await
     {
         Ok(_) => Ok(()),
@@ -333,11 +341,81 @@ async fn invite_at_provider(
 /// Maintenance: settles reservations left by redeems that never finished (see the module notes).
 pub async fn settle_stale(app: &App) -> Result<(u64, u64)> {
     let now = app.clock.now_ms();
-    app.redeem_throttle
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .prune(now);
+    for throttle in [&app.redeem_throttle, &app.resend_throttle] {
+        throttle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .prune(now);
+    }
     let settled = redeem_codes::settle_stale_reservations(&app.users, now).await?;
     redeem_codes::expire(&app.users, now).await?;
     Ok(settled)
+}
+
+/// What a resend did.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct Resent {
+    /// Always `resent`.
+    pub status: &'static str,
+}
+
+/// Sends the invitation of a redeemed code again, to the address that redeemed it. Any other code
+/// or address gets the same 400 `invalid_code` as a redeem would.
+pub async fn resend(app: &App, client: &str, req: RedeemRequest) -> Result<Resent> {
+    let now = app.clock.now_ms();
+    throttle(&app.resend_throttle, client, now)?;
+    let (email, hash) = check(&req)?;
+    let code = redeem_codes::find(&app.users, &hash).await?;
+    let Some(code) =
+        code.filter(|c| c.status == "used" && c.used_by_email.as_deref() == Some(email.as_str()))
+    else {
+        return Err(invalid_code());
+    };
+    let invite = invites::for_code(&app.users, code.id)
+        .await?
+        .into_iter()
+        .rfind(|i| matches!(i.status.as_str(), "sent" | "accepted"));
+    let Some(invite) = invite else {
+        return Err(invalid_code());
+    };
+    let team = mothers::get_detail(&app.pool, invite.mother_id)
+        .await
+        .ok()
+        .and_then(|d| d.teams.into_iter().find(|t| t.id == invite.team_id))
+        .and_then(|t| t.provider_team_id);
+    let Some(provider_team_id) = team else {
+        return Err(Error::rejected(
+            "team_gone",
+            "the team of this invitation no longer exists; ask for a new code",
+        ));
+    };
+    match invite_at_provider(app, invite.mother_id, &provider_team_id, &email).await {
+        Ok(()) => {
+            invites::record_attempt(
+                &app.users,
+                invite.id,
+                &invite.status,
+                None,
+                app.clock.now_ms(),
+            )
+            .await?;
+            Ok(Resent { status: "resent" })
+        }
+        Err(failure) => {
+            invites::record_attempt(
+                &app.users,
+                invite.id,
+                &invite.status,
+                Some(&failure.reason),
+                app.clock.now_ms(),
+            )
+            .await?;
+            tracing::warn!(invite_id = invite.id, reason = %failure.reason, "resending an invite failed");
+            Err(Error::new(
+                ErrorKind::Unavailable,
+                "invite_failed",
+                "the invitation could not be sent again; try again later",
+            ))
+        }
+    }
 }

@@ -29,6 +29,7 @@ pub fn public_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(system::metrics))
         .routes(routes!(session::login))
         .routes(routes!(redeem::redeem))
+        .routes(routes!(redeem::resend))
 }
 
 /// Routes that need an admin (session or admin-scope token).
@@ -84,6 +85,7 @@ pub fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(codes::list_codes, codes::generate_codes))
         .routes(routes!(codes::code_quota))
         .routes(routes!(codes::disable_codes))
+        .routes(routes!(codes::list_invites))
 }
 
 /// Routes for automation workers (a bearer token of scope `worker`): the lease API.
