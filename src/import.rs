@@ -111,7 +111,11 @@ pub async fn import_accounts(
     file.rewind()?;
     let format = match path.extension().and_then(|e| e.to_str()) {
         Some(e) if e.eq_ignore_ascii_case("csv") => ImportFormat::Csv,
-        Some(e) if ["jsonl", "ndjson", "json"].iter().any(|x| e.eq_ignore_ascii_case(x)) => {
+        Some(e)
+            if ["jsonl", "ndjson", "json"]
+                .iter()
+                .any(|x| e.eq_ignore_ascii_case(x)) =>
+        {
             ImportFormat::Jsonl
         }
         _ => ImportFormat::choose(None, &head[..n]).map_err(|e| anyhow::anyhow!("{e}"))?,

@@ -147,7 +147,10 @@ async fn refusal(res: reqwest::Response) -> Refused {
         .and_then(|v| v.trim().parse().ok());
     let (code, message) = match res.json::<ErrorEnvelope>().await {
         Ok(e) => (e.error.code, e.error.message),
-        Err(_) => ("http_error".to_string(), "the server gave no error body".into()),
+        Err(_) => (
+            "http_error".to_string(),
+            "the server gave no error body".into(),
+        ),
     };
     Refused {
         status,
@@ -184,7 +187,11 @@ impl Server {
         }
     }
 
-    async fn renew(&self, lease_id: &str, ttl: Option<i64>) -> anyhow::Result<Result<i64, Refused>> {
+    async fn renew(
+        &self,
+        lease_id: &str,
+        ttl: Option<i64>,
+    ) -> anyhow::Result<Result<i64, Refused>> {
         let res = self
             .post(
                 &format!("/api/pool/leases/{lease_id}/renew"),
@@ -199,7 +206,12 @@ impl Server {
         }
     }
 
-    async fn release(&self, lease_id: &str, result: &str, message: Option<String>) -> anyhow::Result<()> {
+    async fn release(
+        &self,
+        lease_id: &str,
+        result: &str,
+        message: Option<String>,
+    ) -> anyhow::Result<()> {
         let res = self
             .post(
                 &format!("/api/pool/leases/{lease_id}/release"),
@@ -234,7 +246,9 @@ pub async fn exec(config: &Config, args: ExecArgs) -> anyhow::Result<i32> {
         .ok()
         .filter(|t| !t.trim().is_empty())
         .map(Credential::new)
-        .context("POOLKEEPER_TOKEN must hold a worker token (`poolkeeper token create --scope worker`)")?;
+        .context(
+            "POOLKEEPER_TOKEN must hold a worker token (`poolkeeper token create --scope worker`)",
+        )?;
     if let Some(ttl) = args.ttl {
         anyhow::ensure!(ttl >= 1, "--ttl must be at least 1 second");
     }
@@ -281,7 +295,10 @@ pub async fn exec(config: &Config, args: ExecArgs) -> anyhow::Result<i32> {
             Err(r) if r.code == "no_account_available" => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    eprintln!("poolkeeper: {}; giving up (--wait {})", r.message, args.wait);
+                    eprintln!(
+                        "poolkeeper: {}; giving up (--wait {})",
+                        r.message, args.wait
+                    );
                     return Ok(EXIT_NO_ACCOUNT);
                 }
                 let pause = Duration::from_secs(r.retry_after.unwrap_or(1).max(1)).min(left);
@@ -306,7 +323,10 @@ pub async fn exec(config: &Config, args: ExecArgs) -> anyhow::Result<i32> {
         .args(&args.command[1..])
         .env("POOLKEEPER_LOGIN", &grant.account.login)
         .env("POOLKEEPER_PASSWORD", grant.account.password.expose())
-        .env("POOLKEEPER_PHONE", grant.account.phone.as_deref().unwrap_or(""))
+        .env(
+            "POOLKEEPER_PHONE",
+            grant.account.phone.as_deref().unwrap_or(""),
+        )
         .env("POOLKEEPER_LEASE_ID", &lease_id)
         // The command gets the account, not the worker token.
         .env_remove("POOLKEEPER_TOKEN");

@@ -962,7 +962,12 @@ fn lease_exec_command(
 
 async fn create_account(t: &common::TestApp, admin: &str, body: serde_json::Value) -> i64 {
     let (status, body) = t
-        .send_json(admin, reqwest::Method::POST, "/api/admin/accounts", Some(body))
+        .send_json(
+            admin,
+            reqwest::Method::POST,
+            "/api/admin/accounts",
+            Some(body),
+        )
         .await;
     assert_eq!(status, 201, "{body}");
     body["id"].as_i64().unwrap()
@@ -1111,14 +1116,8 @@ async fn lease_exec_renews_while_the_command_runs_and_waits_for_a_free_account()
         )
         .await;
         // A 3 s lease renewed every second outlives a command of 3.5 s.
-        let (code, out, err) = lease_exec(
-            &t,
-            &worker,
-            dir.path(),
-            &["--ttl", "3"],
-            &["sleep", "3.5"],
-        )
-        .await;
+        let (code, out, err) =
+            lease_exec(&t, &worker, dir.path(), &["--ttl", "3"], &["sleep", "3.5"]).await;
         assert_eq!(code, 0, "{out}{err}");
         let (_, leases) = t
             .send_json(&admin, reqwest::Method::GET, "/api/admin/leases", None)
@@ -1175,7 +1174,10 @@ async fn lease_exec_passes_sigterm_to_the_command_and_releases_error() {
             .expect("lease exec ends after SIGTERM")
             .unwrap();
         assert_eq!(status.code(), Some(3), "the command's own status");
-        assert!(dir.path().join("got-term").exists(), "the command got SIGTERM");
+        assert!(
+            dir.path().join("got-term").exists(),
+            "the command got SIGTERM"
+        );
         let account = last_usage(&t, &admin, id).await;
         let usage = &account["recent_usage"][0];
         assert_eq!(usage["result"], "error", "{account}");

@@ -597,7 +597,10 @@ async fn accounts_page_lists_accounts_without_passwords_and_resets_them() {
         let banned_id = body["account"]["id"].as_i64().unwrap();
         assert_eq!(env.release(&lease_id(&body), "banned").await.0, 200);
         let (status, body, _) = env
-            .acquire_as(&env.worker, json!({"worker": "page-worker", "mission": "m-page"}))
+            .acquire_as(
+                &env.worker,
+                json!({"worker": "page-worker", "mission": "m-page"}),
+            )
             .await;
         assert_eq!(status, 201, "{body}");
         assert_eq!(body["account"]["login"], "user1@example.org");
@@ -669,7 +672,10 @@ async fn accounts_page_lists_accounts_without_passwords_and_resets_them() {
         assert_eq!(res.status(), 200);
         assert_eq!(res.url().path(), "/accounts");
         let html = res.text().await.unwrap();
-        assert!(html.contains("Account user0@example.org was reset"), "notice");
+        assert!(
+            html.contains("Account user0@example.org was reset"),
+            "notice"
+        );
         assert!(html.contains("id=\"stat-available\">1<"));
         let account = env.account(banned_id).await;
         assert_eq!(account["status"], "available");
@@ -682,12 +688,18 @@ async fn accounts_page_lists_accounts_without_passwords_and_resets_them() {
 
         // Import: each row's outcome, all or nothing, and never the passwords back.
         let data = "login,password,phone\nnew1@example.org,pw-new-1,\nuser0@example.org,pw-dup,\n";
-        let res = form("/accounts/import".into(), &[("csrf", &csrf), ("data", data)])
-            .send()
-            .await
-            .unwrap();
+        let res = form(
+            "/accounts/import".into(),
+            &[("csrf", &csrf), ("data", data)],
+        )
+        .send()
+        .await
+        .unwrap();
         let html = res.text().await.unwrap();
-        assert!(html.contains("2 row(s): 1 valid, 1 refused, 0 imported"), "summary");
+        assert!(
+            html.contains("2 row(s): 1 valid, 1 refused, 0 imported"),
+            "summary"
+        );
         assert!(html.contains("duplicate: login user0@example.org already exists"));
         assert!(!html.contains("pw-new-1") && !html.contains("pw-dup"));
         let data = "login,password,phone\nnew1@example.org,pw-new-1,\n";
@@ -702,7 +714,10 @@ async fn accounts_page_lists_accounts_without_passwords_and_resets_them() {
         let html = res.text().await.unwrap();
         assert!(html.contains("1 row(s): 1 valid, 0 refused, 1 imported"));
         assert!(html.contains("imported as #") && !html.contains("pw-new-1"));
-        assert!(html.contains("<option value=\"web\">web</option>"), "pool filter");
+        assert!(
+            html.contains("<option value=\"web\">web</option>"),
+            "pool filter"
+        );
         let res = form("/accounts/import".into(), &[("csrf", &csrf), ("data", "")])
             .send()
             .await

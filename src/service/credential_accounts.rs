@@ -218,13 +218,10 @@ pub type ParsedRow = std::result::Result<CreateAccountRequest, String>;
 /// Reads import rows one at a time, so a file of any size streams through: CSV rows
 /// `login,password,phone` (a first row starting with `login` is a header naming further columns,
 /// which go into metadata; a `pool` column sets the pool), or JSON lines (blank lines skipped).
-pub fn read_rows<R: std::io::Read>(
+pub fn read_rows<R: std::io::Read + Send + 'static>(
     reader: R,
     format: ImportFormat,
-) -> Box<dyn Iterator<Item = ParsedRow> + Send>
-where
-    R: Send + 'static,
-{
+) -> Box<dyn Iterator<Item = ParsedRow> + Send> {
     use std::io::BufRead;
     match format {
         ImportFormat::Jsonl => Box::new(

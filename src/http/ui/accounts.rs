@@ -234,7 +234,10 @@ async fn render(app: &AppState, principal: &Principal, q: ListQuery, posted: Pos
             .map(|a| Row {
                 returns: a.returns_at.map(|t| relative(t, now)).unwrap_or_default(),
                 returns_at: a.returns_at.map(rfc3339).unwrap_or_default(),
-                last_used: a.last_used_at.map(rfc3339).unwrap_or_else(|| "never".into()),
+                last_used: a
+                    .last_used_at
+                    .map(rfc3339)
+                    .unwrap_or_else(|| "never".into()),
                 can_reset: a.cooldown_until.is_some_and(|t| t > now)
                     || a.quarantine_until.is_some_and(|t| t > now)
                     || a.consecutive_failures > 0

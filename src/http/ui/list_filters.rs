@@ -72,7 +72,12 @@ impl ListFilters {
     }
 
     /// Adds a search box.
-    pub fn with_search(mut self, label: &'static str, name: &'static str, value: Option<&str>) -> Self {
+    pub fn with_search(
+        mut self,
+        label: &'static str,
+        name: &'static str,
+        value: Option<&str>,
+    ) -> Self {
         self.search = Some(Search {
             label,
             name,
@@ -154,7 +159,12 @@ mod tests {
     fn links_keep_the_search_text() {
         let filters = ListFilters::new(
             "/accounts",
-            vec![Select::new("Status", "status", Vec::new(), Some("cooldown"))],
+            vec![Select::new(
+                "Status",
+                "status",
+                Vec::new(),
+                Some("cooldown"),
+            )],
         )
         .with_search("Search", "search", Some("a@b c"));
         assert_eq!(filters.link(2), "?page=2&status=cooldown&search=a%40b+c");
