@@ -1,6 +1,7 @@
-//! The command line: `serve`, `demo`, `migrate`, `admin`, `token`, `import`, `secrets`, `bench`.
-//! Parsing lives here; each command calls into the library (`import` in `crate::import`, `bench` in
-//! `crate::bench`).
+//! The command line: `serve`, `demo`, `migrate`, `admin`, `token`, `import`, `secrets`, `bench`,
+//! `accounts`, `lease`. Parsing lives here; each command calls into the library (`import` and
+//! `accounts import` in `crate::import`, `bench` in `crate::bench`, `lease exec` in
+//! `crate::lease_exec`).
 
 use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
@@ -75,6 +76,49 @@ pub enum Command {
     /// Measure performance; each run prints one JSON line.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Credential accounts for leasing: import them, see their status.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Lease credential accounts from a running server, as a worker.
+    #[command(subcommand)]
+    Lease(LeaseCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AccountsCommand {
+    /// Import credential accounts from CSV (`login,password,phone`, an optional header row naming
+    /// further columns, which go into metadata; a `pool` column sets the pool) or JSON lines (one
+    /// create body per line). Streams the file with a progress bar, creates the valid rows and
+    /// prints a summary with every duplicate and refused row; exit code 1 when a row was refused
+    /// (duplicates, logins already in their pool, are reported but do not fail the import).
+    Import {
+        /// The file to read; the format from the extension (.csv, .jsonl, .ndjson, .json), else
+        /// from the first character.
+        file: PathBuf,
+        /// Pool for rows that name none [default: default].
+        #[arg(long, value_name = "P")]
+        pool: Option<String>,
+    },
+    /// Accounts by status now (total, available, in use, cooldown, quarantined, inactive).
+    Status {
+        /// Only this pool [default: all pools].
+        #[arg(long, value_name = "P")]
+        pool: Option<String>,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LeaseCommand {
+    /// Lease an account from the server (worker token in POOLKEEPER_TOKEN), run COMMAND with
+    /// POOLKEEPER_LOGIN, POOLKEEPER_PASSWORD, POOLKEEPER_PHONE and POOLKEEPER_LEASE_ID in its
+    /// environment, renew the lease while it runs and release it with the result its exit status
+    /// maps to: 0 success, 10 no_slot, 11 login_fail, 12 banned, anything else error. SIGINT and
+    /// SIGTERM are passed to the command and release `error`. Exit code: the command's; 75 when no
+    /// account became free within --wait; 127 when the command cannot start; 2 on other errors.
+    Exec(crate::lease_exec::ExecArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -290,7 +334,50 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Bench(BenchCommand::Pool(args)) => crate::bench::pool(&args).await.map(|_| 0),
         Command::Bench(BenchCommand::Sync(args)) => crate::bench::sync(&args).await.map(|_| 0),
+        Command::Accounts(AccountsCommand::Import { file, pool }) => {
+            crate::import::import_accounts(&config, &clock, &file, pool.as_deref()).await
+        }
+        Command::Accounts(AccountsCommand::Status { pool, json }) => {
+            accounts_status(&config, &clock, pool, json).await
+        }
+        Command::Lease(LeaseCommand::Exec(args)) => crate::lease_exec::exec(&config, args).await,
     }
+}
+
+async fn accounts_status(
+    config: &Config,
+    clock: &SharedClock,
+    pool: Option<String>,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let keyring = crate::crypto::Keyring::from_config(config)?;
+    let (pool_db, _) = server::open_and_migrate(config).await?;
+    let ctx = service::leasing::LeasingCtx {
+        pool: &pool_db,
+        keyring: &keyring,
+        clock,
+        policy: config.leases.policy(),
+    };
+    let counts = service::credential_accounts::status_counts(ctx, pool.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("--pool: {e}"))?;
+    pool_db.database().close().await;
+    if json {
+        println!("{}", serde_json::to_string(&counts)?);
+        return Ok(0);
+    }
+    println!("pool: {}", pool.as_deref().unwrap_or("(all)"));
+    for (label, n) in [
+        ("total", counts.total),
+        ("available", counts.available),
+        ("in use", counts.in_use),
+        ("cooldown", counts.cooldown),
+        ("quarantined", counts.quarantined),
+        ("inactive", counts.inactive),
+    ] {
+        println!("{label:<12} {n}");
+    }
+    Ok(0)
 }
 
 async fn secrets_rotate(config: &Config) -> anyhow::Result<i32> {

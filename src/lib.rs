@@ -14,6 +14,7 @@ pub mod domain;
 pub mod http;
 pub mod import;
 pub mod jobs;
+pub mod lease_exec;
 pub mod metrics;
 pub mod providers;
 pub mod server;

@@ -85,3 +85,18 @@ function followJob(badge) {
   poll();
 }
 document.querySelectorAll("[data-follow-job]").forEach(followJob);
+
+// File inputs with data-read-into="ID" put the chosen file's text into that textarea, so an import
+// form can post a file as ordinary form data (the Accounts page's import).
+document.addEventListener("change", (event) => {
+  const input = event.target;
+  if (!input.dataset || !input.dataset.readInto || !input.files || input.files.length === 0) {
+    return;
+  }
+  const target = document.getElementById(input.dataset.readInto);
+  if (target) {
+    input.files[0].text().then((text) => {
+      target.value = text;
+    });
+  }
+});

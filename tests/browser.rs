@@ -162,6 +162,32 @@ async fn login_dashboard_and_logout_in_a_real_browser() {
         std::fs::create_dir_all(&shots).unwrap();
         std::fs::write(shots.join("dashboard.png"), browser.screenshot().await?).unwrap();
 
+        // Accounts page: its cards render, and at 390 px wide nothing but the tables' own boxes
+        // scrolls sideways.
+        browser
+            .find(Locator::LinkText("Accounts"))
+            .await?
+            .click()
+            .await?;
+        let total = browser
+            .wait()
+            .for_element(Locator::Id("stat-total"))
+            .await?
+            .text()
+            .await?;
+        assert_eq!(total, "0");
+        browser.find(Locator::Id("usage-chart")).await?;
+        browser.set_window_size(390, 844).await?;
+        let fits = browser
+            .execute(
+                "return document.documentElement.scrollWidth <= document.documentElement.clientWidth;",
+                Vec::new(),
+            )
+            .await?;
+        std::fs::write(shots.join("accounts-390.png"), browser.screenshot().await?).unwrap();
+        assert_eq!(fits, serde_json::json!(true), "the Accounts page fits 390 px");
+        browser.set_window_size(1280, 900).await?;
+
         // Jobs page: a job far in the future is pending; cancel it (confirming), then retry it.
         let now = poolkeeper::clock::Clock::now_ms(&poolkeeper::clock::SystemClock);
         let job = poolkeeper::store::jobs::NewJob {

@@ -920,3 +920,342 @@ async fn scim_sync_killed_mid_run_is_rescued_and_ends_in_the_state_of_an_uninter
     })
     .await;
 }
+
+/// `poolkeeper lease exec` against `t` with a worker token, in `dir`; waits for it to end.
+async fn lease_exec(
+    t: &common::TestApp,
+    token: &str,
+    dir: &std::path::Path,
+    flags: &[&str],
+    command: &[&str],
+) -> (i32, String, String) {
+    let out = lease_exec_command(t, token, dir, flags, command)
+        .output()
+        .await
+        .expect("run lease exec");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn lease_exec_command(
+    t: &common::TestApp,
+    token: &str,
+    dir: &std::path::Path,
+    flags: &[&str],
+    command: &[&str],
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .env("POOLKEEPER_TOKEN", token)
+        .env_remove("POOLKEEPER_SERVER")
+        .args(["--data-dir", &dir.display().to_string()])
+        .args(["lease", "exec", "--server", &t.base])
+        .args(flags)
+        .arg("--")
+        .args(command);
+    cmd
+}
+
+async fn create_account(t: &common::TestApp, admin: &str, body: serde_json::Value) -> i64 {
+    let (status, body) = t
+        .send_json(
+            admin,
+            reqwest::Method::POST,
+            "/api/admin/accounts",
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["id"].as_i64().unwrap()
+}
+
+async fn last_usage(t: &common::TestApp, admin: &str, id: i64) -> serde_json::Value {
+    let (status, body) = t
+        .send_json(
+            admin,
+            reqwest::Method::GET,
+            &format!("/api/admin/accounts/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn lease_exec_hands_the_account_to_the_command_by_environment_and_releases_by_exit_status() {
+    use poolkeeper::auth::Scope;
+    each_backend(|backend| async move {
+        let t = common::TestApp::spawn(&backend).await;
+        let admin = t.token("admin-cli", Scope::Admin).await;
+        let worker = t.token("worker-cli", Scope::Worker).await;
+        let dir = tempfile::tempdir().unwrap();
+        let first = create_account(
+            &t,
+            &admin,
+            json!({"login": "first@example.org", "password": "pw-first-9431", "phone": "+4912"}),
+        )
+        .await;
+
+        let script = r#"test -n "$POOLKEEPER_PASSWORD" && echo "$POOLKEEPER_LOGIN $POOLKEEPER_PHONE $POOLKEEPER_LEASE_ID" > seen
+            tr '\0' ' ' < /proc/$$/cmdline > argv
+            tr '\0' ' ' < /proc/$PPID/cmdline > parent-argv
+            echo "token=${POOLKEEPER_TOKEN:-none}" > token"#;
+        let (code, out, err) = lease_exec(
+            &t,
+            &worker,
+            dir.path(),
+            &["--worker", "cli-worker", "--mission", "m-cli"],
+            &["sh", "-c", script],
+        )
+        .await;
+        assert_eq!(code, 0, "{out}{err}");
+        let seen = std::fs::read_to_string(dir.path().join("seen")).unwrap();
+        let fields: Vec<&str> = seen.split_whitespace().collect();
+        assert_eq!(fields[..2], ["first@example.org", "+4912"], "{seen}");
+        assert_eq!(fields[2].len(), 36, "a lease id: {seen}");
+        for file in ["argv", "parent-argv"] {
+            let argv = std::fs::read_to_string(dir.path().join(file)).unwrap();
+            assert!(argv.contains("sh") || argv.contains("poolkeeper"), "{argv}");
+            assert!(!argv.contains("pw-first-9431"), "no password in {file}: {argv}");
+        }
+        let token = std::fs::read_to_string(dir.path().join("token")).unwrap();
+        assert_eq!(token.trim(), "token=none", "the command does not get the worker token");
+        assert!(!out.contains("pw-first") && !err.contains("pw-first"), "{out}{err}");
+        let account = last_usage(&t, &admin, first).await;
+        let usage = &account["recent_usage"][0];
+        assert_eq!(usage["result"], "success", "{account}");
+        assert_eq!(usage["mission"], "m-cli");
+        assert_eq!(usage["lease_id"], fields[2]);
+        assert_eq!(account["status"], "cooldown");
+
+        // Exit 11 is login_fail, and the command's status is poolkeeper's.
+        let second = create_account(
+            &t,
+            &admin,
+            json!({"login": "second@example.org", "password": "pw-second"}),
+        )
+        .await;
+        let (code, out, err) = lease_exec(&t, &worker, dir.path(), &[], &["sh", "-c", "exit 11"]).await;
+        assert_eq!(code, 11, "{out}{err}");
+        let account = last_usage(&t, &admin, second).await;
+        assert_eq!(account["recent_usage"][0]["result"], "login_fail", "{account}");
+        assert_eq!(account["consecutive_failures"], 1);
+
+        // Any other status is error, with the status in the usage log.
+        let third = create_account(
+            &t,
+            &admin,
+            json!({"login": "third@example.org", "password": "pw-third"}),
+        )
+        .await;
+        let (code, _, _) = lease_exec(&t, &worker, dir.path(), &[], &["sh", "-c", "exit 3"]).await;
+        assert_eq!(code, 3);
+        let account = last_usage(&t, &admin, third).await;
+        assert_eq!(account["recent_usage"][0]["result"], "error");
+        assert_eq!(
+            account["recent_usage"][0]["error_message"],
+            "command exited with status 3"
+        );
+
+        // Every account rests now: --wait 0 gives up at once with EX_TEMPFAIL, running nothing.
+        let (code, _, err) = lease_exec(
+            &t,
+            &worker,
+            dir.path(),
+            &["--wait", "0"],
+            &["sh", "-c", "touch ran"],
+        )
+        .await;
+        assert_eq!(code, 75, "{err}");
+        assert!(err.contains("no account"), "{err}");
+        assert!(!dir.path().join("ran").exists());
+
+        // A command that cannot start: 127, and the lease is released as error.
+        let fourth = create_account(
+            &t,
+            &admin,
+            json!({"login": "fourth@example.org", "password": "pw-fourth"}),
+        )
+        .await;
+        let (code, _, err) = lease_exec(&t, &worker, dir.path(), &[], &["/nonexistent/cmd"]).await;
+        assert_eq!(code, 127, "{err}");
+        let account = last_usage(&t, &admin, fourth).await;
+        assert_eq!(account["recent_usage"][0]["result"], "error", "{account}");
+
+        // Without a worker token: refused before anything runs.
+        let (code, _, err) = lease_exec(&t, &admin, dir.path(), &[], &["true"]).await;
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("insufficient_scope"), "{err}");
+        t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn lease_exec_renews_while_the_command_runs_and_waits_for_a_free_account() {
+    use poolkeeper::auth::Scope;
+    each_backend(|backend| async move {
+        let t = common::TestApp::spawn_with(
+            &backend,
+            |c| c.leases.cooldown_seconds = 1,
+            poolkeeper::clock::system(),
+        )
+        .await;
+        let admin = t.token("admin-cli", Scope::Admin).await;
+        let worker = t.token("worker-cli", Scope::Worker).await;
+        let dir = tempfile::tempdir().unwrap();
+        let id = create_account(
+            &t,
+            &admin,
+            json!({"login": "renew@example.org", "password": "pw-renew"}),
+        )
+        .await;
+        // A 3 s lease renewed every second outlives a command of 3.5 s.
+        let (code, out, err) =
+            lease_exec(&t, &worker, dir.path(), &["--ttl", "3"], &["sleep", "3.5"]).await;
+        assert_eq!(code, 0, "{out}{err}");
+        let (_, leases) = t
+            .send_json(&admin, reqwest::Method::GET, "/api/admin/leases", None)
+            .await;
+        let lease = &leases["items"][0];
+        assert_eq!(lease["result"], "success", "{leases}");
+        assert!(lease["renewals"].as_i64().unwrap() >= 2, "{leases}");
+        assert_eq!(
+            last_usage(&t, &admin, id).await["recent_usage"][0]["result"],
+            "success"
+        );
+
+        // The account cools down for a second; --wait 5 waits for it (Retry-After) and runs.
+        let (code, _, err) = lease_exec(&t, &worker, dir.path(), &["--wait", "5"], &["true"]).await;
+        assert_eq!(code, 0, "{err}");
+        assert!(err.contains("trying again"), "it had to wait: {err}");
+        t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn lease_exec_passes_sigterm_to_the_command_and_releases_error() {
+    use poolkeeper::auth::Scope;
+    each_backend(|backend| async move {
+        let t = common::TestApp::spawn(&backend).await;
+        let admin = t.token("admin-cli", Scope::Admin).await;
+        let worker = t.token("worker-cli", Scope::Worker).await;
+        let dir = tempfile::tempdir().unwrap();
+        let id = create_account(
+            &t,
+            &admin,
+            json!({"login": "signal@example.org", "password": "pw-signal"}),
+        )
+        .await;
+        let script = r#"trap 'echo term > got-term; exit 3' TERM
+            echo started > started
+            while true; do sleep 0.05; done"#;
+        let mut child = lease_exec_command(&t, &worker, dir.path(), &[], &["sh", "-c", script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = dir.path().join("started");
+        wait_until(
+            "the command to start",
+            std::time::Duration::from_secs(20),
+            || async { started.exists() },
+        )
+        .await;
+        sigterm(&child);
+        let status = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait())
+            .await
+            .expect("lease exec ends after SIGTERM")
+            .unwrap();
+        assert_eq!(status.code(), Some(3), "the command's own status");
+        assert!(
+            dir.path().join("got-term").exists(),
+            "the command got SIGTERM"
+        );
+        let account = last_usage(&t, &admin, id).await;
+        let usage = &account["recent_usage"][0];
+        assert_eq!(usage["result"], "error", "{account}");
+        assert_eq!(usage["error_message"], "interrupted by SIGTERM");
+        t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn accounts_import_and_status_from_a_clean_data_dir() {
+    each_backend(|backend| async move {
+        let dbs = TestDbs::new(&backend).await;
+        let file = dbs.dir.path().join("accounts.csv");
+        std::fs::write(
+            &file,
+            "login,password,phone,pool,team\n\
+             a@example.org,pw-a-1234,+1,,red\n\
+             b@example.org,pw-b-1234,,other,\n\
+             a@example.org,pw-a-again,,,\n\
+             c@example.org,,,,\n",
+        )
+        .unwrap();
+        let mut cmd = poolkeeper(&dbs);
+        cmd.args(["accounts", "import"]).arg(&file);
+        let (code, out, err) = run(cmd);
+        assert_eq!(code, 1, "a row was refused: {out}{err}");
+        assert!(
+            out.contains("4 rows, created 2, duplicates 1, refused 1"),
+            "{out}"
+        );
+        assert!(out.contains("row 3 (a@example.org): duplicate"), "{out}");
+        assert!(out.contains("row 4 (c@example.org): refused: password is required"), "{out}");
+        assert!(err.contains("rows 4: created 2"), "progress on stderr: {err}");
+        assert!(!out.contains("pw-") && !err.contains("pw-"), "{out}{err}");
+
+        // Again: nothing new; duplicates alone are no failure.
+        std::fs::write(
+            dbs.dir.path().join("again.jsonl"),
+            "{\"login\": \"a@example.org\", \"password\": \"x\"}\n\n{\"login\": \"d@example.org\", \"password\": \"pw-d\", \"metadata\": {\"k\": 1}}\n",
+        )
+        .unwrap();
+        let mut cmd = poolkeeper(&dbs);
+        cmd.args(["accounts", "import", "again.jsonl", "--pool", "default"]);
+        let (code, out, err) = run(cmd);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("2 rows, created 1, duplicates 1, refused 0"), "{out}");
+
+        let mut cmd = poolkeeper(&dbs);
+        cmd.args(["accounts", "status", "--json"]);
+        let (code, out, err) = run(cmd);
+        assert_eq!(code, 0, "{err}");
+        let counts: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        assert_eq!(counts["total"], 3, "{counts}");
+        assert_eq!(counts["available"], 3, "{counts}");
+        assert_eq!(counts["in_use"], 0, "{counts}");
+
+        let mut cmd = poolkeeper(&dbs);
+        cmd.args(["accounts", "status", "--pool", "other"]);
+        let (code, out, _) = run(cmd);
+        assert_eq!(code, 0);
+        assert!(out.contains("pool: other"), "{out}");
+        assert!(
+            out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["total", "1"]),
+            "{out}"
+        );
+
+        let mut cmd = poolkeeper(&dbs);
+        cmd.args(["accounts", "status", "--pool", "bad pool!"]);
+        let (code, _, err) = run(cmd);
+        assert_eq!(code, 2);
+        assert!(err.contains("pool must be"), "{err}");
+
+        let mut cmd = poolkeeper(&dbs);
+        cmd.args(["accounts", "import", "missing.csv"]);
+        let (code, _, err) = run(cmd);
+        assert_eq!(code, 2);
+        assert!(err.contains("missing.csv"), "{err}");
+    })
+    .await;
+}

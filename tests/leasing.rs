@@ -585,3 +585,145 @@ async fn delete_refuses_a_leased_account_unless_forced_and_reset_clears_rest() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn accounts_page_lists_accounts_without_passwords_and_resets_them() {
+    each_backend(|backend| async move {
+        let env = Env::new(&backend, 2).await;
+        // user0 is banned (quarantined for an hour), user1 is leased.
+        let (status, body, _) = env.acquire().await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["account"]["login"], "user0@example.org");
+        let banned_id = body["account"]["id"].as_i64().unwrap();
+        assert_eq!(env.release(&lease_id(&body), "banned").await.0, 200);
+        let (status, body, _) = env
+            .acquire_as(
+                &env.worker,
+                json!({"worker": "page-worker", "mission": "m-page"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["account"]["login"], "user1@example.org");
+
+        let (c, csrf) = env.t.login().await;
+        let res = c.get(env.t.url("/accounts")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        let html = res.text().await.unwrap();
+        for want in [
+            "user0@example.org",
+            "user1@example.org",
+            "id=\"stat-total\">2<",
+            "id=\"stat-quarantined\">1<",
+            "id=\"stat-in-use\">1<",
+            ">quarantined<",
+            "in 60 min",
+            "page-worker",
+            "m-page",
+            &format!("id=\"reset-{banned_id}\""),
+        ] {
+            assert!(html.contains(want), "{want} in the page");
+        }
+        assert!(
+            !html.contains("secret-0") && !html.contains("secret-1"),
+            "no password in the page"
+        );
+        // Today's failure is a bar in the chart.
+        let today: String = poolkeeper::clock::rfc3339(T0).chars().take(10).collect();
+        assert!(
+            html.contains(&format!("{today}: 0 success(es), 1 failure(s)")),
+            "usage chart"
+        );
+
+        // Filters: by status and by search, with the pager keeping them.
+        let html = c
+            .get(env.t.url("/accounts?status=in_use&search=user"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(html.contains("user1@example.org") && !html.contains("user0@example.org"));
+        let res = c
+            .get(env.t.url("/accounts?status=resting"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400);
+        assert!(res.text().await.unwrap().contains("status must be"));
+
+        // Reset: refused without the CSRF token, then done, post/redirect/get.
+        let form = |path: String, fields: &[(&str, &str)]| {
+            c.post(env.t.url(&path))
+                .header("origin", &env.t.base)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(common::url_encoded(fields))
+        };
+        let res = form(format!("/accounts/{banned_id}/reset"), &[])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403);
+        assert_eq!(env.account(banned_id).await["status"], "quarantined");
+        let res = form(format!("/accounts/{banned_id}/reset"), &[("csrf", &csrf)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.url().path(), "/accounts");
+        let html = res.text().await.unwrap();
+        assert!(
+            html.contains("Account user0@example.org was reset"),
+            "notice"
+        );
+        assert!(html.contains("id=\"stat-available\">1<"));
+        let account = env.account(banned_id).await;
+        assert_eq!(account["status"], "available");
+        assert_eq!(account["quarantine_until"], Value::Null);
+        let res = form("/accounts/999999/reset".into(), &[("csrf", &csrf)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 404);
+
+        // Import: each row's outcome, all or nothing, and never the passwords back.
+        let data = "login,password,phone\nnew1@example.org,pw-new-1,\nuser0@example.org,pw-dup,\n";
+        let res = form(
+            "/accounts/import".into(),
+            &[("csrf", &csrf), ("data", data)],
+        )
+        .send()
+        .await
+        .unwrap();
+        let html = res.text().await.unwrap();
+        assert!(
+            html.contains("2 row(s): 1 valid, 1 refused, 0 imported"),
+            "summary"
+        );
+        assert!(html.contains("duplicate: login user0@example.org already exists"));
+        assert!(!html.contains("pw-new-1") && !html.contains("pw-dup"));
+        let data = "login,password,phone\nnew1@example.org,pw-new-1,\n";
+        let res = form(
+            "/accounts/import".into(),
+            &[("csrf", &csrf), ("data", data), ("pool", "web")],
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(res.status(), 200);
+        let html = res.text().await.unwrap();
+        assert!(html.contains("1 row(s): 1 valid, 0 refused, 1 imported"));
+        assert!(html.contains("imported as #") && !html.contains("pw-new-1"));
+        assert!(
+            html.contains("<option value=\"web\">web</option>"),
+            "pool filter"
+        );
+        let res = form("/accounts/import".into(), &[("csrf", &csrf), ("data", "")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400);
+        assert!(res.text().await.unwrap().contains("no rows"));
+    })
+    .await;
+}

@@ -173,6 +173,8 @@ pub struct ImportRow {
     pub row: usize,
     pub login: Option<String>,
     pub ok: bool,
+    /// The login appears earlier in the data, or exists in its pool already.
+    pub duplicate: bool,
     pub id: Option<i64>,
     pub errors: Vec<String>,
 }
@@ -187,74 +189,152 @@ pub struct ImportSummary {
     pub rows: Vec<ImportRow>,
 }
 
-fn parse_rows(req: &ImportRequest) -> Result<Vec<Result<CreateAccountRequest, String>>> {
-    let format = match req.format.as_deref() {
-        Some("csv") => "csv",
-        Some("jsonl") | Some("ndjson") => "jsonl",
-        Some(other) => {
-            return Err(Error::invalid(
+/// The format of import data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImportFormat {
+    Csv,
+    Jsonl,
+}
+
+impl ImportFormat {
+    /// `csv` or `jsonl` (`ndjson`); by default JSON lines when the data starts with `{`.
+    pub fn choose(named: Option<&str>, head: &[u8]) -> Result<Self> {
+        match named {
+            Some("csv") => Ok(Self::Csv),
+            Some("jsonl") | Some("ndjson") => Ok(Self::Jsonl),
+            Some(other) => Err(Error::invalid(
                 "invalid_format",
                 format!("format must be csv or jsonl, got {other}"),
-            ));
+            )),
+            None if head.trim_ascii_start().starts_with(b"{") => Ok(Self::Jsonl),
+            None => Ok(Self::Csv),
         }
-        None if req.data.trim_start().starts_with('{') => "jsonl",
-        None => "csv",
-    };
-    let mut out = Vec::new();
-    if format == "jsonl" {
-        for line in req.data.lines().filter(|l| !l.trim().is_empty()) {
-            out.push(
-                serde_json::from_str::<CreateAccountRequest>(line)
-                    .map_err(|e| format!("not a valid JSON line: {e}")),
-            );
-        }
-        return Ok(out);
     }
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(req.data.as_bytes());
-    let mut headers: Option<Vec<String>> = None;
-    for (i, record) in reader.records().enumerate() {
-        let record = match record {
-            Ok(r) => r,
+}
+
+/// One parsed row of import data: a create request, or why the row could not be read.
+pub type ParsedRow = std::result::Result<CreateAccountRequest, String>;
+
+/// Reads import rows one at a time, so a file of any size streams through: CSV rows
+/// `login,password,phone` (a first row starting with `login` is a header naming further columns,
+/// which go into metadata; a `pool` column sets the pool), or JSON lines (blank lines skipped).
+pub fn read_rows<R: std::io::Read + Send + 'static>(
+    reader: R,
+    format: ImportFormat,
+) -> Box<dyn Iterator<Item = ParsedRow> + Send> {
+    use std::io::BufRead;
+    match format {
+        ImportFormat::Jsonl => Box::new(
+            std::io::BufReader::new(reader)
+                .lines()
+                .filter(|l| l.as_ref().map_or(true, |l| !l.trim().is_empty()))
+                .map(|line| match line {
+                    Ok(line) => serde_json::from_str::<CreateAccountRequest>(&line)
+                        .map_err(|e| format!("not a valid JSON line: {e}")),
+                    Err(e) => Err(format!("cannot read the line: {e}")),
+                }),
+        ),
+        ImportFormat::Csv => {
+            let records = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .trim(csv::Trim::All)
+                .from_reader(reader)
+                .into_records();
+            let mut headers: Option<Vec<String>> = None;
+            let mut first = true;
+            Box::new(records.filter_map(move |record| {
+                let record = match record {
+                    Ok(r) => r,
+                    Err(e) => return Some(Err(format!("not valid CSV: {e}"))),
+                };
+                let is_first = std::mem::replace(&mut first, false);
+                if is_first
+                    && record
+                        .get(0)
+                        .is_some_and(|f| f.eq_ignore_ascii_case("login"))
+                {
+                    headers = Some(record.iter().map(str::to_string).collect());
+                    return None;
+                }
+                Some(Ok(csv_row(&record, headers.as_deref())))
+            }))
+        }
+    }
+}
+
+fn csv_row(record: &csv::StringRecord, headers: Option<&[String]>) -> CreateAccountRequest {
+    let field = |n: usize| record.get(n).map(str::to_string).filter(|s| !s.is_empty());
+    let mut metadata = serde_json::Map::new();
+    let mut pool = None;
+    if let Some(h) = headers {
+        for (n, name) in h.iter().enumerate().skip(3) {
+            match (name.as_str(), field(n)) {
+                ("pool", v) => pool = v,
+                (_, Some(v)) => {
+                    metadata.insert(name.clone(), serde_json::Value::String(v));
+                }
+                _ => {}
+            }
+        }
+    }
+    CreateAccountRequest {
+        pool,
+        login: field(0),
+        password: record.get(1).map(str::to_string),
+        phone: field(2),
+        metadata: Some(serde_json::Value::Object(metadata)),
+    }
+}
+
+fn parse_rows(req: &ImportRequest) -> Result<Vec<ParsedRow>> {
+    let format = ImportFormat::choose(req.format.as_deref(), req.data.as_bytes())?;
+    Ok(read_rows(std::io::Cursor::new(req.data.clone().into_bytes()), format).collect())
+}
+
+/// Checks rows (numbered from `first_row`): fields, and logins twice in these rows (duplicates).
+fn check_rows(
+    parsed: Vec<ParsedRow>,
+    default_pool: &str,
+    first_row: usize,
+) -> (Vec<ImportRow>, Vec<Option<CheckedAccount>>) {
+    let mut rows = Vec::with_capacity(parsed.len());
+    let mut checked: Vec<Option<CheckedAccount>> = Vec::with_capacity(parsed.len());
+    let mut seen = HashSet::new();
+    for (i, p) in parsed.into_iter().enumerate() {
+        let (login, result) = match p {
+            Ok(r) => (
+                r.login.clone(),
+                check_account(r, Some(default_pool)).map_err(|e| e.message),
+            ),
+            Err(e) => (None, Err(e)),
+        };
+        let mut errors = Vec::new();
+        let mut duplicate = false;
+        let a = match result {
+            Ok(a) => {
+                if !seen.insert((a.pool.clone(), a.login.clone())) {
+                    duplicate = true;
+                    errors.push(format!("login {} appears twice in the data", a.login));
+                }
+                Some(a)
+            }
             Err(e) => {
-                out.push(Err(format!("not valid CSV: {e}")));
-                continue;
+                errors.push(e);
+                None
             }
         };
-        if i == 0
-            && record
-                .get(0)
-                .is_some_and(|f| f.eq_ignore_ascii_case("login"))
-        {
-            headers = Some(record.iter().map(str::to_string).collect());
-            continue;
-        }
-        let field = |n: usize| record.get(n).map(str::to_string).filter(|s| !s.is_empty());
-        let mut metadata = serde_json::Map::new();
-        let mut pool = None;
-        if let Some(h) = &headers {
-            for (n, name) in h.iter().enumerate().skip(3) {
-                match (name.as_str(), field(n)) {
-                    ("pool", v) => pool = v,
-                    (_, Some(v)) => {
-                        metadata.insert(name.clone(), serde_json::Value::String(v));
-                    }
-                    _ => {}
-                }
-            }
-        }
-        out.push(Ok(CreateAccountRequest {
-            pool,
-            login: field(0),
-            password: record.get(1).map(str::to_string),
-            phone: field(2),
-            metadata: Some(serde_json::Value::Object(metadata)),
-        }));
+        rows.push(ImportRow {
+            row: first_row + i,
+            login,
+            ok: errors.is_empty(),
+            duplicate,
+            id: None,
+            errors,
+        });
+        checked.push(a);
     }
-    Ok(out)
+    (rows, checked)
 }
 
 /// Imports accounts: every row is checked (fields, duplicates in the data and in the pool); when
@@ -274,39 +354,7 @@ pub async fn import_accounts(ctx: LeasingCtx<'_>, req: ImportRequest) -> Result<
             ),
         ));
     }
-    let mut rows = Vec::with_capacity(parsed.len());
-    let mut checked: Vec<Option<CheckedAccount>> = Vec::with_capacity(parsed.len());
-    let mut seen = HashSet::new();
-    for (i, p) in parsed.into_iter().enumerate() {
-        let (login, result) = match p {
-            Ok(r) => (
-                r.login.clone(),
-                check_account(r, Some(&default_pool)).map_err(|e| e.message),
-            ),
-            Err(e) => (None, Err(e)),
-        };
-        let mut errors = Vec::new();
-        let a = match result {
-            Ok(a) => {
-                if !seen.insert((a.pool.clone(), a.login.clone())) {
-                    errors.push(format!("login {} appears twice in the data", a.login));
-                }
-                Some(a)
-            }
-            Err(e) => {
-                errors.push(e);
-                None
-            }
-        };
-        rows.push(ImportRow {
-            row: i + 1,
-            login,
-            ok: errors.is_empty(),
-            id: None,
-            errors,
-        });
-        checked.push(a);
-    }
+    let (mut rows, checked) = check_rows(parsed, &default_pool, 1);
     // Logins already in their pool.
     let mut by_pool: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for a in checked.iter().flatten() {
@@ -326,6 +374,7 @@ pub async fn import_accounts(ctx: LeasingCtx<'_>, req: ImportRequest) -> Result<
             && taken.contains(&(a.pool.clone(), a.login.clone()))
         {
             row.ok = false;
+            row.duplicate = true;
             row.errors.push(format!(
                 "login {} already exists in pool {}",
                 a.login, a.pool
@@ -362,6 +411,44 @@ pub async fn import_accounts(ctx: LeasingCtx<'_>, req: ImportRequest) -> Result<
     }
     summary.imported = new.len();
     Ok(summary)
+}
+
+/// Imports one chunk of a stream of rows (numbered from `first_row`), writing the valid rows and
+/// reporting the others: the way `poolkeeper accounts import` goes through a file of any size.
+/// Unlike [`import_accounts`] it is not all-or-nothing: a login taken in its pool (before, or
+/// earlier in the stream) is a duplicate row, and the rest are still created.
+pub async fn import_new_rows(
+    ctx: LeasingCtx<'_>,
+    default_pool: Option<&str>,
+    parsed: Vec<ParsedRow>,
+    first_row: usize,
+) -> Result<Vec<ImportRow>> {
+    let default_pool = check_pool(default_pool.map(str::to_string))?;
+    let (mut rows, checked) = check_rows(parsed, &default_pool, first_row);
+    let mut writing = Vec::new();
+    let mut new = Vec::new();
+    for (i, (row, a)) in rows.iter().zip(checked).enumerate() {
+        if let (true, Some(a)) = (row.ok, a) {
+            writing.push(i);
+            new.push(new_account(ctx, a)?);
+        }
+    }
+    let ids = accounts::insert_new(ctx.pool, &new, ctx.clock.now_ms()).await?;
+    for ((i, id), a) in writing.into_iter().zip(ids).zip(&new) {
+        let row = &mut rows[i];
+        match id {
+            Some(id) => row.id = Some(id),
+            None => {
+                row.ok = false;
+                row.duplicate = true;
+                row.errors.push(format!(
+                    "login {} already exists in pool {}",
+                    a.login, a.pool
+                ));
+            }
+        }
+    }
+    Ok(rows)
 }
 
 /// Filters of `GET /api/admin/accounts`.
@@ -553,6 +640,11 @@ pub async fn status_counts(
     }
     c.active = c.total - c.inactive;
     Ok(c)
+}
+
+/// The pools that hold accounts, by name.
+pub async fn pool_names(ctx: LeasingCtx<'_>) -> Result<Vec<String>> {
+    Ok(accounts::pool_names(ctx.pool).await?)
 }
 
 /// One group of a usage report.

@@ -120,6 +120,34 @@ pub async fn insert_all(db: &PoolDb, accounts: &[NewAccount], now: i64) -> Store
     })
 }
 
+/// Creates the accounts whose login is free in their pool, in one transaction; the answer holds
+/// each one's id, or `None` where the login was taken (before, or earlier in `accounts`). The
+/// unique index decides, so a concurrent import of the same login cannot create it twice.
+pub async fn insert_new(
+    db: &PoolDb,
+    accounts: &[NewAccount],
+    now: i64,
+) -> StoreResult<Vec<Option<i64>>> {
+    let sql = format!("{INSERT} ON CONFLICT (pool, login) DO NOTHING RETURNING id");
+    in_transaction!(db, |tx| {
+        let mut ids = Vec::with_capacity(accounts.len());
+        for a in accounts {
+            let id: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(&a.pool)
+                .bind(&a.login)
+                .bind(&a.password_sealed)
+                .bind(&a.phone)
+                .bind(&a.metadata)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            ids.push(id);
+        }
+        tx.commit().await?;
+        Ok(ids)
+    })
+}
+
 /// Which of `logins` already exist in `pool`.
 pub async fn existing_logins(
     db: &PoolDb,
@@ -237,6 +265,15 @@ pub async fn count_by_status(
         .bind(cooldown_ms)
         .fetch_all(p)
         .await)?)
+}
+
+/// The pools that hold accounts, by name (for filter choices).
+pub async fn pool_names(db: &PoolDb) -> StoreResult<Vec<String>> {
+    Ok(on_reader!(db, |p| sqlx::query_scalar(
+        "SELECT DISTINCT pool FROM credential_accounts ORDER BY pool LIMIT 1000"
+    )
+    .fetch_all(p)
+    .await)?)
 }
 
 /// The timestamps of every active account of a pool (to say when the next one comes back).

@@ -1,5 +1,5 @@
-//! The filters and pager of a list page (Jobs, Sync sessions; Codes and Accounts next): which
-//! select boxes the filter form shows, which page is shown, and the links to the pages beside it.
+//! The filters and pager of a list page (Jobs, Sync sessions, Accounts; Codes next): which
+//! select boxes (and search box) the filter form shows, which page is shown, and the links to the pages beside it.
 //! `templates/partials/list_filters.html` draws them; this module only builds values and links.
 
 /// A list page's filter form and pager.
@@ -7,6 +7,8 @@ pub struct ListFilters {
     /// The page's path, where the filter form sends its query.
     pub action: &'static str,
     pub selects: Vec<Select>,
+    /// A free-text search box after the selects, when the list has one.
+    pub search: Option<Search>,
     pub page: i64,
     pub pages: i64,
 }
@@ -19,6 +21,22 @@ pub struct Select {
     pub options: Vec<String>,
     /// The value in the current query, or empty.
     pub chosen: String,
+}
+
+/// The search box of a filter form.
+pub struct Search {
+    pub label: &'static str,
+    /// The query parameter it sets.
+    pub name: &'static str,
+    /// The text in the current query, or empty.
+    pub value: String,
+}
+
+impl Search {
+    /// The element id tests and scripts find it by: `filter-` and the name, dashed.
+    pub fn element_id(&self) -> String {
+        format!("filter-{}", self.name.replace('_', "-"))
+    }
 }
 
 impl Select {
@@ -47,9 +65,25 @@ impl ListFilters {
         Self {
             action,
             selects,
+            search: None,
             page: 1,
             pages: 1,
         }
+    }
+
+    /// Adds a search box.
+    pub fn with_search(
+        mut self,
+        label: &'static str,
+        name: &'static str,
+        value: Option<&str>,
+    ) -> Self {
+        self.search = Some(Search {
+            label,
+            name,
+            value: value.unwrap_or_default().to_string(),
+        });
+        self
     }
 
     /// Shows page `page` of a list of `total` items, `page_size` a page.
@@ -60,7 +94,8 @@ impl ListFilters {
 
     /// The query string of another page with the same filters.
     pub fn link(&self, page: i64) -> String {
-        let filters = self.selects.iter().map(|s| (s.name, s.chosen.as_str()));
+        let filters = (self.selects.iter().map(|s| (s.name, s.chosen.as_str())))
+            .chain(self.search.iter().map(|s| (s.name, s.value.as_str())));
         page_query(page, filters)
     }
 }
@@ -118,6 +153,21 @@ mod tests {
         for (total, size, want) in [(0, 50, 1), (1, 50, 1), (50, 50, 1), (51, 50, 2)] {
             assert_eq!(page_count(total, size), want);
         }
+    }
+
+    #[test]
+    fn links_keep_the_search_text() {
+        let filters = ListFilters::new(
+            "/accounts",
+            vec![Select::new(
+                "Status",
+                "status",
+                Vec::new(),
+                Some("cooldown"),
+            )],
+        )
+        .with_search("Search", "search", Some("a@b c"));
+        assert_eq!(filters.link(2), "?page=2&status=cooldown&search=a%40b+c");
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::http::api::session::{removal_cookie, session_cookie};
 use crate::http::extract::ClientAddr;
 use crate::http::middleware::SESSION_COOKIE;
 
+mod accounts;
 mod assets;
 mod csrf;
 mod jobs;
@@ -51,7 +52,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .merge(mothers::routes())
         .merge(mother_import::routes())
         .route("/codes", get(area))
-        .route("/accounts", get(area))
+        .merge(accounts::routes())
         .route("/logout", post(logout))
         .merge(jobs::routes())
         .merge(sync_sessions::routes())
