@@ -8,6 +8,7 @@ pub mod invitations;
 pub mod jobs;
 pub mod leader;
 pub mod leases;
+pub mod missions;
 pub mod mothers;
 pub mod pool_groups;
 pub mod seats;
