@@ -153,6 +153,9 @@ pub enum BenchCommand {
     /// Sync simulated mothers of 7 seats with auto-invite (one group, `sync/all`, run twice)
     /// through the job queue, on SQLite in a temp dir or in fresh PostgreSQL databases.
     Sync(crate::bench::SyncBenchArgs),
+    /// Acquire and release credential leases over HTTP on loopback against an in-process server,
+    /// from many workers at once; checks that no account is ever lent twice at once.
+    Leases(crate::bench::LeasesBenchArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -290,6 +293,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Bench(BenchCommand::Pool(args)) => crate::bench::pool(&args).await.map(|_| 0),
         Command::Bench(BenchCommand::Sync(args)) => crate::bench::sync(&args).await.map(|_| 0),
+        Command::Bench(BenchCommand::Leases(args)) => crate::bench::leases(&args).await.map(|_| 0),
     }
 }
 
