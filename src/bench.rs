@@ -443,7 +443,11 @@ struct Holdings {
 
 impl Holdings {
     fn take(&self, account: i64) {
-        let fresh = self.held.lock().map(|mut h| h.insert(account)).unwrap_or(false);
+        let fresh = self
+            .held
+            .lock()
+            .map(|mut h| h.insert(account))
+            .unwrap_or(false);
         if !fresh {
             self.double_leases
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);

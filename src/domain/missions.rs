@@ -104,9 +104,17 @@ mod tests {
             ("ÄÖ", "äö"),
         ];
         for (name, key) in ok {
-            assert_eq!(mission_key(name).map(|(_, k)| k), Ok(key.to_string()), "{name:?}");
+            assert_eq!(
+                mission_key(name).map(|(_, k)| k),
+                Ok(key.to_string()),
+                "{name:?}"
+            );
         }
-        assert_eq!(mission_key(" DE ").unwrap().0, "DE", "the name keeps its case");
+        assert_eq!(
+            mission_key(" DE ").unwrap().0,
+            "DE",
+            "the name keeps its case"
+        );
         let long = "x".repeat(MAX_MISSION_CHARS + 1);
         for bad in ["", "   ", "a\nb", long.as_str()] {
             let err = mission_key(bad).unwrap_err();
@@ -126,7 +134,11 @@ mod tests {
             assert_eq!(max_requests(asked), want, "{asked:?}");
         }
         for bad in [0, -1, MAX_REQUESTS_CAP + 1] {
-            assert!(max_requests(Some(bad)).unwrap_err().contains("max_requests"));
+            assert!(
+                max_requests(Some(bad))
+                    .unwrap_err()
+                    .contains("max_requests")
+            );
         }
     }
 
@@ -153,7 +165,10 @@ mod tests {
         let err = check_reported(&[1, 9], &[1, 2]).unwrap_err();
         assert!(err.starts_with("requests[1].id"), "{err}");
         let err = check_reported(&[1, 1], &[1, 2]).unwrap_err();
-        assert!(err.starts_with("requests[1].id") && err.contains("twice"), "{err}");
+        assert!(
+            err.starts_with("requests[1].id") && err.contains("twice"),
+            "{err}"
+        );
     }
 
     #[test]

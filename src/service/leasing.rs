@@ -190,8 +190,12 @@ pub async fn acquire(
         .map_err(|m| Error::invalid("invalid_ttl_seconds", m))?;
     let now = ctx.clock.now_ms();
     let lease_id = uuid::Uuid::new_v4().to_string();
-    let (pool_name, lease, worker_name, mission) =
-        (pool.as_str(), lease_id.as_str(), worker.as_str(), mission.as_deref());
+    let (pool_name, lease, worker_name, mission) = (
+        pool.as_str(),
+        lease_id.as_str(),
+        worker.as_str(),
+        mission.as_deref(),
+    );
     let token_id = holder.token_id;
     let acquired = with_account(ctx, &pool, now, move || async move {
         Ok(store::acquire(

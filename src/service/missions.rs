@@ -7,8 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::leasing::{
-    self, Holder, LeaseGrant, LeasingCtx, check_pool, check_required, check_text,
-    record_lease_end,
+    self, Holder, LeaseGrant, LeasingCtx, check_pool, check_required, check_text, record_lease_end,
 };
 use super::{Error, ErrorKind, Result, not_found};
 use crate::db::PoolDb;

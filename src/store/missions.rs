@@ -363,14 +363,23 @@ pub async fn complete(
             .fetch_one(&mut *tx)
             .await?;
         if claim.holder_token_id != ask.token_id {
-            return Ok(CompleteOutcome::Refused(ClaimRefusal::NotHolder, Swept::default()));
+            return Ok(CompleteOutcome::Refused(
+                ClaimRefusal::NotHolder,
+                Swept::default(),
+            ));
         }
         match claim.status.as_str() {
             "completed" => {
-                return Ok(CompleteOutcome::Refused(ClaimRefusal::Completed, Swept::default()));
+                return Ok(CompleteOutcome::Refused(
+                    ClaimRefusal::Completed,
+                    Swept::default(),
+                ));
             }
             "expired" => {
-                return Ok(CompleteOutcome::Refused(ClaimRefusal::Expired, Swept::default()));
+                return Ok(CompleteOutcome::Refused(
+                    ClaimRefusal::Expired,
+                    Swept::default(),
+                ));
             }
             _ => {}
         }

@@ -46,10 +46,12 @@ pub async fn claim_mission(
     ApiJson(req): ApiJson<ClaimRequest>,
 ) -> ApiResult<Response> {
     let holder = holder(&principal)?;
-    Ok(match service::claim(app.missions_ctx(), &holder, req).await? {
-        Some(grant) => Json(grant).into_response(),
-        None => StatusCode::NO_CONTENT.into_response(),
-    })
+    Ok(
+        match service::claim(app.missions_ctx(), &holder, req).await? {
+            Some(grant) => Json(grant).into_response(),
+            None => StatusCode::NO_CONTENT.into_response(),
+        },
+    )
 }
 
 /// Completes a claim: releases its lease with `result` (the lease release rules), finishes the
