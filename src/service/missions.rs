@@ -351,13 +351,14 @@ pub async fn complete(
         .await
         .map_err(not_found(format!("no mission claim {claim_id}")))?;
     match outcome {
-        CompleteOutcome::Completed {
-            claim,
-            lease,
-            done,
-            failed,
-            returned,
-        } => {
+        CompleteOutcome::Completed(completed) => {
+            let store::Completed {
+                claim,
+                lease,
+                done,
+                failed,
+                returned,
+            } = *completed;
             record_lease_end(result, now - lease.acquired_at);
             tracing::info!(
                 claim = %claim.id,

@@ -310,15 +310,18 @@ pub enum ClaimRefusal {
     Expired,
 }
 
+/// A completed claim, with what became of its requests.
+pub struct Completed {
+    pub claim: MissionClaim,
+    pub lease: Lease,
+    pub done: u64,
+    pub failed: u64,
+    /// Held requests not reported, put back to pending.
+    pub returned: u64,
+}
+
 pub enum CompleteOutcome {
-    Completed {
-        claim: MissionClaim,
-        lease: Lease,
-        done: u64,
-        failed: u64,
-        /// Held requests not reported, put back to pending.
-        returned: u64,
-    },
+    Completed(Box<Completed>),
     Refused(ClaimRefusal, Swept),
     /// A reported request is not the claim's; nothing was written. The text names the entry.
     Invalid(String),
@@ -442,13 +445,13 @@ pub async fn complete(
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(CompleteOutcome::Completed {
+        Ok(CompleteOutcome::Completed(Box::new(Completed {
             claim,
             lease,
             done,
             failed,
             returned,
-        })
+        })))
     })
 }
 
