@@ -3,6 +3,8 @@
 //! - `poolkeeper bench pool`: fills a fresh pool database and times the queries behind the mothers
 //!   list (first and last page, with usage), a name search and the stats endpoint.
 //! - `poolkeeper bench sync`: syncs simulated mothers with auto-invite through the job queue.
+//! - `poolkeeper bench leases`: acquire/release cycles over HTTP from many workers, checking that
+//!   no account is lent twice at once.
 //!
 //! (`bench jobs` lives with the queue, in `jobs::bench`.)
 
@@ -401,6 +403,266 @@ pub async fn sync(args: &SyncBenchArgs) -> anyhow::Result<()> {
         app.pool.database().close().await;
         app.users.database().close().await;
         println!("{report}");
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&temp);
+    if let Some(scratch) = scratch {
+        scratch.drop_all().await;
+    }
+    result
+}
+
+/// `poolkeeper bench leases`.
+#[derive(Args, Debug, Clone)]
+pub struct LeasesBenchArgs {
+    /// Credential accounts in the pool.
+    #[arg(long, default_value_t = 1_000)]
+    pub accounts: usize,
+    /// Workers acquiring and releasing at the same time, each over its own HTTP requests.
+    #[arg(long, default_value_t = 64)]
+    pub workers: usize,
+    /// Acquire/release cycles in all.
+    #[arg(long, default_value_t = 10_000)]
+    pub cycles: usize,
+    /// A PostgreSQL server (postgres://USER@HOST:PORT/DB) on which the run creates two fresh
+    /// databases and drops them at the end; the role needs CREATEDB [default: SQLite in a new
+    /// temp dir].
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+/// What the bench itself saw of who holds which account. An account is marked held from the
+/// acquire's answer until just before its release is sent: inside the time the server holds the
+/// lease, so two marks at once are two leases at once, never a false alarm.
+#[derive(Default)]
+struct Holdings {
+    held: std::sync::Mutex<std::collections::HashSet<i64>>,
+    double_leases: std::sync::atomic::AtomicU64,
+}
+
+impl Holdings {
+    fn take(&self, account: i64) {
+        let fresh = self
+            .held
+            .lock()
+            .map(|mut h| h.insert(account))
+            .unwrap_or(false);
+        if !fresh {
+            self.double_leases
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn give_back(&self, account: i64) {
+        if let Ok(mut h) = self.held.lock() {
+            h.remove(&account);
+        }
+    }
+}
+
+/// One worker's figures.
+#[derive(Default)]
+struct WorkerFigures {
+    acquire: Vec<Duration>,
+    release: Vec<Duration>,
+    unavailable: u64,
+    /// (account, acquired_at, released_at) of every lease, as the server reported it.
+    spans: Vec<(i64, i64, i64)>,
+}
+
+/// Pairs of leases of one account whose server-reported spans overlap. The server reads `now`
+/// before it lends or releases, and lends an account only once its release's time has come, so
+/// a correct run has none (one lease may begin in the millisecond the previous one ended).
+fn overlapping_leases(mut spans: Vec<(i64, i64, i64)>) -> u64 {
+    spans.sort_unstable();
+    spans
+        .windows(2)
+        .filter(|w| w[0].0 == w[1].0 && w[1].1 < w[0].2)
+        .count() as u64
+}
+
+/// Runs `--cycles` acquire/release cycles over HTTP on loopback against an in-process server with
+/// `--accounts` accounts (cooldown 0, so a released account can be lent again at once), from
+/// `--workers` concurrent workers; checks that no account was ever held by two leases at once and
+/// prints one JSON line. Fails when a double lease was seen or an answer was unexpected.
+pub async fn leases(args: &LeasesBenchArgs) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    anyhow::ensure!(
+        args.accounts >= 1 && (1..=4096).contains(&args.workers) && args.cycles >= 1,
+        "--accounts and --cycles must be at least 1 and --workers between 1 and 4096"
+    );
+    let temp = tempfile_dir()?;
+    let scratch = match &args.database_url {
+        Some(url) => Some(ScratchDatabases::create(url).await?),
+        None => None,
+    };
+    let mut config = crate::config::Config {
+        data_dir: temp.clone(),
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        admin_password: Some(crate::config::Secret::new("bench-admin-password")),
+        pool_database_url: scratch
+            .as_ref()
+            .and_then(|s| s.url(0))
+            .map(crate::config::Secret::new),
+        users_database_url: scratch
+            .as_ref()
+            .and_then(|s| s.url(1))
+            .map(crate::config::Secret::new),
+        ..Default::default()
+    };
+    config.leases.cooldown_seconds = 0;
+    let result = async {
+        let (app, _) = crate::server::prepare(config.clone(), crate::clock::system()).await?;
+        let ctx = app.leasing_ctx();
+        let mut next = 0;
+        while next < args.accounts {
+            let chunk = (args.accounts - next).min(crate::service::leasing::MAX_IMPORT_ROWS);
+            let data: String = (next..next + chunk)
+                .map(|i| format!("bench-{i:06}@bench.test,bench-password-{i},\n"))
+                .collect();
+            let req = crate::service::credential_accounts::ImportRequest {
+                pool: None,
+                format: Some("csv".into()),
+                data,
+            };
+            crate::service::credential_accounts::import_accounts(ctx, req)
+                .await
+                .map_err(|e| anyhow::anyhow!("importing accounts: {}", e.message))?;
+            next += chunk;
+        }
+        let (_, token) = crate::auth::create_api_token(
+            &app.users,
+            &app.clock,
+            "bench-worker",
+            crate::auth::Scope::Worker,
+        )
+        .await?;
+        let backend = app.pool.database().backend();
+        let server = crate::server::start(app, config.listen).await?;
+        let base = format!("http://{}", server.addr);
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(args.workers)
+            .build()?;
+        let holdings = Arc::new(Holdings::default());
+        let started = Arc::new(AtomicUsize::new(0));
+        let begin = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for w in 0..args.workers {
+            let (client, base, token) = (client.clone(), base.clone(), token.clone());
+            let (holdings, started, cycles) = (holdings.clone(), started.clone(), args.cycles);
+            tasks.spawn(async move {
+                let mut figures = WorkerFigures::default();
+                let acquire_url = format!("{base}/api/pool/leases");
+                let body = json!({"worker": format!("bench-{w}"), "ttl_seconds": 600});
+                while started.fetch_add(1, Ordering::SeqCst) < cycles {
+                    // One cycle: retry while every account is lent.
+                    let (lease, account) = loop {
+                        let t = Instant::now();
+                        let res = client
+                            .post(&acquire_url)
+                            .bearer_auth(&token)
+                            .json(&body)
+                            .send()
+                            .await?;
+                        let status = res.status().as_u16();
+                        let grant: serde_json::Value = res.json().await?;
+                        match status {
+                            201 => {
+                                figures.acquire.push(t.elapsed());
+                                let lease = grant["lease_id"].as_str().map(str::to_string);
+                                let account = grant["account"]["id"].as_i64();
+                                match (lease, account) {
+                                    (Some(l), Some(a)) => break (l, a),
+                                    _ => anyhow::bail!("acquire answered {grant}"),
+                                }
+                            }
+                            503 => {
+                                figures.unavailable += 1;
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                            }
+                            other => anyhow::bail!("acquire answered {other}: {grant}"),
+                        }
+                    };
+                    holdings.take(account);
+                    // Let other workers run while this one holds the account.
+                    tokio::task::yield_now().await;
+                    holdings.give_back(account);
+                    let t = Instant::now();
+                    let res = client
+                        .post(format!("{base}/api/pool/leases/{lease}/release"))
+                        .bearer_auth(&token)
+                        .json(&json!({"result": "success"}))
+                        .send()
+                        .await?;
+                    let status = res.status().as_u16();
+                    let released: serde_json::Value = res.json().await?;
+                    anyhow::ensure!(status == 200, "release answered {status}: {released}");
+                    figures.release.push(t.elapsed());
+                    match (
+                        released["account_id"].as_i64(),
+                        released["acquired_at"].as_i64(),
+                        released["released_at"].as_i64(),
+                    ) {
+                        (Some(a), Some(from), Some(to)) => figures.spans.push((a, from, to)),
+                        _ => anyhow::bail!("release answered {released}"),
+                    }
+                }
+                anyhow::Ok(figures)
+            });
+        }
+        let mut all = WorkerFigures::default();
+        let mut failure = None;
+        while let Some(joined) = tasks.join_next().await {
+            match joined.map_err(anyhow::Error::from).and_then(|r| r) {
+                Ok(f) => {
+                    all.acquire.extend(f.acquire);
+                    all.release.extend(f.release);
+                    all.unavailable += f.unavailable;
+                    all.spans.extend(f.spans);
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+        let seconds = begin.elapsed().as_secs_f64();
+        server.shutdown().await?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        all.acquire.sort();
+        all.release.sort();
+        let round = |v: f64| (v * 1000.0).round() / 1000.0;
+        let seen_live = holdings
+            .double_leases
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let in_records = overlapping_leases(std::mem::take(&mut all.spans));
+        let double_leases = seen_live + in_records;
+        let report = json!({
+            "bench": "leases",
+            "backend": backend.as_str(),
+            "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+            "accounts": args.accounts,
+            "workers": args.workers,
+            "cycles": all.acquire.len(),
+            "cooldown_seconds": 0,
+            "seconds": round(seconds),
+            "cycles_per_sec": round(all.acquire.len() as f64 / seconds.max(1e-9)),
+            "acquire_p50_ms": round(percentile_ms(&all.acquire, 0.50)),
+            "acquire_p99_ms": round(percentile_ms(&all.acquire, 0.99)),
+            "release_p50_ms": round(percentile_ms(&all.release, 0.50)),
+            "release_p99_ms": round(percentile_ms(&all.release, 0.99)),
+            "unavailable_answers": all.unavailable,
+            "double_leases": double_leases,
+            "double_leases_seen_live": seen_live,
+            "double_leases_in_records": in_records,
+        });
+        println!("{report}");
+        anyhow::ensure!(
+            double_leases == 0,
+            "{double_leases} time(s) an account was held by two leases at once"
+        );
         anyhow::Ok(())
     }
     .await;

@@ -197,6 +197,9 @@ pub enum BenchCommand {
     /// Sync simulated mothers of 7 seats with auto-invite (one group, `sync/all`, run twice)
     /// through the job queue, on SQLite in a temp dir or in fresh PostgreSQL databases.
     Sync(crate::bench::SyncBenchArgs),
+    /// Acquire and release credential leases over HTTP on loopback against an in-process server,
+    /// from many workers at once; checks that no account is ever lent twice at once.
+    Leases(crate::bench::LeasesBenchArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -341,6 +344,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             accounts_status(&config, &clock, pool, json).await
         }
         Command::Lease(LeaseCommand::Exec(args)) => crate::lease_exec::exec(&config, args).await,
+        Command::Bench(BenchCommand::Leases(args)) => crate::bench::leases(&args).await.map(|_| 0),
     }
 }
 

@@ -159,6 +159,20 @@ impl LeasesConfig {
     }
 }
 
+/// Missions (`[missions]`): work requests grouped by mission, run one claim at a time each.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct MissionsConfig {
+    /// Most missions running at once (every process sharing a database should use the same value).
+    pub max_concurrent: u32,
+}
+
+impl Default for MissionsConfig {
+    fn default() -> Self {
+        Self { max_concurrent: 5 }
+    }
+}
+
 /// Settings of the provider kinds (`[providers.scim]`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -218,6 +232,7 @@ pub struct Config {
     pub leases: LeasesConfig,
     #[serde(default)]
     pub redeem: RedeemConfig,
+    pub missions: MissionsConfig,
     pub providers: ProvidersConfig,
 }
 
@@ -246,6 +261,7 @@ impl Default for Config {
             jobs: JobsConfig::default(),
             leases: LeasesConfig::default(),
             redeem: RedeemConfig::default(),
+            missions: MissionsConfig::default(),
             providers: ProvidersConfig::default(),
         }
     }
@@ -352,6 +368,12 @@ impl Config {
         if self.redeem.per_hour == 0 || self.redeem.resend_per_hour == 0 {
             anyhow::bail!(
                 "configuration: redeem.per_hour and redeem.resend_per_hour must be at least 1"
+            );
+        }
+        if self.missions.max_concurrent == 0 || self.missions.max_concurrent > 10_000 {
+            anyhow::bail!(
+                "configuration: missions.max_concurrent must be between 1 and 10000, got {}",
+                self.missions.max_concurrent
             );
         }
         if self.jobs.visibility_timeout_seconds == 0 {
@@ -470,6 +492,7 @@ mod tests {
         );
         assert_eq!((c.jobs.concurrency, c.jobs.batch_size), (4, 100));
         assert_eq!(c.jobs.shutdown_grace_seconds, 10);
+        assert_eq!(c.missions.max_concurrent, 5);
         assert!(!c.domain_guard());
         assert!(!c.pool_auto_invite_missing);
         assert_eq!(c.pool_database_url(), "sqlite://./data/pool.db");
@@ -571,6 +594,16 @@ mod tests {
             ("env = 'staging'", &[], "env"),
             ("listen = 'nowhere'", &[], "listen"),
             ("[jobs]\nmax_attempts = 0", &[], "jobs.max_attempts"),
+            (
+                "[missions]\nmax_concurrent = 0",
+                &[],
+                "missions.max_concurrent",
+            ),
+            (
+                "",
+                &[("POOLKEEPER_MISSIONS__MAX_CONCURRENT", "lots")],
+                "max_concurrent",
+            ),
             ("pool_database_url = 'mysql://x'", &[], "pool_database_url"),
             (
                 "child_email_domain = 'not a domain'",

@@ -221,12 +221,12 @@ fn spawn_maintenance(app: AppState, mut stop: watch::Receiver<bool>) {
             let policy = app.config.leases.policy();
             match crate::service::leasing::expire_overdue(&app.pool, now, &policy).await {
                 Ok(0) => {}
-                Ok(n) => {
-                    metrics::counter!(crate::metrics::POOL_LEASES, "result" => "expired")
-                        .increment(n as u64);
-                    tracing::info!(leases = n, "closed leases past their expiry");
-                }
+                Ok(n) => tracing::info!(leases = n, "closed leases past their expiry"),
                 Err(e) => tracing::warn!(error = %e, "closing expired leases failed"),
+            }
+            if let Err(e) = crate::service::missions::expire_overdue(&app.pool, now, &policy).await
+            {
+                tracing::warn!(error = %e, "expiring mission claims failed");
             }
             if let Ok(c) =
                 crate::service::credential_accounts::status_counts(app.leasing_ctx(), None).await

@@ -149,6 +149,61 @@ async fn bench_jobs_drains_every_job_and_reports_one_json_line() {
 }
 
 #[tokio::test]
+async fn bench_leases_cycles_over_http_and_never_double_leases() {
+    each_backend(|backend| async move {
+        let dbs = TestDbs::new(&backend).await;
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(dbs.dir.path())
+            .env("RUST_LOG", "warn")
+            .env("TMPDIR", dbs.dir.path())
+            .args([
+                "bench",
+                "leases",
+                "--accounts",
+                "6",
+                "--workers",
+                "8",
+                "--cycles",
+                "120",
+            ]);
+        if let Backend::Postgres { server_url } = &backend {
+            cmd.arg("--database-url").arg(server_url);
+        }
+        let (code, out, err) = run(cmd);
+        assert_eq!(code, 0, "{out}{err}");
+        assert_eq!(out.lines().count(), 1, "one JSON line: {out}");
+        let report: serde_json::Value = serde_json::from_str(&out).expect("JSON report");
+        assert_eq!(report["bench"], "leases");
+        assert_eq!(report["backend"], backend.name());
+        assert_eq!(
+            (&report["accounts"], &report["workers"], &report["cycles"]),
+            (&json!(6), &json!(8), &json!(120)),
+            "{report}"
+        );
+        assert_eq!(report["double_leases"], 0, "{report}");
+        let rate = report["cycles_per_sec"].as_f64().unwrap();
+        let (p50, p99) = (
+            report["acquire_p50_ms"].as_f64().unwrap(),
+            report["acquire_p99_ms"].as_f64().unwrap(),
+        );
+        assert!(rate > 0.0 && 0.0 < p50 && p50 <= p99, "{report}");
+        // More workers than accounts: some acquires found every account lent.
+        assert!(report["unavailable_answers"].as_u64().is_some(), "{report}");
+        let left: Vec<_> = std::fs::read_dir(dbs.dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("poolkeeper-bench-")
+            })
+            .collect();
+        assert!(left.is_empty(), "the temp dir is removed");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn bad_flags_and_values_exit_non_zero_naming_the_problem() {
     let dbs = TestDbs::new(&Backend::Sqlite).await;
     let mut cmd = poolkeeper(&dbs);

@@ -727,3 +727,146 @@ async fn accounts_page_lists_accounts_without_passwords_and_resets_them() {
     })
     .await;
 }
+
+/// Every log line of this test binary, captured at TRACE from the first call on.
+fn captured_logs() -> Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || Capture(writer.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+        buf
+    })
+    .clone()
+}
+
+struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn account_passwords_never_reach_the_logs() {
+    let logs = captured_logs();
+    each_backend(|backend| async move {
+        let env = Env::new(&backend, 0).await;
+        let created = "pw-Created-7Qz!x";
+        let imported = "pw-Imported-9Kr#y";
+        let (status, body) = env
+            .admin(
+                Method::POST,
+                "/api/admin/accounts",
+                Some(json!({"login": "created@example.org", "password": created})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let csv = format!("login,password,phone\nimported@example.org,{imported},+1\n");
+        let (status, body) = env
+            .admin(
+                Method::POST,
+                "/api/admin/accounts/import",
+                Some(json!({"data": csv})),
+            )
+            .await;
+        assert_eq!(
+            (status, body["imported"].clone()),
+            (200, json!(1)),
+            "{body}"
+        );
+        for _ in 0..2 {
+            let (status, grant, _) = env.acquire().await;
+            assert_eq!(status, 201, "{grant}");
+            let password = grant["account"]["password"].as_str().unwrap();
+            assert!(password == created || password == imported, "{grant}");
+            assert_eq!(env.release(&lease_id(&grant), "success").await.0, 200);
+        }
+        env.t.stop().await;
+    })
+    .await;
+    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    for line in [
+        "credential account created",
+        "credential accounts imported",
+        "lease acquired",
+        "lease released",
+    ] {
+        assert!(text.contains(line), "no {line:?} in the captured logs");
+    }
+    for secret in ["pw-Created", "pw-Imported", "7Qz!x", "9Kr#y"] {
+        assert!(!text.contains(secret), "{secret} reached the logs");
+    }
+}
+
+/// The value of an unlabelled series in Prometheus text, 0 when absent.
+fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn lease_durations_are_observed_when_leases_end() {
+    each_backend(|backend| async move {
+        let env = Env::new(&backend, 2).await;
+        let metrics = || async {
+            env.t
+                .client
+                .get(env.t.url("/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        };
+        let before = metrics().await;
+        let count = "pool_lease_duration_seconds_count";
+        let sum = "pool_lease_duration_seconds_sum";
+        let bucket_60 = "pool_lease_duration_seconds_bucket{le=\"60\"}";
+        let (_, released, _) = env.acquire().await;
+        let (_, expiring, _) = env
+            .acquire_as(&env.worker, json!({"worker": "w1", "ttl_seconds": 120}))
+            .await;
+        env.advance_secs(45);
+        assert_eq!(env.release(&lease_id(&released), "success").await.0, 200);
+        env.advance_secs(75);
+        // Housekeeping closes the unreleased one at its expiry, 120 s after it began.
+        let policy = env.t.app().config.leases.policy();
+        let n = poolkeeper::service::leasing::expire_overdue(
+            &env.t.app().pool,
+            env.clock_now(),
+            &policy,
+        )
+        .await
+        .unwrap();
+        assert_eq!(n, 1, "{expiring}");
+        let after = metrics().await;
+        // Tests in this binary run at once: the figures grow by at least these.
+        assert!(
+            metric_value(&after, count) >= metric_value(&before, count) + 2.0,
+            "{after}"
+        );
+        assert!(
+            metric_value(&after, sum) >= metric_value(&before, sum) + 165.0,
+            "{after}"
+        );
+        assert!(
+            metric_value(&after, bucket_60) >= metric_value(&before, bucket_60) + 1.0,
+            "the 45 s lease: {after}"
+        );
+        env.t.stop().await;
+    })
+    .await;
+}

@@ -6,6 +6,7 @@ pub mod email;
 pub mod job_retry;
 pub mod leases;
 pub mod login_throttle;
+pub mod missions;
 pub mod mothers;
 pub mod naming;
 pub mod seats;

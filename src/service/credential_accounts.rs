@@ -133,7 +133,10 @@ pub async fn create_account(ctx: LeasingCtx<'_>, req: CreateAccountRequest) -> R
     let new = new_account(ctx, checked)?;
     let now = ctx.clock.now_ms();
     match accounts::insert(ctx.pool, &new, now).await {
-        Ok(a) => Ok(view(a, now, &ctx.policy)),
+        Ok(a) => {
+            tracing::info!(account = a.id, pool = %a.pool, "credential account created");
+            Ok(view(a, now, &ctx.policy))
+        }
         Err(StoreError::Conflict(_)) => Err(Error::new(
             super::ErrorKind::Conflict,
             "duplicate_login",
@@ -410,6 +413,7 @@ pub async fn import_accounts(ctx: LeasingCtx<'_>, req: ImportRequest) -> Result<
         row.id = Some(id);
     }
     summary.imported = new.len();
+    tracing::info!(imported = summary.imported, "credential accounts imported");
     Ok(summary)
 }
 

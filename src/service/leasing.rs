@@ -190,32 +190,57 @@ pub async fn acquire(
         .map_err(|m| Error::invalid("invalid_ttl_seconds", m))?;
     let now = ctx.clock.now_ms();
     let lease_id = uuid::Uuid::new_v4().to_string();
-    // On PostgreSQL an acquire skips accounts that concurrent acquires have locked. When it found
-    // none while one still looks available, that one is being lent right now: look again once
-    // those transactions have ended, so the answer (a lease, or when the next account returns)
-    // reflects them. Bounded: a few short waits at most.
-    let mut attempt = 0;
-    let acquired = loop {
-        let acquired = store::acquire(
+    let (pool_name, lease, worker_name, mission) = (
+        pool.as_str(),
+        lease_id.as_str(),
+        worker.as_str(),
+        mission.as_deref(),
+    );
+    let token_id = holder.token_id;
+    let acquired = with_account(ctx, &pool, now, move || async move {
+        Ok(store::acquire(
             ctx.pool,
-            &pool,
-            &lease_id,
-            &worker,
-            holder.token_id,
-            mission.as_deref(),
+            pool_name,
+            lease,
+            worker_name,
+            token_id,
+            mission,
             now,
             now + ttl,
             ctx.policy.cooldown_ms,
         )
-        .await?;
-        if let Some(acquired) = acquired {
-            break acquired;
+        .await?)
+    })
+    .await?;
+    tracing::info!(lease = %acquired.lease.id, account = acquired.account.id, %worker, "lease acquired");
+    grant(ctx, acquired)
+}
+
+/// Runs `attempt` (one try at lending an account of `pool` at `now`) until it lends one. When it
+/// finds none: `no_account_available` (unavailable) with the seconds until the first account of
+/// the pool comes back. On PostgreSQL an attempt skips accounts that concurrent acquires have
+/// locked; when it found none while one still looks available, that one is being lent right now,
+/// so it looks again once those transactions have ended and the answer (a lease, or when the
+/// next account returns) reflects them. Bounded: a few short waits at most.
+pub(super) async fn with_account<T, F, Fut>(
+    ctx: LeasingCtx<'_>,
+    pool: &str,
+    now: i64,
+    mut attempt: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, Error>>,
+{
+    let mut tries = 0;
+    loop {
+        if let Some(found) = attempt().await? {
+            return Ok(found);
         }
-        let times = accounts::times_in_pool(ctx.pool, &pool).await?;
-        attempt += 1;
-        if attempt < ACQUIRE_ATTEMPTS && leases::any_available(&times, now, ctx.policy.cooldown_ms)
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
+        let times = accounts::times_in_pool(ctx.pool, pool).await?;
+        tries += 1;
+        if tries < ACQUIRE_ATTEMPTS && leases::any_available(&times, now, ctx.policy.cooldown_ms) {
+            tokio::time::sleep(std::time::Duration::from_millis(5 * tries)).await;
             continue;
         }
         let mut e = Error::new(
@@ -225,12 +250,19 @@ pub async fn acquire(
         );
         e.retry_after_secs = leases::retry_after_secs(&times, now, ctx.policy.cooldown_ms);
         return Err(e);
-    };
+    }
+}
+
+/// What the holder of a new lease gets: the account with its password opened. Expired leases the
+/// acquire closed on the way are counted as ended.
+pub(super) fn grant(ctx: LeasingCtx<'_>, acquired: store::Acquired) -> Result<LeaseGrant> {
+    for duration_ms in &acquired.closed_expired {
+        record_lease_end(LeaseResult::Expired, *duration_ms);
+    }
     let password = ctx
         .keyring
         .open(&acquired.password_sealed)
         .map_err(Error::internal)?;
-    tracing::info!(lease = %acquired.lease.id, account = acquired.account.id, %worker, "lease acquired");
     Ok(LeaseGrant {
         lease_id: acquired.lease.id,
         account: LeasedAccount {
@@ -242,6 +274,14 @@ pub async fn acquire(
         },
         expires_at: acquired.lease.expires_at,
     })
+}
+
+/// Counts a lease that ended (`pool_leases_total{result}`) and observes how long it lasted
+/// (`pool_lease_duration_seconds`).
+pub(crate) fn record_lease_end(result: LeaseResult, duration_ms: i64) {
+    metrics::counter!(crate::metrics::POOL_LEASES, "result" => result.as_str()).increment(1);
+    metrics::histogram!(crate::metrics::POOL_LEASE_DURATION)
+        .record(duration_ms.max(0) as f64 / 1000.0);
 }
 
 fn refused(r: Refusal) -> Error {
@@ -340,13 +380,19 @@ pub async fn release(
     .await
     .map_err(lease_not_found(id))?
     .map_err(refused)?;
-    metrics::counter!(crate::metrics::POOL_LEASES, "result" => result.as_str()).increment(1);
+    record_lease_end(result, now - lease.acquired_at);
+    tracing::info!(lease = %lease.id, account = lease.account_id, result = result.as_str(), "lease released");
     Ok(lease)
 }
 
-/// Closes leases past their expiry (housekeeping; correctness does not wait for it).
+/// Closes leases past their expiry (housekeeping; correctness does not wait for it), counting
+/// each as ended; returns how many.
 pub async fn expire_overdue(pool: &PoolDb, now: i64, policy: &LeasePolicy) -> StoreResult<usize> {
-    store::expire_overdue(pool, now, policy.cooldown_ms).await
+    let closed = store::expire_overdue(pool, now, policy.cooldown_ms).await?;
+    for duration_ms in &closed {
+        record_lease_end(LeaseResult::Expired, *duration_ms);
+    }
+    Ok(closed.len())
 }
 
 pub async fn list_leases(

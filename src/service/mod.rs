@@ -9,6 +9,7 @@ mod error;
 pub mod import_cookie;
 pub mod jobs;
 pub mod leasing;
+pub mod missions;
 pub mod mothers;
 pub mod pool_groups;
 pub mod pool_sync;

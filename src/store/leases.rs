@@ -15,7 +15,7 @@ use sqlx::FromRow;
 use super::credential_accounts::{self, Account};
 use super::{StoreError, StoreResult};
 use crate::db::{Backend, PoolDb, in_transaction, on_reader};
-use crate::domain::leases::{LeasePolicy, LeaseResult, Resting, after_release};
+use crate::domain::leases::{LeasePolicy, LeaseResult};
 
 #[derive(Clone, Debug, FromRow, Serialize, utoipa::ToSchema)]
 pub struct Lease {
@@ -36,7 +36,7 @@ pub struct Lease {
     pub result: Option<String>,
 }
 
-const LEASE_COLUMNS: &str = "id, account_id, pool, worker, holder_token_id, mission, acquired_at, \
+pub(crate) const LEASE_COLUMNS: &str = "id, account_id, pool, worker, holder_token_id, mission, acquired_at, \
     expires_at, released_at, renewals, result";
 
 /// A lease with its account's login, for lists.
@@ -53,6 +53,8 @@ pub struct Acquired {
     pub lease: Lease,
     pub account: Account,
     pub password_sealed: String,
+    /// Durations (ms) of the account's earlier leases that this acquire found expired and closed.
+    pub closed_expired: Vec<i64>,
 }
 
 /// Why a renew or release was refused.
@@ -72,7 +74,8 @@ fn backend(db: &PoolDb) -> Backend {
 
 /// Closes open leases past their expiry (of one account or lease when given): `result = expired`
 /// at `expires_at`, one usage row each, and the account, when the lease is still its current one,
-/// rests one cooldown from the expiry. Runs inside a transaction `$tx`; evaluates to the count.
+/// rests one cooldown from the expiry. Runs inside a transaction `$tx`; evaluates to the closed
+/// leases' durations in milliseconds (one per lease).
 macro_rules! close_expired {
     ($tx:ident, $now:expr, $cooldown_ms:expr, $account:expr, $lease:expr) => {{
         let closed: Vec<(String, i64, String, Option<String>, i64, i64)> = sqlx::query_as(
@@ -114,26 +117,21 @@ macro_rules! close_expired {
             .execute(&mut *$tx)
             .await?;
         }
-        closed.len()
+        closed
+            .iter()
+            .map(|(_, _, _, _, acquired_at, expires_at)| expires_at - acquired_at)
+            .collect::<Vec<i64>>()
     }};
 }
 
-/// Lends the first available account of `pool` (see `domain::leases::selection_order`) until
-/// `expires_at`. `None` when no account is available.
-#[allow(clippy::too_many_arguments)]
-pub async fn acquire(
-    db: &PoolDb,
-    pool: &str,
-    lease_id: &str,
-    worker: &str,
-    token_id: i64,
-    mission: Option<&str>,
-    now: i64,
-    expires_at: i64,
-    cooldown_ms: i64,
-) -> StoreResult<Option<Acquired>> {
+pub(crate) use close_expired;
+
+/// The two statements of an acquire: claim the account, insert the lease.
+pub(crate) fn acquire_sql(
+    backend: Backend,
+) -> (sqlx::AssertSqlSafe<String>, sqlx::AssertSqlSafe<String>) {
     let available = credential_accounts::available_sql("$4", "$5");
-    let lock = match backend(db) {
+    let lock = match backend {
         Backend::Sqlite => "",
         Backend::Postgres => "FOR UPDATE SKIP LOCKED",
     };
@@ -156,48 +154,96 @@ pub async fn acquire(
         "INSERT INTO credential_leases ({LEASE_COLUMNS}) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, 0, NULL) RETURNING {LEASE_COLUMNS}"
     ));
-    in_transaction!(db, |tx| {
-        #[derive(FromRow)]
-        struct Claimed {
-            #[sqlx(flatten)]
-            account: Account,
-            password_sealed: String,
+    (claim, insert)
+}
+
+/// An account row claimed by an acquire, with its sealed password.
+#[derive(FromRow)]
+pub(crate) struct Claimed {
+    #[sqlx(flatten)]
+    pub account: Account,
+    pub password_sealed: String,
+}
+
+/// Lends the first available account of a pool inside the write transaction `$tx` (which the
+/// caller commits): evaluates to `Option<Acquired>`. The one body of every acquire, shared by
+/// [`acquire`] and `store::missions::claim`, so a mission's lease follows the same rules.
+macro_rules! acquire_in {
+    ($tx:ident, $backend:expr, pool: $pool:expr, lease_id: $lease_id:expr, worker: $worker:expr,
+     token_id: $token_id:expr, mission: $mission:expr, now: $now:expr, expires_at: $expires_at:expr,
+     cooldown_ms: $cooldown_ms:expr) => {{
+        let (claim_sql, insert_sql) = $crate::store::leases::acquire_sql($backend);
+        let claimed: Option<$crate::store::leases::Claimed> = sqlx::query_as(claim_sql)
+            .bind($pool)
+            .bind($lease_id)
+            .bind($expires_at)
+            .bind($now)
+            .bind($cooldown_ms)
+            .fetch_optional(&mut *$tx)
+            .await?;
+        match claimed {
+            None => None,
+            Some(claimed) => {
+                // The account was available, so a lease still open on it has expired: close it.
+                let closed_expired = $crate::store::leases::close_expired!(
+                    $tx,
+                    $now,
+                    $cooldown_ms,
+                    Some(claimed.account.id),
+                    None::<&str>
+                );
+                let lease: $crate::store::leases::Lease = sqlx::query_as(insert_sql)
+                    .bind($lease_id)
+                    .bind(claimed.account.id)
+                    .bind($pool)
+                    .bind($worker)
+                    .bind($token_id)
+                    .bind($mission)
+                    .bind($now)
+                    .bind($expires_at)
+                    .fetch_one(&mut *$tx)
+                    .await?;
+                Some($crate::store::leases::Acquired {
+                    lease,
+                    account: claimed.account,
+                    password_sealed: claimed.password_sealed,
+                    closed_expired,
+                })
+            }
         }
-        let claimed: Option<Claimed> = sqlx::query_as(claim)
-            .bind(pool)
-            .bind(lease_id)
-            .bind(expires_at)
-            .bind(now)
-            .bind(cooldown_ms)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(claimed) = claimed else {
-            return Ok(None);
-        };
-        // The account was available, so a lease still open on it has expired: close it first.
-        close_expired!(tx, now, cooldown_ms, Some(claimed.account.id), None::<&str>);
-        let lease: Lease = sqlx::query_as(insert)
-            .bind(lease_id)
-            .bind(claimed.account.id)
-            .bind(pool)
-            .bind(worker)
-            .bind(token_id)
-            .bind(mission)
-            .bind(now)
-            .bind(expires_at)
-            .fetch_one(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Some(Acquired {
-            lease,
-            account: claimed.account,
-            password_sealed: claimed.password_sealed,
-        }))
+    }};
+}
+
+pub(crate) use acquire_in;
+
+/// Lends the first available account of `pool` (see `domain::leases::selection_order`) until
+/// `expires_at`. `None` when no account is available.
+#[allow(clippy::too_many_arguments)]
+pub async fn acquire(
+    db: &PoolDb,
+    pool: &str,
+    lease_id: &str,
+    worker: &str,
+    token_id: i64,
+    mission: Option<&str>,
+    now: i64,
+    expires_at: i64,
+    cooldown_ms: i64,
+) -> StoreResult<Option<Acquired>> {
+    let backend = backend(db);
+    in_transaction!(db, |tx| {
+        let acquired = acquire_in!(tx, backend, pool: pool, lease_id: lease_id, worker: worker,
+            token_id: token_id, mission: mission, now: now, expires_at: expires_at,
+            cooldown_ms: cooldown_ms);
+        if acquired.is_some() {
+            tx.commit().await?;
+        }
+        Ok(acquired)
     })
 }
 
-fn lock_lease_sql(db: &PoolDb) -> sqlx::AssertSqlSafe<String> {
-    let lock = match backend(db) {
+pub(crate) fn lock_lease_sql(backend: Backend) -> sqlx::AssertSqlSafe<String> {
+    let lock = match backend {
         Backend::Sqlite => "",
         Backend::Postgres => " FOR UPDATE",
     };
@@ -207,7 +253,7 @@ fn lock_lease_sql(db: &PoolDb) -> sqlx::AssertSqlSafe<String> {
 }
 
 /// Checks a lease read under lock: holder first, then released, then expired.
-fn refusal(lease: &Lease, token_id: i64, now: i64) -> Option<Refusal> {
+pub(crate) fn refusal(lease: &Lease, token_id: i64, now: i64) -> Option<Refusal> {
     if lease.holder_token_id != token_id {
         Some(Refusal::NotHolder)
     } else if lease.result.as_deref() == Some("expired")
@@ -230,7 +276,7 @@ pub async fn renew(
     expires_at: i64,
     cooldown_ms: i64,
 ) -> StoreResult<Result<Lease, Refusal>> {
-    let select = lock_lease_sql(db);
+    let select = lock_lease_sql(backend(db));
     let update = sqlx::AssertSqlSafe(format!(
         "UPDATE credential_leases SET expires_at = $2, renewals = renewals + 1 WHERE id = $1 \
          RETURNING {LEASE_COLUMNS}"
@@ -242,7 +288,7 @@ pub async fn renew(
             .await?;
         if let Some(refused) = refusal(&lease, token_id, now) {
             if refused == Refusal::Expired {
-                close_expired!(tx, now, cooldown_ms, None::<i64>, Some(lease_id));
+                let _ = close_expired!(tx, now, cooldown_ms, None::<i64>, Some(lease_id));
                 tx.commit().await?;
             }
             return Ok(Err(refused));
@@ -267,19 +313,11 @@ pub async fn renew(
     })
 }
 
-/// Ends an open lease with `result`: the account rests as `domain::leases::after_release` says,
-/// and one usage row is written. `NotFound` for an unknown lease.
-pub async fn release(
-    db: &PoolDb,
-    lease_id: &str,
-    token_id: i64,
-    result: LeaseResult,
-    error_message: Option<&str>,
-    now: i64,
-    policy: &LeasePolicy,
-) -> StoreResult<Result<Lease, Refusal>> {
-    let select = lock_lease_sql(db);
-    let lock = match backend(db) {
+/// The statements of a release: lock the account row, finish the lease.
+pub(crate) fn release_sql(
+    backend: Backend,
+) -> (sqlx::AssertSqlSafe<String>, sqlx::AssertSqlSafe<String>) {
+    let lock = match backend {
         Backend::Sqlite => "",
         Backend::Postgres => " FOR UPDATE",
     };
@@ -291,6 +329,93 @@ pub async fn release(
         "UPDATE credential_leases SET released_at = $2, result = $3 WHERE id = $1 \
          RETURNING {LEASE_COLUMNS}"
     ));
+    (account_sql, finish)
+}
+
+/// Ends the open lease `$lease` (read under lock, refusals already checked) with `$result` inside
+/// the write transaction `$tx`: the account rests as `domain::leases::after_release` says, one
+/// usage row is written. Evaluates to the finished `Lease`; the caller commits. The one body of
+/// every release, shared by [`release`] and `store::missions::complete`.
+macro_rules! release_in {
+    ($tx:ident, $backend:expr, lease: $lease:expr, result: $result:expr,
+     error_message: $error_message:expr, now: $now:expr, policy: $policy:expr) => {{
+        let lease: &$crate::store::leases::Lease = $lease;
+        let result: $crate::domain::leases::LeaseResult = $result;
+        let now: i64 = $now;
+        let (account_sql, finish_sql) = $crate::store::leases::release_sql($backend);
+        let (cooldown_until, quarantine_until, consecutive_failures, login): (
+            Option<i64>,
+            Option<i64>,
+            i64,
+            String,
+        ) = sqlx::query_as(account_sql)
+            .bind(lease.account_id)
+            .fetch_one(&mut *$tx)
+            .await?;
+        let before = $crate::domain::leases::Resting {
+            cooldown_until,
+            quarantine_until,
+            consecutive_failures,
+        };
+        let after = $crate::domain::leases::after_release($policy, before, result, now);
+        let success = i64::from(result == $crate::domain::leases::LeaseResult::Success);
+        sqlx::query(
+            "UPDATE credential_accounts SET cooldown_until = $3, quarantine_until = $4, \
+             consecutive_failures = $5, total_successes = total_successes + $6, \
+             leased_until = NULL, current_lease_id = NULL, updated_at = $7 \
+             WHERE id = $1 AND current_lease_id = $2",
+        )
+        .bind(lease.account_id)
+        .bind(&lease.id)
+        .bind(after.cooldown_until)
+        .bind(after.quarantine_until)
+        .bind(after.consecutive_failures)
+        .bind(success)
+        .bind(now)
+        .execute(&mut *$tx)
+        .await?;
+        let finished: $crate::store::leases::Lease = sqlx::query_as(finish_sql)
+            .bind(&lease.id)
+            .bind(now)
+            .bind(result.as_str())
+            .fetch_one(&mut *$tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO credential_usage (account_id, login, pool, lease_id, mission, result, \
+             error_message, started_at, finished_at, duration_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(finished.account_id)
+        .bind(&login)
+        .bind(&finished.pool)
+        .bind(&finished.id)
+        .bind(&finished.mission)
+        .bind(result.as_str())
+        .bind($error_message)
+        .bind(finished.acquired_at)
+        .bind(now)
+        .bind(now - finished.acquired_at)
+        .execute(&mut *$tx)
+        .await?;
+        finished
+    }};
+}
+
+pub(crate) use release_in;
+
+/// Ends an open lease with `result`: the account rests as `domain::leases::after_release` says,
+/// and one usage row is written. `NotFound` for an unknown lease.
+pub async fn release(
+    db: &PoolDb,
+    lease_id: &str,
+    token_id: i64,
+    result: LeaseResult,
+    error_message: Option<&str>,
+    now: i64,
+    policy: &LeasePolicy,
+) -> StoreResult<Result<Lease, Refusal>> {
+    let backend = backend(db);
+    let select = lock_lease_sql(backend);
     let cooldown_ms = policy.cooldown_ms;
     in_transaction!(db, |tx| {
         let lease: Lease = sqlx::query_as(select)
@@ -299,77 +424,25 @@ pub async fn release(
             .await?;
         if let Some(refused) = refusal(&lease, token_id, now) {
             if refused == Refusal::Expired {
-                close_expired!(tx, now, cooldown_ms, None::<i64>, Some(lease_id));
+                let _ = close_expired!(tx, now, cooldown_ms, None::<i64>, Some(lease_id));
                 tx.commit().await?;
             }
             return Ok(Err(refused));
         }
-        let (cooldown_until, quarantine_until, consecutive_failures, login): (
-            Option<i64>,
-            Option<i64>,
-            i64,
-            String,
-        ) = sqlx::query_as(account_sql)
-            .bind(lease.account_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        let before = Resting {
-            cooldown_until,
-            quarantine_until,
-            consecutive_failures,
-        };
-        let after = after_release(policy, before, result, now);
-        let success = i64::from(result == LeaseResult::Success);
-        sqlx::query(
-            "UPDATE credential_accounts SET cooldown_until = $3, quarantine_until = $4, \
-             consecutive_failures = $5, total_successes = total_successes + $6, \
-             leased_until = NULL, current_lease_id = NULL, updated_at = $7 \
-             WHERE id = $1 AND current_lease_id = $2",
-        )
-        .bind(lease.account_id)
-        .bind(lease_id)
-        .bind(after.cooldown_until)
-        .bind(after.quarantine_until)
-        .bind(after.consecutive_failures)
-        .bind(success)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let lease: Lease = sqlx::query_as(finish)
-            .bind(lease_id)
-            .bind(now)
-            .bind(result.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO credential_usage (account_id, login, pool, lease_id, mission, result, \
-             error_message, started_at, finished_at, duration_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(lease.account_id)
-        .bind(&login)
-        .bind(&lease.pool)
-        .bind(lease_id)
-        .bind(&lease.mission)
-        .bind(result.as_str())
-        .bind(error_message)
-        .bind(lease.acquired_at)
-        .bind(now)
-        .bind(now - lease.acquired_at)
-        .execute(&mut *tx)
-        .await?;
+        let lease = release_in!(tx, backend, lease: &lease, result: result,
+            error_message: error_message, now: now, policy: policy);
         tx.commit().await?;
         Ok(Ok(lease))
     })
 }
 
-/// Closes every open lease past its expiry (housekeeping); returns how many. Correctness never
-/// waits for it: availability and release read the timestamps.
-pub async fn expire_overdue(db: &PoolDb, now: i64, cooldown_ms: i64) -> StoreResult<usize> {
+/// Closes every open lease past its expiry (housekeeping); returns their durations in ms, one per
+/// lease closed. Correctness never waits for it: availability and release read the timestamps.
+pub async fn expire_overdue(db: &PoolDb, now: i64, cooldown_ms: i64) -> StoreResult<Vec<i64>> {
     in_transaction!(db, |tx| {
-        let n = close_expired!(tx, now, cooldown_ms, None::<i64>, None::<&str>);
+        let closed = close_expired!(tx, now, cooldown_ms, None::<i64>, None::<&str>);
         tx.commit().await?;
-        Ok::<usize, StoreError>(n)
+        Ok::<Vec<i64>, StoreError>(closed)
     })
 }
 

@@ -9,6 +9,7 @@ pub mod invites;
 pub mod jobs;
 pub mod leader;
 pub mod leases;
+pub mod missions;
 pub mod mothers;
 pub mod pool_groups;
 pub mod redeem_codes;

@@ -14,7 +14,7 @@ use crate::service::leasing::{
 };
 use crate::store::leases::Lease;
 
-fn holder(principal: &Principal) -> ApiResult<Holder> {
+pub(super) fn holder(principal: &Principal) -> ApiResult<Holder> {
     match principal {
         Principal::Token { id, .. } => Ok(Holder { token_id: *id }),
         Principal::Session { .. } => Err(ApiError::forbidden(

@@ -7,6 +7,7 @@ pub mod credential_accounts;
 pub mod import_cookie;
 pub mod jobs;
 pub mod leases;
+pub mod missions;
 pub mod mothers;
 pub mod pool_groups;
 pub mod pool_sync;
@@ -88,10 +89,13 @@ pub fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(codes::list_invites))
 }
 
-/// Routes for automation workers (a bearer token of scope `worker`): the lease API.
+/// Routes for automation workers (a bearer token of scope `worker`): the lease and mission APIs.
 pub fn worker_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(leases::acquire_lease))
         .routes(routes!(leases::renew_lease))
         .routes(routes!(leases::release_lease))
+        .routes(routes!(missions::queue_request))
+        .routes(routes!(missions::claim_mission))
+        .routes(routes!(missions::complete_mission))
 }
