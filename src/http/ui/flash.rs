@@ -24,8 +24,9 @@ pub const FLASH_COOKIE: &str = "poolkeeper_flash";
 
 /// Texts longer than this are cut: a cookie holds about 4 KiB.
 const MAX_TEXT: usize = 300;
-/// Rows of a batch import shown in its flash.
-const MAX_ROWS: usize = 10;
+/// Refused rows of a batch import shown in its flash, and the length of each reason.
+const MAX_ROWS: usize = 8;
+const MAX_ROW_TEXT: usize = 150;
 
 /// What a form post did, as the next page shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -56,9 +57,13 @@ pub enum Flash {
     },
 }
 
-fn cut(mut text: String) -> String {
-    if text.len() > MAX_TEXT {
-        let mut end = MAX_TEXT;
+fn cut(text: String) -> String {
+    cut_to(text, MAX_TEXT)
+}
+
+fn cut_to(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
         while !text.is_char_boundary(end) {
             end -= 1;
         }
@@ -111,7 +116,7 @@ impl Flash {
                 refused: refused
                     .into_iter()
                     .take(MAX_ROWS)
-                    .map(|(row, why)| (row, cut(why)))
+                    .map(|(row, why)| (row, cut_to(why, MAX_ROW_TEXT)))
                     .collect(),
             },
             other => other,

@@ -319,10 +319,7 @@ pub(crate) fn page_error(e: crate::service::Error) -> Response {
     }
 }
 
-/// An id in a page address: a number, or the address names no page.
-pub(crate) fn numeric_id(raw: &str) -> Result<i64, Response> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(not_found)
+/// An id in a page address: a number, or (`None`) the address names no page.
+pub(crate) fn numeric_id(raw: &str) -> Option<i64> {
+    raw.parse::<i64>().ok().filter(|id| *id > 0)
 }

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::csrf::CsrfForm;
 use super::flash::{self, Flash};
 use super::list_filters::{page_count, page_number, page_query, within_pages};
-use super::{Layout, numeric_id, page_error};
+use super::{Layout, not_found, numeric_id, page_error};
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::crypto::Credential;
@@ -350,8 +350,8 @@ async fn show(
     Path(id): Path<String>,
 ) -> Response {
     match numeric_id(&id) {
-        Ok(id) => mother_page(&app, &principal, id, None).await,
-        Err(page) => page,
+        Some(id) => mother_page(&app, &principal, id, None).await,
+        None => not_found(),
     }
 }
 
@@ -367,9 +367,8 @@ async fn delete(
     Path(id): Path<String>,
     CsrfForm(form): CsrfForm<DeleteForm>,
 ) -> Response {
-    let id = match numeric_id(&id) {
-        Ok(id) => id,
-        Err(page) => return page,
+    let Some(id) = numeric_id(&id) else {
+        return not_found();
     };
     match mother_service::delete(app.pool_ctx(), id, form.force.is_some()).await {
         Ok(()) => flash::redirect(&app, "/mothers", Flash::done("Mother deleted.")),

@@ -152,9 +152,8 @@ async fn show(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Response {
-    let id = match numeric_id(&id) {
-        Ok(id) => id,
-        Err(page) => return page,
+    let Some(id) = numeric_id(&id) else {
+        return not_found();
     };
     group_page(&app, &principal, id, Shown::default()).await
 }
@@ -180,9 +179,8 @@ async fn save_settings(
     Path(id): Path<String>,
     CsrfForm(form): CsrfForm<SettingsForm>,
 ) -> Response {
-    let id = match numeric_id(&id) {
-        Ok(id) => id,
-        Err(page) => return page,
+    let Some(id) = numeric_id(&id) else {
+        return not_found();
     };
     let values = SettingsFormValues {
         team_template: form.team_template.clone(),
@@ -212,7 +210,6 @@ async fn save_settings(
             let shown = Shown {
                 form: Some(values),
                 error: Some(e.message),
-                ..Shown::default()
             };
             (e.status, group_page(&app, &principal, id, shown).await).into_response()
         }
@@ -225,9 +222,8 @@ async fn delete(
     Path(id): Path<String>,
     CsrfForm(NoFields {}): CsrfForm<NoFields>,
 ) -> Response {
-    let id = match numeric_id(&id) {
-        Ok(id) => id,
-        Err(page) => return page,
+    let Some(id) = numeric_id(&id) else {
+        return not_found();
     };
     match group_service::delete(app.pool_ctx(), id).await {
         Ok(()) => flash::redirect(&app, "/pool-groups", Flash::done("Pool group deleted.")),
@@ -249,9 +245,8 @@ async fn sync_all(
     Path(id): Path<String>,
     CsrfForm(NoFields {}): CsrfForm<NoFields>,
 ) -> Response {
-    let id = match numeric_id(&id) {
-        Ok(id) => id,
-        Err(page) => return page,
+    let Some(id) = numeric_id(&id) else {
+        return not_found();
     };
     let flash =
         match pool_sync::sync_group(&app, id, "manual_batch", &principal.display_name()).await {
