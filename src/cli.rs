@@ -598,7 +598,7 @@ async fn jobs_command(
     cmd: JobsCommand,
 ) -> anyhow::Result<i32> {
     use crate::service::jobs as service;
-    let (_, users) = server::open_and_migrate(config).await?;
+    let (pool, users) = server::open_and_migrate(config).await?;
     match cmd {
         JobsCommand::List {
             status,
@@ -637,11 +637,11 @@ async fn jobs_command(
             println!("{}", serde_json::to_string_pretty(&job)?);
         }
         JobsCommand::Retry { id } => {
-            service::retry(&users, &id, clock.now_ms()).await?;
+            service::retry(&pool, &users, &id, clock.now_ms()).await?;
             println!("Job {id} is pending again.");
         }
         JobsCommand::Cancel { id } => {
-            let job = service::cancel(&users, &id, clock.now_ms()).await?;
+            let job = service::cancel(&pool, &users, &id, clock.now_ms()).await?;
             if job.status == "cancelled" {
                 println!("Job {id} cancelled.");
             } else {

@@ -1043,7 +1043,7 @@ async fn web_pages_for_groups_and_mothers_with_csrf_and_inline_errors() {
         assert_eq!(res.status(), 200);
         let html = res.text().await.unwrap();
         assert!(
-            html.contains("Saved.") && html.contains("web-001@web.example.org"),
+            html.contains("Settings saved.") && html.contains("web-001@web.example.org"),
             "preview shows names"
         );
 
@@ -1106,7 +1106,7 @@ async fn web_pages_for_groups_and_mothers_with_csrf_and_inline_errors() {
         .await
         .unwrap();
         assert!(
-            html.contains("batch-results") && html.contains("1 imported"),
+            html.contains("batch-summary") && html.contains("1 imported"),
             "{html}"
         );
         assert!(html.contains("provider must be"), "per-row error");

@@ -25,14 +25,27 @@ impl Sync {
     }
 
     async fn spawn_with(backend: &Backend, auto_invite: bool, concurrency: usize) -> Self {
+        Self::spawn_configured(backend, |c| {
+            c.pool_auto_invite_missing = auto_invite;
+            c.jobs.concurrency = concurrency;
+            c.jobs.batch_size = concurrency;
+        })
+        .await
+    }
+
+    /// A server with the sync tests' settings, then `tweak`.
+    async fn spawn_configured(
+        backend: &Backend,
+        tweak: impl FnOnce(&mut poolkeeper::config::Config),
+    ) -> Self {
         let t = TestApp::spawn_with(
             backend,
             |c| {
-                c.pool_auto_invite_missing = auto_invite;
                 c.child_email_domain = Some("kids.test".into());
                 c.jobs.poll_interval_ms = 20;
-                c.jobs.concurrency = concurrency;
-                c.jobs.batch_size = concurrency;
+                c.jobs.concurrency = 4;
+                c.jobs.batch_size = 4;
+                tweak(c);
             },
             clock::system(),
         )
@@ -123,6 +136,21 @@ impl Sync {
     /// Waits for the job to end; returns it.
     async fn finished(&self, id: &str) -> store::jobs::Job {
         self.t.job_ended(id, Duration::from_secs(15)).await
+    }
+
+    /// Waits for every job to end; returns their ids.
+    async fn finished_all(&self) -> Vec<String> {
+        let (_, list) = self.get("/api/admin/jobs?page_size=500").await;
+        let ids: Vec<String> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_string())
+            .collect();
+        for id in &ids {
+            self.finished(id).await;
+        }
+        ids
     }
 
     /// Enqueues a sync, waits for success, returns the report.
@@ -1342,6 +1370,394 @@ async fn sync_all_button_queues_every_active_mother_and_links_to_jobs_and_sessio
         assert_eq!(
             g["settings"]["auto_invite"], false,
             "unchecked turns it off"
+        );
+        s.t.stop().await;
+    })
+    .await;
+}
+
+/// The session's `[total, successful, failed, finished]` and status.
+fn session_counts(body: &Value) -> ([i64; 4], String) {
+    let n = |k: &str| body[k].as_i64().unwrap();
+    (
+        [
+            n("total_instances"),
+            n("successful"),
+            n("failed"),
+            n("finished"),
+        ],
+        body["status"].as_str().unwrap().to_string(),
+    )
+}
+
+/// The only record of `mother` in a session body.
+fn record_of(body: &Value, mother: i64) -> Value {
+    body["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["mother_id"] == mother)
+        .cloned()
+        .unwrap_or_else(|| panic!("no record of mother {mother} in {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retried_sync_runs_again_under_its_reopened_record() {
+    each_backend(|backend| async move {
+        // One attempt per job: a failure is final at once.
+        let s = Sync::spawn_configured(&backend, |c| c.jobs.max_attempts = 1).await;
+        let group = s.group("g1").await;
+
+        // Through the API: a sync that fails, retried twice at once.
+        let m = s
+            .mother("acme", Some(group), 3, org("acme", 3, &["a@acme.test"]))
+            .await;
+        s.update_org("acme", |o| o.faults.error_rate = 1.0);
+        let (status, queued) = s
+            .post(
+                &format!("/api/admin/pool-groups/{group}/sync/mother/{m}"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 202, "{queued}");
+        let job = queued["job_id"].as_str().unwrap().to_string();
+        let session = queued["session_id"].as_str().unwrap().to_string();
+        assert_eq!(s.finished(&job).await.status, "failed");
+        let body = s.session(&session).await;
+        assert_eq!(session_counts(&body), ([1, 0, 1, 1], "failed".into()));
+        assert_eq!(record_of(&body, m)["status"], "failed");
+
+        s.update_org("acme", |o| o.faults.error_rate = 0.0);
+        let retry = format!("/api/admin/jobs/{job}/retry");
+        let (a, b) = tokio::join!(s.post(&retry, json!({})), s.post(&retry, json!({})));
+        let mut statuses = [a.0, b.0];
+        statuses.sort();
+        assert_eq!(statuses, [200, 409], "one retry wins: {a:?} {b:?}");
+        let done = s.finished(&job).await;
+        assert_eq!(done.status, "succeeded", "{:?}", done.last_error);
+        assert_eq!(done.attempts, 1, "a fresh attempt budget");
+        let body = s.session(&session).await;
+        assert_eq!(
+            session_counts(&body),
+            ([1, 1, 0, 1], "completed".into()),
+            "the failure was taken back out: {body}"
+        );
+        let record = record_of(&body, m);
+        assert_eq!(record["status"], "completed");
+        assert_eq!(record["job_id"], job.as_str(), "the same record, reopened");
+        assert!(record["error_message"].is_null(), "{record}");
+        assert_eq!(s.detail(m).await.children.len(), 1, "the sync ran again");
+        let (status, _) = s.post(&retry, json!({})).await;
+        assert_eq!(status, 409, "a succeeded job is not retried");
+        assert_eq!(
+            session_counts(&s.session(&session).await),
+            ([1, 1, 0, 1], "completed".into()),
+            "a refused retry changes no counter"
+        );
+
+        // Through the Jobs page: one record of a batch failed; its retry ends the batch well.
+        let a = s.mother("a", Some(group), 2, org("a", 2, &[])).await;
+        let b = s.mother("b", Some(group), 2, org("b", 2, &[])).await;
+        s.update_org("b", |o| o.faults.error_rate = 1.0);
+        let (status, queued) = s
+            .post(
+                &format!("/api/admin/pool-groups/{group}/sync/all"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 202, "{queued}");
+        let batch = queued["session_id"].as_str().unwrap().to_string();
+        for id in queued["job_ids"].as_array().unwrap() {
+            s.finished(id.as_str().unwrap()).await;
+        }
+        let body = s.session(&batch).await;
+        assert_eq!(session_counts(&body), ([3, 2, 1, 3], "failed".into()));
+        assert_eq!(record_of(&body, a)["status"], "completed");
+        let failed = record_of(&body, b);
+        assert_eq!(failed["status"], "failed");
+        let failed_job = failed["job_id"].as_str().unwrap().to_string();
+
+        s.update_org("b", |o| o.faults.error_rate = 0.0);
+        let (client, csrf) = s.t.login_without_redirects().await;
+        let res = client
+            .post(s.t.url(&format!("/jobs/{failed_job}/retry")))
+            .header("origin", &s.t.base)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(url_encoded(&[("csrf", &csrf)]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 303);
+        assert_eq!(
+            res.headers()["location"],
+            format!("/jobs/{failed_job}").as_str()
+        );
+        let html = client
+            .get(s.t.url(&format!("/jobs/{failed_job}")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            html.contains("Queued again with a fresh attempt budget."),
+            "{html}"
+        );
+        let done = s.finished(&failed_job).await;
+        assert_eq!(done.status, "succeeded", "{:?}", done.last_error);
+        let body = s.session(&batch).await;
+        assert_eq!(
+            session_counts(&body),
+            ([3, 3, 0, 3], "completed".into()),
+            "{body}"
+        );
+        assert_eq!(record_of(&body, b)["status"], "completed");
+        s.t.stop().await;
+    })
+    .await;
+}
+
+/// Sets `cancel_requested` on a job row the way another poolkeeper process would: straight in the
+/// database, without this process hearing of it.
+async fn request_cancel_from_elsewhere(t: &TestApp, job: &str) {
+    const SQL: &str = "UPDATE job_queue SET cancel_requested = TRUE WHERE id = $1";
+    let url = t.dbs.config.users_database_url();
+    let n = match t.dbs.backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+            let n = sqlx::query(SQL).bind(job).execute(&pool).await.unwrap();
+            pool.close().await;
+            n.rows_affected()
+        }
+        Backend::Postgres { .. } => {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            let n = sqlx::query(SQL).bind(job).execute(&pool).await.unwrap();
+            pool.close().await;
+            n.rows_affected()
+        }
+    };
+    assert_eq!(n, 1, "job {job} is in the queue");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_stops_a_sync_whose_provider_never_answers_within_seconds() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let group = s.group("g1").await;
+        for (name, from_elsewhere) in [("here", false), ("elsewhere", true)] {
+            let m = s.mother(name, Some(group), 2, org(name, 2, &[])).await;
+            // Ten minutes per provider call: only cancellation ends this sync.
+            s.update_org(name, |o| o.faults.latency_ms = 600_000);
+            let (status, queued) = s
+                .post(
+                    &format!("/api/admin/pool-groups/{group}/sync/mother/{m}"),
+                    json!({}),
+                )
+                .await;
+            assert_eq!(status, 202, "{queued}");
+            let job = queued["job_id"].as_str().unwrap().to_string();
+            let session = queued["session_id"].as_str().unwrap().to_string();
+            session_when(&s, &session, "its record runs", |b| {
+                record_of(b, m)["status"] == "running"
+            })
+            .await;
+
+            let asked = std::time::Instant::now();
+            if from_elsewhere {
+                request_cancel_from_elsewhere(&s.t, &job).await;
+            } else {
+                let (status, body) = s
+                    .post(&format!("/api/admin/jobs/{job}/cancel"), json!({}))
+                    .await;
+                assert_eq!(status, 200, "{body}");
+                assert_eq!(body["status"], "running", "a running job is asked to stop");
+                assert_eq!(body["cancel_requested"], true);
+            }
+            let done = s.t.job_ended(&job, Duration::from_secs(5)).await;
+            assert!(
+                asked.elapsed() < Duration::from_secs(5),
+                "{name}: stopped after {:?}",
+                asked.elapsed()
+            );
+            assert_eq!(done.status, "cancelled", "{name}: {:?}", done.last_error);
+            assert_eq!(done.attempts, 1, "{name}: no further attempt");
+            let body = s.session(&session).await;
+            let record = record_of(&body, m);
+            assert_eq!(record["status"], "cancelled", "{name}: {record}");
+            assert_eq!(record["error_message"], "cancelled on request");
+            assert_eq!(
+                session_counts(&body).0,
+                [1, 0, 0, 1],
+                "{name}: the session counts the record finished"
+            );
+        }
+        s.t.stop().await;
+    })
+    .await;
+}
+
+/// The page's answer: status, `content-type`, body.
+async fn page(client: &reqwest::Client, url: String) -> (u16, String, String) {
+    let res = client.get(url).send().await.unwrap();
+    let status = res.status().as_u16();
+    let ct = res
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, ct, res.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn page_forms_redirect_with_a_flash_shown_once_and_reloads_do_nothing_again() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        let group = s.group("g1").await;
+        let mut mothers = Vec::new();
+        for name in ["a", "b"] {
+            mothers.push(s.mother(name, Some(group), 2, org(name, 3, &[])).await);
+        }
+        let (client, csrf) = s.t.login_without_redirects().await;
+        let post = |path: String, fields: Vec<(&'static str, String)>| {
+            let mut fields = fields;
+            fields.push(("csrf", csrf.clone()));
+            let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            client
+                .post(s.t.url(&path))
+                .header("origin", &s.t.base)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(url_encoded(&pairs))
+                .send()
+        };
+        let jobs_total = || async {
+            let (_, stats) = s.get("/api/admin/jobs/stats").await;
+            stats["total"].as_i64().unwrap()
+        };
+
+        // Sync all: 303 to the group; its page says what was queued once; reloads queue nothing.
+        let res = post(format!("/pool-groups/{group}/sync-all"), vec![])
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 303);
+        let location = res.headers()["location"].to_str().unwrap().to_string();
+        assert_eq!(location, format!("/pool-groups/{group}"));
+        let set_cookie = res.headers()["set-cookie"].to_str().unwrap().to_lowercase();
+        assert!(
+            set_cookie.contains("httponly")
+                && set_cookie.contains("samesite=strict")
+                && set_cookie.contains("path=/"),
+            "{set_cookie}"
+        );
+        let queued = jobs_total().await;
+        assert_eq!(queued, 2);
+        let (status, _, html) = page(&client, s.t.url(&location)).await;
+        assert_eq!(status, 200);
+        assert!(
+            html.contains("id=\"sync-queued\" role=\"status\">Queued 2 sync job(s).<")
+                && html.contains("id=\"sync-session-link\""),
+            "{html}"
+        );
+        for _ in 0..2 {
+            let (status, _, html) = page(&client, s.t.url(&location)).await;
+            assert_eq!(status, 200);
+            assert!(!html.contains("sync-queued"), "the flash is shown once");
+        }
+        assert_eq!(
+            jobs_total().await,
+            queued,
+            "reloading the result queues nothing"
+        );
+
+        // Settings: saved once, said once.
+        let settings = vec![
+            ("team_template", "{group}-{date}-{seq3}".to_string()),
+            ("child_name_template", "{group}-{date}-{seq3}".to_string()),
+            (
+                "child_email_template",
+                "{group}-{date}-{seq3}@{domain}".to_string(),
+            ),
+            ("email_domain", String::new()),
+            ("is_active", "1".to_string()),
+        ];
+        let res = post(format!("/pool-groups/{group}/settings"), settings)
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 303);
+        let (_, _, html) = page(&client, s.t.url(&format!("/pool-groups/{group}"))).await;
+        assert!(html.contains("Settings saved."), "{html}");
+        let (_, _, html) = page(&client, s.t.url(&format!("/pool-groups/{group}"))).await;
+        assert!(!html.contains("Settings saved."));
+
+        // A refused action redirects too, and says why.
+        for id in s.finished_all().await {
+            let res = post(format!("/jobs/{id}/cancel"), vec![]).await.unwrap();
+            assert_eq!(res.status(), 303);
+            let (_, _, html) = page(&client, s.t.url(&format!("/jobs/{id}"))).await;
+            assert!(
+                html.contains("Not done: job is already succeeded"),
+                "{html}"
+            );
+        }
+        let res = post(format!("/mothers/{}/delete", mothers[0]), vec![])
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 303);
+        assert_eq!(res.headers()["location"], "/mothers");
+        let (_, _, html) = page(&client, s.t.url("/mothers")).await;
+        assert!(html.contains("Mother deleted."), "{html}");
+
+        // Unknown ids in page addresses: the HTML Not-found page, for reads and for forms.
+        let unknown_job = uuid::Uuid::now_v7().to_string();
+        for path in [
+            format!("/jobs/{unknown_job}"),
+            "/jobs/not-a-uuid".to_string(),
+            "/sync-sessions/nope".to_string(),
+            format!("/mothers/{}", mothers[0]),
+            "/mothers/abc".to_string(),
+            "/pool-groups/999".to_string(),
+            "/pool-groups/abc".to_string(),
+        ] {
+            let (status, ct, html) = page(&client, s.t.url(&path)).await;
+            assert_eq!(status, 404, "{path}");
+            assert!(ct.starts_with("text/html"), "{path}: {ct}");
+            assert!(html.contains("Not found"), "{path}");
+        }
+        for path in [
+            "/pool-groups/999/sync-all".to_string(),
+            format!("/jobs/{unknown_job}/retry"),
+            "/sync-sessions/nope/cancel".to_string(),
+        ] {
+            let res = post(path.clone(), vec![]).await.unwrap();
+            assert_eq!(res.status(), 404, "{path}");
+            let ct = res.headers()["content-type"].to_str().unwrap().to_string();
+            assert!(ct.starts_with("text/html"), "{path}: {ct}");
+        }
+
+        // A bad page number is explained on the page; a page past the end shows the last one.
+        for path in ["/jobs", "/sync-sessions", "/mothers"] {
+            let (status, _, html) = page(&client, s.t.url(&format!("{path}?page=abc"))).await;
+            assert_eq!(status, 200, "{path}");
+            assert!(
+                html.contains("page must be a whole number of at least 1"),
+                "{path}: {html}"
+            );
+        }
+        let (status, _, html) = page(&client, s.t.url("/jobs?page=9999")).await;
+        assert_eq!(status, 200);
+        assert!(html.contains("Page 1 of 1"), "{html}");
+        assert!(
+            html.contains("href=\"/jobs/"),
+            "the last page lists the jobs"
+        );
+        let (status, _, html) = page(&client, s.t.url("/sync-sessions?page=9999")).await;
+        assert_eq!(status, 200);
+        assert!(html.contains("Page 1 of 1") && html.contains("href=\"/sync-sessions/0"));
+        let (status, _, html) = page(&client, s.t.url("/mothers?page=9999")).await;
+        assert_eq!(status, 200);
+        assert!(
+            html.contains("page 1 of 1") && html.contains("href=\"/mothers/"),
+            "{html}"
         );
         s.t.stop().await;
     })

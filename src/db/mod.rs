@@ -123,10 +123,11 @@ pub struct Database {
 #[derive(Clone)]
 pub struct PoolDb(pub(crate) Database);
 
-/// Handle to the `users` database. Its clones share one [`JobWakeup`]: the job queue's writes
-/// through any of them wake the runners of this process that read through any of them.
+/// Handle to the `users` database. Its clones share one [`JobWakeup`] and one [`CancelRequests`]:
+/// the job queue's writes through any of them reach the runners of this process that read through
+/// any of them.
 #[derive(Clone)]
-pub struct UsersDb(pub(crate) Database, JobWakeup);
+pub struct UsersDb(pub(crate) Database, JobWakeup, CancelRequests);
 
 /// Tells this process's job runners that a job may have become ready (enqueued, retried, handed
 /// back), without a round trip through the database: on SQLite the only way besides polling, on
@@ -152,6 +153,30 @@ impl JobWakeup {
     }
 }
 
+/// Tells this process's job runners at once which running job an admin asked to cancel, so the
+/// handler stops without waiting for the next heartbeat. Runners of other processes learn it from
+/// the job row at their next heartbeat (at most a second later). A lagging receiver lost some ids
+/// and should look at the job rows instead.
+#[derive(Clone)]
+pub struct CancelRequests(Arc<tokio::sync::broadcast::Sender<String>>);
+
+impl CancelRequests {
+    fn new() -> Self {
+        Self(Arc::new(tokio::sync::broadcast::Sender::new(64)))
+    }
+
+    /// Announces that cancellation of job `id` was requested (after the write committed).
+    pub fn announce(&self, id: &str) {
+        // No receiver (no runner in this process) is fine: the job row says it.
+        let _ = self.0.send(id.to_string());
+    }
+
+    /// A receiver of the job ids announced from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.0.subscribe()
+    }
+}
+
 impl PoolDb {
     pub async fn open(url: &str, opts: &OpenOptions) -> anyhow::Result<Self> {
         Ok(Self(Database::open(DbName::Pool, url, opts).await?))
@@ -166,6 +191,7 @@ impl UsersDb {
         Ok(Self(
             Database::open(DbName::Users, url, opts).await?,
             JobWakeup::new(),
+            CancelRequests::new(),
         ))
     }
     pub fn database(&self) -> &Database {
@@ -174,6 +200,10 @@ impl UsersDb {
     /// Wakes this process's job runners; shared by the clones of this handle.
     pub fn job_wakeup(&self) -> &JobWakeup {
         &self.1
+    }
+    /// Tells this process's job runners about cancel requests; shared by the clones of this handle.
+    pub fn cancel_requests(&self) -> &CancelRequests {
+        &self.2
     }
 }
 

@@ -128,6 +128,9 @@ impl StopSignal {
         self.cancel_requested.store(true, Ordering::SeqCst);
         self.notify.notify_waiters();
     }
+    pub(crate) fn is_cancel_requested(&self) -> bool {
+        self.cancel_requested.load(Ordering::SeqCst)
+    }
     pub(crate) fn request_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
         self.notify.notify_waiters();
@@ -173,6 +176,17 @@ impl JobContext {
     /// The runner is shutting down; the job will be handed back unless it finishes in the grace period.
     pub fn is_shutting_down(&self) -> bool {
         self.stop.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Resolves when cancellation is requested (not on shutdown): race slow calls against it.
+    pub async fn cancelled(&self) {
+        loop {
+            let notified = self.stop.notify.notified();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Resolves when cancellation is requested or the runner shuts down.

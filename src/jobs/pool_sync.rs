@@ -90,6 +90,8 @@ pub enum SyncError {
     /// Nothing a retry would fix (no such mother, bad templates, unreadable credential).
     Failed(String),
     Store(StoreError),
+    /// An admin asked to cancel the job: no further provider call is made or waited for.
+    Cancelled,
 }
 
 impl From<ProviderError> for SyncError {
@@ -113,6 +115,14 @@ pub fn register(handlers: &mut Handlers, app: AppState) {
 }
 
 async fn run(app: &App, ctx: JobContext, payload: SyncMother) -> JobResult {
+    // A job whose cancel was asked for before it started (a retry of a cancelled attempt, a job
+    // handed back) ends at once and says so in its record.
+    if ctx.is_cancelled() {
+        if let Some(record) = payload.record_id {
+            record_outcome(app, &ctx, record, &Err(JobError::cancelled())).await?;
+        }
+        return Err(JobError::cancelled());
+    }
     if let Some(record) = payload.record_id {
         // The record claims the run: once it is running, cancelling the session leaves it alone;
         // if the session was cancelled first, the job ends cancelled without touching anything.
@@ -123,10 +133,12 @@ async fn run(app: &App, ctx: JobContext, payload: SyncMother) -> JobResult {
         }
     }
     let started = Instant::now();
-    let outcome = sync_mother(app, payload.mother_id, payload.group_id).await;
+    let outcome = sync_mother(app, &ctx, payload.mother_id, payload.group_id).await;
     metrics::histogram!(DURATION_METRIC).record(started.elapsed().as_secs_f64() * 1000.0);
     let result = match outcome {
         Ok(report) => Ok(report),
+        // A call that failed while the cancel came in ends the job too: no retry follows.
+        Err(_) if ctx.is_cancelled() => Err(JobError::cancelled()),
         Err(e) => Err(job_error(app, payload.mother_id, e).await),
     };
     if let Some(record) = payload.record_id {
@@ -204,6 +216,7 @@ async fn job_error(app: &App, mother_id: i64, e: SyncError) -> JobError {
             JobError::permanent(format!("sync of mother {mother_id} failed: {other}"))
         }
         SyncError::Failed(m) => JobError::permanent(m),
+        SyncError::Cancelled => JobError::cancelled(),
         // A database hiccup may pass.
         SyncError::Store(e) => JobError::transient(format!("database: {e}")),
     }
@@ -216,15 +229,33 @@ fn not_found(what: String) -> impl FnOnce(StoreError) -> SyncError {
     }
 }
 
+/// One provider call, made only while no cancel is requested, and given up as soon as one is (a
+/// provider that never answers must not hold a cancelled job for its whole timeout). Every
+/// provider call of a sync goes through here, so cancellation is also checked between calls.
+async fn call<T>(
+    ctx: &JobContext,
+    call: impl std::future::Future<Output = Result<T, ProviderError>>,
+) -> Result<T, SyncError> {
+    if ctx.is_cancelled() {
+        return Err(SyncError::Cancelled);
+    }
+    tokio::select! {
+        biased;
+        _ = ctx.cancelled() => Err(SyncError::Cancelled),
+        result = call => result.map_err(SyncError::Provider),
+    }
+}
+
 fn count(action: &'static str, n: i64) {
     if n > 0 {
         metrics::counter!(ACTIONS_METRIC, "action" => action).increment(n.unsigned_abs());
     }
 }
 
-/// Syncs one mother of one group (see the module notes).
+/// Syncs one mother of one group (see the module notes); stops when `ctx` is cancelled.
 pub async fn sync_mother(
     app: &App,
+    ctx: &JobContext,
     mother_id: i64,
     group_id: i64,
 ) -> Result<SyncReport, SyncError> {
@@ -265,7 +296,7 @@ pub async fn sync_mother(
         .providers
         .for_mother(&mother.provider, &mother.provider_config)?;
 
-    let account = provider.identify(&credential).await?;
+    let account = call(ctx, provider.identify(&credential)).await?;
     let mut owners = vec![account.owner_email.to_ascii_lowercase()];
     if let Some(owner) = mother
         .provider_config
@@ -277,7 +308,7 @@ pub async fn sync_mother(
     let mut report = SyncReport::default();
 
     // Link local teams to the provider's (see `sync_plan::link_teams`).
-    let provider_teams = provider.list_teams(&credential).await?;
+    let provider_teams = call(ctx, provider.list_teams(&credential)).await?;
     let ids: Vec<&str> = provider_teams.iter().map(|t| t.id.as_str()).collect();
     let local: Vec<LocalTeam> = detail
         .teams
@@ -343,9 +374,7 @@ pub async fn sync_mother(
                 }
             };
         if pteam.name != target {
-            provider
-                .rename_team(&credential, &pteam.id, &target)
-                .await?;
+            call(ctx, provider.rename_team(&credential, &pteam.id, &target)).await?;
             pteam.name = target.clone();
             report.teams_renamed += 1;
         }
@@ -370,6 +399,7 @@ pub async fn sync_mother(
         let outcomes = match pteam {
             Some(pteam) => {
                 send_reserved(
+                    ctx,
                     provider.as_ref(),
                     &credential,
                     &pteam.id,
@@ -390,8 +420,7 @@ pub async fn sync_mother(
     // 2. Backfill members into children; seats follow (see `sync_plan::seat_wants`).
     let mut members: Vec<(String, bool)> = Vec::new();
     for (pteam, team) in &linked {
-        let children: Vec<ChildInput> = provider
-            .list_members(&credential, &pteam.id)
+        let children: Vec<ChildInput> = call(ctx, provider.list_members(&credential, &pteam.id))
             .await?
             .into_iter()
             .map(|m| ChildInput {
@@ -458,6 +487,7 @@ pub async fn sync_mother(
             )
             .await?;
             let outcomes = send_reserved(
+                ctx,
                 provider.as_ref(),
                 &credential,
                 &pteam.id,
@@ -476,6 +506,7 @@ pub async fn sync_mother(
 /// Sends reserved invitations in order and says what became of each. Once the provider's team is
 /// full the rest are not sent.
 async fn send_reserved(
+    ctx: &JobContext,
     provider: &dyn Provider,
     credential: &Credential,
     team_id: &str,
@@ -488,9 +519,11 @@ async fn send_reserved(
         let outcome = if full {
             InviteOutcome::Dropped
         } else {
-            match provider
-                .invite(credential, team_id, &invite.email, &invite.name)
-                .await
+            match call(
+                ctx,
+                provider.invite(credential, team_id, &invite.email, &invite.name),
+            )
+            .await
             {
                 Ok(Invited::Sent) => {
                     report.invites_sent += 1;
@@ -501,11 +534,11 @@ async fn send_reserved(
                     InviteOutcome::Added
                 }
                 Ok(Invited::AlreadyPresent) => InviteOutcome::Invited,
-                Err(ProviderError::Conflict(_)) => {
+                Err(SyncError::Provider(ProviderError::Conflict(_))) => {
                     full = true;
                     InviteOutcome::Dropped
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         };
         outcomes.push((invite.email.clone(), outcome));

@@ -59,6 +59,9 @@ struct Finished {
     attempts: i64,
     max_attempts: i64,
     outcome: Result<Option<Value>, JobError>,
+    /// Cancellation was requested while the attempt ran: a failure then ends the job, whatever
+    /// the handler said.
+    cancel_requested: bool,
 }
 
 /// Jobs this runner holds: claimed and not yet finished.
@@ -196,6 +199,7 @@ impl Runner {
         }
         drop(queue_tx);
         tasks.spawn(finish(shared.clone(), done_rx, held.clone()));
+        tasks.spawn(hear_cancels(shared.clone(), held.clone(), stop_rx.clone()));
         tasks.spawn(maintain(shared.clone(), held.clone(), stop_rx));
         RunningRunner {
             id: shared.id.clone(),
@@ -443,13 +447,14 @@ async fn work(
             // Claimed but not started: shutdown hands it back.
             return;
         }
-        let outcome = run_one(&runner, &job, signal, &mut durations).await;
+        let outcome = run_one(&runner, &job, signal.clone(), &mut durations).await;
         let finished = Finished {
             id: job.id,
             job_type: job.job_type,
             attempts: job.attempts,
             max_attempts: job.max_attempts,
             outcome,
+            cancel_requested: signal.is_cancel_requested(),
         };
         if done.send(finished).is_err() {
             return;
@@ -535,7 +540,14 @@ async fn finish(runner: Arc<Runner>, mut done: mpsc::UnboundedReceiver<Finished>
                     }
                     succeeded.push((f.id, result.map(|v| v.to_string())));
                 }
-                Err(error) => {
+                Err(mut error) => {
+                    if f.cancel_requested && !error.cancelled {
+                        // No further attempt once a cancel was asked for.
+                        error = JobError {
+                            cancelled: true,
+                            ..error
+                        };
+                    }
                     let status =
                         record_failure(&runner, &f.id, f.attempts, f.max_attempts, &error, now)
                             .await;
@@ -624,6 +636,29 @@ fn random_unit() -> f64 {
         return 0.5;
     }
     f64::from(u32::from_le_bytes(bytes)) / (f64::from(u32::MAX) + 1.0)
+}
+
+/// Passes cancel requests made in this process (`CancelRequests`) to the held job's handler at
+/// once; requests from other processes arrive with the heartbeat in [`maintain`].
+async fn hear_cancels(runner: Arc<Runner>, held: Arc<Held>, mut stop: watch::Receiver<bool>) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut cancels = runner.users.cancel_requests().subscribe();
+    loop {
+        let id = tokio::select! {
+            id = cancels.recv() => id,
+            _ = stop.changed() => return,
+        };
+        match id {
+            Ok(id) => {
+                if let Some(signal) = held.signal(&id) {
+                    signal.request_cancel();
+                }
+            }
+            // Missed ids are in the job rows: the next heartbeat reads them.
+            Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return,
+        }
+    }
 }
 
 /// Heartbeats (lock extension and cancellation requests), rescue of expired jobs, queue-depth gauges.

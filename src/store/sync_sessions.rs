@@ -273,6 +273,122 @@ pub async fn finish_record(
     })
 }
 
+/// A finished record that [`reopen_record`] made pending again, as it was before, with its
+/// session's status then: what [`restore_record`] puts back when the retry cannot go ahead.
+#[derive(Clone, Debug)]
+pub struct Reopened {
+    pub before: Record,
+    pub session_status: String,
+}
+
+/// Makes a finished record pending again for a retried job (the record is reopened, not copied:
+/// the job's payload names it). In one transaction, with the session row locked first: the
+/// record's old outcome is taken back out of the session's counters, and the session, whatever it
+/// had ended as, is running again. `Ok(None)` when the record was not finished (already reopened,
+/// or its run never recorded an end); `NotFound` when it is gone.
+pub async fn reopen_record(db: &PoolDb, record_id: i64) -> StoreResult<Option<Reopened>> {
+    let select = format!("SELECT {RECORD_COLUMNS} FROM sync_records WHERE id = $1");
+    in_transaction!(db, |tx| {
+        let session_id: Option<String> =
+            sqlx::query_scalar("SELECT session_id FROM sync_records WHERE id = $1")
+                .bind(record_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(session_id) = session_id else {
+            return Err(StoreError::NotFound);
+        };
+        let session_status: String = sqlx::query_scalar(
+            "UPDATE sync_sessions SET status = status WHERE session_id = $1 RETURNING status",
+        )
+        .bind(&session_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let before: Record = sqlx::query_as(sqlx::AssertSqlSafe(select.clone()))
+            .bind(record_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let n = sqlx::query(
+            "UPDATE sync_records SET status = 'pending', started_at = NULL, completed_at = NULL, \
+             items_synced = 0, items_created = 0, items_updated = 0, items_deleted = 0, \
+             error_message = NULL, details = '{}' \
+             WHERE id = $1 AND status IN ('completed', 'failed', 'cancelled')",
+        )
+        .bind(record_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Ok(None);
+        }
+        let mut old = RecordCounts::default();
+        old.add(&before.status, 1);
+        sqlx::query(
+            "UPDATE sync_sessions SET successful = successful - $2, failed = failed - $3, \
+             cancelled = cancelled - $4, status = 'running', completed_at = NULL \
+             WHERE session_id = $1",
+        )
+        .bind(&session_id)
+        .bind(old.completed)
+        .bind(old.failed)
+        .bind(old.cancelled)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(Reopened {
+            before,
+            session_status,
+        }))
+    })
+}
+
+/// Undoes [`reopen_record`] while the record is still pending (its retry did not go ahead): the
+/// record gets its old outcome back, the counters count it again, and a session that had been
+/// cancelled is cancelled again. Does nothing once the record has started.
+pub async fn restore_record(db: &PoolDb, reopened: &Reopened, now: i64) -> StoreResult<()> {
+    let r = &reopened.before;
+    in_transaction!(db, |tx| {
+        sqlx::query("UPDATE sync_sessions SET status = status WHERE session_id = $1")
+            .bind(&r.session_id)
+            .execute(&mut *tx)
+            .await?;
+        let n = sqlx::query(
+            "UPDATE sync_records SET status = $2, started_at = $3, completed_at = $4, \
+             items_synced = $5, items_created = $6, items_updated = $7, items_deleted = $8, \
+             error_message = $9, details = $10 WHERE id = $1 AND status = 'pending'",
+        )
+        .bind(r.id)
+        .bind(&r.status)
+        .bind(r.started_at)
+        .bind(r.completed_at)
+        .bind(r.items_synced)
+        .bind(r.items_created)
+        .bind(r.items_updated)
+        .bind(r.items_deleted)
+        .bind(&r.error_message)
+        .bind(&r.details)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n > 0 {
+            let mut back = RecordCounts::default();
+            back.add(&r.status, 1);
+            add_finished!(tx, &r.session_id, back, now);
+            if reopened.session_status == "cancelled" {
+                sqlx::query(
+                    "UPDATE sync_sessions SET status = 'cancelled', \
+                     completed_at = COALESCE(completed_at, $2) WHERE session_id = $1",
+                )
+                .bind(&r.session_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    })
+}
+
 /// Cancels a running session: its pending records are cancelled and their job ids returned (the
 /// caller cancels the jobs). `Ok(Err(status))` when the session is not running.
 pub async fn cancel(

@@ -178,8 +178,19 @@ impl TestApp {
 
     /// A client with a cookie store, logged in as admin; returns it with the CSRF token.
     pub async fn login(&self) -> (reqwest::Client, String) {
+        self.login_as(reqwest::redirect::Policy::default()).await
+    }
+
+    /// Like [`TestApp::login`], but the client does not follow redirects: for checking a form's
+    /// 303 and its `Location`.
+    pub async fn login_without_redirects(&self) -> (reqwest::Client, String) {
+        self.login_as(reqwest::redirect::Policy::none()).await
+    }
+
+    async fn login_as(&self, redirects: reqwest::redirect::Policy) -> (reqwest::Client, String) {
         let client = reqwest::Client::builder()
             .cookie_store(true)
+            .redirect(redirects)
             .build()
             .unwrap();
         let res = client

@@ -57,7 +57,7 @@ pub async fn retry_job(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Job>> {
     Ok(Json(
-        service::retry(&app.users, &id, app.clock.now_ms()).await?,
+        service::retry(&app.pool, &app.users, &id, app.clock.now_ms()).await?,
     ))
 }
 
@@ -70,7 +70,7 @@ pub async fn cancel_job(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Job>> {
     Ok(Json(
-        service::cancel(&app.users, &id, app.clock.now_ms()).await?,
+        service::cancel(&app.pool, &app.users, &id, app.clock.now_ms()).await?,
     ))
 }
 

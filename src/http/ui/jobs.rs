@@ -1,17 +1,19 @@
 //! The Jobs page: filters, pagination, auto-refresh while jobs are live, and a detail view with
-//! retry and cancel (each asking for confirmation).
+//! retry and cancel (each asking for confirmation, each answered by a redirect to the job with a
+//! flash message).
 
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Path, Query, State};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use serde::Deserialize;
 
-use super::Layout;
 use super::csrf::{CsrfForm, NoFields};
-use super::list_filters::{ListFilters, Select};
+use super::flash::{self, Flash};
+use super::list_filters::{ListFilters, Select, page_number, within_pages};
+use super::{Layout, not_found};
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::clock::rfc3339;
@@ -33,7 +35,8 @@ struct ListQuery {
     status: Option<String>,
     #[serde(rename = "type")]
     job_type: Option<String>,
-    page: Option<i64>,
+    /// Read as text: a page that is no number is explained on the page.
+    page: Option<String>,
 }
 
 /// A job row as the page shows it.
@@ -81,20 +84,29 @@ async fn list(
         live: 0,
         error: None,
     };
-    let params = PageParams::new(q.page, Some(PAGE_SIZE)).and_then(|p| {
+    let number = page_number(q.page.as_deref());
+    let params = PageParams::new(number.clone().ok(), Some(PAGE_SIZE)).and_then(|p| {
         let filter =
             job_service::filter(q.status.clone(), q.job_type.clone()).map_err(ApiError::from)?;
         Ok((p, filter))
     });
-    let (params, filter) = match params {
+    let (mut params, filter) = match params {
         Ok(v) => v,
         Err(e) => {
             page.error = Some(e.message);
             return page.into_response();
         }
     };
+    page.error = number.err();
     let stats = job_service::stats(&app.users).await;
-    let listed = job_service::list(&app.users, &filter, params.limit(), params.offset()).await;
+    let mut listed = job_service::list(&app.users, &filter, params.limit(), params.offset()).await;
+    if let Ok((_, total)) = &listed {
+        let last = within_pages(params.page, *total, PAGE_SIZE);
+        if last < params.page {
+            params.page = last;
+            listed = job_service::list(&app.users, &filter, params.limit(), params.offset()).await;
+        }
+    }
     match (stats, listed) {
         (Ok(stats), Ok((items, total))) => {
             page.live = stats.live();
@@ -123,7 +135,6 @@ struct DetailPage {
     payload: String,
     result: String,
     times: Vec<(&'static str, String)>,
-    notice: Option<String>,
 }
 
 fn pretty(json: &str) -> String {
@@ -132,15 +143,10 @@ fn pretty(json: &str) -> String {
         .unwrap_or_else(|_| json.to_string())
 }
 
-async fn render_detail(
-    app: &AppState,
-    principal: &Principal,
-    id: &str,
-    notice: Option<String>,
-) -> Response {
+async fn render_detail(app: &AppState, principal: &Principal, id: &str) -> Response {
     let job = match job_service::get(&app.users, id).await {
         Ok(job) => job,
-        Err(e) => return not_found_page(e, id),
+        Err(e) => return not_found_page(e),
     };
     let opt = |t: Option<i64>| t.map(rfc3339).unwrap_or_else(|| "-".into());
     let times = vec![
@@ -157,7 +163,6 @@ async fn render_detail(
         payload: pretty(&job.payload),
         result: job.result.as_deref().map(pretty).unwrap_or_default(),
         times,
-        notice,
         job,
     }
     .into_response()
@@ -168,7 +173,7 @@ async fn detail(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Response {
-    render_detail(&app, &principal, &id, None).await
+    render_detail(&app, &principal, &id).await
 }
 
 /// What a job's page can ask for.
@@ -178,48 +183,46 @@ enum Action {
     Cancel,
 }
 
-/// Runs a state change (its form already passed the CSRF check), then shows the job with the
-/// outcome.
-async fn act(app: &AppState, principal: &Principal, id: &str, action: Action) -> Response {
+/// Runs a state change (its form already passed the CSRF check), then redirects to the job with
+/// the outcome as a flash message.
+async fn act(app: &AppState, id: &str, action: Action) -> Response {
     let now = app.clock.now_ms();
     let outcome = match action {
-        Action::Retry => job_service::retry(&app.users, id, now).await,
-        Action::Cancel => job_service::cancel(&app.users, id, now).await,
+        Action::Retry => job_service::retry(&app.pool, &app.users, id, now).await,
+        Action::Cancel => job_service::cancel(&app.pool, &app.users, id, now).await,
     };
-    match outcome {
-        Ok(_) => Redirect::to(&format!("/jobs/{id}")).into_response(),
-        Err(e) if e.is_conflict() => {
-            let notice = format!("Not done: {}.", e.message);
-            render_detail(app, principal, id, Some(notice)).await
+    let flash = match (action, outcome) {
+        (Action::Retry, Ok(_)) => Flash::done("Queued again with a fresh attempt budget."),
+        (Action::Cancel, Ok(job)) if job.status == "cancelled" => Flash::done("Cancelled."),
+        (Action::Cancel, Ok(_)) => {
+            Flash::done("Cancel requested: the job stops within seconds and ends cancelled.")
         }
-        Err(e) => not_found_page(e, id),
-    }
+        (_, Err(e)) if e.is_conflict() => Flash::not_done(e.message),
+        (_, Err(e)) => return not_found_page(e),
+    };
+    flash::redirect(app, &format!("/jobs/{id}"), flash)
 }
 
 /// A job id that is no UUID names no job, as far as a page address goes.
-fn not_found_page(e: service::Error, id: &str) -> Response {
+fn not_found_page(e: service::Error) -> Response {
     match e.kind {
-        service::ErrorKind::Invalid | service::ErrorKind::NotFound => {
-            ApiError::not_found(format!("no job {id}")).into_response()
-        }
+        service::ErrorKind::Invalid | service::ErrorKind::NotFound => not_found(),
         _ => e.into_response(),
     }
 }
 
 async fn retry(
     State(app): State<AppState>,
-    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     CsrfForm(NoFields {}): CsrfForm<NoFields>,
 ) -> Response {
-    act(&app, &principal, &id, Action::Retry).await
+    act(&app, &id, Action::Retry).await
 }
 
 async fn cancel(
     State(app): State<AppState>,
-    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     CsrfForm(NoFields {}): CsrfForm<NoFields>,
 ) -> Response {
-    act(&app, &principal, &id, Action::Cancel).await
+    act(&app, &id, Action::Cancel).await
 }

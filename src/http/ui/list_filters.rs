@@ -100,6 +100,24 @@ impl ListFilters {
     }
 }
 
+/// The `page` of a list page's address: empty means the first; anything but a whole number of at
+/// least 1 is refused with a message the page shows (above its first page).
+pub fn page_number(raw: Option<&str>) -> Result<i64, String> {
+    match raw.map(str::trim).filter(|r| !r.is_empty()) {
+        None => Ok(1),
+        Some(r) => r
+            .parse::<i64>()
+            .ok()
+            .filter(|p| (1..=i64::from(i32::MAX)).contains(p))
+            .ok_or_else(|| "page must be a whole number of at least 1".to_string()),
+    }
+}
+
+/// The page to show when `page` was asked for: a page past the end shows the last one.
+pub fn within_pages(page: i64, total: i64, page_size: i64) -> i64 {
+    page.min(page_count(total, page_size))
+}
+
 /// How many pages `total` items fill, at least one.
 pub fn page_count(total: i64, page_size: i64) -> i64 {
     ((total + page_size - 1) / page_size).max(1)
@@ -146,6 +164,25 @@ mod tests {
         for (page, filters, want) in cases {
             assert_eq!(page_query(*page, filters.iter().copied()), *want);
         }
+    }
+
+    #[test]
+    fn page_numbers_are_whole_numbers_from_one_and_past_the_end_is_the_last() {
+        for (raw, want) in [
+            (None, Ok(1)),
+            (Some(""), Ok(1)),
+            (Some("3"), Ok(3)),
+            (Some("abc"), Err(())),
+            (Some("0"), Err(())),
+            (Some("-2"), Err(())),
+            (Some("1.5"), Err(())),
+            (Some("99999999999999999999"), Err(())),
+        ] {
+            assert_eq!(page_number(raw).map_err(drop), want, "{raw:?}");
+        }
+        assert_eq!(within_pages(9999, 120, 50), 3);
+        assert_eq!(within_pages(2, 120, 50), 2);
+        assert_eq!(within_pages(5, 0, 50), 1);
     }
 
     #[test]

@@ -26,6 +26,7 @@ use crate::http::middleware::SESSION_COOKIE;
 mod accounts;
 mod assets;
 mod csrf;
+mod flash;
 mod jobs;
 mod list_filters;
 mod mother_import;
@@ -56,6 +57,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/logout", post(logout))
         .merge(jobs::routes())
         .merge(sync_sessions::routes())
+        .route_layer(axum::middleware::from_fn(flash::carry))
         .route_layer(axum::middleware::from_fn_with_state(state, require_session));
     Router::new()
         .route("/login", get(login_page).post(login_submit))
@@ -70,6 +72,8 @@ pub struct Layout {
     pub csrf_token: String,
     pub active: &'static str,
     pub nav: &'static [(&'static str, &'static str)],
+    /// What the form post that led here did (`templates/partials/flash.html` shows it).
+    pub flash: Option<flash::Flash>,
 }
 
 impl Layout {
@@ -87,6 +91,7 @@ impl Layout {
             csrf_token,
             active,
             nav: NAV,
+            flash: flash::take(),
         }
     }
 }
@@ -297,4 +302,27 @@ pub fn not_found_page() -> String {
     NotFoundPage
         .render()
         .unwrap_or_else(|_| "Not found".to_string())
+}
+
+/// The HTML Not-found page, for a page address naming nothing (an unknown or malformed id).
+pub(crate) fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::response::Html(not_found_page()),
+    )
+        .into_response()
+}
+
+/// A service error met while building a page: what is not there is the Not-found page; anything
+/// else keeps the API's error answer.
+pub(crate) fn page_error(e: crate::service::Error) -> Response {
+    match e.kind {
+        crate::service::ErrorKind::NotFound => not_found(),
+        _ => e.into_response(),
+    }
+}
+
+/// An id in a page address: a number, or (`None`) the address names no page.
+pub(crate) fn numeric_id(raw: &str) -> Option<i64> {
+    raw.parse::<i64>().ok().filter(|id| *id > 0)
 }

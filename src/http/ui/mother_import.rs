@@ -1,6 +1,7 @@
 //! The Mothers page's import dialog: a mother from a provider credential, through the same
 //! service as the API. The credential is never shown again; a refusal reopens the dialog with the
-//! reason, a success shows the mother and (in pool mode) the sync job the page follows.
+//! reason, a success redirects to the list, whose flash shows the mother and (in pool mode) the
+//! sync job the page follows.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -9,10 +10,11 @@ use axum::{Extension, Router};
 use serde::Deserialize;
 
 use super::csrf::CsrfForm;
+use super::flash::{self, Flash};
 use super::mothers::{
-    ImportFields, ImportView, Imported, Posted, blank_to_none, group_field, list_page,
-    provider_config_field,
+    ImportFields, ImportView, Posted, blank_to_none, group_field, list_page, provider_config_field,
 };
+use super::page_error;
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::crypto::Credential;
@@ -86,7 +88,6 @@ async fn import(
                 import: ImportView {
                     form: form.shown_again(),
                     error: Some(e.message),
-                    done: None,
                 },
                 ..Posted::default()
             };
@@ -95,20 +96,14 @@ async fn import(
     };
     let mother_name = match mother_service::get(app.pool_ctx(), out.mother_id).await {
         Ok(m) => m.name,
-        Err(e) => return e.into_response(),
+        Err(e) => return page_error(e),
     };
-    let posted = Posted {
-        import: ImportView {
-            done: Some(Imported {
-                mother_id: out.mother_id,
-                mother_name,
-                updated: out.updated,
-                job_id: out.job_id,
-                session_id: out.session_id,
-            }),
-            ..ImportView::default()
-        },
-        ..Posted::default()
+    let flash = Flash::Imported {
+        mother_id: out.mother_id,
+        mother_name,
+        updated: out.updated,
+        job_id: out.job_id,
+        session_id: out.session_id,
     };
-    list_page(&app, &principal, posted).await
+    flash::redirect(&app, "/mothers", flash)
 }

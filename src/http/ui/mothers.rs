@@ -1,20 +1,22 @@
 //! The Mothers pages: the searchable, paginated list with seat-usage bars, and on it the create
 //! form, the batch import with per-row results and the import dialog (handled in
 //! `mother_import`); a mother's page with delete. Forms post here, not to the API, and call the
-//! same services as the API.
+//! same services as the API. A post that changed something redirects, with what it did as a flash
+//! message; a refused form (nothing written) and "Validate only" are shown at once.
 
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use serde::Deserialize;
 
-use super::Layout;
 use super::csrf::CsrfForm;
-use super::list_filters::{page_count, page_query};
+use super::flash::{self, Flash};
+use super::list_filters::{page_count, page_number, page_query, within_pages};
+use super::{Layout, not_found, numeric_id, page_error};
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::crypto::Credential;
@@ -91,12 +93,12 @@ pub(super) struct Posted {
     pub import: ImportView,
 }
 
-/// The import dialog: what was sent (never the credential), why it was refused, or what it did.
+/// The import dialog: what was sent (never the credential) and why it was refused. What an import
+/// did is a flash message.
 #[derive(Default)]
 pub(super) struct ImportView {
     pub form: ImportFields,
     pub error: Option<String>,
-    pub done: Option<Imported>,
 }
 
 /// The import dialog's fields shown again after a refusal.
@@ -108,18 +110,10 @@ pub(super) struct ImportFields {
     pub pool_group_id: String,
 }
 
-/// A finished import; in pool mode the page follows `job_id` until it ends.
-pub(super) struct Imported {
-    pub mother_id: i64,
-    pub mother_name: String,
-    pub updated: bool,
-    pub job_id: Option<String>,
-    pub session_id: Option<String>,
-}
-
 #[derive(Clone, Debug, Default, Deserialize)]
 struct ListQuery {
-    page: Option<i64>,
+    /// Read as text: a page that is no number is explained on the page.
+    page: Option<String>,
     #[serde(default)]
     search: String,
     #[serde(default)]
@@ -137,17 +131,32 @@ async fn render_list(
     app: &AppState,
     principal: &Principal,
     q: ListQuery,
-    posted: Posted,
+    mut posted: Posted,
 ) -> Response {
-    let page = match PageParams::new(q.page, Some(PAGE_SIZE)) {
+    let number = page_number(q.page.as_deref());
+    let mut page = match PageParams::new(number.clone().ok(), Some(PAGE_SIZE)) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let filter = match mother_service::list_filter(Some(&q.search), Some(&q.status), None) {
-        Ok(f) => f,
-        Err(e) => return e.into_response(),
-    };
-    let listed = mother_service::list(app.pool_ctx(), &filter, page.limit(), page.offset()).await;
+    let filter = mother_service::list_filter(Some(&q.search), Some(&q.status), None);
+    let refused = number
+        .err()
+        .or(filter.as_ref().err().map(|e| e.message.clone()));
+    if posted.error.is_none() {
+        posted.error = refused;
+    }
+    // A refused filter lists every mother, under the message that says why.
+    let filter = filter.unwrap_or_default();
+    let mut listed =
+        mother_service::list(app.pool_ctx(), &filter, page.limit(), page.offset()).await;
+    if let Ok((_, total)) = &listed {
+        let last = within_pages(page.page, *total, page.page_size);
+        if last < page.page {
+            page.page = last;
+            listed =
+                mother_service::list(app.pool_ctx(), &filter, page.limit(), page.offset()).await;
+        }
+    }
     let groups = group_service::list_all(app.pool_ctx()).await;
     let ((mothers, total), groups) = match (listed, groups) {
         (Ok(l), Ok(g)) => (l, g),
@@ -235,7 +244,11 @@ async fn create(
         Err(e) => Err(e),
     };
     match result {
-        Ok(id) => Redirect::to(&format!("/mothers/{id}")).into_response(),
+        Ok(id) => flash::redirect(
+            &app,
+            &format!("/mothers/{id}"),
+            Flash::done("Mother created."),
+        ),
         Err(message) => {
             let posted = Posted {
                 error: Some(message),
@@ -275,9 +288,25 @@ async fn batch(
         }
         Err(e) => Err(e.to_string()),
     };
-    // Credentials are in the pasted text: it is shown again only when nothing was imported.
+    // Credentials are in the pasted text: it is shown again only when nothing was imported. An
+    // import redirects (a reload must not import again) with its counts and refused rows.
     let (error, report, text) = match outcome {
-        Ok(report) if import => (None, Some(report), String::new()),
+        Ok(report) if import => {
+            let refused = report
+                .rows
+                .iter()
+                .filter(|r| !r.ok)
+                .map(|r| (r.row, r.errors.join("; ")))
+                .collect();
+            let flash = Flash::Batch {
+                total: report.total,
+                valid: report.valid,
+                invalid: report.invalid,
+                imported: report.imported,
+                refused,
+            };
+            return flash::redirect(&app, "/mothers", flash);
+        }
         Ok(report) => (None, Some(report), form.rows),
         Err(e) => (Some(e), None, form.rows),
     };
@@ -311,16 +340,19 @@ async fn mother_page(
             error,
         }
         .into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => page_error(e),
     }
 }
 
 async fn show(
     State(app): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
 ) -> Response {
-    mother_page(&app, &principal, id, None).await
+    match numeric_id(&id) {
+        Some(id) => mother_page(&app, &principal, id, None).await,
+        None => not_found(),
+    }
 }
 
 #[derive(Deserialize)]
@@ -332,20 +364,17 @@ struct DeleteForm {
 
 async fn delete(
     State(app): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
     CsrfForm(form): CsrfForm<DeleteForm>,
 ) -> Response {
+    let Some(id) = numeric_id(&id) else {
+        return not_found();
+    };
     match mother_service::delete(app.pool_ctx(), id, form.force.is_some()).await {
-        Ok(()) => Redirect::to("/mothers").into_response(),
+        Ok(()) => flash::redirect(&app, "/mothers", Flash::done("Mother deleted.")),
         Err(e) if e.is_conflict() => {
-            let page = mother_page(&app, &principal, id, Some(e.message)).await;
-            if page.status().is_success() {
-                (StatusCode::CONFLICT, page).into_response()
-            } else {
-                page
-            }
+            flash::redirect(&app, &format!("/mothers/{id}"), Flash::not_done(e.message))
         }
-        Err(e) => e.into_response(),
+        Err(e) => page_error(e),
     }
 }

@@ -1,17 +1,19 @@
 //! The Pool groups pages: the list with its create form, and a group's page (settings with inline
 //! validation and a naming preview, delete, "Sync all"). Forms post here, not to the API, and call
-//! the same services as the API.
+//! the same services as the API; what they did is shown as a flash message on the page they
+//! redirect to. A refused settings form is shown again with what was typed (nothing was saved).
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{Path, Query, State};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use serde::Deserialize;
 
-use super::Layout;
 use super::csrf::{CsrfForm, NoFields};
+use super::flash::{self, Flash};
+use super::{Layout, not_found, numeric_id, page_error};
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::http::error::ApiError;
@@ -75,7 +77,11 @@ async fn create(
     CsrfForm(form): CsrfForm<CreateForm>,
 ) -> Response {
     match group_service::create(app.pool_ctx(), &form.name, Some(&form.description), None).await {
-        Ok(g) => Redirect::to(&format!("/pool-groups/{}", g.id)).into_response(),
+        Ok(g) => flash::redirect(
+            &app,
+            &format!("/pool-groups/{}", g.id),
+            Flash::done(format!("Pool group {} created.", g.name)),
+        ),
         Err(e) => list_page(&app, &principal, Some(e.message), form).await,
     }
 }
@@ -88,15 +94,7 @@ struct GroupPage {
     /// The values shown in the form (what was sent, when it was refused).
     form: SettingsFormValues,
     error: Option<String>,
-    saved: bool,
     preview: Result<Preview, String>,
-    /// What "Sync all" queued.
-    queued: Option<SyncQueued>,
-}
-
-struct SyncQueued {
-    count: usize,
-    session_id: String,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -127,14 +125,12 @@ impl From<&PoolGroup> for SettingsFormValues {
 struct Shown {
     form: Option<SettingsFormValues>,
     error: Option<String>,
-    saved: bool,
-    queued: Option<SyncQueued>,
 }
 
 async fn group_page(app: &AppState, principal: &Principal, id: i64, shown: Shown) -> Response {
     let group = match group_service::get(app.pool_ctx(), id).await {
         Ok(g) => g,
-        Err(e) => return e.into_response(),
+        Err(e) => return page_error(e),
     };
     let preview = group_service::preview(app.pool_ctx(), id, Some(5))
         .await
@@ -146,30 +142,20 @@ async fn group_page(app: &AppState, principal: &Principal, id: i64, shown: Shown
             .unwrap_or_else(|| SettingsFormValues::from(&group)),
         group,
         error: shown.error,
-        saved: shown.saved,
         preview,
-        queued: shown.queued,
     }
     .into_response()
-}
-
-#[derive(Deserialize)]
-struct SavedQuery {
-    #[serde(default)]
-    saved: bool,
 }
 
 async fn show(
     State(app): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Path(id): Path<i64>,
-    Query(q): Query<SavedQuery>,
+    Path(id): Path<String>,
 ) -> Response {
-    let shown = Shown {
-        saved: q.saved,
-        ..Shown::default()
+    let Some(id) = numeric_id(&id) else {
+        return not_found();
     };
-    group_page(&app, &principal, id, shown).await
+    group_page(&app, &principal, id, Shown::default()).await
 }
 
 #[derive(Deserialize)]
@@ -190,9 +176,12 @@ struct SettingsForm {
 async fn save_settings(
     State(app): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
     CsrfForm(form): CsrfForm<SettingsForm>,
 ) -> Response {
+    let Some(id) = numeric_id(&id) else {
+        return not_found();
+    };
     let values = SettingsFormValues {
         team_template: form.team_template.clone(),
         child_name_template: form.child_name_template.clone(),
@@ -210,13 +199,17 @@ async fn save_settings(
         auto_invite: Some(values.auto_invite),
     };
     match group_service::update_settings(app.pool_ctx(), id, patch).await {
-        Ok(_) => Redirect::to(&format!("/pool-groups/{id}?saved=true")).into_response(),
+        Ok(_) => flash::redirect(
+            &app,
+            &format!("/pool-groups/{id}"),
+            Flash::done("Settings saved."),
+        ),
+        Err(e) if e.kind == ErrorKind::NotFound => not_found(),
         Err(e) if !matches!(e.kind, ErrorKind::NotFound | ErrorKind::Internal) => {
             let e = ApiError::from(e);
             let shown = Shown {
                 form: Some(values),
                 error: Some(e.message),
-                ..Shown::default()
             };
             (e.status, group_page(&app, &principal, id, shown).await).into_response()
         }
@@ -226,43 +219,44 @@ async fn save_settings(
 
 async fn delete(
     State(app): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
     CsrfForm(NoFields {}): CsrfForm<NoFields>,
 ) -> Response {
+    let Some(id) = numeric_id(&id) else {
+        return not_found();
+    };
     match group_service::delete(app.pool_ctx(), id).await {
-        Ok(()) => Redirect::to("/pool-groups").into_response(),
-        Err(e) if e.is_conflict() => {
-            let e = ApiError::from(e);
-            let shown = Shown {
-                error: Some(e.message),
-                ..Shown::default()
-            };
-            (e.status, group_page(&app, &principal, id, shown).await).into_response()
-        }
-        Err(e) => e.into_response(),
+        Ok(()) => flash::redirect(&app, "/pool-groups", Flash::done("Pool group deleted.")),
+        Err(e) if e.is_conflict() => flash::redirect(
+            &app,
+            &format!("/pool-groups/{id}"),
+            Flash::not_done(e.message),
+        ),
+        Err(e) => page_error(e),
     }
 }
 
 /// "Sync all": queues a sync of every active mother of the group (the service behind the API's
-/// `sync/all`), then shows how many jobs were queued with links to them and to the session.
+/// `sync/all`), then redirects to the group, whose flash says how many jobs were queued with links
+/// to them and to the session: reloading that page queues nothing.
 async fn sync_all(
     State(app): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
     CsrfForm(NoFields {}): CsrfForm<NoFields>,
 ) -> Response {
-    match pool_sync::sync_group(&app, id, "manual_batch", &principal.display_name()).await {
-        Ok(q) => {
-            let shown = Shown {
-                queued: Some(SyncQueued {
-                    count: q.job_ids.len(),
-                    session_id: q.session_id,
-                }),
-                ..Shown::default()
-            };
-            group_page(&app, &principal, id, shown).await
-        }
-        Err(e) => e.into_response(),
-    }
+    let Some(id) = numeric_id(&id) else {
+        return not_found();
+    };
+    let flash =
+        match pool_sync::sync_group(&app, id, "manual_batch", &principal.display_name()).await {
+            Ok(q) => Flash::SyncQueued {
+                count: q.job_ids.len(),
+                session_id: q.session_id,
+            },
+            Err(e) if e.kind == ErrorKind::NotFound => return not_found(),
+            Err(e) if e.kind == ErrorKind::Internal => return e.into_response(),
+            Err(e) => Flash::not_done(e.message),
+        };
+    flash::redirect(&app, &format!("/pool-groups/{id}"), flash)
 }

@@ -4,14 +4,15 @@
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Path, Query, State};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use serde::Deserialize;
 
-use super::Layout;
 use super::csrf::{CsrfForm, NoFields};
-use super::list_filters::{ListFilters, Select};
+use super::flash::{self, Flash};
+use super::list_filters::{ListFilters, Select, page_number, within_pages};
+use super::{Layout, page_error};
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::clock::rfc3339;
@@ -32,7 +33,8 @@ struct ListQuery {
     sync_type: Option<String>,
     status: Option<String>,
     category: Option<String>,
-    page: Option<i64>,
+    /// Read as text: a page that is no number is explained on the page.
+    page: Option<String>,
 }
 
 struct Row {
@@ -95,17 +97,26 @@ async fn list(
         total: 0,
         error: None,
     };
+    let number = page_number(q.page.as_deref());
     let filter = service::filter(q.sync_type, q.status, q.category).map_err(|e| e.message);
-    let params = PageParams::new(q.page, Some(PAGE_SIZE)).map_err(|e| e.message);
-    let (filter, params) = match (filter, params) {
+    let params = PageParams::new(number.clone().ok(), Some(PAGE_SIZE)).map_err(|e| e.message);
+    let (filter, mut params) = match (filter, params) {
         (Ok(f), Ok(p)) => (f, p),
         (Err(e), _) | (_, Err(e)) => {
             page.error = Some(e);
             return page.into_response();
         }
     };
+    page.error = number.err();
     let stats = service::statistics(&app).await;
-    let listed = service::list(&app, &filter, params.limit(), params.offset()).await;
+    let mut listed = service::list(&app, &filter, params.limit(), params.offset()).await;
+    if let Ok((_, total)) = &listed {
+        let last = within_pages(params.page, *total, PAGE_SIZE);
+        if last < params.page {
+            params.page = last;
+            listed = service::list(&app, &filter, params.limit(), params.offset()).await;
+        }
+    }
     match (stats, listed) {
         (Ok(stats), Ok((items, total))) => {
             page.stats = stats;
@@ -140,18 +151,12 @@ struct DetailPage {
     started: String,
     completed: String,
     percent: i64,
-    notice: Option<String>,
 }
 
-async fn render_detail(
-    app: &AppState,
-    principal: &Principal,
-    id: &str,
-    notice: Option<String>,
-) -> Response {
+async fn render_detail(app: &AppState, principal: &Principal, id: &str) -> Response {
     let detail = match service::get(app, id).await {
         Ok(d) => d,
-        Err(e) => return e.into_response(),
+        Err(e) => return page_error(e),
     };
     let opt = |t: Option<i64>| t.map(rfc3339).unwrap_or_else(|| "-".into());
     DetailPage {
@@ -169,7 +174,6 @@ async fn render_detail(
             })
             .collect(),
         session: detail.session,
-        notice,
     }
     .into_response()
 }
@@ -179,21 +183,22 @@ async fn detail(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Response {
-    render_detail(&app, &principal, &id, None).await
+    render_detail(&app, &principal, &id).await
 }
 
+/// Cancels the session, then redirects to it with the outcome as a flash message.
 async fn cancel(
     State(app): State<AppState>,
-    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     CsrfForm(NoFields {}): CsrfForm<NoFields>,
 ) -> Response {
-    match service::cancel(&app, &id).await {
-        Ok(_) => Redirect::to(&format!("/sync-sessions/{id}")).into_response(),
-        Err(e) if e.is_conflict() => {
-            let notice = format!("Not done: {}.", e.message);
-            render_detail(&app, &principal, &id, Some(notice)).await
-        }
-        Err(e) => e.into_response(),
-    }
+    let flash = match service::cancel(&app, &id).await {
+        Ok(c) => Flash::done(format!(
+            "Cancelled: {} pending job(s) will not run; running records finish on their own.",
+            c.cancelled_jobs
+        )),
+        Err(e) if e.is_conflict() => Flash::not_done(e.message),
+        Err(e) => return page_error(e),
+    };
+    flash::redirect(&app, &format!("/sync-sessions/{id}"), flash)
 }

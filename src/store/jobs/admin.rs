@@ -165,7 +165,9 @@ pub async fn retry(db: &UsersDb, id: &str, now: i64) -> StoreResult<Job> {
 }
 
 /// Cancels a job: a pending one at once (moved to the history), a running one by request (its
-/// handler sees it and the job ends `cancelled`). `Conflict` for a finished job.
+/// handler sees it and the job ends `cancelled`; this process's runners hear of it at once through
+/// [`crate::db::CancelRequests`], other processes' at their next heartbeat). `Conflict` for a
+/// finished job.
 pub async fn cancel(db: &UsersDb, id: &str, now: i64) -> StoreResult<Job> {
     let lock = match backend(db) {
         // SQLite: the write transaction already excludes every other writer.
@@ -226,7 +228,13 @@ pub async fn cancel(db: &UsersDb, id: &str, now: i64) -> StoreResult<Job> {
         job
     });
     match updated {
-        Some(job) => Ok(job),
+        Some(job) => {
+            if job.status == "running" {
+                // This process's runner stops the handler now; others see the row.
+                db.cancel_requests().announce(&job.id);
+            }
+            Ok(job)
+        }
         None => {
             let job = get(db, id).await?;
             Err(StoreError::Conflict(format!(
