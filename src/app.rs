@@ -21,6 +21,8 @@ pub struct App {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// The providers mothers are synced with (the simulator keeps its state in `data_dir`).
     pub providers: Providers,
+    /// `public_url` as an origin, when configured.
+    pub public_origin: Option<crate::domain::origin::Origin>,
 }
 
 pub type AppState = Arc<App>;
@@ -37,7 +39,9 @@ impl App {
         // strict rule.
         let scim_egress = config.scim_egress().unwrap_or_default();
         let providers = Providers::new(&config.data_dir, scim_egress);
+        let public_origin = config.public_origin().ok().flatten();
         Arc::new(Self {
+            public_origin,
             providers,
             config,
             pool,

@@ -7,6 +7,7 @@ pub mod leases;
 pub mod login_throttle;
 pub mod mothers;
 pub mod naming;
+pub mod origin;
 pub mod seats;
 pub mod sync_plan;
 pub mod sync_sessions;
