@@ -19,13 +19,17 @@ use utoipa_axum::routes;
 
 use crate::app::AppState;
 
-/// Routes anyone may call: probes, metrics, login.
+/// Routes anyone may call: probes, login (and [`metrics_routes`]).
 pub fn public_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(system::healthz))
         .routes(routes!(system::readyz))
-        .routes(routes!(system::metrics))
         .routes(routes!(session::login))
+}
+
+/// `/metrics`: on the main address, or alone on `metrics_listen`; `metrics_token` guards it.
+pub fn metrics_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(system::metrics))
 }
 
 /// Routes that need an admin (session or admin-scope token).
