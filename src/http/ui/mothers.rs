@@ -69,7 +69,8 @@ struct ListPage {
     groups: Vec<PoolGroup>,
     error: Option<String>,
     create: CreateForm,
-    batch_text: String,
+    /// The batch form was posted: its rows are not shown again (they hold credentials).
+    batch_posted: bool,
     batch: Option<BatchReport>,
     import: ImportView,
 }
@@ -86,7 +87,7 @@ impl ListPage {
 pub(super) struct Posted {
     pub error: Option<String>,
     pub create: CreateForm,
-    pub batch_text: String,
+    pub batch_posted: bool,
     pub batch: Option<BatchReport>,
     pub import: ImportView,
 }
@@ -164,7 +165,7 @@ async fn render_list(
         groups,
         error: posted.error,
         create: posted.create,
-        batch_text: posted.batch_text,
+        batch_posted: posted.batch_posted,
         batch: posted.batch,
         import: posted.import,
     }
@@ -179,7 +180,7 @@ async fn list(
     render_list(&app, &principal, q, Posted::default()).await
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 pub(super) struct CreateForm {
     #[serde(default)]
     name: String,
@@ -196,6 +197,21 @@ pub(super) struct CreateForm {
     provider_config: String,
     #[serde(default)]
     notes: String,
+}
+
+/// By hand, so that a `{:?}` of the form cannot print the credential.
+impl std::fmt::Debug for CreateForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateForm")
+            .field("name", &self.name)
+            .field("provider", &self.provider)
+            .field("credential", &"***")
+            .field("seat_limit", &self.seat_limit)
+            .field("pool_group_id", &self.pool_group_id)
+            .field("provider_config", &self.provider_config)
+            .field("notes", &self.notes)
+            .finish()
+    }
 }
 
 impl CreateForm {
@@ -275,15 +291,15 @@ async fn batch(
         }
         Err(e) => Err(e.to_string()),
     };
-    // Credentials are in the pasted text: it is shown again only when nothing was imported.
-    let (error, report, text) = match outcome {
-        Ok(report) if import => (None, Some(report), String::new()),
-        Ok(report) => (None, Some(report), form.rows),
-        Err(e) => (Some(e), None, form.rows),
+    // Credentials are in the pasted text: it is never shown again, not even after a
+    // validation (the page says to paste the rows again).
+    let (error, report) = match outcome {
+        Ok(report) => (None, Some(report)),
+        Err(e) => (Some(e), None),
     };
     let posted = Posted {
         error,
-        batch_text: text,
+        batch_posted: true,
         batch: report,
         ..Posted::default()
     };
@@ -347,5 +363,22 @@ async fn delete(
             }
         }
         Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_form_debug_redacts_the_credential() {
+        let form = CreateForm {
+            name: "acme".into(),
+            credential: "s3cret-mother-credential".into(),
+            ..CreateForm::default()
+        };
+        let printed = format!("{form:?}");
+        assert!(printed.contains("acme"), "{printed}");
+        assert!(!printed.contains("s3cret-mother-credential"), "{printed}");
     }
 }
