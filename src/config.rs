@@ -684,24 +684,22 @@ mod tests {
 
     #[test]
     fn config_errors_never_show_secret_values() {
-        // A bad key elsewhere, with every secret set to a recognisable value.
+        // A bad value (of another key, or of a secret key itself), with secrets set to
+        // recognisable values.
         let secrets: &[(&str, &str)] = &[
             ("POOLKEEPER_ADMIN_PASSWORD", "4242424242"),
-            ("POOLKEEPER_METRICS_TOKEN", "4343434343"),
             ("POOLKEEPER_SECRET_KEY", "4444444444"),
         ];
         let cases: &[&str] = &[
             "[jobs]\nmax_attempts = 'many'",
             "pool_database_url = 'mysql://u:4545454545@db/x'",
-            "admin_password = ['4646464646']",
+            "metrics_token = ['4646464646']",
             "metrics_token = { value = '4747474747' }",
         ];
         for toml in cases {
             Jail::expect_with(|jail| {
                 let err = load_in(jail, toml, secrets).expect_err(toml);
-                for needle in [
-                    "42424242", "43434343", "44444444", "45454545", "46464646", "47474747",
-                ] {
+                for needle in ["42424242", "44444444", "45454545", "46464646", "47474747"] {
                     assert!(!err.contains(needle), "{toml}: {err}");
                 }
                 Ok(())
