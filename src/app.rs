@@ -25,6 +25,8 @@ pub struct App {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// The providers mothers are synced with (the simulator keeps its state in `data_dir`).
     pub providers: Providers,
+    /// `public_url` as an origin, when configured.
+    pub public_origin: Option<crate::domain::origin::Origin>,
 }
 
 pub type AppState = Arc<App>;
@@ -49,7 +51,9 @@ impl App {
         };
         let redeem_throttle = per_hour(config.redeem.per_hour);
         let resend_throttle = per_hour(config.redeem.resend_per_hour);
+        let public_origin = config.public_origin().ok().flatten();
         Arc::new(Self {
+            public_origin,
             providers,
             config,
             pool,

@@ -411,6 +411,17 @@ async fn serve(config: Config, clock: SharedClock, demo: bool) -> anyhow::Result
         "poolkeeper {} listening on {url}",
         env!("CARGO_PKG_VERSION")
     );
+    if let Some(addr) = running.metrics_addr {
+        println!("metrics on http://{addr}/metrics");
+    }
+    if running.app.config.env == crate::config::RunEnv::Production
+        && running.app.config.public_url.is_none()
+    {
+        tracing::warn!(
+            "env is production but public_url is unset: any Host is served, and form posts must \
+             come from http://<Host> (set public_url when poolkeeper is behind an https proxy)"
+        );
+    }
     if let Some(first) = &first {
         match &first.generated_password {
             Some((password, path)) => println!(

@@ -14,9 +14,49 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// A string that must never be printed: database URLs with passwords, the initial admin password.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// It reads any scalar as its text (a TOML `admin_password = 12345678` is the password "12345678")
+/// and its deserialization errors never contain the value.
+#[derive(Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Secret(String);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RawText;
+        impl serde::de::Visitor<'_> for RawText {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret::new(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Secret, E> {
+                Ok(Secret::new(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Secret, E> {
+                Ok(Secret::new(v.to_string()))
+            }
+            fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<Secret, E> {
+                Ok(Secret::new(v.to_string()))
+            }
+            fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<Secret, E> {
+                Ok(Secret::new(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Secret, E> {
+                Ok(Secret::new(v.to_string()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Secret, E> {
+                Ok(Secret::new(v.to_string()))
+            }
+            fn visit_char<E: serde::de::Error>(self, v: char) -> Result<Secret, E> {
+                Ok(Secret::new(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(RawText)
+    }
+}
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
@@ -216,8 +256,22 @@ pub struct Config {
     pub pool_auto_invite_missing: bool,
     /// Seconds between scheduled syncs of every active pool group; 0 (the default) turns them off.
     pub pool_sync_interval_seconds: u64,
-    /// Mark the session cookie `Secure` (set when poolkeeper is reached over https).
-    pub cookie_secure: bool,
+    /// Mark the session cookie `Secure` (and name it `__Host-pk_session`); defaults to on in
+    /// production.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cookie_secure: Option<bool>,
+    /// The address browsers use, `scheme://host[:port]`: the origin form posts must come from and,
+    /// in production, the only `Host` served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    /// Bearer token `/metrics` requires when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_token: Option<Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_token_file: Option<PathBuf>,
+    /// Serve `/metrics` on this address alone (not on `listen`) when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Hours an admin session lasts after login.
     pub session_ttl_hours: u64,
     /// Password for the `admin` user created on first start when no admin exists.
@@ -253,7 +307,11 @@ impl Default for Config {
             child_email_domain: None,
             pool_auto_invite_missing: false,
             pool_sync_interval_seconds: 0,
-            cookie_secure: false,
+            cookie_secure: None,
+            public_url: None,
+            metrics_token: None,
+            metrics_token_file: None,
+            metrics_listen: None,
             session_ttl_hours: 12,
             admin_password: None,
             admin_password_file: None,
@@ -285,6 +343,32 @@ pub struct Overrides {
 /// Env variables with the `POOLKEEPER_` prefix that are not configuration keys.
 const NOT_CONFIG_KEYS: &[&str] = &["config", "test_pg"];
 
+/// Keys whose values are secrets. From the environment they are taken as raw text (figment would
+/// read `POOLKEEPER_ADMIN_PASSWORD=12345678` as a number), and no error ever shows their value.
+const SECRET_KEYS: &[&str] = &[
+    "admin_password",
+    "pool_database_url",
+    "users_database_url",
+    "secret_key",
+    "metrics_token",
+];
+
+/// `POOLKEEPER_<KEY>` of each secret key that is set, as raw text.
+fn raw_secret_env() -> anyhow::Result<Figment> {
+    let mut figment = Figment::new();
+    for key in SECRET_KEYS {
+        let name = format!("POOLKEEPER_{}", key.to_uppercase());
+        match std::env::var(&name) {
+            Ok(value) => figment = figment.merge(Serialized::default(key, value)),
+            Err(std::env::VarError::NotPresent) => {}
+            Err(std::env::VarError::NotUnicode(_)) => {
+                anyhow::bail!("configuration: {name} is not valid UTF-8")
+            }
+        }
+    }
+    Ok(figment)
+}
+
 impl Config {
     /// Loads the layers. `file` is `--config`; without it `POOLKEEPER_CONFIG`, then `./poolkeeper.toml`
     /// when it exists.
@@ -305,13 +389,11 @@ impl Config {
             }
             None => {}
         }
+        let ignored: Vec<&str> = NOT_CONFIG_KEYS.iter().chain(SECRET_KEYS).copied().collect();
         let figment = figment
             .merge(Env::raw().only(&["child_email_domain", "pool_auto_invite_missing"]))
-            .merge(
-                Env::prefixed("POOLKEEPER_")
-                    .split("__")
-                    .ignore(NOT_CONFIG_KEYS),
-            )
+            .merge(Env::prefixed("POOLKEEPER_").split("__").ignore(&ignored))
+            .merge(raw_secret_env()?)
             .merge(Serialized::defaults(overrides));
         Self::from_figment(figment)
     }
@@ -341,6 +423,9 @@ impl Config {
         }
         if let Some(path) = &self.admin_password_file {
             self.admin_password = Some(read("admin_password_file", path)?);
+        }
+        if let Some(path) = &self.metrics_token_file {
+            self.metrics_token = Some(read("metrics_token_file", path)?);
         }
         Ok(())
     }
@@ -423,7 +508,33 @@ impl Config {
             );
         }
         self.scim_egress()?;
+        self.public_origin()?;
+        if let Some(token) = &self.metrics_token
+            && token.expose().trim().is_empty()
+        {
+            anyhow::bail!("configuration: metrics_token must not be empty");
+        }
+        if self
+            .metrics_listen
+            .is_some_and(|m| m == self.listen && m.port() != 0)
+        {
+            anyhow::bail!("configuration: metrics_listen must differ from listen");
+        }
         Ok(())
+    }
+
+    /// `public_url` as an origin (scheme, host, port), when set.
+    pub fn public_origin(&self) -> anyhow::Result<Option<crate::domain::origin::Origin>> {
+        self.public_url
+            .as_deref()
+            .map(crate::domain::origin::Origin::parse_url)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("configuration: public_url: {e}"))
+    }
+
+    /// Whether the session cookie is `Secure`: as configured, else on in production.
+    pub fn cookie_secure(&self) -> bool {
+        self.cookie_secure.unwrap_or(self.env == RunEnv::Production)
     }
 
     /// Where SCIM calls may go: `providers.scim.allow_hosts`, and loopback in development.
@@ -618,6 +729,96 @@ mod tests {
                 Ok(())
             });
         }
+    }
+
+    #[test]
+    fn secrets_from_env_and_file_are_raw_text_even_when_numeric() {
+        Jail::expect_with(|jail| {
+            let c = load_in(
+                jail,
+                "",
+                &[
+                    ("POOLKEEPER_ADMIN_PASSWORD", "00012345678"),
+                    ("POOLKEEPER_METRICS_TOKEN", "1e5"),
+                    ("POOLKEEPER_SECRET_KEY", "true"),
+                ],
+            )?;
+            assert_eq!(c.admin_password.unwrap().expose(), "00012345678");
+            assert_eq!(c.metrics_token.unwrap().expose(), "1e5");
+            assert_eq!(c.secret_key.unwrap().expose(), "true");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            let c = load_in(jail, "admin_password = 987654321", &[])?;
+            assert_eq!(c.admin_password.unwrap().expose(), "987654321");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn config_errors_never_show_secret_values() {
+        // A bad value (of another key, or of a secret key itself), with secrets set to
+        // recognisable values.
+        let secrets: &[(&str, &str)] = &[
+            ("POOLKEEPER_ADMIN_PASSWORD", "4242424242"),
+            ("POOLKEEPER_SECRET_KEY", "4444444444"),
+        ];
+        let cases: &[&str] = &[
+            "[jobs]\nmax_attempts = 'many'",
+            "pool_database_url = 'mysql://u:4545454545@db/x'",
+            "metrics_token = ['4646464646']",
+            "metrics_token = { value = '4747474747' }",
+        ];
+        for toml in cases {
+            Jail::expect_with(|jail| {
+                let err = load_in(jail, toml, secrets).expect_err(toml);
+                for needle in ["42424242", "44444444", "45454545", "46464646", "47474747"] {
+                    assert!(!err.contains(needle), "{toml}: {err}");
+                }
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn production_makes_the_cookie_secure_unless_configured_off() {
+        Jail::expect_with(|jail| {
+            assert!(!load_in(jail, "", &[])?.cookie_secure());
+            assert!(load_in(jail, "env = 'production'", &[])?.cookie_secure());
+            assert!(
+                !load_in(jail, "env = 'production'\ncookie_secure = false", &[])?.cookie_secure()
+            );
+            assert!(load_in(jail, "cookie_secure = true", &[])?.cookie_secure());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn public_url_and_metrics_settings_are_checked() {
+        Jail::expect_with(|jail| {
+            let c = load_in(
+                jail,
+                "public_url = 'https://pk.example.org'\nmetrics_listen = '127.0.0.1:9100'",
+                &[],
+            )?;
+            assert_eq!(
+                c.public_origin().unwrap().unwrap().to_string(),
+                "https://pk.example.org:443"
+            );
+            assert_eq!(c.metrics_listen.unwrap().port(), 9100);
+            let err = load_in(jail, "public_url = 'pk.example.org'", &[]).unwrap_err();
+            assert!(err.contains("public_url"), "{err}");
+            let err = load_in(jail, "metrics_token = ' '", &[]).unwrap_err();
+            assert!(err.contains("metrics_token"), "{err}");
+            let err = load_in(
+                jail,
+                "listen = '127.0.0.1:9100'\nmetrics_listen = '127.0.0.1:9100'",
+                &[],
+            )
+            .unwrap_err();
+            assert!(err.contains("metrics_listen"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]

@@ -147,7 +147,7 @@ impl Keyring {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            crate::files::create_private_dir(dir)?;
         }
         // create_new: of two processes starting at once, one writes and both read the same key.
         match std::fs::OpenOptions::new()

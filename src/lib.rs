@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod db;
 pub mod demo;
 pub mod domain;
+pub mod files;
 pub mod http;
 pub mod import;
 pub mod jobs;

@@ -28,7 +28,7 @@ pub const FIRST_ADMIN: &str = "admin";
 pub async fn open_databases(config: &Config, create: bool) -> anyhow::Result<(PoolDb, UsersDb)> {
     // The default SQLite files live in data_dir.
     if create && (config.pool_database_url.is_none() || config.users_database_url.is_none()) {
-        std::fs::create_dir_all(&config.data_dir)
+        crate::files::create_private_dir(&config.data_dir)
             .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
     }
     let opts = OpenOptions {
@@ -82,7 +82,7 @@ pub async fn ensure_first_admin(
         return Ok(None);
     }
     let generated_password = if generated {
-        std::fs::create_dir_all(&config.data_dir)?;
+        crate::files::create_private_dir(&config.data_dir)?;
         let path = config.data_dir.join(INITIAL_PASSWORD_FILE);
         write_private(&path, &format!("{password}\n"))?;
         Some((password, path))
@@ -113,6 +113,9 @@ pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 /// A server running in this process.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served when `metrics_listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
+    metrics_task: Option<JoinHandle<std::io::Result<()>>>,
     pub app: AppState,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
@@ -124,6 +127,9 @@ impl RunningServer {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
         self.task.await??;
+        if let Some(task) = self.metrics_task {
+            task.await??;
+        }
         self.runner.shutdown().await;
         self.app.pool.database().close().await;
         self.app.users.database().close().await;
@@ -145,6 +151,25 @@ pub async fn start(app: AppState, listen: SocketAddr) -> anyhow::Result<RunningS
         .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
     let (shutdown, mut rx) = watch::channel(false);
+    let (metrics_addr, metrics_task) = match app.config.metrics_listen {
+        Some(listen) => {
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding metrics_listen {listen}"))?;
+            let metrics_addr = listener.local_addr()?;
+            let router = crate::http::metrics_router(app.clone());
+            let mut stop = rx.clone();
+            let task = tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|stop| *stop).await;
+                    })
+                    .await
+            });
+            (Some(metrics_addr), Some(task))
+        }
+        None => (None, None),
+    };
     spawn_maintenance(app.clone(), rx.clone());
     jobs::scheduler::spawn(app.clone(), rx.clone(), |app| async move {
         crate::service::pool_sync::schedule_group_syncs(&app).await
@@ -176,6 +201,8 @@ pub async fn start(app: AppState, listen: SocketAddr) -> anyhow::Result<RunningS
     });
     Ok(RunningServer {
         addr,
+        metrics_addr,
+        metrics_task,
         app,
         shutdown,
         task,

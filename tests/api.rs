@@ -409,7 +409,7 @@ async fn login_sets_a_strict_http_only_cookie_and_logout_ends_it() {
 async fn secure_cookie_when_configured() {
     let t = TestApp::spawn_with(
         &common::Backend::Sqlite,
-        |c| c.cookie_secure = true,
+        |c| c.cookie_secure = Some(true),
         poolkeeper::clock::system(),
     )
     .await;

@@ -1110,6 +1110,27 @@ async fn web_pages_for_groups_and_mothers_with_csrf_and_inline_errors() {
             "{html}"
         );
         assert!(html.contains("provider must be"), "per-row error");
+        assert!(!html.contains(SECRET), "import does not echo credentials");
+        // Validate only, and text that does not parse: the pasted credentials are not shown again.
+        let bad_rows = format!("name,provider,credential\n\"b3,sim,{SECRET}\n");
+        for (rows, action) in [
+            (&rows, "validate"),
+            (&bad_rows, "validate"),
+            (&bad_rows, "import"),
+        ] {
+            let html = form(
+                "/mothers/batch",
+                &[("csrf", csrf), ("rows", rows), ("action", action)],
+            )
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+            assert!(html.contains("batch-import"), "{html}");
+            assert!(!html.contains(SECRET), "{action} echoed the pasted rows");
+        }
         t.stop().await;
     })
     .await;

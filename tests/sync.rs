@@ -866,6 +866,57 @@ async fn import_cookie_in_pool_mode_creates_the_mother_and_syncs_her() {
 }
 
 #[tokio::test]
+async fn import_cookie_onto_a_mother_of_another_provider_or_config_is_409() {
+    each_backend(|backend| async move {
+        let s = Sync::spawn(&backend, false).await;
+        // A mother named "acme" on another provider config than the one the import will use.
+        let (status, body) = s
+            .post(
+                "/api/admin/mothers",
+                json!({"name": "acme", "provider": "sim", "credential": "old-credential",
+                    "provider_config": {"tenant": "eu"}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let mother = body["id"].as_i64().unwrap();
+        let cred = Credential::new("cookie-acme");
+        s.t.app()
+            .providers
+            .sim
+            .put_org(&cred, org("acme", 3, &[]))
+            .unwrap();
+        let (status, res) = s
+            .post(
+                "/api/admin/import-cookie",
+                json!({"cookie": "cookie-acme", "mode": "user"}),
+            )
+            .await;
+        assert_eq!(status, 409, "{res}");
+        assert_eq!(res["error"]["code"], "provider_mismatch", "{res}");
+        assert!(!res.to_string().contains("cookie-acme"), "{res}");
+        // Her credential is untouched.
+        let sealed = store::mothers::credential_sealed(&s.t.app().pool, mother)
+            .await
+            .unwrap();
+        let opened = s.t.app().keyring.open(&sealed).unwrap();
+        assert_eq!(opened.expose(), "old-credential");
+
+        // With her provider and config, the import updates her.
+        let (status, res) = s
+            .post(
+                "/api/admin/import-cookie",
+                json!({"cookie": "cookie-acme", "mode": "user",
+                    "provider_config": {"tenant": "eu"}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{res}");
+        assert_eq!(res["mother_id"], mother);
+        s.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn import_cookie_checks_its_input() {
     each_backend(|backend| async move {
         let s = Sync::spawn(&backend, false).await;

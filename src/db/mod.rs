@@ -273,6 +273,20 @@ impl Database {
             let cannot_open = |e: sqlx::Error| {
                 anyhow::anyhow!("cannot open the {} database {url}: {e}", name.as_str())
             };
+            // The file is created 0600 before SQLite opens it (its -wal and -shm files take the
+            // mode of the database file), and an older install's files are made private.
+            let file = base.get_filename().to_path_buf();
+            let is_file = !file.as_os_str().is_empty()
+                && !file.to_string_lossy().starts_with(":memory:")
+                && !file.to_string_lossy().starts_with("file:");
+            if is_file
+                && opts.create
+                && file
+                    .parent()
+                    .is_none_or(|d| d.as_os_str().is_empty() || d.is_dir())
+            {
+                crate::files::create_private_file(&file)?;
+            }
             // The single writer gets a larger page cache (16 MiB, filled only as used): claims and
             // batch completions touch many pages of the same indexes. It leaves checkpoints to the
             // [`Checkpointer`], keeps statement journals and temporary b-trees in memory (SQLite
@@ -297,6 +311,9 @@ impl Database {
                 .await
                 .map_err(cannot_open)?;
             let checkpointer = base.connect().await.map_err(cannot_open)?;
+            if is_file {
+                crate::files::restrict_sqlite_files(&file)?;
+            }
             Conn::Sqlite {
                 read,
                 write,

@@ -9,6 +9,7 @@ pub mod login_throttle;
 pub mod missions;
 pub mod mothers;
 pub mod naming;
+pub mod origin;
 pub mod seats;
 pub mod sync_plan;
 pub mod sync_sessions;

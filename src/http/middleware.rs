@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::CookieJar;
@@ -13,14 +13,71 @@ use subtle::ConstantTimeEq;
 
 use crate::app::AppState;
 use crate::auth::{self, Principal, Scope};
+use crate::config::{Config, RunEnv};
+use crate::domain::origin::Origin;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::routes::{Domain, RouteDomains};
 
+/// The session cookie's name over plain http; a `Secure` cookie is [`SECURE_SESSION_COOKIE`].
 pub const SESSION_COOKIE: &str = "pk_session";
+/// The `Secure` session cookie's name: the `__Host-` prefix makes browsers refuse it unless it
+/// is `Secure`, has `Path=/` and no `Domain`, so no sibling host can plant or shadow it.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-pk_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 pub const DOMAIN_HEADER: &str = "x-domain";
 pub const DOMAIN_ACK_HEADER: &str = "x-domain-ack";
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The session cookie's name under this configuration; every place that sets, reads or clears
+/// the cookie asks here.
+pub fn session_cookie_name(config: &Config) -> &'static str {
+    if config.cookie_secure() {
+        SECURE_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    }
+}
+
+/// The origin unsafe browser requests must come from: `public_url`, else the request's own
+/// scheme (plain http: poolkeeper does not terminate TLS) and `Host`. Set by [`check_host`].
+#[derive(Clone, Debug)]
+pub struct ExpectedOrigin(pub Origin);
+
+/// Paths that probes and scrapers reach by an internal address, whatever `public_url` says.
+fn is_probe(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// In production with `public_url` set, refuses a request whose `Host` is another (421
+/// `wrong_host`), probes excepted; then records the [`ExpectedOrigin`] for the CSRF checks.
+pub async fn check_host(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    if let Some(public) = &app.public_origin
+        && app.config.env == RunEnv::Production
+        && !is_probe(req.uri().path())
+        && !host.as_deref().is_some_and(|h| public.matches_host(h))
+    {
+        return ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "wrong_host",
+            "this server answers only for the host of its public_url",
+        )
+        .into_response();
+    }
+    let expected = app
+        .public_origin
+        .clone()
+        .or_else(|| host.as_deref().and_then(|h| Origin::from_host("http", h)));
+    if let Some(origin) = expected {
+        req.extensions_mut().insert(ExpectedOrigin(origin));
+    }
+    next.run(req).await
+}
 
 /// Methods that change state and so need CSRF and domain checks.
 pub fn is_unsafe(method: &Method) -> bool {
@@ -33,7 +90,7 @@ pub fn is_unsafe(method: &Method) -> bool {
 /// Requires an admin: a bearer token of scope `admin`, or a session cookie (with CSRF checks on
 /// unsafe methods). Puts the [`Principal`] into the request extensions.
 pub async fn require_admin(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
-    match authenticate(&app, req.method(), req.headers()).await {
+    match authenticate(&app, req.method(), req.headers(), req.extensions()).await {
         Ok(principal) => {
             req.extensions_mut().insert(principal);
             next.run(req).await
@@ -81,6 +138,7 @@ async fn authenticate(
     app: &AppState,
     method: &Method,
     headers: &HeaderMap,
+    extensions: &Extensions,
 ) -> ApiResult<Principal> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let token = value
@@ -106,7 +164,7 @@ async fn authenticate(
         return Ok(principal);
     }
     let jar = CookieJar::from_headers(headers);
-    let Some(cookie) = jar.get(SESSION_COOKIE) else {
+    let Some(cookie) = jar.get(session_cookie_name(&app.config)) else {
         return Err(ApiError::unauthorized(
             "log in first, or send Authorization: Bearer <token>",
         ));
@@ -121,14 +179,19 @@ async fn authenticate(
             .get(CSRF_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        check_csrf(headers, sent, csrf_token)?;
+        check_csrf(headers, extensions, sent, csrf_token)?;
     }
     Ok(principal)
 }
 
 /// CSRF for cookie-authenticated unsafe requests: the token must match the session's and the
-/// request must come from this origin (`Origin`, else `Referer`, against `Host`).
-pub fn check_csrf(headers: &HeaderMap, sent_token: &str, session_token: &str) -> ApiResult<()> {
+/// request must come from the [`ExpectedOrigin`] (`Origin`, else `Referer`; scheme, host and port).
+pub fn check_csrf(
+    headers: &HeaderMap,
+    extensions: &Extensions,
+    sent_token: &str,
+    session_token: &str,
+) -> ApiResult<()> {
     let token_ok =
         !sent_token.is_empty() && bool::from(sent_token.as_bytes().ct_eq(session_token.as_bytes()));
     if !token_ok {
@@ -137,7 +200,11 @@ pub fn check_csrf(headers: &HeaderMap, sent_token: &str, session_token: &str) ->
             "missing or wrong X-CSRF-Token",
         ));
     }
-    if !is_same_origin(headers) {
+    let source = headers
+        .get(header::ORIGIN)
+        .or_else(|| headers.get(header::REFERER))
+        .and_then(|v| v.to_str().ok());
+    if !source.is_some_and(|s| is_expected_origin(extensions.get(), s)) {
         return Err(ApiError::forbidden(
             "csrf_failed",
             "request Origin (or Referer) is not this site",
@@ -146,22 +213,12 @@ pub fn check_csrf(headers: &HeaderMap, sent_token: &str, session_token: &str) ->
     Ok(())
 }
 
-fn is_same_origin(headers: &HeaderMap) -> bool {
-    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+/// Whether an `Origin` or `Referer` value names the [`ExpectedOrigin`] of this request.
+pub fn is_expected_origin(expected: Option<&ExpectedOrigin>, value: &str) -> bool {
+    let Some(ExpectedOrigin(expected)) = expected else {
         return false;
     };
-    let source = headers
-        .get(header::ORIGIN)
-        .or_else(|| headers.get(header::REFERER))
-        .and_then(|v| v.to_str().ok());
-    let Some(source) = source else {
-        return false;
-    };
-    // scheme://authority[/path]: compare the authority with Host.
-    source
-        .split_once("://")
-        .map(|(_, rest)| rest.split('/').next().unwrap_or(""))
-        .is_some_and(|authority| authority.eq_ignore_ascii_case(host))
+    Origin::of_header(value).is_some_and(|o| &o == expected)
 }
 
 /// With the domain guard on, an unsafe request to a `pool` or `users` route needs `X-Domain` naming
@@ -253,10 +310,16 @@ pub async fn limit_body(req: Request, next: Next) -> Response {
 
 const CSP: &str = "default-src 'self'; base-uri 'none'; object-src 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// Security headers on every response; a handler that set its own keeps it.
+/// Security headers on every response; a handler that set its own keeps it. Every `/api` answer
+/// is `Cache-Control: no-store` (signed-in pages get it from the UI's session check).
 pub async fn security_headers(req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let is_api = path == "/api" || path.starts_with("/api/");
     let mut response = next.run(req).await;
     let headers = response.headers_mut();
+    if is_api {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     for (name, value) in [
         (header::CONTENT_SECURITY_POLICY, CSP),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),

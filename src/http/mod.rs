@@ -5,6 +5,7 @@ pub mod api;
 pub mod error;
 pub mod extract;
 pub mod middleware;
+pub mod openapi;
 pub mod pagination;
 pub mod routes;
 pub mod ui;
@@ -49,7 +50,11 @@ impl Modify for Security {
         );
         components.add_security_scheme(
             "session",
-            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(middleware::SESSION_COOKIE))),
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                middleware::SESSION_COOKIE,
+                "the session cookie set by login; named `__Host-pk_session` when it is Secure \
+                 (cookie_secure, on by default in production)",
+            ))),
         );
         doc.security = Some(vec![
             SecurityRequirement::new("bearer", Vec::<String>::new()),
@@ -60,12 +65,34 @@ impl Modify for Security {
 
 /// The OpenAPI document, generated from the route definitions.
 pub fn openapi() -> OpenApi {
-    OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
+    let mut doc = OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
         .merge(api::public_routes())
+        .merge(api::metrics_routes())
         .merge(api::admin_routes())
         .merge(api::worker_routes())
         .split_for_parts()
-        .1
+        .1;
+    finish_document(&mut doc);
+    doc
+}
+
+/// What the route classes share: their error answers and security requirements.
+fn finish_document(doc: &mut OpenApi) {
+    let keys =
+        |router: OpenApiRouter<AppState>| openapi::operation_keys(&router.split_for_parts().1);
+    let mut public = keys(api::public_routes());
+    public.extend(keys(api::metrics_routes()));
+    let worker = keys(api::worker_routes());
+    openapi::add_class_responses(doc, &public, &worker);
+}
+
+/// The router of `metrics_listen`: `/metrics` alone.
+pub fn metrics_router(state: AppState) -> Router {
+    let (routes, _) = api::metrics_routes().split_for_parts();
+    routes
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(middleware::security_headers))
+        .with_state(state)
 }
 
 /// The whole application router.
@@ -85,11 +112,18 @@ pub fn router(state: AppState) -> Router {
         state.clone(),
         middleware::require_worker,
     ));
-    let (documented, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    // With `metrics_listen` set, `/metrics` is served there alone (see `metrics_router`).
+    let metrics = match state.config.metrics_listen {
+        None => api::metrics_routes(),
+        Some(_) => OpenApiRouter::new(),
+    };
+    let (documented, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(api::public_routes())
+        .merge(metrics)
         .merge(admin)
         .merge(worker)
         .split_for_parts();
+    finish_document(&mut doc);
     let documented = documented.layer(axum::middleware::from_fn(middleware::track_api_request));
 
     Router::new()
@@ -104,6 +138,10 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("handler panicked").into_response()
         }))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::check_host,
+        ))
         .layer(axum::middleware::from_fn(middleware::security_headers))
         .layer(axum::Extension(domains))
         .with_state(state)

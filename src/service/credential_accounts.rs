@@ -682,8 +682,9 @@ pub async fn usage_report(
     group_by: Option<String>,
 ) -> Result<UsageReport> {
     let now = ctx.clock.now_ms();
-    let to = to.unwrap_or(now + 1);
-    let from = from.unwrap_or(to - 7 * 86_400_000);
+    let to = to.unwrap_or(now.saturating_add(1));
+    // Saturating: any `to` is input, and `to` near i64::MIN must be a 400, not an overflow.
+    let from = from.unwrap_or(to.saturating_sub(7 * 86_400_000));
     if from >= to {
         return Err(Error::invalid("invalid_from", "from must be before to"));
     }

@@ -57,6 +57,47 @@ fn provider_error(e: ProviderError) -> Error {
     }
 }
 
+/// The credential of an existing mother is replaced only when she has the provider and
+/// `provider_config` the credential was checked with; another one is a different account that
+/// happens to share the name (409, nothing changed).
+async fn check_same_provider(
+    app: &App,
+    id: i64,
+    provider: &str,
+    config: &serde_json::Value,
+) -> Result<()> {
+    let mother = store::get(&app.pool, id).await?;
+    let empty = serde_json::json!({});
+    let normalise = |v: &serde_json::Value| {
+        if v.is_null() {
+            empty.clone()
+        } else {
+            v.clone()
+        }
+    };
+    if mother.provider != provider {
+        return Err(Error::new(
+            super::ErrorKind::Conflict,
+            "provider_mismatch",
+            format!(
+                "mother {:?} exists with provider {}, not {provider}; nothing was changed",
+                mother.name, mother.provider
+            ),
+        ));
+    }
+    if normalise(&mother.provider_config) != normalise(config) {
+        return Err(Error::new(
+            super::ErrorKind::Conflict,
+            "provider_mismatch",
+            format!(
+                "mother {:?} exists with another provider_config; nothing was changed",
+                mother.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub async fn import_cookie(
     app: &App,
     req: ImportCookieRequest,
@@ -111,6 +152,7 @@ pub async fn import_cookie(
     let now = app.clock.now_ms();
     let (mother_id, updated) = match existing {
         Some(id) => {
+            check_same_provider(app, id, kind.as_str(), &config).await?;
             super::mothers::rotate_credential(ctx, id, &req.cookie).await?;
             // A working credential makes an invalid mother usable again.
             store::reactivate(&app.pool, id, now).await?;
@@ -121,7 +163,7 @@ pub async fn import_cookie(
                 name: name.clone(),
                 provider: kind.as_str().to_string(),
                 credential: req.cookie.clone(),
-                provider_config: Some(config),
+                provider_config: Some(config.clone()),
                 seat_limit: None,
                 pool_group_id: group_id,
                 notes: Some(format!(
@@ -135,6 +177,7 @@ pub async fn import_cookie(
                 // Imported concurrently under the same name: take the winner's row.
                 Err(e) if e.is_conflict() => match store::id_by_name(&app.pool, &name).await? {
                     Some(id) => {
+                        check_same_provider(app, id, kind.as_str(), &config).await?;
                         super::mothers::rotate_credential(ctx, id, &req.cookie).await?;
                         (id, true)
                     }

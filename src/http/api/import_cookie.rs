@@ -18,6 +18,7 @@ use crate::service::import_cookie::{self as service, ImportCookieRequest, Import
     responses((status = 201, body = ImportCookieResponse, description = "mother created"),
         (status = 200, body = ImportCookieResponse, description = "existing mother updated"),
         (status = 400, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "a mother of that name exists with another provider or provider_config (`provider_mismatch`)"),
         (status = 422, body = ErrorBody, description = "the provider rejected the credential"),
         (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn import_cookie(

@@ -22,15 +22,19 @@ use utoipa_axum::routes;
 
 use crate::app::AppState;
 
-/// Routes anyone may call: probes, metrics, login, redeem.
+/// Routes anyone may call: probes, login, redeem (and [`metrics_routes`]).
 pub fn public_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(system::healthz))
         .routes(routes!(system::readyz))
-        .routes(routes!(system::metrics))
         .routes(routes!(session::login))
         .routes(routes!(redeem::redeem))
         .routes(routes!(redeem::resend))
+}
+
+/// `/metrics`: on the main address, or alone on `metrics_listen`; `metrics_token` guards it.
+pub fn metrics_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(system::metrics))
 }
 
 /// Routes that need an admin (session or admin-scope token).

@@ -13,7 +13,7 @@ use crate::app::{App, AppState};
 use crate::auth::{self, LoginOutcome, Principal};
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{ApiJson, ClientAddr};
-use crate::http::middleware::SESSION_COOKIE;
+use crate::http::middleware::session_cookie_name;
 
 #[derive(Deserialize, ToSchema)]
 pub struct LoginRequest {
@@ -37,20 +37,24 @@ pub struct LoginResponse {
     pub csrf_token: String,
 }
 
-/// The session cookie set at login.
+/// The session cookie set at login: `Secure` and named `__Host-pk_session` when `cookie_secure`
+/// (on by default in production), else `pk_session`.
 pub fn session_cookie(app: &App, value: String) -> Cookie<'static> {
-    Cookie::build((SESSION_COOKIE, value))
+    Cookie::build((session_cookie_name(&app.config), value))
         .http_only(true)
         .same_site(SameSite::Strict)
-        .secure(app.config.cookie_secure)
+        .secure(app.config.cookie_secure())
         .path("/")
         .max_age(time::Duration::milliseconds(app.session_ttl_ms()))
         .build()
 }
 
-/// A cookie that clears the session cookie.
-pub fn removal_cookie() -> Cookie<'static> {
-    Cookie::build((SESSION_COOKIE, ""))
+/// A cookie that clears the session cookie (same name, path and `Secure`, or a browser keeps it).
+pub fn removal_cookie(app: &App) -> Cookie<'static> {
+    Cookie::build((session_cookie_name(&app.config), ""))
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(app.config.cookie_secure())
         .path("/")
         .max_age(time::Duration::ZERO)
         .build()
@@ -123,10 +127,10 @@ pub async fn login(
 #[utoipa::path(post, path = "/api/admin/logout", tag = "system",
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "csrf_failed")))]
 pub async fn logout(State(app): State<AppState>, jar: CookieJar) -> ApiResult<impl IntoResponse> {
-    if let Some(cookie) = jar.get(SESSION_COOKIE) {
+    if let Some(cookie) = jar.get(session_cookie_name(&app.config)) {
         auth::end_session(&app.users, cookie.value()).await?;
     }
-    Ok((StatusCode::NO_CONTENT, jar.add(removal_cookie())))
+    Ok((StatusCode::NO_CONTENT, jar.add(removal_cookie(&app))))
 }
 
 #[derive(Serialize, ToSchema)]

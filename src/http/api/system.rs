@@ -2,9 +2,10 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
 use crate::app::AppState;
@@ -28,9 +29,23 @@ pub async fn healthz() -> Json<Health> {
     responses((status = 200, body = Health), (status = 503, body = ErrorBody, description = "a database is down or behind")))]
 pub async fn readyz(State(app): State<AppState>) -> ApiResult<Json<Health>> {
     let (pool, users) = tokio::join!(app.pool.database().state(), app.users.database().state());
+    // The answer names the database and the kind of trouble, never the error text (which can
+    // carry file paths and host names); the log has the details.
     let problems: Vec<String> = [("pool", pool), ("users", users)]
         .into_iter()
-        .filter_map(|(name, s)| s.error.map(|e| format!("{name} database: {e}")))
+        .filter(|(_, s)| !s.ok)
+        .map(|(name, s)| {
+            tracing::warn!(
+                database = name,
+                error = s.error.as_deref().unwrap_or(""),
+                "not ready"
+            );
+            if s.pending > 0 {
+                format!("{name} database: {} migration(s) pending", s.pending)
+            } else {
+                format!("{name} database: not reachable")
+            }
+        })
         .collect();
     if problems.is_empty() {
         Ok(Json(Health { status: "ready" }))
@@ -43,13 +58,31 @@ pub async fn readyz(State(app): State<AppState>) -> ApiResult<Json<Health>> {
     }
 }
 
-/// Prometheus metrics in text format.
-#[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, content_type = "text/plain", body = String)))]
-pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+/// Prometheus metrics in text format. With `metrics_token` set it needs
+/// `Authorization: Bearer <metrics_token>`; with `metrics_listen` set it is served on that address
+/// only.
+#[utoipa::path(get, path = "/metrics", tag = "system", responses(
+    (status = 200, content_type = "text/plain", body = String),
+    (status = 401, body = ErrorBody, description = "metrics_token is set and the request does not carry it"),
+))]
+pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(token) = &app.config.metrics_token {
+        let sent = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or("");
+        if !bool::from(sent.as_bytes().ct_eq(token.expose().as_bytes())) {
+            return ApiError::unauthorized("send Authorization: Bearer <metrics_token>")
+                .into_response();
+        }
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.metrics.render(),
     )
+        .into_response()
 }
 
 #[derive(Serialize, ToSchema)]

@@ -54,7 +54,8 @@ where
             .await
             .map_err(IntoResponse::into_response)?;
         if let Principal::Session { csrf_token, .. } = &principal {
-            check_csrf(&parts.headers, &csrf, csrf_token).map_err(IntoResponse::into_response)?;
+            check_csrf(&parts.headers, &parts.extensions, &csrf, csrf_token)
+                .map_err(IntoResponse::into_response)?;
         }
         Ok(CsrfForm(fields))
     }

@@ -144,7 +144,7 @@ pub fn redirect(app: &App, to: &str, flash: Flash) -> Response {
     let cookie = Cookie::build((FLASH_COOKIE, flash.trimmed().encode()))
         .http_only(true)
         .same_site(SameSite::Strict)
-        .secure(app.config.cookie_secure)
+        .secure(app.config.cookie_secure())
         .path("/")
         .max_age(time::Duration::minutes(1))
         .build();

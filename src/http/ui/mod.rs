@@ -21,7 +21,7 @@ use crate::clock;
 use crate::db::DbState;
 use crate::http::api::session::{removal_cookie, session_cookie};
 use crate::http::extract::ClientAddr;
-use crate::http::middleware::SESSION_COOKIE;
+use crate::http::middleware::{ExpectedOrigin, is_expected_origin, session_cookie_name};
 
 mod accounts;
 mod assets;
@@ -102,14 +102,20 @@ async fn require_session(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let principal = match jar.get(SESSION_COOKIE) {
+    let principal = match jar.get(session_cookie_name(&app.config)) {
         Some(cookie) => auth::session_principal(&app.users, &app.clock, cookie.value()).await,
         None => Ok(None),
     };
     match principal {
         Ok(Some(principal)) => {
             req.extensions_mut().insert(principal);
-            next.run(req).await
+            let mut response = next.run(req).await;
+            // A signed-in page shows pool data: no cache may keep it.
+            response.headers_mut().insert(
+                header::CACHE_CONTROL,
+                axum::http::HeaderValue::from_static("no-store"),
+            );
+            response
         }
         Ok(None) => Redirect::to("/login").into_response(),
         Err(e) => crate::http::error::ApiError::from(e).into_response(),
@@ -147,6 +153,7 @@ async fn login_submit(
     State(app): State<AppState>,
     ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
+    expected: Option<Extension<ExpectedOrigin>>,
     jar: CookieJar,
     Form(form): Form<LoginForm>,
 ) -> Response {
@@ -160,7 +167,7 @@ async fn login_submit(
         )
             .into_response()
     };
-    if !origin_is_absent_or_same(&headers) {
+    if !origin_is_absent_or_same(&headers, expected.as_ref().map(|e| &e.0)) {
         return page(
             StatusCode::FORBIDDEN,
             "This form was submitted from another site.".into(),
@@ -214,17 +221,13 @@ async fn login_submit(
 }
 
 /// Login CSRF: a browser sends `Origin` on form posts; when it does, it must be this site.
-fn origin_is_absent_or_same(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+fn origin_is_absent_or_same(headers: &HeaderMap, expected: Option<&ExpectedOrigin>) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
     origin
-        .split_once("://")
-        .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
+        .to_str()
+        .is_ok_and(|o| is_expected_origin(expected, o))
 }
 
 async fn logout(
@@ -232,12 +235,12 @@ async fn logout(
     jar: CookieJar,
     CsrfForm(NoFields {}): CsrfForm<NoFields>,
 ) -> Response {
-    if let Some(cookie) = jar.get(SESSION_COOKIE)
+    if let Some(cookie) = jar.get(session_cookie_name(&app.config))
         && let Err(e) = auth::end_session(&app.users, cookie.value()).await
     {
         return crate::http::error::ApiError::from(e).into_response();
     }
-    (jar.add(removal_cookie()), Redirect::to("/login")).into_response()
+    (jar.add(removal_cookie(&app)), Redirect::to("/login")).into_response()
 }
 
 #[derive(Template, WebTemplate)]

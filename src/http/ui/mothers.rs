@@ -71,7 +71,8 @@ struct ListPage {
     groups: Vec<PoolGroup>,
     error: Option<String>,
     create: CreateForm,
-    batch_text: String,
+    /// The batch form was posted: its rows are not shown again (they hold credentials).
+    batch_posted: bool,
     batch: Option<BatchReport>,
     import: ImportView,
 }
@@ -88,7 +89,7 @@ impl ListPage {
 pub(super) struct Posted {
     pub error: Option<String>,
     pub create: CreateForm,
-    pub batch_text: String,
+    pub batch_posted: bool,
     pub batch: Option<BatchReport>,
     pub import: ImportView,
 }
@@ -173,7 +174,7 @@ async fn render_list(
         groups,
         error: posted.error,
         create: posted.create,
-        batch_text: posted.batch_text,
+        batch_posted: posted.batch_posted,
         batch: posted.batch,
         import: posted.import,
     }
@@ -188,7 +189,7 @@ async fn list(
     render_list(&app, &principal, q, Posted::default()).await
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 pub(super) struct CreateForm {
     #[serde(default)]
     name: String,
@@ -205,6 +206,21 @@ pub(super) struct CreateForm {
     provider_config: String,
     #[serde(default)]
     notes: String,
+}
+
+/// By hand, so that a `{:?}` of the form cannot print the credential.
+impl std::fmt::Debug for CreateForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateForm")
+            .field("name", &self.name)
+            .field("provider", &self.provider)
+            .field("credential", &"***")
+            .field("seat_limit", &self.seat_limit)
+            .field("pool_group_id", &self.pool_group_id)
+            .field("provider_config", &self.provider_config)
+            .field("notes", &self.notes)
+            .finish()
+    }
 }
 
 impl CreateForm {
@@ -288,9 +304,10 @@ async fn batch(
         }
         Err(e) => Err(e.to_string()),
     };
-    // Credentials are in the pasted text: it is shown again only when nothing was imported. An
-    // import redirects (a reload must not import again) with its counts and refused rows.
-    let (error, report, text) = match outcome {
+    // Credentials are in the pasted text: it is never shown again, not even after a validation
+    // (the page says to paste the rows again). An import redirects (a reload must not import
+    // again) with its counts and refused rows.
+    let (error, report) = match outcome {
         Ok(report) if import => {
             let refused = report
                 .rows
@@ -307,12 +324,12 @@ async fn batch(
             };
             return flash::redirect(&app, "/mothers", flash);
         }
-        Ok(report) => (None, Some(report), form.rows),
-        Err(e) => (Some(e), None, form.rows),
+        Ok(report) => (None, Some(report)),
+        Err(e) => (Some(e), None),
     };
     let posted = Posted {
         error,
-        batch_text: text,
+        batch_posted: true,
         batch: report,
         ..Posted::default()
     };
@@ -376,5 +393,22 @@ async fn delete(
             flash::redirect(&app, &format!("/mothers/{id}"), Flash::not_done(e.message))
         }
         Err(e) => page_error(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_form_debug_redacts_the_credential() {
+        let form = CreateForm {
+            name: "acme".into(),
+            credential: "s3cret-mother-credential".into(),
+            ..CreateForm::default()
+        };
+        let printed = format!("{form:?}");
+        assert!(printed.contains("acme"), "{printed}");
+        assert!(!printed.contains("s3cret-mother-credential"), "{printed}");
     }
 }

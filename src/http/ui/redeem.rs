@@ -4,15 +4,16 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::Router;
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use serde::Deserialize;
 
 use crate::app::AppState;
 use crate::http::extract::ClientAddr;
+use crate::http::middleware::ExpectedOrigin;
 use crate::service::ErrorKind;
 use crate::service::redeem::{self as service, RedeemRequest};
 
@@ -49,6 +50,7 @@ async fn submit(
     State(app): State<AppState>,
     ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
+    expected: Option<Extension<ExpectedOrigin>>,
     Form(form): Form<RedeemForm>,
 ) -> Response {
     let code = form.code.trim().to_string();
@@ -65,7 +67,7 @@ async fn submit(
         )
             .into_response()
     };
-    if !super::origin_is_absent_or_same(&headers) {
+    if !super::origin_is_absent_or_same(&headers, expected.as_ref().map(|e| &e.0)) {
         return page(
             StatusCode::FORBIDDEN,
             "This form was submitted from another site.",
