@@ -194,7 +194,7 @@ impl Server {
     ) -> anyhow::Result<Result<i64, Refused>> {
         let res = self
             .post(
-                &format!("/api/pool/leases/{lease_id}/renew"),
+                &format!("/api/pool/leases/{id}/renew", id = lease_id),
                 serde_json::json!({ "ttl_seconds": ttl }),
             )
             .await?;
@@ -214,7 +214,7 @@ impl Server {
     ) -> anyhow::Result<()> {
         let res = self
             .post(
-                &format!("/api/pool/leases/{lease_id}/release"),
+                &format!("/api/pool/leases/{id}/release", id = lease_id),
                 serde_json::json!({ "result": result, "error_message": message }),
             )
             .await?;
