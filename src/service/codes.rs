@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Error, ErrorKind, Result};
+use super::{Error, ErrorKind, Result, one_of};
 use crate::app::App;
 use crate::domain::codes::{self, CountError};
 use crate::store::invites::{self, Invite, InviteFilter};
@@ -153,17 +153,8 @@ pub fn filter(
     search: Option<String>,
 ) -> Result<CodeFilter> {
     const STATUSES: [&str; 5] = ["unused", "reserved", "used", "expired", "disabled"];
-    let status = status.filter(|s| !s.is_empty());
-    if let Some(s) = &status
-        && !STATUSES.contains(&s.as_str())
-    {
-        return Err(Error::invalid(
-            "invalid_status",
-            format!("status must be one of {}", STATUSES.join(", ")),
-        ));
-    }
     Ok(CodeFilter {
-        status,
+        status: one_of("status", status, &STATUSES)?,
         batch_id: batch_id.filter(|s| !s.is_empty()),
         search: search.filter(|s| !s.trim().is_empty()),
     })
@@ -226,17 +217,8 @@ pub fn invite_filter(
         "cancelled",
         "removed",
     ];
-    let status = status.filter(|s| !s.is_empty());
-    if let Some(s) = &status
-        && !STATUSES.contains(&s.as_str())
-    {
-        return Err(Error::invalid(
-            "invalid_status",
-            format!("status must be one of {}", STATUSES.join(", ")),
-        ));
-    }
     Ok(InviteFilter {
-        status,
+        status: one_of("status", status, &STATUSES)?,
         email: email.filter(|s| !s.trim().is_empty()),
         mother_id,
     })

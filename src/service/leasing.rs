@@ -69,6 +69,16 @@ pub(super) fn check_pool(pool: Option<String>) -> Result<String> {
     Ok(pool)
 }
 
+/// The worker's result of a lease as a release knows it, or 400 `invalid_result`.
+pub(super) fn release_result(result: Option<&str>) -> Result<LeaseResult> {
+    result.and_then(LeaseResult::parse_release).ok_or_else(|| {
+        Error::invalid(
+            "invalid_result",
+            format!("result must be one of {}", LeaseResult::RELEASE_VALUES),
+        )
+    })
+}
+
 pub(super) fn check_text(field: &str, value: Option<String>, max: usize) -> Result<Option<String>> {
     let value = value
         .map(|v| v.trim().to_string())
@@ -356,16 +366,7 @@ pub async fn release(
     id: &str,
     req: ReleaseRequest,
 ) -> Result<Lease> {
-    let result = req
-        .result
-        .as_deref()
-        .and_then(LeaseResult::parse_release)
-        .ok_or_else(|| {
-            Error::invalid(
-                "invalid_result",
-                format!("result must be one of {}", LeaseResult::RELEASE_VALUES),
-            )
-        })?;
+    let result = release_result(req.result.as_deref())?;
     let error_message = check_text("error_message", req.error_message, 2000)?;
     let now = ctx.clock.now_ms();
     let lease = store::release(

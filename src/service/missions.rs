@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::leasing::{
     self, Holder, LeaseGrant, LeasingCtx, check_pool, check_required, check_text, record_lease_end,
+    release_result,
 };
 use super::{Error, ErrorKind, Result, not_found};
 use crate::db::PoolDb;
@@ -326,16 +327,7 @@ pub async fn complete(
     claim_id: &str,
     req: CompleteRequest,
 ) -> Result<CompletedClaim> {
-    let result = req
-        .result
-        .as_deref()
-        .and_then(LeaseResult::parse_release)
-        .ok_or_else(|| {
-            Error::invalid(
-                "invalid_result",
-                format!("result must be one of {}", LeaseResult::RELEASE_VALUES),
-            )
-        })?;
+    let result = release_result(req.result.as_deref())?;
     let error_message = check_text("error_message", req.error_message, 2000)?;
     let reports = check_reports(req.requests)?;
     let now = ctx.leasing.clock.now_ms();

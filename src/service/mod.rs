@@ -19,6 +19,21 @@ pub mod tokens;
 
 pub use error::{Error, ErrorKind, Result, not_found};
 
+/// An empty filter value means "any"; anything else must be one of `allowed`.
+pub(crate) fn one_of(
+    field: &'static str,
+    value: Option<String>,
+    allowed: &[&str],
+) -> Result<Option<String>> {
+    match value.filter(|v| !v.is_empty()) {
+        Some(v) if !allowed.contains(&v.as_str()) => Err(Error::invalid(
+            format!("invalid_{field}"),
+            format!("{field} must be one of {}", allowed.join(", ")),
+        )),
+        other => Ok(other),
+    }
+}
+
 use crate::clock::SharedClock;
 use crate::crypto::Keyring;
 use crate::db::PoolDb;

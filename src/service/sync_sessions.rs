@@ -3,24 +3,13 @@
 
 use serde::Serialize;
 
-use super::{Error, Result};
+use super::{Error, Result, one_of};
 use crate::app::App;
 use crate::domain::sync_sessions::{CATEGORIES, STATUSES, SYNC_TYPES};
 use crate::store::StoreError;
 use crate::store::sync_sessions::{
     self as store, Session, SessionDetail, SessionFilter, Statistics,
 };
-
-/// An empty filter value means "any"; anything else must be one of `allowed`.
-fn one_of(field: &'static str, value: Option<String>, allowed: &[&str]) -> Result<Option<String>> {
-    match value.filter(|v| !v.is_empty()) {
-        Some(v) if !allowed.contains(&v.as_str()) => Err(Error::invalid(
-            format!("invalid_{field}"),
-            format!("{field} must be one of {}", allowed.join(", ")),
-        )),
-        other => Ok(other),
-    }
-}
 
 /// Checks list filters.
 pub fn filter(
