@@ -214,7 +214,8 @@ pub async fn start(app: AppState, listen: SocketAddr) -> anyhow::Result<RunningS
 pub const SYNC_SESSION_RETENTION_MS: i64 = 30 * 24 * 3_600_000;
 
 /// Periodic housekeeping of this process: expired sessions, held seats past `held_until`, redeem
-/// codes left reserved, expired leases, sync sessions past retention, metric upkeep.
+/// codes left reserved, expired leases, sync sessions past retention, the tallies folded, metric
+/// upkeep.
 fn spawn_maintenance(app: AppState, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -268,6 +269,9 @@ fn spawn_maintenance(app: AppState, mut stop: watch::Receiver<bool>) {
                     metrics::gauge!(crate::metrics::POOL_ACCOUNTS, "status" => status)
                         .set(n as f64);
                 }
+            }
+            if let Err(e) = store::tallies::compact(&app.pool).await {
+                tracing::warn!(error = %e, "folding the mother tallies failed");
             }
             let cutoff = now - SYNC_SESSION_RETENTION_MS;
             if let Err(e) = store::sync_sessions::delete_started_before(&app.pool, cutoff).await {

@@ -732,6 +732,125 @@ async fn stats_and_quota_numbers() {
     .await;
 }
 
+/// The tallies that stats, quota and the list's total read always equal a recount of the rows,
+/// whatever changed: new mothers, seats used, held and released, a resize, a move to another
+/// group, a status change, children added, a forced delete (children go with the mother), and a
+/// fold by housekeeping.
+#[tokio::test]
+async fn tallies_always_equal_a_recount() {
+    each_backend(|backend| async move {
+        let t = TestApp::spawn(&backend).await;
+        let api = Api::new(&t).await;
+        let pool = &t.app().pool;
+        let check = |step: &'static str| async move {
+            let tallied = (
+                store::tallies::mothers(pool).await.unwrap(),
+                store::tallies::count_children(pool).await.unwrap(),
+            );
+            let counted = store::tallies::recount(pool).await.unwrap();
+            assert_eq!(tallied, counted, "after {step}");
+            let all = store::mothers::MotherFilter::default();
+            let (_, total) = store::mothers::list_with_usage(pool, &all, 1, 0)
+                .await
+                .unwrap();
+            assert_eq!(
+                total,
+                counted.0.iter().map(|t| t.mothers).sum::<i64>(),
+                "after {step}"
+            );
+        };
+        check("nothing").await;
+        let g1 = api.group("one").await;
+        let g2 = api.group("two").await;
+        let a = api
+            .mother(
+                json!({"name": "a", "provider": "sim", "credential": SECRET, "pool_group_id": g1}),
+            )
+            .await["id"]
+            .as_i64()
+            .unwrap();
+        let b = api
+            .mother(json!({"name": "b", "provider": "sim", "credential": SECRET, "seat_limit": 3}))
+            .await["id"]
+            .as_i64()
+            .unwrap();
+        let c = api
+            .mother(
+                json!({"name": "c", "provider": "sim", "credential": SECRET, "pool_group_id": g1}),
+            )
+            .await["id"]
+            .as_i64()
+            .unwrap();
+        check("three mothers").await;
+        store::seats::mark_used(pool, a, "u1@example.org", 1)
+            .await
+            .unwrap();
+        let seat = store::seats::mark_used(pool, a, "u2@example.org", 1)
+            .await
+            .unwrap();
+        store::seats::release(pool, seat.id, 2).await.unwrap();
+        store::seats::mark_used(pool, b, "u3@example.org", 1)
+            .await
+            .unwrap();
+        check("seats used and released").await;
+        let patch = |id: i64, body: Value| {
+            let api = &api;
+            async move {
+                api.ok(
+                    reqwest::Method::PATCH,
+                    &format!("/api/admin/mothers/{id}"),
+                    Some(body),
+                )
+                .await;
+            }
+        };
+        patch(a, json!({"seat_limit": 10})).await;
+        check("a resize").await;
+        patch(a, json!({"pool_group_id": g2})).await;
+        check("a move to another group").await;
+        patch(c, json!({"status": "disabled"})).await;
+        patch(b, json!({"pool_group_id": g1, "status": "invalid"})).await;
+        check("status changes").await;
+        let detail = api.get(&format!("/api/admin/mothers/{b}")).await;
+        let team = detail["teams"][0]["id"].as_i64().unwrap();
+        let members: Vec<store::mothers::ChildInput> = (0..3)
+            .map(|i| store::mothers::ChildInput {
+                email: format!("m{i}@example.org"),
+                name: format!("m{i}"),
+                status: "active".into(),
+            })
+            .collect();
+        store::mothers::sync_team_children(pool, b, team, &members, 3)
+            .await
+            .unwrap();
+        check("children added").await;
+        store::tallies::compact(pool).await.unwrap();
+        check("a fold").await;
+        api.ok(
+            reqwest::Method::DELETE,
+            &format!("/api/admin/mothers/{b}?force=true"),
+            None,
+        )
+        .await;
+        check("a forced delete").await;
+        assert_eq!(store::tallies::count_children(pool).await.unwrap(), 0);
+        store::tallies::compact(pool).await.unwrap();
+        store::tallies::compact(pool).await.unwrap();
+        check("two more folds").await;
+        let stats = api.get("/api/admin/stats").await;
+        assert_eq!(
+            stats["mothers"],
+            json!({"total": 2, "active": 1, "invalid": 0, "disabled": 1})
+        );
+        assert_eq!(
+            stats["seats"],
+            json!({"total": 17, "free": 16, "held": 0, "used": 1})
+        );
+        t.stop().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn credentials_never_appear_in_responses_logs_or_debug() {
     let logs = captured_logs();

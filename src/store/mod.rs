@@ -16,6 +16,7 @@ pub mod redeem_codes;
 pub mod seats;
 pub mod sessions;
 pub mod sync_sessions;
+pub mod tallies;
 pub mod tokens;
 
 #[derive(Debug, thiserror::Error)]

@@ -10,8 +10,8 @@ use sqlx::FromRow;
 
 use super::pool_groups::{ALLOCATE, SequenceKind};
 use super::seats::{self, ADD_FREE_SEATS, REMOVE_FREE_SEATS, Seat};
-use super::{StoreError, StoreResult};
-use crate::db::{PoolDb, in_transaction, on_reader, on_writer};
+use super::{StoreError, StoreResult, tallies};
+use crate::db::{Backend, PoolDb, in_transaction, on_reader, on_writer};
 use crate::domain::mothers::NewTeam;
 use crate::domain::seats::{Resize, Usage, plan_resize};
 
@@ -457,25 +457,35 @@ pub struct StatusCount {
     pub seats_held: i64,
 }
 
-/// Per mother status: mothers and seat counters summed. One scan of `mothers`.
+/// Per mother status: mothers and seat counters summed, from the tallies (a few rows, however
+/// many mothers there are).
 pub async fn counts_by_status(db: &PoolDb) -> StoreResult<Vec<StatusCount>> {
-    Ok(on_reader!(db, |p| {
-        sqlx::query_as(
-        "SELECT status, COUNT(*) AS mothers, CAST(SUM(seat_limit) AS BIGINT) AS seats_total, \
-         CAST(SUM(seats_used) AS BIGINT) AS seats_used, CAST(SUM(seats_held) AS BIGINT) AS seats_held \
-         FROM mothers GROUP BY status ORDER BY status"
-    )
-    .fetch_all(p)
-    .await
-    })?)
+    let mut counts: Vec<StatusCount> = Vec::new();
+    for t in tallies::mothers(db).await? {
+        if counts.last().is_none_or(|c| c.status != t.status) {
+            counts.push(StatusCount {
+                status: t.status.clone(),
+                ..StatusCount::default()
+            });
+        }
+        if let Some(c) = counts.last_mut() {
+            c.mothers += t.mothers;
+            c.seats_total += t.seats_total;
+            c.seats_used += t.seats_used;
+            c.seats_held += t.seats_held;
+        }
+    }
+    Ok(counts)
 }
 
+/// How many pool groups and children there are.
 pub async fn count_groups_and_children(db: &PoolDb) -> StoreResult<(i64, i64)> {
-    Ok(on_reader!(db, |p| sqlx::query_as(
-        "SELECT (SELECT COUNT(*) FROM pool_groups), (SELECT COUNT(*) FROM children)"
+    let groups = on_reader!(db, |p| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM pool_groups"
     )
     .fetch_one(p)
-    .await)?)
+    .await)?;
+    Ok((groups, tallies::count_children(db).await?))
 }
 
 /// Seat counters of active mothers per group (`None`: mothers in no group).
@@ -488,20 +498,49 @@ pub struct GroupSeats {
     pub seats_held: i64,
 }
 
+/// Seat counters of active mothers per group, ordered by group name (mothers in no group last),
+/// from the tallies.
 pub async fn active_seats_by_group(db: &PoolDb) -> StoreResult<Vec<GroupSeats>> {
-    // Aggregate first, then name the (few) groups.
-    Ok(on_reader!(db, |p| {
-        sqlx::query_as(
-        "SELECT a.pool_group_id, g.name AS pool_group_name, a.seats_total, a.seats_used, a.seats_held \
-         FROM (SELECT pool_group_id, CAST(SUM(seat_limit) AS BIGINT) AS seats_total, \
-               CAST(SUM(seats_used) AS BIGINT) AS seats_used, \
-               CAST(SUM(seats_held) AS BIGINT) AS seats_held \
-               FROM mothers WHERE status = 'active' GROUP BY pool_group_id) a \
-         LEFT JOIN pool_groups g ON g.id = a.pool_group_id ORDER BY g.name"
-    )
-    .fetch_all(p)
-    .await
-    })?)
+    let active: Vec<tallies::MotherTally> = tallies::mothers(db)
+        .await?
+        .into_iter()
+        .filter(|t| t.status == "active")
+        .collect();
+    let ids: Vec<i64> = active.iter().filter_map(|t| t.pool_group_id).collect();
+    let names: Vec<(i64, String)> = if ids.is_empty() {
+        Vec::new()
+    } else {
+        // The ids travel as one JSON array, read by each backend's JSON table function.
+        let ids_in = match db.0.backend() {
+            Backend::Postgres => "SELECT value::BIGINT FROM json_array_elements_text($1::JSON)",
+            Backend::Sqlite => "SELECT value FROM json_each($1)",
+        };
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT id, name FROM pool_groups WHERE id IN ({ids_in})"
+        ));
+        let ids = serde_json::Value::from(ids).to_string();
+        on_reader!(db, |p| sqlx::query_as(sql).bind(&ids).fetch_all(p).await)?
+    };
+    let mut seats: Vec<GroupSeats> = active
+        .into_iter()
+        .map(|t| GroupSeats {
+            pool_group_name: t
+                .pool_group_id
+                .and_then(|id| names.iter().find(|(i, _)| *i == id).map(|(_, n)| n.clone())),
+            pool_group_id: t.pool_group_id,
+            seats_total: t.seats_total,
+            seats_used: t.seats_used,
+            seats_held: t.seats_held,
+        })
+        .collect();
+    // By name like the groups list; `None` (no group) sorts last, as NULL did in SQL.
+    seats.sort_by(|a, b| match (&a.pool_group_name, &b.pool_group_name) {
+        (Some(x), Some(y)) => x.cmp(y),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.pool_group_id.cmp(&b.pool_group_id),
+    });
+    Ok(seats)
 }
 
 /// Links a local team to the provider's team and takes its name.

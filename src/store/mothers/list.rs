@@ -9,7 +9,7 @@
 
 use super::{COLUMNS, Mother, Row};
 use crate::db::{Backend, PoolDb, on_reader};
-use crate::store::{StoreResult, contains_pattern};
+use crate::store::{StoreResult, contains_pattern, tallies};
 
 /// Which mothers a page lists.
 #[derive(Clone, Debug, Default)]
@@ -25,7 +25,6 @@ pub struct MotherFilter {
 /// group) and the pattern to bind as `$1`. `$n IS NULL OR ...` keeps few statements for every
 /// filter combination. The name match is case-insensitive on both backends.
 fn filter_sql(backend: Backend, filter: &MotherFilter) -> (&'static str, Option<String>) {
-    // Without filters, COUNT(*) has no WHERE: SQLite then counts b-tree pages instead of rows.
     const UNFILTERED: &str = "$1 IS NULL AND $2 IS NULL AND $3 IS NULL";
     const SQLITE_INDEXED: &str = "id IN (SELECT rowid FROM mothers_name_search \
         WHERE mothers_name_search.name LIKE $1) \
@@ -81,11 +80,8 @@ fn list_sql(
         "WITH {page} SELECT {COLUMNS} FROM page JOIN mothers m ON m.id = page.id \
          LEFT JOIN pool_groups g ON g.id = m.pool_group_id ORDER BY m.id DESC"
     );
-    let count = if pattern.is_none() && filter.status.is_none() && filter.pool_group_id.is_none() {
-        "SELECT COUNT(*) FROM mothers".to_string()
-    } else {
-        format!("SELECT COUNT(*) FROM mothers WHERE {filter_sql}")
-    };
+    // Used for a name search only: without one, `store::tallies` knows the count.
+    let count = format!("SELECT COUNT(*) FROM mothers WHERE {filter_sql}");
     (items, count, pattern)
 }
 
@@ -110,15 +106,14 @@ pub async fn list_with_usage(
     offset: i64,
 ) -> StoreResult<(Vec<Mother>, i64)> {
     let (_, count_sql, pattern) = list_sql(db, filter, false);
-    let total: i64 = if count_sql.contains("WHERE") {
+    let total: i64 = if pattern.is_none() {
+        // Without a name search the tallies know the count.
+        tallies::count_mothers(db, filter.status.as_deref(), filter.pool_group_id).await?
+    } else {
         on_reader!(db, |p| sqlx::query_scalar(sqlx::AssertSqlSafe(count_sql))
             .bind(&pattern)
             .bind(&filter.status)
             .bind(filter.pool_group_id)
-            .fetch_one(p)
-            .await)?
-    } else {
-        on_reader!(db, |p| sqlx::query_scalar(sqlx::AssertSqlSafe(count_sql))
             .fetch_one(p)
             .await)?
     };
@@ -139,7 +134,8 @@ pub async fn list_with_usage(
 }
 
 /// How the database runs [`list_with_usage`] for these arguments: the plan of the page query, then
-/// that of the count query, as the backend's EXPLAIN prints them (`EXPLAIN QUERY PLAN` details on
+/// that of the count query a name search runs (without one, the count comes from
+/// `store::tallies`), as the backend's EXPLAIN prints them (`EXPLAIN QUERY PLAN` details on
 /// SQLite), one line each. For benchmarks and tests that check which index a query reads.
 pub async fn explain_list_with_usage(
     db: &PoolDb,
@@ -154,16 +150,12 @@ pub async fn explain_list_with_usage(
     };
     let mut plans = Vec::new();
     for (sql, paged) in [(items_sql, true), (count_sql, false)] {
-        let has_binds = paged || sql.contains("WHERE");
         let sql = format!("{explain} {sql}");
         let lines: Vec<String> = on_reader!(db, |p| {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            if has_binds {
-                q = q
-                    .bind(&pattern)
-                    .bind(&filter.status)
-                    .bind(filter.pool_group_id);
-            }
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&pattern)
+                .bind(&filter.status)
+                .bind(filter.pool_group_id);
             if paged {
                 q = q.bind(limit).bind(offset);
             }
