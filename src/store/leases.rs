@@ -126,35 +126,55 @@ macro_rules! close_expired {
 
 pub(crate) use close_expired;
 
-/// The two statements of an acquire: claim the account, insert the lease.
-pub(crate) fn acquire_sql(
-    backend: Backend,
-) -> (sqlx::AssertSqlSafe<String>, sqlx::AssertSqlSafe<String>) {
+/// The claim statement of an acquire (binds: `$1` pool, `$2` lease id, `$3` expiry, `$4` now, `$5`
+/// cooldown ms; on PostgreSQL also `$6` worker, `$7` token id, `$8` mission) and, for SQLite, the
+/// lease's insert. The claim picks the first available account in `selection_order`, which is the
+/// order of the `credential_accounts_pick` index (never used is `total_uses = 0`; pool migration
+/// 0009), so it stops at the first available entry instead of sorting the pool.
+///
+/// On PostgreSQL the claim is one statement that also inserts the lease and returns the lease the
+/// account had before (`previous_lease`): the chosen row is locked (`FOR UPDATE SKIP LOCKED`, so
+/// concurrent acquires pass over it). SQLite has no data-modifying `WITH`; its claim runs through
+/// the single writer and returns no previous lease.
+pub(crate) fn acquire_sql(backend: Backend) -> (sqlx::AssertSqlSafe<String>, &'static str) {
     let available = credential_accounts::available_sql("$4", "$5");
-    let lock = match backend {
-        Backend::Sqlite => "",
-        Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-    };
     let columns = credential_accounts::COLUMNS;
     // SET expressions read the old row: a quarantine that is over ends here, failures from 0.
-    let claim = sqlx::AssertSqlSafe(format!(
-        "UPDATE credential_accounts SET current_lease_id = $2, leased_until = $3, \
+    let set = "current_lease_id = $2, leased_until = $3, \
          last_used_at = $4, total_uses = total_uses + 1, \
          consecutive_failures = CASE WHEN quarantine_until IS NOT NULL AND quarantine_until <= $4 \
            THEN 0 ELSE consecutive_failures END, \
          quarantine_until = CASE WHEN quarantine_until IS NOT NULL AND quarantine_until <= $4 \
            THEN NULL ELSE quarantine_until END, \
-         updated_at = $4 \
-         WHERE id = (SELECT id FROM credential_accounts WHERE pool = $1 AND {available} \
-           ORDER BY CASE WHEN last_used_at IS NULL THEN 0 ELSE 1 END, total_uses, last_used_at, id \
-           LIMIT 1 {lock}) \
-         RETURNING {columns}, password_sealed"
-    ));
-    let insert = sqlx::AssertSqlSafe(format!(
-        "INSERT INTO credential_leases ({LEASE_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, 0, NULL) RETURNING {LEASE_COLUMNS}"
-    ));
-    (claim, insert)
+         updated_at = $4";
+    let pick = format!(
+        "SELECT id AS pick_id, current_lease_id AS previous_lease FROM credential_accounts \
+         WHERE pool = $1 AND {available} ORDER BY total_uses, last_used_at, id LIMIT 1"
+    );
+    const INSERT: &str = "INSERT INTO credential_leases (id, account_id, pool, worker, \
+        holder_token_id, mission, acquired_at, expires_at, released_at, renewals, result) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, 0, NULL)";
+    match backend {
+        Backend::Postgres => (
+            sqlx::AssertSqlSafe(format!(
+                "WITH pick AS ({pick} FOR UPDATE SKIP LOCKED), \
+                 claimed AS (UPDATE credential_accounts SET {set} FROM pick WHERE id = pick_id \
+                   RETURNING {columns}, password_sealed, previous_lease), \
+                 lease AS (INSERT INTO credential_leases (id, account_id, pool, worker, \
+                   holder_token_id, mission, acquired_at, expires_at, released_at, renewals, result) \
+                   SELECT $2, id, $1, $6, $7, $8, $4, $3, NULL, 0, NULL FROM claimed) \
+                 SELECT * FROM claimed"
+            )),
+            "",
+        ),
+        Backend::Sqlite => (
+            sqlx::AssertSqlSafe(format!(
+                "UPDATE credential_accounts SET {set} WHERE id = (SELECT pick_id FROM ({pick})) \
+                 RETURNING {columns}, password_sealed, NULL AS previous_lease"
+            )),
+            INSERT,
+        ),
+    }
 }
 
 /// An account row claimed by an acquire, with its sealed password.
@@ -163,6 +183,8 @@ pub(crate) struct Claimed {
     #[sqlx(flatten)]
     pub account: Account,
     pub password_sealed: String,
+    /// The account's lease before this one (PostgreSQL only): still open, it has expired.
+    pub previous_lease: Option<String>,
 }
 
 /// Lends the first available account of a pool inside the write transaction `$tx` (which the
@@ -172,37 +194,75 @@ macro_rules! acquire_in {
     ($tx:ident, $backend:expr, pool: $pool:expr, lease_id: $lease_id:expr, worker: $worker:expr,
      token_id: $token_id:expr, mission: $mission:expr, now: $now:expr, expires_at: $expires_at:expr,
      cooldown_ms: $cooldown_ms:expr) => {{
-        let (claim_sql, insert_sql) = $crate::store::leases::acquire_sql($backend);
-        let claimed: Option<$crate::store::leases::Claimed> = sqlx::query_as(claim_sql)
-            .bind($pool)
-            .bind($lease_id)
-            .bind($expires_at)
-            .bind($now)
-            .bind($cooldown_ms)
-            .fetch_optional(&mut *$tx)
-            .await?;
+        use $crate::db::Backend;
+        let backend: Backend = $backend;
+        let (pool, lease_id, worker, token_id) = ($pool, $lease_id, $worker, $token_id);
+        let (mission, now, expires_at, cooldown_ms) = ($mission, $now, $expires_at, $cooldown_ms);
+        let (claim_sql, insert_sql) = $crate::store::leases::acquire_sql(backend);
+        let claim = sqlx::query_as(claim_sql)
+            .bind(pool)
+            .bind(lease_id)
+            .bind(expires_at)
+            .bind(now)
+            .bind(cooldown_ms);
+        let claimed: Option<$crate::store::leases::Claimed> = match backend {
+            Backend::Postgres => {
+                claim
+                    .bind(worker)
+                    .bind(token_id)
+                    .bind(mission)
+                    .fetch_optional(&mut *$tx)
+                    .await?
+            }
+            Backend::Sqlite => claim.fetch_optional(&mut *$tx).await?,
+        };
         match claimed {
             None => None,
             Some(claimed) => {
                 // The account was available, so a lease still open on it has expired: close it.
-                let closed_expired = $crate::store::leases::close_expired!(
-                    $tx,
-                    $now,
-                    $cooldown_ms,
-                    Some(claimed.account.id),
-                    None::<&str>
-                );
-                let lease: $crate::store::leases::Lease = sqlx::query_as(insert_sql)
-                    .bind($lease_id)
-                    .bind(claimed.account.id)
-                    .bind($pool)
-                    .bind($worker)
-                    .bind($token_id)
-                    .bind($mission)
-                    .bind($now)
-                    .bind($expires_at)
-                    .fetch_one(&mut *$tx)
-                    .await?;
+                let closed_expired = match (backend, claimed.previous_lease.as_deref()) {
+                    (Backend::Postgres, None) => Vec::new(),
+                    (Backend::Postgres, Some(previous)) => $crate::store::leases::close_expired!(
+                        $tx,
+                        now,
+                        cooldown_ms,
+                        None::<i64>,
+                        Some(previous)
+                    ),
+                    (Backend::Sqlite, _) => $crate::store::leases::close_expired!(
+                        $tx,
+                        now,
+                        cooldown_ms,
+                        Some(claimed.account.id),
+                        None::<&str>
+                    ),
+                };
+                if backend == Backend::Sqlite {
+                    sqlx::query(insert_sql)
+                        .bind(lease_id)
+                        .bind(claimed.account.id)
+                        .bind(pool)
+                        .bind(worker)
+                        .bind(token_id)
+                        .bind(mission)
+                        .bind(now)
+                        .bind(expires_at)
+                        .execute(&mut *$tx)
+                        .await?;
+                }
+                let lease = $crate::store::leases::Lease {
+                    id: lease_id.to_string(),
+                    account_id: claimed.account.id,
+                    pool: pool.to_string(),
+                    worker: worker.to_string(),
+                    holder_token_id: token_id,
+                    mission: mission.map(str::to_string),
+                    acquired_at: now,
+                    expires_at,
+                    released_at: None,
+                    renewals: 0,
+                    result: None,
+                };
                 Some($crate::store::leases::Acquired {
                     lease,
                     account: claimed.account,

@@ -89,6 +89,9 @@ pub async fn find_active(db: &UsersDb, token_hash: &str) -> StoreResult<Option<A
         .await)?)
 }
 
+/// How often a token's `last_used_at` is written at most.
+pub const TOUCH_INTERVAL_MS: i64 = 60_000;
+
 /// Records use at most once a minute per token, so reads do not turn into a write per request.
 pub async fn touch(db: &UsersDb, id: i64, now: i64) -> StoreResult<()> {
     on_writer!(db, |p| {
@@ -97,7 +100,7 @@ pub async fn touch(db: &UsersDb, id: i64, now: i64) -> StoreResult<()> {
     )
     .bind(id)
     .bind(now)
-    .bind(now - 60_000)
+    .bind(now - TOUCH_INTERVAL_MS)
     .execute(p)
     .await
     .map(|r| r.rows_affected())
