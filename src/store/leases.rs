@@ -373,24 +373,35 @@ pub async fn renew(
     })
 }
 
-/// The statements of a release: lock the account row, finish the lease.
-pub(crate) fn release_sql(
-    backend: Backend,
-) -> (sqlx::AssertSqlSafe<String>, sqlx::AssertSqlSafe<String>) {
-    let lock = match backend {
-        Backend::Sqlite => "",
-        Backend::Postgres => " FOR UPDATE",
-    };
-    let account_sql = sqlx::AssertSqlSafe(format!(
-        "SELECT cooldown_until, quarantine_until, consecutive_failures, login \
-         FROM credential_accounts WHERE id = $1{lock}"
-    ));
-    let finish = sqlx::AssertSqlSafe(format!(
-        "UPDATE credential_leases SET released_at = $2, result = $3 WHERE id = $1 \
-         RETURNING {LEASE_COLUMNS}"
-    ));
-    (account_sql, finish)
+/// Reads (and on PostgreSQL locks) the resting state of a lease's account: `$1` the account id.
+pub(crate) fn release_account_sql(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => {
+            "SELECT cooldown_until, quarantine_until, consecutive_failures, login \
+             FROM credential_accounts WHERE id = $1"
+        }
+        Backend::Postgres => {
+            "SELECT cooldown_until, quarantine_until, consecutive_failures, login \
+             FROM credential_accounts WHERE id = $1 FOR UPDATE"
+        }
+    }
 }
+
+/// The writes of a release: the account rests (`$1` account, `$2` lease, `$3` cooldown until,
+/// `$4` quarantine until, `$5` failures, `$6` 1 for a success, `$7` now), the lease ends (`$2`,
+/// `$7`, `$8` result) and its usage row is written (also `$9` login, `$10` error message).
+/// PostgreSQL runs them as one statement.
+pub(crate) const RELEASE_WRITES_POSTGRES: &str = "WITH rested AS (\
+      UPDATE credential_accounts SET cooldown_until = $3, quarantine_until = $4, \
+      consecutive_failures = $5, total_successes = total_successes + $6, \
+      leased_until = NULL, current_lease_id = NULL, updated_at = $7 \
+      WHERE id = $1 AND current_lease_id = $2), \
+    finished AS (UPDATE credential_leases SET released_at = $7, result = $8 WHERE id = $2 \
+      RETURNING account_id, pool, id, mission, acquired_at) \
+    INSERT INTO credential_usage (account_id, login, pool, lease_id, mission, result, \
+      error_message, started_at, finished_at, duration_ms) \
+    SELECT account_id, $9, pool, id, mission, $8, $10, acquired_at, $7, $7 - acquired_at \
+    FROM finished";
 
 /// Ends the open lease `$lease` (read under lock, refusals already checked) with `$result` inside
 /// the write transaction `$tx`: the account rests as `domain::leases::after_release` says, one
@@ -399,16 +410,18 @@ pub(crate) fn release_sql(
 macro_rules! release_in {
     ($tx:ident, $backend:expr, lease: $lease:expr, result: $result:expr,
      error_message: $error_message:expr, now: $now:expr, policy: $policy:expr) => {{
+        use $crate::db::Backend;
+        let backend: Backend = $backend;
         let lease: &$crate::store::leases::Lease = $lease;
         let result: $crate::domain::leases::LeaseResult = $result;
+        let error_message: Option<&str> = $error_message;
         let now: i64 = $now;
-        let (account_sql, finish_sql) = $crate::store::leases::release_sql($backend);
         let (cooldown_until, quarantine_until, consecutive_failures, login): (
             Option<i64>,
             Option<i64>,
             i64,
             String,
-        ) = sqlx::query_as(account_sql)
+        ) = sqlx::query_as($crate::store::leases::release_account_sql(backend))
             .bind(lease.account_id)
             .fetch_one(&mut *$tx)
             .await?;
@@ -419,45 +432,70 @@ macro_rules! release_in {
         };
         let after = $crate::domain::leases::after_release($policy, before, result, now);
         let success = i64::from(result == $crate::domain::leases::LeaseResult::Success);
-        sqlx::query(
-            "UPDATE credential_accounts SET cooldown_until = $3, quarantine_until = $4, \
-             consecutive_failures = $5, total_successes = total_successes + $6, \
-             leased_until = NULL, current_lease_id = NULL, updated_at = $7 \
-             WHERE id = $1 AND current_lease_id = $2",
-        )
-        .bind(lease.account_id)
-        .bind(&lease.id)
-        .bind(after.cooldown_until)
-        .bind(after.quarantine_until)
-        .bind(after.consecutive_failures)
-        .bind(success)
-        .bind(now)
-        .execute(&mut *$tx)
-        .await?;
-        let finished: $crate::store::leases::Lease = sqlx::query_as(finish_sql)
-            .bind(&lease.id)
-            .bind(now)
-            .bind(result.as_str())
-            .fetch_one(&mut *$tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO credential_usage (account_id, login, pool, lease_id, mission, result, \
-             error_message, started_at, finished_at, duration_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(finished.account_id)
-        .bind(&login)
-        .bind(&finished.pool)
-        .bind(&finished.id)
-        .bind(&finished.mission)
-        .bind(result.as_str())
-        .bind($error_message)
-        .bind(finished.acquired_at)
-        .bind(now)
-        .bind(now - finished.acquired_at)
-        .execute(&mut *$tx)
-        .await?;
-        finished
+        match backend {
+            Backend::Postgres => {
+                sqlx::query($crate::store::leases::RELEASE_WRITES_POSTGRES)
+                    .bind(lease.account_id)
+                    .bind(&lease.id)
+                    .bind(after.cooldown_until)
+                    .bind(after.quarantine_until)
+                    .bind(after.consecutive_failures)
+                    .bind(success)
+                    .bind(now)
+                    .bind(result.as_str())
+                    .bind(&login)
+                    .bind(error_message)
+                    .execute(&mut *$tx)
+                    .await?;
+            }
+            Backend::Sqlite => {
+                sqlx::query(
+                    "UPDATE credential_accounts SET cooldown_until = $3, quarantine_until = $4, \
+                     consecutive_failures = $5, total_successes = total_successes + $6, \
+                     leased_until = NULL, current_lease_id = NULL, updated_at = $7 \
+                     WHERE id = $1 AND current_lease_id = $2",
+                )
+                .bind(lease.account_id)
+                .bind(&lease.id)
+                .bind(after.cooldown_until)
+                .bind(after.quarantine_until)
+                .bind(after.consecutive_failures)
+                .bind(success)
+                .bind(now)
+                .execute(&mut *$tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE credential_leases SET released_at = $2, result = $3 WHERE id = $1",
+                )
+                .bind(&lease.id)
+                .bind(now)
+                .bind(result.as_str())
+                .execute(&mut *$tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO credential_usage (account_id, login, pool, lease_id, mission, \
+                     result, error_message, started_at, finished_at, duration_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(lease.account_id)
+                .bind(&login)
+                .bind(&lease.pool)
+                .bind(&lease.id)
+                .bind(&lease.mission)
+                .bind(result.as_str())
+                .bind(error_message)
+                .bind(lease.acquired_at)
+                .bind(now)
+                .bind(now - lease.acquired_at)
+                .execute(&mut *$tx)
+                .await?;
+            }
+        }
+        $crate::store::leases::Lease {
+            released_at: Some(now),
+            result: Some(result.as_str().to_string()),
+            ..lease.clone()
+        }
     }};
 }
 
