@@ -257,6 +257,11 @@ async fn expired_lease_returns_the_account_and_late_release_gets_409() {
         env.advance_secs(600);
         let (status, body, _) = env.acquire().await;
         assert_eq!(status, 201, "back after the cooldown: {body}");
+        let a = env.account(id).await;
+        assert_eq!(
+            a["recent_usage"][0]["result"], "expired",
+            "the acquire closed the expired lease on its way: {a}"
+        );
 
         let (status, body) = env.release(&lease, "success").await;
         assert_eq!(status, 409, "{body}");

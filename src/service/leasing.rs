@@ -222,7 +222,7 @@ pub async fn acquire(
         .await?)
     })
     .await?;
-    tracing::info!(lease = %acquired.lease.id, account = acquired.account.id, %worker, "lease acquired");
+    tracing::debug!(lease = %acquired.lease.id, account = acquired.account.id, %worker, "lease acquired");
     grant(ctx, acquired)
 }
 
@@ -382,7 +382,7 @@ pub async fn release(
     .map_err(lease_not_found(id))?
     .map_err(refused)?;
     record_lease_end(result, now - lease.acquired_at);
-    tracing::info!(lease = %lease.id, account = lease.account_id, result = result.as_str(), "lease released");
+    tracing::debug!(lease = %lease.id, account = lease.account_id, result = result.as_str(), "lease released");
     Ok(lease)
 }
 

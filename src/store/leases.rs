@@ -126,17 +126,20 @@ macro_rules! close_expired {
 
 pub(crate) use close_expired;
 
-/// The claim statement of an acquire (binds: `$1` pool, `$2` lease id, `$3` expiry, `$4` now, `$5`
-/// cooldown ms; on PostgreSQL also `$6` worker, `$7` token id, `$8` mission) and, for SQLite, the
-/// lease's insert. The claim picks the first available account in `selection_order`, which is the
-/// order of the `credential_accounts_pick` index (never used is `total_uses = 0`; pool migration
-/// 0009), so it stops at the first available entry instead of sorting the pool.
+/// The claim of an acquire, one statement on PostgreSQL and one round trip to SQLite's writer
+/// (binds: `$1` pool, `$2` lease id, `$3` expiry, `$4` now, `$5` cooldown ms, `$6` worker, `$7`
+/// token id, `$8` mission). It picks the first available account in `selection_order`, which is
+/// the order of the `credential_accounts_pick` index (never used is `total_uses = 0`; pool
+/// migration 0009), so it stops at the first available entry instead of sorting the pool; marks it
+/// lent; inserts the lease; and returns the account with the id of a lease still open on it from
+/// before (`previous_lease`: it has expired, or the account would not have been available).
 ///
-/// On PostgreSQL the claim is one statement that also inserts the lease and returns the lease the
-/// account had before (`previous_lease`): the chosen row is locked (`FOR UPDATE SKIP LOCKED`, so
-/// concurrent acquires pass over it). SQLite has no data-modifying `WITH`; its claim runs through
-/// the single writer and returns no previous lease.
-pub(crate) fn acquire_sql(backend: Backend) -> (sqlx::AssertSqlSafe<String>, &'static str) {
+/// On PostgreSQL a data-modifying `WITH` does it all, and the chosen row is locked `FOR UPDATE SKIP
+/// LOCKED`, so concurrent acquires pass over it. SQLite has no data-modifying `WITH`: the claim
+/// and the insert are two statements sent together (the insert finds the account by its new
+/// `current_lease_id`, through the partial index `credential_accounts_leased`), run by the single
+/// writer.
+pub(crate) fn acquire_sql(backend: Backend) -> sqlx::AssertSqlSafe<String> {
     let available = credential_accounts::available_sql("$4", "$5");
     let columns = credential_accounts::COLUMNS;
     // SET expressions read the old row: a quarantine that is over ends here, failures from 0.
@@ -151,30 +154,26 @@ pub(crate) fn acquire_sql(backend: Backend) -> (sqlx::AssertSqlSafe<String>, &'s
         "SELECT id AS pick_id, current_lease_id AS previous_lease FROM credential_accounts \
          WHERE pool = $1 AND {available} ORDER BY total_uses, last_used_at, id LIMIT 1"
     );
-    const INSERT: &str = "INSERT INTO credential_leases (id, account_id, pool, worker, \
-        holder_token_id, mission, acquired_at, expires_at, released_at, renewals, result) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, 0, NULL)";
-    match backend {
-        Backend::Postgres => (
-            sqlx::AssertSqlSafe(format!(
-                "WITH pick AS ({pick} FOR UPDATE SKIP LOCKED), \
-                 claimed AS (UPDATE credential_accounts SET {set} FROM pick WHERE id = pick_id \
-                   RETURNING {columns}, password_sealed, previous_lease), \
-                 lease AS (INSERT INTO credential_leases (id, account_id, pool, worker, \
-                   holder_token_id, mission, acquired_at, expires_at, released_at, renewals, result) \
-                   SELECT $2, id, $1, $6, $7, $8, $4, $3, NULL, 0, NULL FROM claimed) \
-                 SELECT * FROM claimed"
-            )),
-            "",
+    let insert = "INSERT INTO credential_leases (id, account_id, pool, worker, holder_token_id, \
+        mission, acquired_at, expires_at, released_at, renewals, result) \
+        SELECT $2, id, $1, $6, $7, $8, $4, $3, NULL, 0, NULL";
+    sqlx::AssertSqlSafe(match backend {
+        Backend::Postgres => format!(
+            "WITH pick AS ({pick} FOR UPDATE SKIP LOCKED), \
+             claimed AS (UPDATE credential_accounts SET {set} FROM pick WHERE id = pick_id \
+               RETURNING {columns}, password_sealed, previous_lease), \
+             lease AS ({insert} FROM claimed) \
+             SELECT * FROM claimed"
         ),
-        Backend::Sqlite => (
-            sqlx::AssertSqlSafe(format!(
-                "UPDATE credential_accounts SET {set} WHERE id = (SELECT pick_id FROM ({pick})) \
-                 RETURNING {columns}, password_sealed, NULL AS previous_lease"
-            )),
-            INSERT,
+        // The lease is inserted after the claim, so an open lease of the account is an old one.
+        Backend::Sqlite => format!(
+            "UPDATE credential_accounts SET {set} WHERE id = (SELECT pick_id FROM ({pick})) \
+             RETURNING {columns}, password_sealed, (SELECT l.id FROM credential_leases l \
+               WHERE l.account_id = credential_accounts.id AND l.released_at IS NULL LIMIT 1) \
+               AS previous_lease; \
+             {insert} FROM credential_accounts WHERE current_lease_id = $2"
         ),
-    }
+    })
 }
 
 /// An account row claimed by an acquire, with its sealed password.
@@ -183,7 +182,7 @@ pub(crate) struct Claimed {
     #[sqlx(flatten)]
     pub account: Account,
     pub password_sealed: String,
-    /// The account's lease before this one (PostgreSQL only): still open, it has expired.
+    /// A lease still open on the account from before this one: it has expired.
     pub previous_lease: Option<String>,
 }
 
@@ -198,58 +197,33 @@ macro_rules! acquire_in {
         let backend: Backend = $backend;
         let (pool, lease_id, worker, token_id) = ($pool, $lease_id, $worker, $token_id);
         let (mission, now, expires_at, cooldown_ms) = ($mission, $now, $expires_at, $cooldown_ms);
-        let (claim_sql, insert_sql) = $crate::store::leases::acquire_sql(backend);
-        let claim = sqlx::query_as(claim_sql)
-            .bind(pool)
-            .bind(lease_id)
-            .bind(expires_at)
-            .bind(now)
-            .bind(cooldown_ms);
-        let claimed: Option<$crate::store::leases::Claimed> = match backend {
-            Backend::Postgres => {
-                claim
-                    .bind(worker)
-                    .bind(token_id)
-                    .bind(mission)
-                    .fetch_optional(&mut *$tx)
-                    .await?
-            }
-            Backend::Sqlite => claim.fetch_optional(&mut *$tx).await?,
-        };
-        match claimed {
+        // `fetch_all`: SQLite's second statement runs only when the rows are read to the end.
+        let claimed: Vec<$crate::store::leases::Claimed> =
+            sqlx::query_as($crate::store::leases::acquire_sql(backend))
+                .bind(pool)
+                .bind(lease_id)
+                .bind(expires_at)
+                .bind(now)
+                .bind(cooldown_ms)
+                .bind(worker)
+                .bind(token_id)
+                .bind(mission)
+                .fetch_all(&mut *$tx)
+                .await?;
+        match claimed.into_iter().next() {
             None => None,
             Some(claimed) => {
                 // The account was available, so a lease still open on it has expired: close it.
-                let closed_expired = match (backend, claimed.previous_lease.as_deref()) {
-                    (Backend::Postgres, None) => Vec::new(),
-                    (Backend::Postgres, Some(previous)) => $crate::store::leases::close_expired!(
+                let closed_expired = match claimed.previous_lease.as_deref() {
+                    None => Vec::new(),
+                    Some(previous) => $crate::store::leases::close_expired!(
                         $tx,
                         now,
                         cooldown_ms,
                         None::<i64>,
                         Some(previous)
                     ),
-                    (Backend::Sqlite, _) => $crate::store::leases::close_expired!(
-                        $tx,
-                        now,
-                        cooldown_ms,
-                        Some(claimed.account.id),
-                        None::<&str>
-                    ),
                 };
-                if backend == Backend::Sqlite {
-                    sqlx::query(insert_sql)
-                        .bind(lease_id)
-                        .bind(claimed.account.id)
-                        .bind(pool)
-                        .bind(worker)
-                        .bind(token_id)
-                        .bind(mission)
-                        .bind(now)
-                        .bind(expires_at)
-                        .execute(&mut *$tx)
-                        .await?;
-                }
                 let lease = $crate::store::leases::Lease {
                     id: lease_id.to_string(),
                     account_id: claimed.account.id,
@@ -389,19 +363,36 @@ pub(crate) fn release_account_sql(backend: Backend) -> &'static str {
 
 /// The writes of a release: the account rests (`$1` account, `$2` lease, `$3` cooldown until,
 /// `$4` quarantine until, `$5` failures, `$6` 1 for a success, `$7` now), the lease ends (`$2`,
-/// `$7`, `$8` result) and its usage row is written (also `$9` login, `$10` error message).
-/// PostgreSQL runs them as one statement.
-pub(crate) const RELEASE_WRITES_POSTGRES: &str = "WITH rested AS (\
-      UPDATE credential_accounts SET cooldown_until = $3, quarantine_until = $4, \
-      consecutive_failures = $5, total_successes = total_successes + $6, \
-      leased_until = NULL, current_lease_id = NULL, updated_at = $7 \
-      WHERE id = $1 AND current_lease_id = $2), \
-    finished AS (UPDATE credential_leases SET released_at = $7, result = $8 WHERE id = $2 \
-      RETURNING account_id, pool, id, mission, acquired_at) \
-    INSERT INTO credential_usage (account_id, login, pool, lease_id, mission, result, \
-      error_message, started_at, finished_at, duration_ms) \
-    SELECT account_id, $9, pool, id, mission, $8, $10, acquired_at, $7, $7 - acquired_at \
-    FROM finished";
+/// `$7`, `$8` result) and its usage row is written (also `$9` login, `$10` error message). One
+/// statement on PostgreSQL; on SQLite three sent together, one round trip to the writer.
+pub(crate) fn release_writes_sql(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => {
+            "WITH rested AS (\
+               UPDATE credential_accounts SET cooldown_until = $3, quarantine_until = $4, \
+               consecutive_failures = $5, total_successes = total_successes + $6, \
+               leased_until = NULL, current_lease_id = NULL, updated_at = $7 \
+               WHERE id = $1 AND current_lease_id = $2), \
+             finished AS (UPDATE credential_leases SET released_at = $7, result = $8 WHERE id = $2 \
+               RETURNING account_id, pool, id, mission, acquired_at) \
+             INSERT INTO credential_usage (account_id, login, pool, lease_id, mission, result, \
+               error_message, started_at, finished_at, duration_ms) \
+             SELECT account_id, $9, pool, id, mission, $8, $10, acquired_at, $7, $7 - acquired_at \
+             FROM finished"
+        }
+        Backend::Sqlite => {
+            "UPDATE credential_accounts SET cooldown_until = $3, quarantine_until = $4, \
+               consecutive_failures = $5, total_successes = total_successes + $6, \
+               leased_until = NULL, current_lease_id = NULL, updated_at = $7 \
+               WHERE id = $1 AND current_lease_id = $2; \
+             UPDATE credential_leases SET released_at = $7, result = $8 WHERE id = $2; \
+             INSERT INTO credential_usage (account_id, login, pool, lease_id, mission, result, \
+               error_message, started_at, finished_at, duration_ms) \
+             SELECT account_id, $9, pool, id, mission, $8, $10, acquired_at, $7, $7 - acquired_at \
+             FROM credential_leases WHERE id = $2"
+        }
+    }
+}
 
 /// Ends the open lease `$lease` (read under lock, refusals already checked) with `$result` inside
 /// the write transaction `$tx`: the account rests as `domain::leases::after_release` says, one
@@ -432,65 +423,19 @@ macro_rules! release_in {
         };
         let after = $crate::domain::leases::after_release($policy, before, result, now);
         let success = i64::from(result == $crate::domain::leases::LeaseResult::Success);
-        match backend {
-            Backend::Postgres => {
-                sqlx::query($crate::store::leases::RELEASE_WRITES_POSTGRES)
-                    .bind(lease.account_id)
-                    .bind(&lease.id)
-                    .bind(after.cooldown_until)
-                    .bind(after.quarantine_until)
-                    .bind(after.consecutive_failures)
-                    .bind(success)
-                    .bind(now)
-                    .bind(result.as_str())
-                    .bind(&login)
-                    .bind(error_message)
-                    .execute(&mut *$tx)
-                    .await?;
-            }
-            Backend::Sqlite => {
-                sqlx::query(
-                    "UPDATE credential_accounts SET cooldown_until = $3, quarantine_until = $4, \
-                     consecutive_failures = $5, total_successes = total_successes + $6, \
-                     leased_until = NULL, current_lease_id = NULL, updated_at = $7 \
-                     WHERE id = $1 AND current_lease_id = $2",
-                )
-                .bind(lease.account_id)
-                .bind(&lease.id)
-                .bind(after.cooldown_until)
-                .bind(after.quarantine_until)
-                .bind(after.consecutive_failures)
-                .bind(success)
-                .bind(now)
-                .execute(&mut *$tx)
-                .await?;
-                sqlx::query(
-                    "UPDATE credential_leases SET released_at = $2, result = $3 WHERE id = $1",
-                )
-                .bind(&lease.id)
-                .bind(now)
-                .bind(result.as_str())
-                .execute(&mut *$tx)
-                .await?;
-                sqlx::query(
-                    "INSERT INTO credential_usage (account_id, login, pool, lease_id, mission, \
-                     result, error_message, started_at, finished_at, duration_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                )
-                .bind(lease.account_id)
-                .bind(&login)
-                .bind(&lease.pool)
-                .bind(&lease.id)
-                .bind(&lease.mission)
-                .bind(result.as_str())
-                .bind(error_message)
-                .bind(lease.acquired_at)
-                .bind(now)
-                .bind(now - lease.acquired_at)
-                .execute(&mut *$tx)
-                .await?;
-            }
-        }
+        sqlx::query($crate::store::leases::release_writes_sql(backend))
+            .bind(lease.account_id)
+            .bind(&lease.id)
+            .bind(after.cooldown_until)
+            .bind(after.quarantine_until)
+            .bind(after.consecutive_failures)
+            .bind(success)
+            .bind(now)
+            .bind(result.as_str())
+            .bind(&login)
+            .bind(error_message)
+            .execute(&mut *$tx)
+            .await?;
         $crate::store::leases::Lease {
             released_at: Some(now),
             result: Some(result.as_str().to_string()),

@@ -6,3 +6,8 @@
 -- accounts on every acquire. Lent and resting accounts were used last and sit near the end.
 DROP INDEX credential_accounts_pick;
 CREATE INDEX credential_accounts_pick ON credential_accounts (pool, total_uses, last_used_at, id);
+
+-- The accounts lent right now, by lease: an acquire's insert finds its account here (SQLite has no
+-- data-modifying WITH to hand the claimed row over; see store::leases::acquire_sql).
+CREATE INDEX credential_accounts_leased ON credential_accounts (current_lease_id)
+    WHERE current_lease_id IS NOT NULL;
