@@ -89,6 +89,7 @@ pub async fn pool(args: &PoolBenchArgs) -> anyhow::Result<()> {
     }
     // Housekeeping folds the tallies within a minute of a change; the bench does not wait for it.
     crate::store::tallies::compact(&db).await?;
+    bench_fill::analyze(&db).await?;
     let fill_seconds = fill_start.elapsed().as_secs_f64();
     let result = run_queries(&db, args).await;
     db.database().close().await;

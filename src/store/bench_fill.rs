@@ -3,7 +3,7 @@
 //! same transaction as the seats they describe, as `store::seats` would.
 
 use super::StoreResult;
-use crate::db::{PoolDb, in_transaction, on_reader};
+use crate::db::{PoolDb, in_transaction, on_reader, on_writer};
 
 /// Mothers per transaction; each gets 7 seats and one team.
 pub const BATCH: i64 = 1000;
@@ -91,4 +91,13 @@ pub async fn insert_mothers(
         tx.commit().await?;
         Ok(())
     })
+}
+
+/// Gathers planner statistics after a fill, as autovacuum would soon after a bulk load (without
+/// them PostgreSQL guesses row counts for the freshly filled tables). SQLite plans without them.
+pub async fn analyze(db: &PoolDb) -> StoreResult<()> {
+    if db.database().backend() == crate::db::Backend::Postgres {
+        on_writer!(db, |p| sqlx::query("ANALYZE").execute(p).await.map(|_| ()))?;
+    }
+    Ok(())
 }
