@@ -323,6 +323,34 @@ async fn a_retried_job_does_not_redo_finished_items() {
         assert_eq!(result["resent"], 2, "{result}");
         assert_eq!(p.invite(ids[0]).await.attempts, 2, "a was resent once");
         assert_eq!(p.invite(ids[1]).await.attempts, 2, "b was resent once");
+
+        // A refusal is no outage: the item fails at once, the invite keeps the provider's error,
+        // and nothing changes for a cancel either.
+        p.t.app()
+            .providers
+            .sim
+            .update_org(&Pool::credential("m1"), |org| {
+                org.faults.rate_limit_every = 0;
+                org.faults.revoked = true;
+            })
+            .unwrap();
+        let result = p.bulk("resend", &ids[..1]).await;
+        let failed = &results(&result)[&ids[0]];
+        assert!(failed.starts_with("failed: unauthorized"), "{result}");
+        let invite = p.invite(ids[0]).await;
+        assert_eq!((invite.attempts, invite.status.as_str()), (3, "sent"));
+        assert!(
+            invite
+                .last_error
+                .as_deref()
+                .unwrap_or("")
+                .contains("revoked"),
+            "{:?}",
+            invite.last_error
+        );
+        let result = p.bulk("cancel", &ids[1..]).await;
+        assert_eq!(result["failed"], 1, "{result}");
+        assert_eq!(p.invite(ids[1]).await.status, "sent");
         p.t.stop().await;
     })
     .await;
@@ -363,6 +391,30 @@ async fn a_sync_marks_a_sent_invite_accepted_and_stats_count_codes_and_invites()
             "{stats}"
         );
         assert_eq!(stats["seats"]["used"], 2, "{stats}");
+
+        // Housekeeping samples the invites gauge from its first round, at start-up.
+        let metrics =
+            p.t.client
+                .get(p.t.url("/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+        for status in [
+            "pending",
+            "sent",
+            "accepted",
+            "cancelled",
+            "removed",
+            "failed",
+        ] {
+            assert!(
+                metrics.contains(&format!("invites_total{{status=\"{status}\"}}")),
+                "{status} in:\n{metrics}"
+            );
+        }
         p.t.stop().await;
     })
     .await;

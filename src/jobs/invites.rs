@@ -119,8 +119,20 @@ struct Reach {
 enum Step {
     /// Record this result, with this change to the invite.
     Record(Option<ItemChange<'static>>, String),
+    /// The provider refused a resend: count the attempt with this error, and record it failed.
+    ResendFailed(String),
     /// The provider was unavailable: try the item again on the next attempt.
     Later(ProviderError),
+}
+
+/// A resend the provider refused: one more attempt, its error kept on the invite.
+fn resend_failed(error: &str) -> ItemChange<'_> {
+    ItemChange {
+        from: RESENDABLE,
+        to: None,
+        attempt: true,
+        error: Some(error),
+    }
 }
 
 async fn run(app: &App, ctx: &JobContext, action: Action, ids: &[i64]) -> JobResult {
@@ -152,6 +164,18 @@ async fn run(app: &App, ctx: &JobContext, action: Action, ids: &[i64]) -> JobRes
                 .await
                 .map_err(db)?;
             }
+            Step::ResendFailed(error) => {
+                invites::record_job_item(
+                    &app.users,
+                    &ctx.id,
+                    id,
+                    Some(resend_failed(&error)),
+                    &format!("failed: {error}"),
+                    app.clock.now_ms(),
+                )
+                .await
+                .map_err(db)?;
+            }
             Step::Later(e) => later.push((id, e)),
         }
     }
@@ -169,18 +193,14 @@ async fn run(app: &App, ctx: &JobContext, action: Action, ids: &[i64]) -> JobRes
             });
         }
         for (id, e) in &later {
-            let change = (action == Action::Resend).then_some(ItemChange {
-                from: RESENDABLE,
-                to: None,
-                attempt: true,
-                error: Some("the provider was unavailable"),
-            });
+            let error = e.to_string();
+            let change = (action == Action::Resend).then(|| resend_failed(&error));
             invites::record_job_item(
                 &app.users,
                 &ctx.id,
                 *id,
                 change,
-                &format!("failed: {e}"),
+                &format!("failed: {error}"),
                 app.clock.now_ms(),
             )
             .await
@@ -256,15 +276,7 @@ async fn item(
                     action.done().into(),
                 )),
                 Err(e) if is_passing(&e) => Ok(Step::Later(e)),
-                Err(e) => Ok(Step::Record(
-                    Some(ItemChange {
-                        from: RESENDABLE,
-                        to: None,
-                        attempt: true,
-                        error: Some("the provider refused the invite"),
-                    }),
-                    format!("failed: {e}"),
-                )),
+                Err(e) => Ok(Step::ResendFailed(e.to_string())),
             }
         }
         Action::Cancel | Action::Remove => {
