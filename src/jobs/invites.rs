@@ -415,3 +415,42 @@ async fn provider_call<T>(
         result = call => Ok(result),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_counts_outcomes_and_keys_results_by_invite_id() {
+        let results = BTreeMap::from([
+            (3, "removed".to_string()),
+            (7, "skipped: the invite is cancelled".to_string()),
+            (9, "failed: unauthorized: revoked".to_string()),
+            (12, "removed".to_string()),
+        ]);
+        let s = summary(Action::Remove, &results);
+        assert_eq!(
+            s,
+            serde_json::json!({
+                "removed": 2, "skipped": 1, "failed": 1,
+                "results": {"3": "removed", "7": "skipped: the invite is cancelled",
+                    "9": "failed: unauthorized: revoked", "12": "removed"},
+            })
+        );
+    }
+
+    #[test]
+    fn each_action_applies_to_its_statuses_only() {
+        assert_eq!(Action::Resend.applies_to(), ["pending", "sent"]);
+        assert_eq!(Action::Cancel.applies_to(), ["pending", "sent"]);
+        assert_eq!(Action::Remove.applies_to(), ["pending", "sent", "accepted"]);
+        for status in ["failed", "cancelled", "removed"] {
+            for action in [Action::Resend, Action::Cancel, Action::Remove] {
+                assert!(
+                    !action.applies_to().contains(&status),
+                    "{action:?} {status}"
+                );
+            }
+        }
+    }
+}
