@@ -49,5 +49,7 @@ pub const ADMIN_API_REQUESTS: &str = "admin_api_requests_total";
 pub const ADMIN_API_DURATION: &str = "admin_api_request_duration_seconds";
 pub const POOL_LEASES: &str = "pool_leases_total";
 pub const POOL_ACCOUNTS: &str = "pool_accounts";
+/// Gauge of invites by status (users database), sampled by housekeeping.
+pub const INVITES: &str = "invites_total";
 /// Histogram of how long leases lasted, observed when one ends (release, mission complete, expiry).
 pub const POOL_LEASE_DURATION: &str = "pool_lease_duration_seconds";

@@ -182,6 +182,7 @@ pub async fn start(app: AppState, listen: SocketAddr) -> anyhow::Result<RunningS
     }
     let mut handlers = jobs::builtin_handlers(app.config.jobs.diagnostic_handlers);
     jobs::pool_sync::register(&mut handlers, app.clone());
+    jobs::invites::register(&mut handlers, app.clone());
     let runner = Runner::new(
         app.users.clone(),
         handlers,
@@ -245,6 +246,15 @@ fn spawn_maintenance(app: AppState, mut stop: watch::Receiver<bool>) {
                 Err(e) => {
                     tracing::warn!(error = %e.message, "settling reserved redeem codes failed")
                 }
+            }
+            match crate::service::invites::counts(&app).await {
+                Ok(c) => {
+                    for (status, n) in &c.invites {
+                        metrics::gauge!(crate::metrics::INVITES, "status" => status.clone())
+                            .set(*n as f64);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e.message, "counting invites failed"),
             }
             let policy = app.config.leases.policy();
             match crate::service::leasing::expire_overdue(&app.pool, now, &policy).await {

@@ -910,6 +910,20 @@ async fn route_table_every_route_has_a_domain_and_admin_routes_need_credentials(
     }
     table.sort();
     eprintln!("route table:\n{}", table.join("\n"));
+    // Routes the table must hold, with their domain (issue 15's invites among them).
+    for (method, path, domain) in [
+        ("GET", "/api/admin/invites", "users"),
+        ("POST", "/api/admin/invites/resend", "users"),
+        ("POST", "/api/admin/invites/cancel", "users"),
+        ("POST", "/api/admin/invites/remove", "users"),
+    ] {
+        assert!(
+            table
+                .iter()
+                .any(|l| l.split_whitespace().eq([method, path, domain])),
+            "{method} {path} ({domain}) missing from the route table"
+        );
+    }
     assert!(table.len() >= 10, "{table:?}");
     t.stop().await;
 }

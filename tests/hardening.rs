@@ -460,6 +460,17 @@ fn openapi_operations_document_their_error_answers_and_public_ones_need_no_secur
         }
     }
     assert!(checked >= 40, "{checked} operations");
+    // The bulk invite routes queue a job (202) and document the answers of their JSON body.
+    for action in ["resend", "cancel", "remove"] {
+        let op = &doc["paths"][format!("/api/admin/invites/{action}")]["post"];
+        let responses = op["responses"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{action}"));
+        for status in ["202", "400", "401", "403", "413", "415"] {
+            assert!(responses.contains_key(status), "{action}: {status}");
+        }
+        assert_eq!(op["tags"], serde_json::json!(["users"]), "{action}");
+    }
     assert_eq!(
         doc["paths"]["/api/pool/leases"]["post"]["security"],
         serde_json::json!([{"bearer": []}]),

@@ -5,7 +5,7 @@
 //! (sessions, enqueue) is `service::pool_sync`. Every step compares before it writes, so a rerun
 //! changes nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -22,7 +22,7 @@ use crate::store::invitations::{self, InviteOutcome, NewInvite};
 use crate::store::mothers::{self as mothers, ChildInput, Team};
 use crate::store::pool_groups::{self as groups, SequenceKind};
 use crate::store::sync_sessions::{self, RecordOutcome};
-use crate::store::{StoreError, seats};
+use crate::store::{StoreError, invites, seats};
 
 pub const POOL_SYNC_MOTHER: &str = SyncMother::KIND;
 /// How long a seat stays held for a pending invite before the scheduler may free it.
@@ -81,6 +81,9 @@ pub struct SyncReport {
     /// Members for whom no free seat was left.
     pub seats_overflow: i64,
     pub invites_sent: i64,
+    /// Redeem invites (users database) marked `accepted` because the member now shows as active.
+    #[serde(default)]
+    pub invites_accepted: i64,
 }
 
 /// Why a sync stopped.
@@ -500,6 +503,15 @@ pub async fn sync_mother(
     }
     count("auto_invite", report.invites_sent);
     mothers::mark_synced(&app.pool, mother_id, now).await?;
+
+    // 4. Redeem invites whose address is now an active member are accepted. They live in the
+    // users database: a separate step after the pool writes, never one query across both.
+    let active: HashSet<String> = members
+        .into_iter()
+        .filter_map(|(email, active)| active.then_some(email))
+        .collect();
+    let accepted = invites::mark_accepted(&app.users, mother_id, &active, now).await?;
+    report.invites_accepted = i64::try_from(accepted).unwrap_or(i64::MAX);
     Ok(report)
 }
 

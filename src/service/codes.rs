@@ -1,12 +1,11 @@
-//! Redeem codes as operators handle them: generate a batch within the free seats, list, disable;
-//! and the invites the codes led to.
+//! Redeem codes as operators handle them: generate a batch within the free seats, list, disable.
+//! The invites the codes led to are `service::invites`.
 
 use serde::{Deserialize, Serialize};
 
 use super::{Error, ErrorKind, Result, one_of};
 use crate::app::App;
 use crate::domain::codes::{self, CountError};
-use crate::store::invites::{self, Invite, InviteFilter};
 use crate::store::redeem_codes::{self as store, CodeFilter, NewCode, RedeemCode, Selection};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -201,35 +200,4 @@ pub async fn disable(app: &App, req: DisableRequest) -> Result<Disabled> {
     };
     let disabled = store::disable(&app.users, which, now).await?;
     Ok(Disabled { disabled })
-}
-
-/// Checks invite list filters: empty means any.
-pub fn invite_filter(
-    status: Option<String>,
-    email: Option<String>,
-    mother_id: Option<i64>,
-) -> Result<InviteFilter> {
-    const STATUSES: [&str; 6] = [
-        "pending",
-        "sent",
-        "accepted",
-        "failed",
-        "cancelled",
-        "removed",
-    ];
-    Ok(InviteFilter {
-        status: one_of("status", status, &STATUSES)?,
-        email: email.filter(|s| !s.trim().is_empty()),
-        mother_id,
-    })
-}
-
-/// A page of invites, newest first, and how many match.
-pub async fn list_invites(
-    app: &App,
-    f: &InviteFilter,
-    limit: i64,
-    offset: i64,
-) -> Result<(Vec<Invite>, i64)> {
-    Ok(invites::list(&app.users, f, limit, offset).await?)
 }

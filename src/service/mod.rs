@@ -7,6 +7,7 @@ pub mod codes;
 pub mod credential_accounts;
 mod error;
 pub mod import_cookie;
+pub mod invites;
 pub mod jobs;
 pub mod leasing;
 pub mod missions;

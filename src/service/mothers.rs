@@ -465,6 +465,21 @@ pub struct Stats {
     pub seats: SeatCounts,
     pub groups: i64,
     pub children: i64,
+    /// Redeem codes by status (users database); every status is listed.
+    pub codes: std::collections::BTreeMap<String, i64>,
+    /// Invites by status (users database); every status is listed.
+    pub invites: std::collections::BTreeMap<String, i64>,
+}
+
+/// [`stats`] of the pool database with the codes and invites of the users database, read one
+/// after the other (never one query across both).
+pub async fn admin_stats(app: &crate::app::App) -> Result<Stats> {
+    let users = super::invites::counts(app).await?;
+    Ok(Stats {
+        codes: users.codes,
+        invites: users.invites,
+        ..stats(app.pool_ctx()).await?
+    })
 }
 
 pub async fn stats(ctx: PoolCtx<'_>) -> Result<Stats> {

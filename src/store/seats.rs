@@ -419,3 +419,51 @@ pub async fn confirm_held(db: &PoolDb, seat_id: i64, now: i64) -> StoreResult<Se
         Ok(seat)
     })
 }
+
+/// Frees seat `seat_id` if it is still used or held by `email` (case-insensitive); `Ok(false)`
+/// when it is free, gone, or has gone to another address since (a sync may have given it to a
+/// member), so freeing for an invite twice, or after the seat moved on, changes nothing.
+pub async fn release_held_by(
+    db: &PoolDb,
+    seat_id: i64,
+    email: &str,
+    now: i64,
+) -> StoreResult<bool> {
+    in_transaction!(db, |tx| {
+        // Lock the mother's row first (see the module notes), then read the seat.
+        sqlx::query(
+            "UPDATE mothers SET updated_at = $2 WHERE id = (SELECT mother_id FROM seats WHERE id = $1)",
+        )
+        .bind(seat_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let seat: Option<(i64, String, Option<String>)> =
+            sqlx::query_as("SELECT mother_id, status, holder_email FROM seats WHERE id = $1")
+                .bind(seat_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((mother_id, status, holder)) = seat else {
+            return Ok(false);
+        };
+        let is_holder = holder.is_some_and(|h| h.eq_ignore_ascii_case(email));
+        if status == "free" || !is_holder {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE seats SET status = 'free', holder_email = NULL, held_until = NULL, \
+             updated_at = $2 WHERE id = $1",
+        )
+        .bind(seat_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(RECOUNT)
+            .bind(mother_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    })
+}

@@ -14,7 +14,6 @@ use crate::http::pagination::{Page, PageParams};
 use crate::service::codes::{
     self as service, CodeQuota, DisableRequest, Disabled, GenerateRequest, GeneratedBatch,
 };
-use crate::store::invites::Invite;
 use crate::store::redeem_codes::RedeemCode;
 
 /// Generates a batch of codes. The plaintext codes are in this answer only; poolkeeper keeps a
@@ -83,29 +82,4 @@ pub async fn disable_codes(
     ApiJson(req): ApiJson<DisableRequest>,
 ) -> ApiResult<Json<Disabled>> {
     Ok(Json(service::disable(&app, req).await?))
-}
-
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct InviteListQuery {
-    /// `pending`, `sent`, `accepted`, `failed`, `cancelled` or `removed`.
-    pub status: Option<String>,
-    /// Part of the address, case-insensitive.
-    pub email: Option<String>,
-    pub mother_id: Option<i64>,
-    pub page: Option<i64>,
-    pub page_size: Option<i64>,
-}
-
-/// Lists the invites redeems sent, newest first.
-#[utoipa::path(get, path = "/api/admin/invites", tag = "users", params(InviteListQuery),
-    responses((status = 200, body = Page<Invite>), (status = 400, body = ErrorBody)))]
-pub async fn list_invites(
-    State(app): State<AppState>,
-    ApiQuery(q): ApiQuery<InviteListQuery>,
-) -> ApiResult<Json<Page<Invite>>> {
-    let page = PageParams::new(q.page, q.page_size)?;
-    let filter = service::invite_filter(q.status, q.email, q.mother_id)?;
-    let (items, total) = service::list_invites(&app, &filter, page.limit(), page.offset()).await?;
-    Ok(Json(page.wrap(items, total)))
 }

@@ -5,6 +5,7 @@
 pub mod codes;
 pub mod credential_accounts;
 pub mod import_cookie;
+pub mod invites;
 pub mod jobs;
 pub mod leases;
 pub mod missions;
@@ -90,7 +91,10 @@ pub fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(codes::list_codes, codes::generate_codes))
         .routes(routes!(codes::code_quota))
         .routes(routes!(codes::disable_codes))
-        .routes(routes!(codes::list_invites))
+        .routes(routes!(invites::list_invites))
+        .routes(routes!(invites::resend_invites))
+        .routes(routes!(invites::cancel_invites))
+        .routes(routes!(invites::remove_invites))
 }
 
 /// Routes for automation workers (a bearer token of scope `worker`): the lease and mission APIs.

@@ -180,11 +180,11 @@ pub async fn batch_import(
     ))
 }
 
-/// Mothers by status, seats by status, groups and children.
+/// Mothers by status, seats by status, groups and children; redeem codes and invites by status.
 #[utoipa::path(get, path = "/api/admin/stats", tag = "pool",
     responses((status = 200, body = Stats)))]
 pub async fn stats(State(app): State<AppState>) -> ApiResult<Json<Stats>> {
-    Ok(Json(service::stats(app.pool_ctx()).await?))
+    Ok(Json(service::admin_stats(&app).await?))
 }
 
 /// Seats free to hand out on active mothers (not used, minus held), overall and per group.

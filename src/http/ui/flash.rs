@@ -46,6 +46,12 @@ pub enum Flash {
         job_id: Option<String>,
         session_id: Option<String>,
     },
+    /// A bulk action queued one job over `count` items.
+    JobQueued {
+        job_id: String,
+        job_type: String,
+        count: usize,
+    },
     /// A batch import: its counts and the first refused rows.
     Batch {
         total: usize,

@@ -27,6 +27,7 @@ mod accounts;
 mod assets;
 mod csrf;
 mod flash;
+mod invites;
 mod jobs;
 mod list_filters;
 mod mother_import;
@@ -43,6 +44,7 @@ const NAV: &[(&str, &str)] = &[
     ("/jobs", "Jobs"),
     ("/sync-sessions", "Sync sessions"),
     ("/codes", "Codes"),
+    ("/invites", "Users"),
     ("/accounts", "Accounts"),
 ];
 
@@ -53,6 +55,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .merge(mothers::routes())
         .merge(mother_import::routes())
         .route("/codes", get(area))
+        .merge(invites::routes())
         .merge(accounts::routes())
         .route("/logout", post(logout))
         .merge(jobs::routes())
