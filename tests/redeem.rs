@@ -743,6 +743,27 @@ async fn new_codes_download_as_csv_through_the_api() {
         assert_eq!(res.status(), 400);
         let body: Value = res.json().await.unwrap();
         assert_eq!(body["error"]["code"], "invalid_query");
+
+        // The OpenAPI document names both answers of generation and of disabling.
+        let doc: Value =
+            p.t.client
+                .get(p.t.url("/api/openapi.json"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+        let created = &doc["paths"]["/api/admin/codes"]["post"]["responses"]["201"]["content"];
+        assert!(
+            created.get("text/csv").is_some() && created.get("application/json").is_some(),
+            "{created}"
+        );
+        let disable = &doc["paths"]["/api/admin/codes/disable"]["post"]["responses"];
+        assert!(
+            disable.get("200").is_some() && disable.get("202").is_some(),
+            "{disable}"
+        );
         p.t.stop().await;
     })
     .await;

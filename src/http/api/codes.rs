@@ -33,9 +33,9 @@ pub struct GenerateQuery {
 /// (`code,batch_id,expires_at,pool_group_id`, one code a row).
 #[utoipa::path(post, path = "/api/admin/codes", tag = "users", request_body = GenerateRequest,
     params(GenerateQuery),
-    responses((status = 201, body = GeneratedBatch, content_type = "application/json"),
-        (status = 201, body = String, content_type = "text/csv",
-            description = "with `?format=csv` or `Accept: text/csv`"),
+    responses((status = 201,
+            description = "the new batch: JSON, or with `?format=csv` or `Accept: text/csv` a CSV file",
+            content((GeneratedBatch = "application/json"), (String = "text/csv"))),
         (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "no such pool group"),
         (status = 409, body = ErrorBody, description = "`insufficient_seats`")))]
