@@ -5,6 +5,8 @@
 //! - `poolkeeper bench sync`: syncs simulated mothers with auto-invite through the job queue.
 //! - `poolkeeper bench leases`: acquire/release cycles over HTTP from many workers, checking that
 //!   no account is lent twice at once.
+//! - `poolkeeper bench redeem`: many clients redeem more codes than there are seats over HTTP,
+//!   checking that exactly the seats are handed out and nothing is oversold.
 //!
 //! (`bench jobs` lives with the queue, in `jobs::bench`.)
 
@@ -665,6 +667,250 @@ pub async fn leases(args: &LeasesBenchArgs) -> anyhow::Result<()> {
         anyhow::ensure!(
             double_leases == 0,
             "{double_leases} time(s) an account was held by two leases at once"
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&temp);
+    if let Some(scratch) = scratch {
+        scratch.drop_all().await;
+    }
+    result
+}
+
+/// `poolkeeper bench redeem`.
+#[derive(Args, Debug, Clone)]
+pub struct RedeemBenchArgs {
+    /// Free seats in all, over simulated mothers of up to 50 seats each.
+    #[arg(long, default_value_t = 200)]
+    pub seats: usize,
+    /// Codes, each redeemed once by its own address.
+    #[arg(long, default_value_t = 1_000)]
+    pub codes: usize,
+    /// Clients redeeming at the same time, each over its own HTTP requests.
+    #[arg(long, default_value_t = 100)]
+    pub concurrency: usize,
+    /// A PostgreSQL server (postgres://USER@HOST:PORT/DB) on which the run creates two fresh
+    /// databases and drops them at the end; the role needs CREATEDB [default: SQLite in a new
+    /// temp dir].
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+/// Seats of one `bench redeem` mother at most.
+const REDEEM_BENCH_SEATS_PER_MOTHER: usize = 50;
+
+/// One client's figures.
+#[derive(Default)]
+struct RedeemFigures {
+    latencies: Vec<Duration>,
+    successes: u64,
+    no_seat: u64,
+}
+
+/// Redeems `--codes` codes for `--seats` seats over HTTP on loopback against an in-process server
+/// (simulated provider, redeem limit raised out of the way), from `--concurrency` clients, each
+/// code with its own address; then counts what was oversold: seats used beyond a mother's limit,
+/// codes used without a seat, invites beyond the seats at the provider. Prints one JSON line; fails
+/// when the successes are not exactly the seats or anything was oversold.
+pub async fn redeem(args: &RedeemBenchArgs) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use crate::providers::sim::SimOrg;
+
+    anyhow::ensure!(
+        args.seats >= 1 && args.codes >= 1 && (1..=4096).contains(&args.concurrency),
+        "--seats and --codes must be at least 1 and --concurrency between 1 and 4096"
+    );
+    let temp = tempfile_dir()?;
+    let scratch = match &args.database_url {
+        Some(url) => Some(ScratchDatabases::create(url).await?),
+        None => None,
+    };
+    let mut config = crate::config::Config {
+        data_dir: temp.clone(),
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        child_email_domain: Some("bench.test".into()),
+        admin_password: Some(crate::config::Secret::new("bench-admin-password")),
+        pool_database_url: scratch
+            .as_ref()
+            .and_then(|s| s.url(0))
+            .map(crate::config::Secret::new),
+        users_database_url: scratch
+            .as_ref()
+            .and_then(|s| s.url(1))
+            .map(crate::config::Secret::new),
+        ..Default::default()
+    };
+    // Every client comes from 127.0.0.1: the per-address limit must not be what is measured.
+    config.redeem.per_hour = u32::try_from(args.codes)
+        .unwrap_or(u32::MAX)
+        .saturating_add(1);
+    config.jobs.poll_interval_ms = 5;
+    let result = async {
+        let (app, _) = crate::server::prepare(config.clone(), crate::clock::system()).await?;
+        let group = crate::service::pool_groups::create(app.pool_ctx(), "bench", None, None)
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the group: {}", e.message))?;
+        let mut mothers = Vec::new();
+        let mut left = args.seats;
+        while left > 0 {
+            let seats = left.min(REDEEM_BENCH_SEATS_PER_MOTHER);
+            left -= seats;
+            let i = mothers.len();
+            let name = format!("bench-{i:04}");
+            let credential = Credential::new(format!("bench-credential-{i}"));
+            let org = SimOrg::new(&name, &format!("owner@{name}.test"), seats as i64 + 1);
+            app.providers.sim.put_org(&credential, org)?;
+            let input = crate::domain::mothers::MotherInput {
+                name,
+                provider: "sim".into(),
+                credential: credential.clone(),
+                provider_config: None,
+                seat_limit: Some(seats as i64),
+                pool_group_id: Some(group.id),
+                notes: None,
+                teams: None,
+            };
+            let mother_id = crate::service::mothers::create(app.pool_ctx(), input)
+                .await
+                .map_err(|e| anyhow::anyhow!("creating a mother: {}", e.message))?;
+            mothers.push((mother_id, credential));
+        }
+        let codes: Vec<String> = (0..args.codes).map(|i| format!("BENCH{i:011}")).collect();
+        let rows: Vec<crate::store::redeem_codes::NewCode> = codes
+            .iter()
+            .map(|c| crate::store::redeem_codes::NewCode {
+                code_hash: crate::auth::token_hash(c),
+                prefix: c[..6].to_string(),
+            })
+            .collect();
+        // More codes than seats: written straight to the store, past the generation quota.
+        let now = app.clock.now_ms();
+        crate::store::redeem_codes::insert_batch(&app.users, &rows, "bench", None, None, now)
+            .await?;
+        let backend = app.pool.database().backend();
+        let server = crate::server::start(app.clone(), config.listen).await?;
+        // One sync links each mother's team (through the server's own job runner).
+        let session_id =
+            crate::service::pool_sync::sync_group(&app, group.id, "manual_batch", "bench")
+                .await
+                .map_err(|e| anyhow::anyhow!("syncing the mothers: {}", e.message))?
+                .session_id;
+        while crate::store::jobs::live_counts(&app.users).await? != (0, 0) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let synced = crate::store::sync_sessions::get(&app.pool, &session_id).await?;
+        anyhow::ensure!(
+            synced.session.successful == mothers.len() as i64,
+            "the sync of the bench mothers ended {}",
+            synced.session.status
+        );
+
+        let base = format!("http://{}", server.addr);
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(args.concurrency)
+            .build()?;
+        let codes = Arc::new(codes);
+        let next = Arc::new(AtomicUsize::new(0));
+        let begin = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..args.concurrency {
+            let (client, base, codes, next) =
+                (client.clone(), base.clone(), codes.clone(), next.clone());
+            tasks.spawn(async move {
+                let mut figures = RedeemFigures::default();
+                let url = format!("{base}/api/redeem");
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(code) = codes.get(i) else { break };
+                    let body = json!({"code": code, "email": format!("user{i:06}@bench.test")});
+                    let t = Instant::now();
+                    let res = client.post(&url).json(&body).send().await?;
+                    let status = res.status().as_u16();
+                    let answer: serde_json::Value = res.json().await.unwrap_or_default();
+                    figures.latencies.push(t.elapsed());
+                    match (status, answer["error"]["code"].as_str()) {
+                        (200, _) => figures.successes += 1,
+                        (503, Some("no_seat_available")) => figures.no_seat += 1,
+                        _ => anyhow::bail!("redeem answered {status}: {answer}"),
+                    }
+                }
+                anyhow::Ok(figures)
+            });
+        }
+        let mut all = RedeemFigures::default();
+        let mut failure = None;
+        while let Some(joined) = tasks.join_next().await {
+            match joined.map_err(anyhow::Error::from).and_then(|r| r) {
+                Ok(f) => {
+                    all.latencies.extend(f.latencies);
+                    all.successes += f.successes;
+                    all.no_seat += f.no_seat;
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+        let seconds = begin.elapsed().as_secs_f64();
+        if let Some(e) = failure {
+            server.shutdown().await?;
+            return Err(e);
+        }
+
+        // What was handed out, from the databases and the provider (before the server stops:
+        // stopping closes the databases).
+        let (mut beyond_limit, mut seats_used, mut seats_held, mut invites) = (0, 0, 0, 0);
+        let mut capacity = 0;
+        for (id, credential) in &mothers {
+            let m = crate::store::mothers::get(&app.pool, *id).await?;
+            beyond_limit += (m.usage.seats_used - m.seat_limit).max(0);
+            seats_used += m.usage.seats_used;
+            seats_held += m.usage.seats_held;
+            capacity += m.seat_limit;
+            if let Some(org) = app.providers.sim.org(credential)? {
+                invites += org.invites_sent as i64;
+            }
+        }
+        let statuses: std::collections::BTreeMap<String, i64> =
+            crate::store::redeem_codes::count_by_status(&app.users)
+                .await?
+                .into_iter()
+                .collect();
+        let codes_used = statuses.get("used").copied().unwrap_or(0);
+        let codes_without_seat = (codes_used - seats_used).max(0);
+        let invites_beyond_seats = (invites - capacity).max(0);
+        server.shutdown().await?;
+        let oversold = beyond_limit + codes_without_seat + invites_beyond_seats;
+        all.latencies.sort();
+        let round = |v: f64| (v * 1000.0).round() / 1000.0;
+        let report = json!({
+            "bench": "redeem",
+            "backend": backend.as_str(),
+            "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+            "seats": args.seats,
+            "codes": args.codes,
+            "concurrency": args.concurrency,
+            "mothers": mothers.len(),
+            "seconds": round(seconds),
+            "successes": all.successes,
+            "no_seat": all.no_seat,
+            "oversold": oversold,
+            "seats_used_beyond_limit": beyond_limit,
+            "codes_used_without_seat": codes_without_seat,
+            "invites_beyond_seats": invites_beyond_seats,
+            "seats_held_after": seats_held,
+            "codes_unused_after": statuses.get("unused").copied().unwrap_or(0),
+            "redeem_p50_ms": round(percentile_ms(&all.latencies, 0.50)),
+            "redeem_p99_ms": round(percentile_ms(&all.latencies, 0.99)),
+            "redeems_per_sec": round(all.latencies.len() as f64 / seconds.max(1e-9)),
+        });
+        println!("{report}");
+        anyhow::ensure!(
+            all.successes == args.seats as u64 && oversold == 0,
+            "expected {} successes and nothing oversold, got {} successes and {oversold} oversold",
+            args.seats,
+            all.successes
         );
         anyhow::Ok(())
     }

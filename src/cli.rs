@@ -200,6 +200,10 @@ pub enum BenchCommand {
     /// Acquire and release credential leases over HTTP on loopback against an in-process server,
     /// from many workers at once; checks that no account is ever lent twice at once.
     Leases(crate::bench::LeasesBenchArgs),
+    /// Redeem codes over HTTP on loopback against an in-process server with simulated mothers,
+    /// from many clients at once; checks that exactly `--seats` redeems succeed and nothing is
+    /// oversold.
+    Redeem(crate::bench::RedeemBenchArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -345,6 +349,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Lease(LeaseCommand::Exec(args)) => crate::lease_exec::exec(&config, args).await,
         Command::Bench(BenchCommand::Leases(args)) => crate::bench::leases(&args).await.map(|_| 0),
+        Command::Bench(BenchCommand::Redeem(args)) => crate::bench::redeem(&args).await.map(|_| 0),
     }
 }
 

@@ -183,6 +183,7 @@ pub async fn start(app: AppState, listen: SocketAddr) -> anyhow::Result<RunningS
     let mut handlers = jobs::builtin_handlers(app.config.jobs.diagnostic_handlers);
     jobs::pool_sync::register(&mut handlers, app.clone());
     jobs::invites::register(&mut handlers, app.clone());
+    jobs::codes::register(&mut handlers, app.clone());
     let runner = Runner::new(
         app.users.clone(),
         handlers,

@@ -188,6 +188,28 @@ async fn login_dashboard_and_logout_in_a_real_browser() {
         assert_eq!(fits, serde_json::json!(true), "the Accounts page fits 390 px");
         browser.set_window_size(1280, 900).await?;
 
+        // Codes page: the quota and the generate form render, and it fits 390 px too.
+        browser
+            .find(Locator::LinkText("Codes"))
+            .await?
+            .click()
+            .await?;
+        browser
+            .wait()
+            .for_element(Locator::Id("quota-available"))
+            .await?;
+        browser.find(Locator::Id("generate-form")).await?;
+        browser.set_window_size(390, 844).await?;
+        let fits = browser
+            .execute(
+                "return document.documentElement.scrollWidth <= document.documentElement.clientWidth;",
+                Vec::new(),
+            )
+            .await?;
+        std::fs::write(shots.join("codes-390.png"), browser.screenshot().await?).unwrap();
+        assert_eq!(fits, serde_json::json!(true), "the Codes page fits 390 px");
+        browser.set_window_size(1280, 900).await?;
+
         // Jobs page: a job far in the future is pending; cancel it (confirming), then retry it.
         let now = poolkeeper::clock::Clock::now_ms(&poolkeeper::clock::SystemClock);
         let job = poolkeeper::store::jobs::NewJob {

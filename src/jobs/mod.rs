@@ -5,6 +5,7 @@
 //! never `service`: the request side of a job (checks, sessions, enqueue) lives in `service`.
 
 pub mod bench;
+pub mod codes;
 pub mod invites;
 pub mod pool_sync;
 pub mod runner;

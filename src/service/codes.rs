@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use super::{Error, ErrorKind, Result, one_of};
 use crate::app::App;
 use crate::domain::codes::{self, CountError};
+use crate::jobs::JobArgs;
+use crate::jobs::codes::CodesDisable;
 use crate::store::redeem_codes::{self as store, CodeFilter, NewCode, RedeemCode, Selection};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -39,6 +41,31 @@ impl std::fmt::Debug for GeneratedBatch {
             .field("batch_id", &self.batch_id)
             .field("codes", &format_args!("<{} redacted>", self.codes.len()))
             .finish()
+    }
+}
+
+impl GeneratedBatch {
+    /// The batch as CSV: a header row, then one code a row (`code,batch_id,expires_at,
+    /// pool_group_id`, the expiry in RFC 3339). Codes are letters and digits, so nothing needs quoting.
+    pub fn to_csv(&self) -> String {
+        let expires = self
+            .expires_at
+            .map(crate::clock::rfc3339)
+            .unwrap_or_default();
+        let group = self
+            .pool_group_id
+            .map(|g| g.to_string())
+            .unwrap_or_default();
+        let mut out = String::from("code,batch_id,expires_at,pool_group_id\r\n");
+        for code in &self.codes {
+            out.push_str(&format!("{code},{},{expires},{group}\r\n", self.batch_id));
+        }
+        out
+    }
+
+    /// The file name a download of the batch gets.
+    pub fn csv_file_name(&self) -> String {
+        format!("codes-{}.csv", self.batch_id)
     }
 }
 
@@ -168,13 +195,23 @@ pub async fn list(
     Ok(store::list(&app.users, f, limit, offset).await?)
 }
 
+/// The newest `limit` batch ids, newest first.
+pub async fn recent_batches(app: &App, limit: i64) -> Result<Vec<String>> {
+    Ok(store::recent_batches(&app.users, limit).await?)
+}
+
+/// The unused codes of a batch: what disabling it would change.
+pub async fn unused_in_batch(app: &App, batch_id: &str) -> Result<i64> {
+    Ok(store::count_unused_in_batch(&app.users, batch_id).await?)
+}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DisableRequest {
-    /// Codes to disable (at most 1000).
+    /// Codes to disable (up to 100,000; more than 1,000 run as a `codes_disable` job).
     #[serde(default)]
     pub ids: Option<Vec<i64>>,
-    /// Or every unused code of a batch.
+    /// Or every unused code of a batch (more than 1,000 of them run as a `codes_disable` job).
     #[serde(default)]
     pub batch_id: Option<String>,
 }
@@ -185,19 +222,63 @@ pub struct Disabled {
     pub disabled: u64,
 }
 
+/// A disable too large to do in the request: it runs as a `codes_disable` job.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DisableQueued {
+    pub job_id: String,
+    /// The ids given, or the unused codes of the batch when it was queued.
+    pub codes: i64,
+}
+
+/// What a disable did: done now, or queued.
+#[derive(Debug)]
+pub enum DisableOutcome {
+    Done(Disabled),
+    Queued(DisableQueued),
+}
+
+/// Sets up to this size are disabled in the request; larger ones run as a job.
+pub const DISABLE_SYNC_MAX: usize = 1000;
+/// The most ids one request may name.
+pub const DISABLE_MAX_IDS: usize = 100_000;
+
 /// Disables unused codes, by id or by batch; used, reserved and expired codes stay as they are.
-pub async fn disable(app: &App, req: DisableRequest) -> Result<Disabled> {
+/// Up to [`DISABLE_SYNC_MAX`] codes are disabled at once; more run as a `codes_disable` job.
+pub async fn disable(app: &App, req: DisableRequest) -> Result<DisableOutcome> {
     let now = app.clock.now_ms();
-    let which = match (&req.ids, &req.batch_id) {
-        (Some(ids), None) if !ids.is_empty() && ids.len() <= 1000 => Selection::Ids(ids),
-        (None, Some(batch)) if !batch.is_empty() => Selection::Batch(batch),
+    let (which, size) = match (&req.ids, &req.batch_id) {
+        (Some(ids), None) if !ids.is_empty() && ids.len() <= DISABLE_MAX_IDS => {
+            (Selection::Ids(ids), ids.len())
+        }
+        (None, Some(batch)) if !batch.is_empty() && batch.len() <= 100 => {
+            let n = store::count_unused_in_batch(&app.users, batch).await?;
+            (Selection::Batch(batch), usize::try_from(n).unwrap_or(0))
+        }
         _ => {
             return Err(Error::invalid(
                 "invalid_selection",
-                "give either ids (1 to 1000 of them) or batch_id",
+                format!("give either ids (1 to {DISABLE_MAX_IDS} of them) or batch_id"),
             ));
         }
     };
-    let disabled = store::disable(&app.users, which, now).await?;
-    Ok(Disabled { disabled })
+    if size <= DISABLE_SYNC_MAX {
+        let disabled = store::disable(&app.users, which, now).await?;
+        return Ok(DisableOutcome::Done(Disabled { disabled }));
+    }
+    let args = CodesDisable {
+        ids: req.ids,
+        batch_id: req.batch_id,
+    };
+    let (job, _) = crate::jobs::enqueue(
+        &app.users,
+        &args.to_job(),
+        app.config.jobs.max_attempts,
+        now,
+    )
+    .await?;
+    tracing::info!(job = %job.id, codes = size, "queued a codes_disable job");
+    Ok(DisableOutcome::Queued(DisableQueued {
+        job_id: job.id,
+        codes: i64::try_from(size).unwrap_or(i64::MAX),
+    }))
 }

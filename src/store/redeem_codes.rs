@@ -229,6 +229,26 @@ pub async fn expire(db: &UsersDb, now: i64) -> StoreResult<u64> {
     .map(|r| r.rows_affected()))?)
 }
 
+/// Unused codes of a batch: what disabling the batch would change.
+pub async fn count_unused_in_batch(db: &UsersDb, batch_id: &str) -> StoreResult<i64> {
+    Ok(on_reader!(db, |p| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM redeem_codes WHERE batch_id = $1 AND status = 'unused'"
+    )
+    .bind(batch_id)
+    .fetch_one(p)
+    .await)?)
+}
+
+/// The newest `limit` batch ids, newest first (for a batch filter).
+pub async fn recent_batches(db: &UsersDb, limit: i64) -> StoreResult<Vec<String>> {
+    Ok(on_reader!(db, |p| sqlx::query_scalar(
+        "SELECT batch_id FROM redeem_codes GROUP BY batch_id ORDER BY MAX(id) DESC LIMIT $1"
+    )
+    .bind(limit)
+    .fetch_all(p)
+    .await)?)
+}
+
 /// Which codes `disable` turns off.
 pub enum Selection<'a> {
     Ids(&'a [i64]),

@@ -3,7 +3,8 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -12,24 +13,66 @@ use crate::http::error::{ApiResult, ErrorBody};
 use crate::http::extract::{ApiJson, ApiQuery};
 use crate::http::pagination::{Page, PageParams};
 use crate::service::codes::{
-    self as service, CodeQuota, DisableRequest, Disabled, GenerateRequest, GeneratedBatch,
+    self as service, CodeQuota, DisableOutcome, DisableQueued, DisableRequest, Disabled,
+    GenerateRequest, GeneratedBatch,
 };
 use crate::store::redeem_codes::RedeemCode;
 
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct GenerateQuery {
+    /// `csv` answers the new codes as a CSV file (as does `Accept: text/csv`); `json` or nothing
+    /// answers JSON.
+    pub format: Option<String>,
+}
+
 /// Generates a batch of codes. The plaintext codes are in this answer only; poolkeeper keeps a
 /// SHA-256 of each. More codes than free seats minus open codes -> 409 `insufficient_seats`.
+/// With `?format=csv` or `Accept: text/csv` the answer is a CSV file
+/// (`code,batch_id,expires_at,pool_group_id`, one code a row).
 #[utoipa::path(post, path = "/api/admin/codes", tag = "users", request_body = GenerateRequest,
-    responses((status = 201, body = GeneratedBatch), (status = 400, body = ErrorBody),
+    params(GenerateQuery),
+    responses((status = 201,
+            description = "the new batch: JSON, or with `?format=csv` or `Accept: text/csv` a CSV file",
+            content((GeneratedBatch = "application/json"), (String = "text/csv"))),
+        (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "no such pool group"),
         (status = 409, body = ErrorBody, description = "`insufficient_seats`")))]
 pub async fn generate_codes(
     State(app): State<AppState>,
+    ApiQuery(q): ApiQuery<GenerateQuery>,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<GenerateRequest>,
-) -> ApiResult<(StatusCode, Json<GeneratedBatch>)> {
+) -> ApiResult<Response> {
+    let csv = match q.format.as_deref() {
+        Some("csv") => true,
+        Some("json") => false,
+        Some(_) => {
+            return Err(crate::service::Error::invalid(
+                "invalid_query",
+                "format must be csv or json",
+            )
+            .into());
+        }
+        None => headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/csv")),
+    };
+    let batch = service::generate(&app, req).await?;
+    if !csv {
+        return Ok((StatusCode::CREATED, Json(batch)).into_response());
+    }
+    let disposition = format!("attachment; filename=\"{}\"", batch.csv_file_name());
     Ok((
         StatusCode::CREATED,
-        Json(service::generate(&app, req).await?),
-    ))
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        batch.to_csv(),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -74,12 +117,18 @@ pub async fn code_quota(
     Ok(Json(service::quota(&app, q.pool_group_id).await?))
 }
 
-/// Disables unused codes by id or by batch; others are left as they are.
+/// Disables unused codes by id or by batch; others are left as they are. Up to 1,000 codes are
+/// disabled in the request (200); more ids, or a batch of more than 1,000 unused codes, run as a
+/// `codes_disable` job (202 with its id).
 #[utoipa::path(post, path = "/api/admin/codes/disable", tag = "users", request_body = DisableRequest,
-    responses((status = 200, body = Disabled), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = Disabled), (status = 202, body = DisableQueued,
+        description = "a `codes_disable` job was queued"), (status = 400, body = ErrorBody)))]
 pub async fn disable_codes(
     State(app): State<AppState>,
     ApiJson(req): ApiJson<DisableRequest>,
-) -> ApiResult<Json<Disabled>> {
-    Ok(Json(service::disable(&app, req).await?))
+) -> ApiResult<Response> {
+    Ok(match service::disable(&app, req).await? {
+        DisableOutcome::Done(done) => Json(done).into_response(),
+        DisableOutcome::Queued(queued) => (StatusCode::ACCEPTED, Json(queued)).into_response(),
+    })
 }

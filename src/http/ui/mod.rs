@@ -25,6 +25,7 @@ use crate::http::middleware::{ExpectedOrigin, is_expected_origin, session_cookie
 
 mod accounts;
 mod assets;
+mod codes;
 mod csrf;
 mod flash;
 mod invites;
@@ -54,7 +55,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .merge(pool_groups::routes())
         .merge(mothers::routes())
         .merge(mother_import::routes())
-        .route("/codes", get(area))
+        .merge(codes::routes())
         .merge(invites::routes())
         .merge(accounts::routes())
         .route("/logout", post(logout))
@@ -277,26 +278,6 @@ async fn dashboard(
         visibility_timeout_seconds: app.config.jobs.visibility_timeout_seconds,
         max_attempts: app.config.jobs.max_attempts,
         now: clock::rfc3339(app.clock.now_ms()),
-    }
-}
-
-#[derive(Template, WebTemplate)]
-#[template(path = "area.html")]
-struct AreaPage {
-    layout: Layout,
-    title: &'static str,
-}
-
-/// Areas whose features have not been built yet: the page says so plainly.
-async fn area(Extension(principal): Extension<Principal>, uri: axum::http::Uri) -> AreaPage {
-    let (path, title) = NAV
-        .iter()
-        .copied()
-        .find(|(p, _)| *p == uri.path())
-        .unwrap_or(("/", "Dashboard"));
-    AreaPage {
-        layout: Layout::new(&principal, path),
-        title,
     }
 }
 
