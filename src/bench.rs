@@ -435,6 +435,9 @@ pub struct LeasesBenchArgs {
     /// temp dir].
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
+    /// Connections per database (`database_max_connections`) [default: the configuration's default].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<u32>,
 }
 
 /// What the bench itself saw of who holds which account. An account is marked held from the
@@ -519,6 +522,10 @@ pub async fn leases(args: &LeasesBenchArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     config.leases.cooldown_seconds = 0;
+    if let Some(n) = args.max_connections {
+        anyhow::ensure!(n >= 1, "--max-connections must be at least 1");
+        config.database_max_connections = n;
+    }
     let result = async {
         let (app, _) = crate::server::prepare(config.clone(), crate::clock::system()).await?;
         let ctx = app.leasing_ctx();
@@ -650,6 +657,7 @@ pub async fn leases(args: &LeasesBenchArgs) -> anyhow::Result<()> {
             "build": if cfg!(debug_assertions) { "debug" } else { "release" },
             "accounts": args.accounts,
             "workers": args.workers,
+            "max_connections": config.database_max_connections,
             "cycles": all.acquire.len(),
             "cooldown_seconds": 0,
             "seconds": round(seconds),
