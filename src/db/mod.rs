@@ -117,6 +117,12 @@ impl Drop for Checkpointer {
 pub struct Database {
     name: DbName,
     pub(crate) conn: Conn,
+    /// PostgreSQL: the server process ids of this process's connections, so a job runner can tell
+    /// a `NOTIFY` sent by this process (whose runners its [`JobWakeup`] woke already) from one sent
+    /// by another. Ids of closed connections stay (a few per reconnect); should the server reuse
+    /// one for another client, that client's notifications are missed here and its jobs found at
+    /// the next poll.
+    own_backends: Arc<std::sync::Mutex<std::collections::HashSet<i32>>>,
 }
 
 /// Handle to the `pool` database.
@@ -246,6 +252,7 @@ pub fn redact_url(url: &str) -> String {
 
 impl Database {
     async fn open(name: DbName, url: &str, opts: &OpenOptions) -> anyhow::Result<Self> {
+        let own_backends = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
         let conn = if is_postgres_url(url) {
             // No JIT: every query here is short, and a plan whose estimate crosses
             // `jit_above_cost` (stale statistics after a bulk load will do it) spent 23 ms
@@ -255,9 +262,22 @@ impl Database {
                     anyhow::anyhow!("{} database URL {}: {e}", name.as_str(), redact_url(url))
                 })?
                 .options([("jit", "off")]);
+            let backends = own_backends.clone();
             let pool = PgPoolOptions::new()
                 .max_connections(opts.max_connections.max(2))
                 .acquire_timeout(Duration::from_secs(10))
+                .after_connect(move |conn, _| {
+                    let backends = backends.clone();
+                    Box::pin(async move {
+                        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                            .fetch_one(&mut *conn)
+                            .await?;
+                        if let Ok(mut b) = backends.lock() {
+                            b.insert(pid);
+                        }
+                        Ok(())
+                    })
+                })
                 .connect_with(connect)
                 .await
                 .map_err(|e| {
@@ -331,7 +351,16 @@ impl Database {
                 redact_url(url)
             );
         };
-        Ok(Self { name, conn })
+        Ok(Self {
+            name,
+            conn,
+            own_backends,
+        })
+    }
+
+    /// Whether the PostgreSQL server process `pid` serves one of this process's connections.
+    pub fn is_own_backend(&self, pid: i32) -> bool {
+        self.own_backends.lock().is_ok_and(|b| b.contains(&pid))
     }
 
     pub fn name(&self) -> DbName {

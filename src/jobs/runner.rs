@@ -324,7 +324,7 @@ async fn fetch(
             };
         if claimed.is_empty() {
             let idle = idle_wait(&runner).await;
-            wait_for_work(idle, &mut listener, &mut wakeup, &mut stop).await;
+            wait_for_work(&runner.users, idle, &mut listener, &mut wakeup, &mut stop).await;
             continue;
         }
         for job in claimed {
@@ -365,14 +365,18 @@ async fn idle_wait(runner: &Runner) -> Duration {
 }
 
 /// Sleeps for `idle`, or until a job of this process, a notification from another (PostgreSQL), or
-/// shutdown wakes it.
+/// shutdown wakes it. A notification sent by this process's own connections is passed over: the
+/// [`crate::db::JobWakeup`] woke the loop for that job already, and waking again only sent another
+/// claim to the server just as the first one's job started.
 async fn wait_for_work(
+    users: &UsersDb,
     idle: Duration,
     listener: &mut Option<sqlx::postgres::PgListener>,
     wakeup: &mut watch::Receiver<u64>,
     stop: &mut watch::Receiver<bool>,
 ) {
     let poll = tokio::time::sleep(idle);
+    tokio::pin!(poll);
     // The sender lives in the database handle this runner holds, so it never closes; if it did,
     // the poll would still end the wait.
     let woken = async {
@@ -380,19 +384,23 @@ async fn wait_for_work(
             std::future::pending::<()>().await;
         }
     };
+    tokio::pin!(woken);
     match listener {
-        Some(l) => {
+        Some(l) => loop {
             tokio::select! {
-                _ = poll => {}
-                _ = woken => {}
-                _ = stop.changed() => {}
-                notified = l.recv() => {
-                    if let Err(e) = notified {
+                _ = &mut poll => return,
+                _ = &mut woken => return,
+                _ = stop.changed() => return,
+                notified = l.recv() => match notified {
+                    Ok(n) if users.database().is_own_backend(n.process_id() as i32) => {}
+                    Ok(_) => return,
+                    Err(e) => {
                         tracing::warn!(error = %e, "job notifications lost; polling");
+                        return;
                     }
-                }
+                },
             }
-        }
+        },
         None => {
             tokio::select! {
                 _ = poll => {}
