@@ -180,10 +180,17 @@ pub async fn start(app: AppState, listen: SocketAddr) -> anyhow::Result<RunningS
     for status in ["pending", "running"] {
         metrics::gauge!("jobs_queue_depth", "status" => status).set(0.0);
     }
+    metrics::gauge!(crate::metrics::JOBS_OLDEST_PENDING_AGE).set(0.0);
     let mut handlers = jobs::builtin_handlers(app.config.jobs.diagnostic_handlers);
     jobs::pool_sync::register(&mut handlers, app.clone());
     jobs::invites::register(&mut handlers, app.clone());
     jobs::codes::register(&mut handlers, app.clone());
+    // A failure counter that first appears at 1 is invisible to `increase()`, so the job-failure
+    // alert would miss the first failure after a restart; every handled type starts at 0.
+    for job_type in handlers.job_types() {
+        metrics::counter!("jobs_finished_total", "type" => job_type, "status" => "failed")
+            .increment(0);
+    }
     let runner = Runner::new(
         app.users.clone(),
         handlers,
@@ -221,6 +228,7 @@ pub const SYNC_SESSION_RETENTION_MS: i64 = 30 * 24 * 3_600_000;
 fn spawn_maintenance(app: AppState, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
+        let mut exported = crate::metrics::ExportedSeries::default();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -267,20 +275,7 @@ fn spawn_maintenance(app: AppState, mut stop: watch::Receiver<bool>) {
             {
                 tracing::warn!(error = %e, "expiring mission claims failed");
             }
-            if let Ok(c) =
-                crate::service::credential_accounts::status_counts(app.leasing_ctx(), None).await
-            {
-                for (status, n) in [
-                    ("available", c.available),
-                    ("in_use", c.in_use),
-                    ("cooldown", c.cooldown),
-                    ("quarantined", c.quarantined),
-                    ("inactive", c.inactive),
-                ] {
-                    metrics::gauge!(crate::metrics::POOL_ACCOUNTS, "status" => status)
-                        .set(n as f64);
-                }
-            }
+            crate::metrics::sample_pool_gauges(&app, &mut exported).await;
             if let Err(e) = store::tallies::compact(&app.pool).await {
                 tracing::warn!(error = %e, "folding the mother tallies failed");
             }

@@ -893,6 +893,51 @@ async fn on_postgres_an_enqueue_in_another_process_wakes_an_idle_runner_by_notif
 }
 
 #[tokio::test]
+async fn oldest_due_job_ignores_jobs_not_due_and_claimed_ones() {
+    each_backend(|backend| async move {
+        let dbs = TestDbs::new(&backend).await;
+        let users = users_db(&dbs).await;
+        assert_eq!(
+            job_store::oldest_due_run_at(&users, T0).await.unwrap(),
+            None
+        );
+        let job = |priority: i64, run_at: i64| NewJob {
+            priority,
+            run_at: Some(run_at),
+            ..NewJob::new("noop", json!({}))
+        };
+        jobs::enqueue_many(
+            &users,
+            &[job(0, T0 + 60_000), job(5, T0 - 1_000), job(0, T0 - 9_000)],
+            3,
+            T0 - 10_000,
+        )
+        .await
+        .unwrap();
+        // The job not due yet is not waiting; the lower priority one has waited longest.
+        assert_eq!(
+            job_store::oldest_due_run_at(&users, T0).await.unwrap(),
+            Some(T0 - 9_000)
+        );
+        let claimed = job_store::claim(&users, "r1", 3, T0, T0 + 1_000)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 2);
+        assert_eq!(
+            job_store::oldest_due_run_at(&users, T0).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            job_store::oldest_due_run_at(&users, T0 + 60_000)
+                .await
+                .unwrap(),
+            Some(T0 + 60_000)
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn claims_take_due_jobs_by_priority_and_leave_jobs_not_due() {
     each_backend(|backend| async move {
         let dbs = TestDbs::new(&backend).await;

@@ -718,6 +718,11 @@ async fn maintain(runner: Arc<Runner>, held: Arc<Held>, mut stop: watch::Receive
                 metrics::gauge!("jobs_queue_depth", "status" => "pending").set(pending as f64);
                 metrics::gauge!("jobs_queue_depth", "status" => "running").set(running as f64);
             }
+            if let Ok(oldest) = job_store::oldest_due_run_at(&runner.users, now).await {
+                let waited_ms = oldest.map_or(0, |run_at| (now - run_at).max(0));
+                metrics::gauge!(crate::metrics::JOBS_OLDEST_PENDING_AGE)
+                    .set(waited_ms as f64 / 1000.0);
+            }
         }
     }
 }

@@ -267,6 +267,25 @@ pub async fn count_by_status(
         .await)?)
 }
 
+/// How many accounts each pool has in each status at `now`, as (pool, status, count) ordered by
+/// pool: the same single pass over the accounts as [`count_by_status`] for all pools.
+pub async fn count_by_pool_and_status(
+    db: &PoolDb,
+    now: i64,
+    cooldown_ms: i64,
+) -> StoreResult<Vec<(String, String, i64)>> {
+    let status = status_sql("$1", "$2");
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT pool, s, COUNT(*) FROM (SELECT pool, {status} AS s FROM credential_accounts) t \
+         GROUP BY pool, s ORDER BY pool, s"
+    ));
+    Ok(on_reader!(db, |p| sqlx::query_as(sql)
+        .bind(now)
+        .bind(cooldown_ms)
+        .fetch_all(p)
+        .await)?)
+}
+
 /// The pools that hold accounts, by name (for filter choices).
 pub async fn pool_names(db: &PoolDb) -> StoreResult<Vec<String>> {
     Ok(on_reader!(db, |p| sqlx::query_scalar(

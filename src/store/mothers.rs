@@ -596,6 +596,17 @@ pub async fn mark_synced(db: &PoolDb, id: i64, now: i64) -> StoreResult<()> {
     Ok(())
 }
 
+/// The newest `last_synced_at` among a group's mothers (`None` when none has synced): one probe
+/// of the `mothers_group_synced` index.
+pub async fn last_synced_in_group(db: &PoolDb, group_id: i64) -> StoreResult<Option<i64>> {
+    Ok(on_reader!(db, |p| sqlx::query_scalar(
+        "SELECT MAX(last_synced_at) FROM mothers WHERE pool_group_id = $1"
+    )
+    .bind(group_id)
+    .fetch_one(p)
+    .await)?)
+}
+
 /// Puts a mother in a group (a no-op when she is already in it). `NotFound` when she does not exist.
 pub async fn set_pool_group(db: &PoolDb, id: i64, group_id: i64, now: i64) -> StoreResult<()> {
     let found: Option<i64> = on_writer!(db, |p| sqlx::query_scalar(

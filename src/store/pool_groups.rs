@@ -157,6 +157,18 @@ pub async fn list_all(db: &PoolDb) -> StoreResult<Vec<PoolGroup>> {
     Ok(rows.into_iter().map(Into::into).collect())
 }
 
+/// The first `limit` active groups by id, as (id, name): the groups housekeeping exports gauges
+/// for. Reads `pool_groups` and its settings only, never the mothers.
+pub async fn active_names(db: &PoolDb, limit: i64) -> StoreResult<Vec<(i64, String)>> {
+    Ok(on_reader!(db, |p| sqlx::query_as(
+        "SELECT g.id, g.name FROM pool_groups g JOIN pool_group_settings s ON s.group_id = g.id \
+         WHERE s.is_active ORDER BY g.id LIMIT $1"
+    )
+    .bind(limit)
+    .fetch_all(p)
+    .await)?)
+}
+
 pub async fn exists(db: &PoolDb, id: i64) -> StoreResult<bool> {
     let n: i64 = on_reader!(db, |p| sqlx::query_scalar(
         "SELECT COUNT(*) FROM pool_groups WHERE id = $1"

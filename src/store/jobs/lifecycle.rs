@@ -505,6 +505,14 @@ pub async fn rescue_expired(db: &UsersDb, now: i64) -> StoreResult<u64> {
     }
 }
 
+/// When the longest-waiting due job became due (its `run_at`), or `None` when no pending job is
+/// due at `now`; a job scheduled for later is not waiting yet. The earliest pending `run_at` is
+/// that job's when it is due, so this is [`next_run_at`]: one index probe per priority, however
+/// deep a backlog of jobs not yet due.
+pub async fn oldest_due_run_at(db: &UsersDb, now: i64) -> StoreResult<Option<i64>> {
+    Ok(next_run_at(db).await?.filter(|run_at| *run_at <= now))
+}
+
 /// Counts of pending and running jobs (the live queue), cheap enough to sample every few seconds.
 pub async fn live_counts(db: &UsersDb) -> StoreResult<(i64, i64)> {
     let pending = on_reader!(db, |p| sqlx::query_scalar(
