@@ -441,9 +441,13 @@ fn extract_checked<R: Read + std::io::Seek>(
         if n == 0 {
             break;
         }
+        size += n as u64;
+        if size > db.size_bytes {
+            // Stop before a damaged or hostile entry fills the disk.
+            break;
+        }
         hasher.update(&buf[..n]);
         out.write_all(&buf[..n])?;
-        size += n as u64;
     }
     out.sync_all()?;
     let sha256 = hex(&hasher.finalize());

@@ -452,12 +452,27 @@ async fn small_archive(out: &Path) -> (PathBuf, Config) {
         )
         .await;
     assert_eq!(status, 201, "{body}");
+    // Through the command line, beside the running service.
     let archive = out.join("small.zip");
-    let app = t.app();
-    backup::create_archive(&app.pool, &app.users, &archive, app.clock.now_ms())
-        .await
-        .unwrap();
     let config = t.dbs.config.clone();
+    let cli = poolkeeper::cli::Cli::parse_from([
+        "poolkeeper",
+        "--data-dir",
+        config.data_dir.to_str().unwrap(),
+        "backup",
+        archive.to_str().unwrap(),
+    ]);
+    assert_eq!(poolkeeper::cli::run(cli).await.unwrap(), 0);
+    // It never overwrites an archive.
+    let cli = poolkeeper::cli::Cli::parse_from([
+        "poolkeeper",
+        "--data-dir",
+        config.data_dir.to_str().unwrap(),
+        "backup",
+        archive.to_str().unwrap(),
+    ]);
+    let err = poolkeeper::cli::run(cli).await.unwrap_err().to_string();
+    assert!(err.contains("never overwrites"), "{err}");
     // Keep the key file: the source directory goes with the TestApp.
     let keep = out.join("source-key");
     copy_key(&config, &keep);
@@ -679,11 +694,7 @@ async fn scheduled_backups_prune_to_keep_and_export_their_gauges() {
     wait_until(
         "the first scheduled backup",
         Duration::from_secs(20),
-        || async {
-            std::fs::read_dir(&dir)
-                .map(|d| d.count() == 1)
-                .unwrap_or(false)
-        },
+        || async { backup::last_backup(&t.app().config).unwrap().is_some() },
     )
     .await;
     use std::os::unix::fs::PermissionsExt;
@@ -691,6 +702,13 @@ async fn scheduled_backups_prune_to_keep_and_export_their_gauges() {
         std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
         0o700
     );
+    // Its work directory is gone once the archive is listed.
+    wait_until(
+        "the first backup to finish",
+        Duration::from_secs(20),
+        || async { std::fs::read_dir(&dir).unwrap().count() == 1 },
+    )
+    .await;
     let mut written = Vec::new();
     for _ in 0..3 {
         clock.advance_ms(3_600_000);
