@@ -1,5 +1,5 @@
 //! The command line: `serve`, `demo`, `migrate`, `admin`, `token`, `import`, `secrets`, `bench`,
-//! `accounts`, `lease`. Parsing lives here; each command calls into the library (`import` and
+//! `accounts`, `lease`, `backup`, `restore` (the last two in `crate::backup`). Parsing lives here; each command calls into the library (`import` and
 //! `accounts import` in `crate::import`, `bench` in `crate::bench`, `lease exec` in
 //! `crate::lease_exec`).
 
@@ -82,6 +82,20 @@ pub enum Command {
     /// Lease credential accounts from a running server, as a worker.
     #[command(subcommand)]
     Lease(LeaseCommand),
+    /// Write one consistent archive (zip) of both SQLite databases with a manifest, while the
+    /// service runs. Secret keys are never in it; it prints the key ids a restore needs. Refuses on
+    /// PostgreSQL (use pg_dump, see the README).
+    Backup {
+        /// The archive to write; an existing file is never overwritten.
+        file: PathBuf,
+    },
+    /// Restore an archive written by `backup` into an empty data directory: checks the manifest
+    /// and checksums, refuses a schema newer than this binary, migrates an older one, and lists
+    /// every sealed credential the configured keyring cannot open (exit code 1 when there is one).
+    Restore {
+        /// The archive to read.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -350,7 +364,109 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Lease(LeaseCommand::Exec(args)) => crate::lease_exec::exec(&config, args).await,
         Command::Bench(BenchCommand::Leases(args)) => crate::bench::leases(&args).await.map(|_| 0),
         Command::Bench(BenchCommand::Redeem(args)) => crate::bench::redeem(&args).await.map(|_| 0),
+        Command::Backup { file } => backup(&config, &clock, &file).await,
+        Command::Restore { file } => restore(&config, &file).await,
     }
+}
+
+async fn backup(
+    config: &Config,
+    clock: &SharedClock,
+    file: &std::path::Path,
+) -> anyhow::Result<i32> {
+    if crate::db::is_postgres_url(&config.pool_database_url())
+        || crate::db::is_postgres_url(&config.users_database_url())
+    {
+        anyhow::bail!("{}", crate::backup::POSTGRES_REFUSAL);
+    }
+    // Opened as they are: a backup neither creates nor migrates a database.
+    let (pool, users) = server::open_databases(config, false).await?;
+    let report = crate::backup::create_archive(&pool, &users, file, clock.now_ms()).await;
+    pool.database().close().await;
+    users.database().close().await;
+    let report = report?;
+    println!(
+        "Wrote {} ({} bytes) at {}",
+        report.path.display(),
+        report.size_bytes,
+        report.manifest.created_at
+    );
+    for db in &report.manifest.databases {
+        println!(
+            "  {}: migration version {}, sha256 {}",
+            db.name,
+            db.migrations.last().copied().unwrap_or(0),
+            db.sha256
+        );
+    }
+    println!(
+        "Secret keys are not in the archive; keep the keyring (secret_key or its key file) apart."
+    );
+    if report.manifest.key_ids.is_empty() {
+        println!("No sealed credential is in it, so a restore needs no particular key.");
+    } else {
+        println!(
+            "Restoring it needs the keyring with key id(s): {}",
+            report.manifest.key_ids.join(", ")
+        );
+    }
+    Ok(0)
+}
+
+async fn restore(config: &Config, file: &std::path::Path) -> anyhow::Result<i32> {
+    // The key is never generated here: a new key would open nothing the archive holds.
+    let has_key = config.secret_key.is_some()
+        || config.secret_key_file.is_some()
+        || config
+            .data_dir
+            .join(crate::crypto::GENERATED_KEY_FILE)
+            .is_file();
+    let keyring = if has_key {
+        Some(crate::crypto::Keyring::from_config(config)?)
+    } else {
+        None
+    };
+    let report = crate::backup::restore_archive(file, config, keyring.as_ref()).await?;
+    println!(
+        "Restored {} (poolkeeper {}, taken {}) into {}",
+        file.display(),
+        report.manifest.poolkeeper_version,
+        report.manifest.created_at,
+        config.data_dir.display()
+    );
+    for (name, version) in &report.versions {
+        println!("  {name}: migration version {version}");
+    }
+    if !report.manifest.key_ids.is_empty() {
+        println!(
+            "The archive needs key id(s): {}",
+            report.manifest.key_ids.join(", ")
+        );
+    }
+    match &keyring {
+        Some(k) => println!("Configured keyring: key id(s) {}", k.key_ids().join(", ")),
+        None => println!(
+            "No key is configured (secret_key, secret_key_file or {}/{}).",
+            config.data_dir.display(),
+            crate::crypto::GENERATED_KEY_FILE
+        ),
+    }
+    if report.unopenable.is_empty() {
+        println!(
+            "All {} sealed credential(s) open with the configured keyring.",
+            report.sealed_checked
+        );
+        return Ok(0);
+    }
+    println!(
+        "{} of {} sealed credential(s) do not open with the configured keyring:",
+        report.unopenable.len(),
+        report.sealed_checked
+    );
+    for u in &report.unopenable {
+        println!("  {} {} `{}`: {}", u.kind, u.id, u.name, u.reason);
+    }
+    Ok(1)
 }
 
 async fn accounts_status(

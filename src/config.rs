@@ -213,6 +213,30 @@ impl Default for MissionsConfig {
     }
 }
 
+/// Scheduled backups (`[backup]`): how often the service writes an archive like `poolkeeper
+/// backup`, how many it keeps, and where.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BackupConfig {
+    /// Hours between scheduled backups; 0 (the default) turns them off.
+    pub interval_hours: u64,
+    /// Scheduled archives kept in `dir`; older ones are removed after each backup.
+    pub keep: u32,
+    /// Where scheduled archives go [default: `<data_dir>/backups`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            interval_hours: 0,
+            keep: 7,
+            dir: None,
+        }
+    }
+}
+
 /// Settings of the provider kinds (`[providers.scim]`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -288,6 +312,8 @@ pub struct Config {
     pub redeem: RedeemConfig,
     pub missions: MissionsConfig,
     pub providers: ProvidersConfig,
+    #[serde(default)]
+    pub backup: BackupConfig,
 }
 
 impl Default for Config {
@@ -321,6 +347,7 @@ impl Default for Config {
             redeem: RedeemConfig::default(),
             missions: MissionsConfig::default(),
             providers: ProvidersConfig::default(),
+            backup: BackupConfig::default(),
         }
     }
 }
@@ -476,6 +503,12 @@ impl Config {
                 self.jobs.batch_size
             );
         }
+        if self.backup.keep == 0 {
+            anyhow::bail!("configuration: backup.keep must be at least 1");
+        }
+        if self.backup.interval_hours > 24 * 366 {
+            anyhow::bail!("configuration: backup.interval_hours must be at most 8784");
+        }
         if self.database_max_connections == 0 {
             anyhow::bail!("configuration: database_max_connections must be at least 1");
         }
@@ -564,6 +597,14 @@ impl Config {
             Some(url) => url.expose().to_string(),
             None => format!("sqlite://{}", self.data_dir.join(file).display()),
         }
+    }
+
+    /// Where scheduled backups go: `backup.dir`, else `<data_dir>/backups`.
+    pub fn backup_dir(&self) -> PathBuf {
+        self.backup
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("backups"))
     }
 
     /// Whether both databases are SQLite files under `data_dir` (the embedded default).

@@ -47,6 +47,10 @@ pub fn handle() -> PrometheusHandle {
 
 pub const ADMIN_API_REQUESTS: &str = "admin_api_requests_total";
 pub const ADMIN_API_DURATION: &str = "admin_api_request_duration_seconds";
+/// Gauge: when the last scheduled backup was written, seconds since the epoch.
+pub const BACKUP_LAST_SUCCESS: &str = "backup_last_success_timestamp_seconds";
+/// Gauge: the size of the last scheduled backup archive, in bytes.
+pub const BACKUP_LAST_SIZE: &str = "backup_last_size_bytes";
 pub const POOL_LEASES: &str = "pool_leases_total";
 pub const POOL_ACCOUNTS: &str = "pool_accounts";
 /// Gauge of invites by status (users database), sampled by housekeeping.

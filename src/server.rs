@@ -171,6 +171,7 @@ pub async fn start(app: AppState, listen: SocketAddr) -> anyhow::Result<RunningS
         None => (None, None),
     };
     spawn_maintenance(app.clone(), rx.clone());
+    crate::backup::spawn_scheduler(app.clone(), rx.clone());
     jobs::scheduler::spawn(app.clone(), rx.clone(), |app| async move {
         crate::service::pool_sync::schedule_group_syncs(&app).await
     });

@@ -29,6 +29,21 @@ fn migrator(db: &Database) -> &'static Migrator {
     }
 }
 
+/// The migration versions this binary knows for a database on a backend, ascending.
+pub fn known_versions(backend: super::Backend, name: DbName) -> Vec<i64> {
+    let migrator: &Migrator = match (backend, name) {
+        (super::Backend::Sqlite, DbName::Pool) => &SQLITE_POOL,
+        (super::Backend::Sqlite, DbName::Users) => &SQLITE_USERS,
+        (super::Backend::Postgres, DbName::Pool) => &POSTGRES_POOL,
+        (super::Backend::Postgres, DbName::Users) => &POSTGRES_USERS,
+    };
+    migrator
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+        .map(|m| m.version)
+        .collect()
+}
+
 pub(super) async fn run(db: &Database) -> anyhow::Result<()> {
     let migrator = migrator(db);
     let result = match &db.conn {

@@ -25,7 +25,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Connection};
 
-pub use migrations::MigrationStatus;
+pub use migrations::{MigrationStatus, known_versions};
 
 /// Which engine a database runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]

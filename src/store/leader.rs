@@ -11,6 +11,8 @@ use crate::db::{Conn, PoolDb};
 
 /// The advisory lock key of the sync scheduler ("pk-sched" in ASCII).
 pub const SCHEDULER_LOCK: i64 = 0x706b_2d73_6368_6564;
+/// The advisory lock key of the backup scheduler ("pk-backu" in ASCII).
+pub const BACKUP_LOCK: i64 = 0x706b_2d62_6163_6b75;
 
 /// Held while this process leads; dropping it gives leadership up.
 pub struct LeaderGuard {
