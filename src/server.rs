@@ -214,10 +214,14 @@ pub async fn start(app: AppState, listen: SocketAddr) -> anyhow::Result<RunningS
 pub const SYNC_SESSION_RETENTION_MS: i64 = 30 * 24 * 3_600_000;
 
 /// Periodic housekeeping of this process: expired sessions, held seats past `held_until`, redeem
-/// codes left reserved, expired leases, sync sessions past retention, metric upkeep.
+/// codes left reserved, expired leases, sync sessions past retention, the daily seat snapshot of
+/// each pool group, metric upkeep.
 fn spawn_maintenance(app: AppState, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
+        // The UTC day whose seat snapshots this process has taken (the table keeps one per day and
+        // group whoever takes it; this only saves the query on the other ticks of the day).
+        let mut snapshot_day: Option<String> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -267,6 +271,16 @@ fn spawn_maintenance(app: AppState, mut stop: watch::Receiver<bool>) {
                 ] {
                     metrics::gauge!(crate::metrics::POOL_ACCOUNTS, "status" => status)
                         .set(n as f64);
+                }
+            }
+            let day = crate::service::overview::utc_day(now);
+            if snapshot_day.as_deref() != Some(day.as_str()) {
+                match crate::service::overview::take_seat_snapshots(&app.pool, now).await {
+                    Ok(n) => {
+                        tracing::debug!(groups = n, day, "took the daily seat snapshots");
+                        snapshot_day = Some(day);
+                    }
+                    Err(e) => tracing::warn!(error = %e.message, "taking seat snapshots failed"),
                 }
             }
             let cutoff = now - SYNC_SESSION_RETENTION_MS;

@@ -1,0 +1,357 @@
+//! The web UI as an operations console: the dashboard's figures for a seeded pool, the System
+//! page, the daily seat snapshots, and the Jobs page's counts and bulk actions.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Backend, TestApp, each_backend};
+use poolkeeper::auth::Scope;
+use poolkeeper::clock::ManualClock;
+use poolkeeper::crypto::Credential;
+use poolkeeper::providers::sim::SimOrg;
+use poolkeeper::service::codes::GenerateRequest;
+use poolkeeper::service::overview::{self, DAY_MS};
+use poolkeeper::store;
+use poolkeeper::store::jobs::NewJob;
+use serde_json::{Value, json};
+
+/// 2026-11-30T10:00:00Z.
+const START: i64 = 1_796_032_800_000;
+
+struct Console {
+    t: TestApp,
+    token: String,
+    clock: std::sync::Arc<ManualClock>,
+}
+
+impl Console {
+    async fn spawn(backend: &Backend) -> Self {
+        let clock = ManualClock::new(START);
+        let t = TestApp::spawn_with(
+            backend,
+            |c| {
+                c.jobs.poll_interval_ms = 20;
+            },
+            clock.clone(),
+        )
+        .await;
+        let token = t.token("console", Scope::Admin).await;
+        Self { t, token, clock }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let (status, body) = self
+            .t
+            .send_json(&self.token, reqwest::Method::POST, path, Some(body))
+            .await;
+        assert!((200..300).contains(&status), "{path}: {status} {body}");
+        body
+    }
+
+    async fn group(&self, name: &str) -> i64 {
+        self.post("/api/admin/pool-groups", json!({"name": name}))
+            .await["id"]
+            .as_i64()
+            .unwrap()
+    }
+
+    async fn mother(&self, name: &str, group: i64, seats: i64) -> i64 {
+        let credential = format!("cred-{name}");
+        self.t
+            .app()
+            .providers
+            .sim
+            .put_org(
+                &Credential::new(&credential),
+                SimOrg::new(name, &format!("owner@{name}.test"), seats),
+            )
+            .unwrap();
+        self.post(
+            "/api/admin/mothers",
+            json!({"name": name, "provider": "sim", "credential": credential,
+                "seat_limit": seats, "pool_group_id": group}),
+        )
+        .await["id"]
+            .as_i64()
+            .unwrap()
+    }
+
+    fn now(&self) -> i64 {
+        self.t.app().clock.now_ms()
+    }
+}
+
+/// A logged-in client's GET: status and page.
+async fn page(client: &reqwest::Client, url: String) -> (u16, String) {
+    let res = client.get(url).send().await.unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+/// The text of the element with `id`, up to its first tag end.
+fn text_of<'h>(html: &'h str, id: &str) -> &'h str {
+    let start = html
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id} in page"));
+    let rest = &html[start..];
+    let open = rest.find('>').unwrap() + 1;
+    let close = rest[open..].find('<').unwrap();
+    rest[open..open + close].trim()
+}
+
+#[tokio::test]
+async fn dashboard_shows_the_seeded_pool_queue_codes_and_attention() {
+    each_backend(|backend| async move {
+        let c = Console::spawn(&backend).await;
+        let app = c.t.app().clone();
+        let alpha = c.group("alpha").await;
+        let beta = c.group("beta").await;
+        let m1 = c.mother("alpha-one", alpha, 10).await;
+        let m2 = c.mother("alpha-two", alpha, 5).await;
+        let m3 = c.mother("beta-one", beta, 4).await;
+        let m4 = c.mother("beta-two", beta, 3).await;
+        let now = c.now();
+        for email in ["a@x.test", "b@x.test"] {
+            store::seats::mark_used(&app.pool, m1, email, now)
+                .await
+                .unwrap();
+        }
+        store::seats::hold_free_seat(&app.pool, m1, "c@x.test", now + DAY_MS, now)
+            .await
+            .unwrap()
+            .unwrap();
+        store::seats::mark_used(&app.pool, m3, "d@x.test", now)
+            .await
+            .unwrap();
+        // Seats of mothers that are not active count for no group.
+        store::seats::mark_used(&app.pool, m2, "e@x.test", now)
+            .await
+            .unwrap();
+        store::mothers::set_status(&app.pool, m2, "invalid", now)
+            .await
+            .unwrap();
+        store::mothers::set_status(&app.pool, m4, "disabled", now)
+            .await
+            .unwrap();
+        for (count, group) in [(3, Some(alpha)), (2, None)] {
+            poolkeeper::service::codes::generate(
+                &app,
+                GenerateRequest {
+                    count,
+                    prefix: None,
+                    expires_at: None,
+                    pool_group_id: group,
+                },
+            )
+            .await
+            .unwrap();
+        }
+        // A finished sync session of beta, with one failed record for beta-one.
+        let records = store::sync_sessions::create(
+            &app.pool,
+            "session-beta",
+            &store::sync_sessions::NewSession {
+                sync_type: "manual_batch",
+                category: "pool",
+                pool_group_id: Some(beta),
+                created_by: Some("admin"),
+            },
+            &[m3],
+            now,
+        )
+        .await
+        .unwrap();
+        let failed = store::sync_sessions::RecordOutcome {
+            status: "failed",
+            error_message: Some("provider said no".into()),
+            ..Default::default()
+        };
+        store::sync_sessions::finish_record(&app.pool, records[0].id, &failed, now)
+            .await
+            .unwrap();
+        // Jobs: two pending for later, one that fails now.
+        for _ in 0..2 {
+            let mut job = NewJob::new("console_later", json!({}));
+            job.run_at = Some(now + 3_600_000);
+            store::jobs::enqueue(&app.users, &job, 3, now)
+                .await
+                .unwrap();
+        }
+        let (broken, _) = store::jobs::enqueue(
+            &app.users,
+            &NewJob::new("console_no_such_type", json!({})),
+            3,
+            now,
+        )
+        .await
+        .unwrap();
+        let ended = c.t.job_ended(&broken.id, Duration::from_secs(15)).await;
+        assert_eq!(ended.status, "failed");
+
+        let o = overview::overview(&app.pool, &app.users, c.now())
+            .await
+            .unwrap();
+        assert_eq!((o.seats.total, o.seats.used, o.seats.held), (14, 3, 1));
+        assert_eq!(o.seats.free(), 10);
+        assert_eq!((o.codes_left, o.codes_any_group), (5, 2));
+        assert_eq!(
+            (o.queue.pending, o.queue.running, o.queue.failed_recently),
+            (2, 0, 1)
+        );
+        assert_eq!(o.queue.oldest_due, None, "the pending jobs are not due");
+        let g_alpha = o.groups.iter().find(|g| g.id == Some(alpha)).unwrap();
+        assert_eq!(
+            (g_alpha.mothers["active"], g_alpha.mothers["invalid"]),
+            (1, 1)
+        );
+        assert_eq!(
+            (g_alpha.seats.used, g_alpha.seats.held, g_alpha.seats.free()),
+            (2, 1, 7)
+        );
+        assert_eq!(g_alpha.codes_left, 3);
+        assert!(g_alpha.last_sync.is_none());
+        let g_beta = o.groups.iter().find(|g| g.id == Some(beta)).unwrap();
+        assert_eq!(
+            (g_beta.mothers["active"], g_beta.mothers["disabled"]),
+            (1, 1)
+        );
+        let last = g_beta.last_sync.as_ref().unwrap();
+        assert_eq!(
+            (last.session_id.as_str(), last.status.as_str()),
+            ("session-beta", "failed")
+        );
+        assert_eq!(o.invalid.iter().map(|m| m.id).collect::<Vec<_>>(), vec![m2]);
+        assert_eq!(o.failing.iter().map(|m| m.id).collect::<Vec<_>>(), vec![m3]);
+        let hourly = overview::jobs_per_hour(&app.users, c.now()).await.unwrap();
+        assert_eq!(hourly.failed.iter().sum::<i64>(), 1);
+        assert_eq!(*hourly.failed.last().unwrap(), 1, "in the current hour");
+
+        let (client, _) = c.t.login().await;
+        let (status, html) = page(&client, c.t.url("/")).await;
+        assert_eq!(status, 200, "{html}");
+        assert_eq!(text_of(&html, "free-seats"), "10");
+        assert_eq!(text_of(&html, "seats-used"), "3");
+        assert_eq!(text_of(&html, "seats-held"), "1");
+        assert_eq!(text_of(&html, "codes-left"), "5");
+        assert_eq!(text_of(&html, "queue-pending"), "2");
+        assert_eq!(text_of(&html, "queue-failed"), "1");
+        assert_eq!(text_of(&html, "redeemed-24h"), "0");
+        assert!(html.contains(&format!("<a href=\"/pool-groups/{alpha}\">alpha</a>")));
+        assert!(
+            html.contains("aria-label=\"2 used, 1 held, 7 free of 10 seats\""),
+            "{html}"
+        );
+        assert!(html.contains("href=\"/sync-sessions/session-beta\""));
+        assert!(html.contains(&format!("<a href=\"/mothers/{m2}\">alpha-two</a>")));
+        assert!(html.contains(&format!("<a href=\"/mothers/{m3}\">beta-one</a>")));
+        assert!(
+            html.contains("<title id=\"jobs-chart-title\">"),
+            "jobs chart"
+        );
+        assert!(html.contains("failed total 1, peak 1"), "chart description");
+        assert!(
+            !html.contains("data-testid=\"db-pool-status\""),
+            "infrastructure moved"
+        );
+        c.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn system_page_shows_databases_and_the_instance() {
+    each_backend(|backend| async move {
+        let c = Console::spawn(&backend).await;
+        let (client, _) = c.t.login().await;
+        let (status, html) = page(&client, c.t.url("/system")).await;
+        assert_eq!(status, 200);
+        assert_eq!(text_of(&html, "db-pool-status"), "OK");
+        assert_eq!(text_of(&html, "db-users-status"), "OK");
+        assert_eq!(text_of(&html, "version"), env!("CARGO_PKG_VERSION"));
+        assert!(html.contains(&format!("<dd>{}</dd>", backend.name())));
+        assert!(html.contains("href=\"/system\" class=\"active\""));
+        c.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn seat_snapshots_are_taken_once_per_day_and_group_and_feed_the_chart() {
+    each_backend(|backend| async move {
+        let c = Console::spawn(&backend).await;
+        let app = c.t.app().clone();
+        let alpha = c.group("alpha").await;
+        let m = c.mother("alpha-one", alpha, 6).await;
+        let empty = c.group("empty").await;
+        // A day of its own, after whatever housekeeping took at start-up.
+        let day1 = START + 2 * DAY_MS;
+        store::seats::mark_used(&app.pool, m, "a@x.test", day1)
+            .await
+            .unwrap();
+        assert_eq!(
+            overview::take_seat_snapshots(&app.pool, day1)
+                .await
+                .unwrap(),
+            2
+        );
+        store::seats::mark_used(&app.pool, m, "b@x.test", day1)
+            .await
+            .unwrap();
+        // Later the same day: nothing new, and the first figures stay.
+        assert_eq!(
+            overview::take_seat_snapshots(&app.pool, day1 + 3_600_000)
+                .await
+                .unwrap(),
+            0
+        );
+        let day2 = day1 + DAY_MS;
+        assert_eq!(
+            overview::take_seat_snapshots(&app.pool, day2)
+                .await
+                .unwrap(),
+            2
+        );
+        let rows = store::seat_snapshots::since(&app.pool, &overview::utc_day(day1), 100)
+            .await
+            .unwrap();
+        let of = |g: i64| -> Vec<(String, i64, i64)> {
+            rows.iter()
+                .filter(|r| r.pool_group_id == g)
+                .map(|r| (r.day.clone(), r.seats_total, r.seats_used))
+                .collect()
+        };
+        assert_eq!(
+            of(alpha),
+            vec![("2026-12-02".into(), 6, 1), ("2026-12-03".into(), 6, 2)]
+        );
+        assert_eq!(
+            of(empty),
+            vec![("2026-12-02".into(), 0, 0), ("2026-12-03".into(), 0, 0)]
+        );
+        // The dashboard draws alpha's days once the clock reaches them.
+        c.clock.advance_ms(day2 - START);
+        let history = overview::seat_history(&app.pool, c.now(), 30)
+            .await
+            .unwrap();
+        let alpha_days = &history
+            .iter()
+            .find(|h| h.pool_group_id == alpha)
+            .unwrap()
+            .days;
+        // Housekeeping may have taken the start day's snapshot too (it runs as the server starts).
+        let used: Vec<i64> = alpha_days.iter().map(|d| d.2).collect();
+        assert!(used.ends_with(&[1, 2]), "{alpha_days:?}");
+        assert!(alpha_days.len() <= 3, "{alpha_days:?}");
+        let (client, _) = c.t.login().await;
+        let (_, html) = page(&client, c.t.url("/")).await;
+        assert!(
+            html.contains(&format!(
+                "<title id=\"seats-chart-{alpha}-title\">Seats of alpha per day</title>"
+            )),
+            "{html}"
+        );
+        assert!(html.contains("used total 3, peak 2"), "{html}");
+        c.t.stop().await;
+    })
+    .await;
+}
