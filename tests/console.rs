@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, TestApp, each_backend};
+use common::{Backend, TestApp, each_backend, url_encoded, wait_until};
 use poolkeeper::auth::Scope;
 use poolkeeper::clock::ManualClock;
 use poolkeeper::crypto::Credential;
@@ -351,6 +351,267 @@ async fn seat_snapshots_are_taken_once_per_day_and_group_and_feed_the_chart() {
             "{html}"
         );
         assert!(html.contains("used total 3, peak 2"), "{html}");
+        c.t.stop().await;
+    })
+    .await;
+}
+
+/// A logged-in client that does not follow redirects, posting forms with the CSRF token.
+struct Forms {
+    client: reqwest::Client,
+    csrf: String,
+    base: String,
+}
+
+impl Forms {
+    async fn new(t: &TestApp) -> Self {
+        let (client, csrf) = t.login_without_redirects().await;
+        Self {
+            client,
+            csrf,
+            base: t.base.clone(),
+        }
+    }
+
+    /// Posts a form; returns the status and the `Location` it redirects to.
+    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> (u16, String) {
+        let mut all = fields.to_vec();
+        all.push(("csrf", &self.csrf));
+        let res = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("origin", &self.base)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(url_encoded(&all))
+            .send()
+            .await
+            .unwrap();
+        let location = res
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        (res.status().as_u16(), location)
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        page(&self.client, format!("{}{path}", self.base)).await
+    }
+}
+
+async fn job(t: &TestApp, id: &str) -> store::jobs::Job {
+    store::jobs::get(&t.app().users, id).await.unwrap()
+}
+
+/// A job due in an hour: it stays pending.
+async fn later(t: &TestApp, job_type: &str, payload: Value) -> String {
+    let now = t.app().clock.now_ms();
+    let mut new = NewJob::new(job_type, payload);
+    new.run_at = Some(now + 3_600_000);
+    store::jobs::enqueue(&t.app().users, &new, 3, now)
+        .await
+        .unwrap()
+        .0
+        .id
+}
+
+#[tokio::test]
+async fn jobs_page_counts_by_status_names_subjects_and_bulk_retries_and_cancels_the_checked_jobs() {
+    each_backend(|backend| async move {
+        let c = Console::spawn(&backend).await;
+        let t = &c.t;
+        let users = &t.app().users;
+        let pool = &t.app().pool;
+        let group = c.group("alpha").await;
+        let mother = c.mother("alpha-one", group, 3).await;
+        // Two noop jobs cancelled before they ran, two pending for later, one naming a mother.
+        let cancelled: Vec<String> = {
+            let mut ids = Vec::new();
+            for _ in 0..2 {
+                let id = later(t, poolkeeper::jobs::NOOP, json!({})).await;
+                poolkeeper::service::jobs::cancel(pool, users, &id, c.now())
+                    .await
+                    .unwrap();
+                ids.push(id);
+            }
+            ids
+        };
+        let pending = [
+            later(t, "console_later", json!({})).await,
+            later(t, "console_later", json!({})).await,
+        ];
+        let about = later(
+            t,
+            "console_about",
+            json!({"mother_id": mother, "group_id": group, "session_id": "s-1"}),
+        )
+        .await;
+
+        let f = Forms::new(t).await;
+        let (status, html) = f.get("/jobs").await;
+        assert_eq!(status, 200);
+        let count = |html: &str, s: &str| -> String {
+            let start = html.find(&format!("id=\"count-{s}\"")).unwrap();
+            let figure = html[start..].find("class=\"figure\">").unwrap() + start + 15;
+            html[figure..].split('<').next().unwrap().to_string()
+        };
+        assert_eq!(count(&html, "pending"), "3");
+        assert_eq!(count(&html, "cancelled"), "2");
+        assert_eq!(count(&html, "failed"), "0");
+        assert!(
+            html.contains(&format!(
+                "<a href=\"/mothers/{mother}\" title=\"mother\">alpha-one</a>"
+            )),
+            "{html}"
+        );
+        assert!(html.contains(&format!(
+            "<a href=\"/pool-groups/{group}\" title=\"pool group\">alpha</a>"
+        )));
+        assert!(html.contains("<a href=\"/sync-sessions/s-1\" title=\"sync session\">s-1</a>"));
+        assert!(
+            html.contains("title=\"2026-11-30T10:00:00Z\">just now</time>"),
+            "relative times"
+        );
+        let (_, detail) = f.get(&format!("/jobs/{about}")).await;
+        assert!(detail.contains(&format!(
+            "mother <a href=\"/mothers/{mother}\">alpha-one</a>"
+        )));
+
+        // Bulk retry: the first cancelled job and a pending one; only the cancelled one is retried.
+        let (status, location) = f
+            .post(
+                "/jobs/bulk",
+                &[
+                    ("action", "retry"),
+                    ("id", &cancelled[0]),
+                    ("id", &pending[0]),
+                    ("type", ""),
+                ],
+            )
+            .await;
+        assert_eq!((status, location.as_str()), (303, "/jobs?page=1"));
+        let retried = t.job_ended(&cancelled[0], Duration::from_secs(15)).await;
+        assert_eq!(retried.status, "succeeded", "the retried noop ran");
+        assert_eq!(
+            job(t, &cancelled[1]).await.status,
+            "cancelled",
+            "not checked"
+        );
+        assert_eq!(job(t, &pending[0]).await.status, "pending", "not retryable");
+        let (_, html) = f.get("/jobs").await;
+        assert!(
+            html.contains("Retried 1 job(s). 1 left as they were"),
+            "{html}"
+        );
+
+        // Bulk cancel of both pending jobs, from a filtered list: back to the same filter.
+        let (status, location) = f
+            .post(
+                "/jobs/bulk",
+                &[
+                    ("action", "cancel"),
+                    ("id", &pending[0]),
+                    ("id", &pending[1]),
+                    ("status", "pending"),
+                    ("type", "console_later"),
+                ],
+            )
+            .await;
+        assert_eq!(status, 303);
+        assert_eq!(location, "/jobs?page=1&status=pending&type=console_later");
+        for id in &pending {
+            assert_eq!(job(t, id).await.status, "cancelled");
+        }
+        assert_eq!(job(t, &about).await.status, "pending", "not checked");
+        let (_, html) = f.get(&location).await;
+        assert!(html.contains("Cancelled 2 job(s)."), "{html}");
+
+        // Nothing checked, or no action: nothing happens and the flash says why.
+        let (status, _) = f.post("/jobs/bulk", &[("action", "cancel")]).await;
+        assert_eq!(status, 303);
+        let (_, html) = f.get("/jobs").await;
+        assert!(html.contains("Not done: select at least one job"), "{html}");
+        assert_eq!(job(t, &about).await.status, "pending");
+        c.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn retry_all_failed_of_a_type_asks_first_then_retries_only_that_type() {
+    each_backend(|backend| async move {
+        let c = Console::spawn(&backend).await;
+        let t = &c.t;
+        let users = &t.app().users;
+        let mut broken = Vec::new();
+        for _ in 0..3 {
+            let (j, _) =
+                store::jobs::enqueue(users, &NewJob::new("console_broken", json!({})), 3, c.now())
+                    .await
+                    .unwrap();
+            broken.push(j.id);
+        }
+        let (other, _) =
+            store::jobs::enqueue(users, &NewJob::new("console_other", json!({})), 3, c.now())
+                .await
+                .unwrap();
+        let other = other.id;
+        for id in broken.iter().chain([&other]) {
+            assert_eq!(
+                t.job_ended(id, Duration::from_secs(15)).await.status,
+                "failed"
+            );
+        }
+        let before = job(t, &other).await;
+        let f = Forms::new(t).await;
+        let (_, list) = f.get("/jobs?type=console_broken").await;
+        assert!(
+            list.contains("href=\"/jobs/retry-failed?type=console_broken\""),
+            "{list}"
+        );
+        // The confirmation page changes nothing.
+        let (status, confirm) = f.get("/jobs/retry-failed?type=console_broken").await;
+        assert_eq!(status, 200);
+        assert!(
+            confirm.contains("3 failed job(s) of type <code>console_broken</code>"),
+            "{confirm}"
+        );
+        assert!(confirm.contains("action=\"/jobs/retry-failed\""));
+        for id in &broken {
+            assert_eq!(job(t, id).await.finished_at, Some(START));
+        }
+        // Confirmed: the three run again (and fail again, later), the other type is untouched.
+        c.clock.advance_ms(60_000);
+        let (status, location) = f
+            .post("/jobs/retry-failed", &[("type", "console_broken")])
+            .await;
+        assert_eq!(
+            (status, location.as_str()),
+            (303, "/jobs?page=1&type=console_broken")
+        );
+        for id in &broken {
+            wait_until(
+                "the retried job to fail again",
+                Duration::from_secs(15),
+                || async {
+                    let j = job(t, id).await;
+                    j.status == "failed" && j.finished_at == Some(START + 60_000)
+                },
+            )
+            .await;
+        }
+        let after = job(t, &other).await;
+        assert_eq!(
+            (after.status, after.finished_at),
+            (before.status, before.finished_at)
+        );
+        let (_, html) = f.get(&location).await;
+        assert!(html.contains("Retried 3 job(s)."), "{html}");
+        // A type that is no type is refused with a message, not an error page.
+        let (status, location) = f.post("/jobs/retry-failed", &[("type", "")]).await;
+        assert_eq!((status, location.as_str()), (303, "/jobs"));
+        let (_, html) = f.get("/jobs").await;
+        assert!(html.contains("Not done: type is required"), "{html}");
         c.t.stop().await;
     })
     .await;
