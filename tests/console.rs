@@ -616,3 +616,62 @@ async fn retry_all_failed_of_a_type_asks_first_then_retries_only_that_type() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn sync_sessions_show_their_group_and_mothers_by_name_with_times() {
+    each_backend(|backend| async move {
+        let c = Console::spawn(&backend).await;
+        let app = c.t.app().clone();
+        let group = c.group("alpha").await;
+        let m1 = c.mother("alpha-one", group, 3).await;
+        let m2 = c.mother("alpha-two", group, 3).await;
+        let records = store::sync_sessions::create(
+            &app.pool,
+            "session-names",
+            &store::sync_sessions::NewSession {
+                sync_type: "manual_batch",
+                category: "pool",
+                pool_group_id: Some(group),
+                created_by: Some("admin"),
+            },
+            &[m1, m2],
+            c.now(),
+        )
+        .await
+        .unwrap();
+        store::sync_sessions::start_record(&app.pool, records[0].id, c.now())
+            .await
+            .unwrap();
+        c.clock.advance_ms(90_000);
+        let done = store::sync_sessions::RecordOutcome {
+            status: "completed",
+            ..Default::default()
+        };
+        store::sync_sessions::finish_record(&app.pool, records[0].id, &done, c.now())
+            .await
+            .unwrap();
+        let (client, _) = c.t.login().await;
+        let (_, list) = page(&client, c.t.url("/sync-sessions")).await;
+        assert!(
+            list.contains(&format!("<a href=\"/pool-groups/{group}\">alpha</a>")),
+            "{list}"
+        );
+        assert!(
+            list.contains("title=\"2026-11-30T10:00:00Z\">1 min 30 s ago</time>"),
+            "{list}"
+        );
+        let (_, detail) = page(&client, c.t.url("/sync-sessions/session-names")).await;
+        assert!(detail.contains(&format!("<a href=\"/pool-groups/{group}\">alpha</a>")));
+        assert!(
+            detail.contains(&format!("<a href=\"/mothers/{m1}\">alpha-one</a>")),
+            "{detail}"
+        );
+        assert!(detail.contains(&format!("<a href=\"/mothers/{m2}\">alpha-two</a>")));
+        assert!(
+            detail.contains("<td>1 min 30 s</td>"),
+            "record run time: {detail}"
+        );
+        c.t.stop().await;
+    })
+    .await;
+}

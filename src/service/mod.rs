@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod leasing;
 pub mod missions;
 pub mod mothers;
+pub mod names;
 pub mod overview;
 pub mod pool_groups;
 pub mod pool_sync;
