@@ -302,8 +302,11 @@ pub struct Subject {
     pub href: String,
 }
 
+/// What a payload names: mother ids, pool group ids, sync session ids.
+type NamedIds = (Vec<i64>, Vec<i64>, Vec<String>);
+
 /// The ids a payload names at its top level: mothers, pool groups, sync sessions.
-fn named_ids(payload: &serde_json::Value) -> (Vec<i64>, Vec<i64>, Vec<String>) {
+fn named_ids(payload: &serde_json::Value) -> NamedIds {
     let (mut mothers, mut groups, mut sessions) = (Vec::new(), Vec::new(), Vec::new());
     if let Some(fields) = payload.as_object() {
         for (key, value) in fields {
@@ -329,7 +332,7 @@ pub async fn subjects(
     ids: &[String],
 ) -> Result<BTreeMap<String, Vec<Subject>>> {
     let payloads = store::payloads(users, ids).await?;
-    let named: Vec<(String, (Vec<i64>, Vec<i64>, Vec<String>))> = payloads
+    let named: Vec<(String, NamedIds)> = payloads
         .into_iter()
         .map(|(id, text)| {
             let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
