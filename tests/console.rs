@@ -170,6 +170,24 @@ async fn dashboard_shows_the_seeded_pool_queue_codes_and_attention() {
         store::sync_sessions::finish_record(&app.pool, records[0].id, &failed, now)
             .await
             .unwrap();
+        // The invalid mother's sync failed too (an older session of alpha): she is listed once.
+        let records = store::sync_sessions::create(
+            &app.pool,
+            "session-alpha",
+            &store::sync_sessions::NewSession {
+                sync_type: "manual_single",
+                category: "pool",
+                pool_group_id: Some(alpha),
+                created_by: Some("admin"),
+            },
+            &[m2],
+            now - 60_000,
+        )
+        .await
+        .unwrap();
+        store::sync_sessions::finish_record(&app.pool, records[0].id, &failed, now - 60_000)
+            .await
+            .unwrap();
         // Jobs: two pending for later, one that fails now.
         for _ in 0..2 {
             let mut job = NewJob::new("console_later", json!({}));
@@ -210,7 +228,8 @@ async fn dashboard_shows_the_seeded_pool_queue_codes_and_attention() {
             (2, 1, 7)
         );
         assert_eq!(g_alpha.codes_left, 3);
-        assert!(g_alpha.last_sync.is_none());
+        let alpha_sync = g_alpha.last_sync.as_ref().unwrap();
+        assert_eq!(alpha_sync.session_id, "session-alpha");
         let g_beta = o.groups.iter().find(|g| g.id == Some(beta)).unwrap();
         assert_eq!(
             (g_beta.mothers["active"], g_beta.mothers["disabled"]),
@@ -222,7 +241,10 @@ async fn dashboard_shows_the_seeded_pool_queue_codes_and_attention() {
             ("session-beta", "failed")
         );
         assert_eq!(o.invalid.iter().map(|m| m.id).collect::<Vec<_>>(), vec![m2]);
-        assert_eq!(o.failing.iter().map(|m| m.id).collect::<Vec<_>>(), vec![m3]);
+        assert_eq!(
+            o.failing.iter().map(|m| m.id).collect::<Vec<_>>(),
+            vec![m3, m2]
+        );
         let hourly = overview::jobs_per_hour(&app.users, c.now()).await.unwrap();
         assert_eq!(hourly.failed.iter().sum::<i64>(), 1);
         assert_eq!(*hourly.failed.last().unwrap(), 1, "in the current hour");
@@ -243,7 +265,13 @@ async fn dashboard_shows_the_seeded_pool_queue_codes_and_attention() {
             "{html}"
         );
         assert!(html.contains("href=\"/sync-sessions/session-beta\""));
-        assert!(html.contains(&format!("<a href=\"/mothers/{m2}\">alpha-two</a>")));
+        let invalid_link = format!("<a href=\"/mothers/{m2}\">alpha-two</a>");
+        assert_eq!(
+            html.matches(&invalid_link).count(),
+            1,
+            "listed once: {html}"
+        );
+        assert!(html.contains("credential refused (invalid)"));
         assert!(html.contains(&format!("<a href=\"/mothers/{m3}\">beta-one</a>")));
         assert!(
             html.contains("<title id=\"jobs-chart-title\">"),

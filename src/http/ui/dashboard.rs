@@ -168,14 +168,21 @@ async fn dashboard(
             at: Moment::new(m.at, now),
             mother: m.clone(),
         })
-        .chain(overview.failing.iter().map(|m| AttentionRow {
-            why: format!(
-                "{} failed sync(s) in 24 h, none succeeded since",
-                m.failures
-            ),
-            at: Moment::new(m.at, now),
-            mother: m.clone(),
-        }))
+        // A mother both invalid and failing is listed once, as invalid.
+        .chain(
+            overview
+                .failing
+                .iter()
+                .filter(|m| !overview.invalid.iter().any(|i| i.id == m.id))
+                .map(|m| AttentionRow {
+                    why: format!(
+                        "{} failed sync(s) in 24 h, none succeeded since",
+                        m.failures
+                    ),
+                    at: Moment::new(m.at, now),
+                    mother: m.clone(),
+                }),
+        )
         .collect();
     page.free = overview.seats.free();
     page.total_bar = charts::seat_bar(
