@@ -219,9 +219,6 @@ pub const SYNC_SESSION_RETENTION_MS: i64 = 30 * 24 * 3_600_000;
 fn spawn_maintenance(app: AppState, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
-        // The UTC day whose seat snapshots this process has taken (the table keeps one per day and
-        // group whoever takes it; this only saves the query on the other ticks of the day).
-        let mut snapshot_day: Option<String> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -273,15 +270,12 @@ fn spawn_maintenance(app: AppState, mut stop: watch::Receiver<bool>) {
                         .set(n as f64);
                 }
             }
-            let day = crate::service::overview::utc_day(now);
-            if snapshot_day.as_deref() != Some(day.as_str()) {
-                match crate::service::overview::take_seat_snapshots(&app.pool, now).await {
-                    Ok(n) => {
-                        tracing::debug!(groups = n, day, "took the daily seat snapshots");
-                        snapshot_day = Some(day);
-                    }
-                    Err(e) => tracing::warn!(error = %e.message, "taking seat snapshots failed"),
-                }
+            // Today's seat snapshot of each group that has none yet (a group created during the day
+            // gets its row within a minute); groups that have one cost no read of their mothers.
+            match crate::service::overview::take_seat_snapshots(&app.pool, now).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(groups = n, "took daily seat snapshots"),
+                Err(e) => tracing::warn!(error = %e.message, "taking seat snapshots failed"),
             }
             let cutoff = now - SYNC_SESSION_RETENTION_MS;
             if let Err(e) = store::sync_sessions::delete_started_before(&app.pool, cutoff).await {

@@ -297,7 +297,7 @@ pub async fn retry_failed_of_type(
 pub struct Subject {
     /// `mother`, `pool group` or `sync session`.
     pub kind: &'static str,
-    /// The name (a sync session's id; `#id` when the object is gone).
+    /// The name (a sync session's id, cut short; `#id` when the object is gone).
     pub name: String,
     pub href: String,
 }
@@ -365,7 +365,11 @@ pub async fn subjects(
             out.extend(sessions.into_iter().map(|s| Subject {
                 kind: "sync session",
                 href: format!("/sync-sessions/{s}"),
-                name: s,
+                // A session has no name; its UUID is cut to fit a table cell.
+                name: match s.get(..8) {
+                    Some(head) if s.len() > 13 => format!("{head}…"),
+                    _ => s,
+                },
             }));
             (job, out)
         })

@@ -21,9 +21,10 @@ pub struct SeatSnapshot {
 
 /// Takes `day`'s snapshot of every group that has none yet (the seat counters of its active
 /// mothers, summed); returns how many rows it wrote. A second call on the same day writes nothing
-/// for the groups it already has.
+/// for the groups it already has, and reads no mother: only groups without a row are summed.
 pub async fn take(db: &PoolDb, day: &str, now: i64) -> StoreResult<u64> {
-    // `WHERE true` keeps SQLite from reading ON CONFLICT as part of the SELECT.
+    // The WHERE clause also keeps SQLite from reading ON CONFLICT as part of the SELECT; ON
+    // CONFLICT settles two processes taking the same snapshot at once.
     Ok(on_writer!(db, |p| {
         sqlx::query(
         "INSERT INTO pool_seat_snapshots (day, pool_group_id, seats_total, seats_used, seats_held, taken_at) \
@@ -31,7 +32,8 @@ pub async fn take(db: &PoolDb, day: &str, now: i64) -> StoreResult<u64> {
                 CAST(COALESCE(SUM(m.seats_used), 0) AS BIGINT), \
                 CAST(COALESCE(SUM(m.seats_held), 0) AS BIGINT), $2 \
          FROM pool_groups g LEFT JOIN mothers m ON m.pool_group_id = g.id AND m.status = 'active' \
-         WHERE true GROUP BY g.id \
+         WHERE NOT EXISTS (SELECT 1 FROM pool_seat_snapshots s WHERE s.day = $1 AND s.pool_group_id = g.id) \
+         GROUP BY g.id \
          ON CONFLICT (day, pool_group_id) DO NOTHING"
     )
     .bind(day)
