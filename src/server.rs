@@ -224,8 +224,8 @@ pub async fn start(app: AppState, listen: SocketAddr) -> anyhow::Result<RunningS
 pub const SYNC_SESSION_RETENTION_MS: i64 = 30 * 24 * 3_600_000;
 
 /// Periodic housekeeping of this process: expired sessions, held seats past `held_until`, redeem
-/// codes left reserved, expired leases, sync sessions past retention, the tallies folded, metric
-/// upkeep.
+/// codes left reserved, expired leases, sync sessions past retention, the tallies folded, the daily
+/// seat snapshot of each pool group, metric upkeep.
 fn spawn_maintenance(app: AppState, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -279,6 +279,13 @@ fn spawn_maintenance(app: AppState, mut stop: watch::Receiver<bool>) {
             crate::metrics::sample_pool_gauges(&app, &mut exported).await;
             if let Err(e) = store::tallies::compact(&app.pool).await {
                 tracing::warn!(error = %e, "folding the mother tallies failed");
+            }
+            // Today's seat snapshot of each group that has none yet (a group created during the day
+            // gets its row within a minute); groups that have one cost no read of their mothers.
+            match crate::service::overview::take_seat_snapshots(&app.pool, now).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(groups = n, "took daily seat snapshots"),
+                Err(e) => tracing::warn!(error = %e.message, "taking seat snapshots failed"),
             }
             let cutoff = now - SYNC_SESSION_RETENTION_MS;
             if let Err(e) = store::sync_sessions::delete_started_before(&app.pool, cutoff).await {

@@ -10,11 +10,19 @@ document.addEventListener("submit", (event) => {
   }
 });
 
-// Elements with data-autorefresh="N" reload the page every N seconds (while jobs are live).
+// Elements with data-autorefresh="N" reload the page every N seconds (while jobs are live), except
+// while rows are checked for a bulk action: a reload would lose the selection, so it waits.
 const refresh = document.querySelector("[data-autorefresh]");
 if (refresh) {
   const seconds = Number(refresh.dataset.autorefresh) || 5;
-  window.setTimeout(() => window.location.reload(), seconds * 1000);
+  const reloadUnlessSelecting = () => {
+    if (document.querySelector("input[type=checkbox][name=id]:checked")) {
+      window.setTimeout(reloadUnlessSelecting, seconds * 1000);
+    } else {
+      window.location.reload();
+    }
+  };
+  window.setTimeout(reloadUnlessSelecting, seconds * 1000);
 }
 
 // Buttons with data-open-dialog="ID" open that <dialog>; buttons with data-close-dialog close theirs.

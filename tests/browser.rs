@@ -130,6 +130,11 @@ async fn login_dashboard_and_logout_in_a_real_browser() {
 
         type_into(&browser, "password", ADMIN_PASSWORD).await?;
         click(&browser, "login-submit").await?;
+        browser.wait().for_element(Locator::Id("free-seats")).await?;
+        let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+        std::fs::create_dir_all(&shots).unwrap();
+        std::fs::write(shots.join("dashboard.png"), browser.screenshot().await?).unwrap();
+        browser.goto(&t.url("/system")).await?;
         let pool = browser
             .wait()
             .for_element(Locator::Css("[data-testid=db-pool-status]"))
@@ -153,14 +158,13 @@ async fn login_dashboard_and_logout_in_a_real_browser() {
             "Jobs",
             "Sync sessions",
             "Codes",
+            "Users",
             "Accounts",
+            "System",
         ] {
             browser.find(Locator::LinkText(label)).await?;
         }
-
-        let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
-        std::fs::create_dir_all(&shots).unwrap();
-        std::fs::write(shots.join("dashboard.png"), browser.screenshot().await?).unwrap();
+        std::fs::write(shots.join("system.png"), browser.screenshot().await?).unwrap();
 
         // Accounts page: its cards render, and at 390 px wide nothing but the tables' own boxes
         // scrolls sideways.
@@ -315,7 +319,7 @@ async fn log_in(
     type_into(browser, "username", "admin").await?;
     type_into(browser, "password", ADMIN_PASSWORD).await?;
     click(browser, "login-submit").await?;
-    browser.wait().for_element(Locator::Id("version")).await?;
+    browser.wait().for_element(Locator::Id("free-seats")).await?;
     Ok(())
 }
 

@@ -184,3 +184,211 @@ pub async fn stats(users: &UsersDb) -> Result<JobStats> {
     }
     Ok(stats)
 }
+
+/// Jobs one bulk action may name (a page of the list, with room to spare).
+pub const MAX_BULK: usize = 100;
+/// Jobs one "retry all failed of this type" retries at most; a larger backlog takes more clicks.
+pub const MAX_RETRY_ALL: usize = 1000;
+
+/// What a bulk action did: the jobs it changed, and those it left, with why.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BulkOutcome {
+    pub done: Vec<String>,
+    pub refused: Vec<(String, String)>,
+}
+
+impl BulkOutcome {
+    fn add(&mut self, id: &str, outcome: Result<Job>) -> Result<()> {
+        match outcome {
+            Ok(_) => self.done.push(id.to_string()),
+            // A job in another state, or an id naming none: that job is left, the rest go on.
+            Err(e)
+                if e.is_conflict() || e.is_not_found() || e.kind == super::ErrorKind::Invalid =>
+            {
+                self.refused.push((id.to_string(), e.message))
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BulkAction {
+    Retry,
+    Cancel,
+}
+
+/// Retries or cancels each of `ids` the way [`retry`] and [`cancel`] do one job (a sync job's
+/// record is reopened or ended with it). Refusals of single jobs (wrong state, unknown id) are
+/// reported, not errors; an empty or too long selection is invalid.
+pub async fn bulk(
+    pool: &PoolDb,
+    users: &UsersDb,
+    action: BulkAction,
+    ids: &[String],
+    now: i64,
+) -> Result<BulkOutcome> {
+    if ids.is_empty() {
+        return Err(Error::invalid("no_jobs", "select at least one job"));
+    }
+    if ids.len() > MAX_BULK {
+        return Err(Error::invalid(
+            "too_many_jobs",
+            format!("select at most {MAX_BULK} jobs at a time"),
+        ));
+    }
+    let mut out = BulkOutcome::default();
+    for id in ids {
+        let outcome = match action {
+            BulkAction::Retry => retry(pool, users, id, now).await,
+            BulkAction::Cancel => cancel(pool, users, id, now).await,
+        };
+        out.add(id, outcome)?;
+    }
+    Ok(out)
+}
+
+/// Failed jobs of one type (for the confirmation of [`retry_failed_of_type`]).
+pub async fn failed_of_type(users: &UsersDb, job_type: &str) -> Result<i64> {
+    let f = filter(Some("failed".into()), Some(job_type.to_string()))?;
+    if f.job_type.is_none() {
+        return Err(Error::invalid("invalid_query", "type is required"));
+    }
+    Ok(store::list(users, &f, 1, 0).await?.1)
+}
+
+/// Retries the jobs of `job_type` that are failed when it starts, up to [`MAX_RETRY_ALL`]. It
+/// lists them first and then retries each, so a retried job that fails again meanwhile is not
+/// retried twice. Jobs that cannot be retried (a live job holds their dedup key) are reported.
+pub async fn retry_failed_of_type(
+    pool: &PoolDb,
+    users: &UsersDb,
+    job_type: &str,
+    now: i64,
+) -> Result<BulkOutcome> {
+    const PAGE: i64 = 200;
+    let f = filter(Some("failed".into()), Some(job_type.to_string()))?;
+    if f.job_type.is_none() {
+        return Err(Error::invalid("invalid_query", "type is required"));
+    }
+    let mut ids: Vec<String> = Vec::new();
+    while ids.len() < MAX_RETRY_ALL {
+        let offset = i64::try_from(ids.len()).unwrap_or(i64::MAX);
+        let (page, _) = store::list(users, &f, PAGE, offset).await?;
+        let last = page.len() < PAGE as usize;
+        ids.extend(page.into_iter().map(|j| j.id));
+        if last {
+            break;
+        }
+    }
+    ids.truncate(MAX_RETRY_ALL);
+    ids.dedup();
+    let mut out = BulkOutcome::default();
+    for id in ids {
+        let outcome = retry(pool, users, &id, now).await;
+        out.add(&id, outcome)?;
+    }
+    Ok(out)
+}
+
+/// An object a job names in its payload, as a page links it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Subject {
+    /// `mother`, `pool group` or `sync session`.
+    pub kind: &'static str,
+    /// The name (a sync session's id, cut short; `#id` when the object is gone).
+    pub name: String,
+    pub href: String,
+}
+
+/// What a payload names: mother ids, pool group ids, sync session ids.
+type NamedIds = (Vec<i64>, Vec<i64>, Vec<String>);
+
+/// The ids a payload names at its top level: mothers, pool groups, sync sessions.
+fn named_ids(payload: &serde_json::Value) -> NamedIds {
+    let (mut mothers, mut groups, mut sessions) = (Vec::new(), Vec::new(), Vec::new());
+    if let Some(fields) = payload.as_object() {
+        for (key, value) in fields {
+            match (key.as_str(), value) {
+                ("mother_id", v) => mothers.extend(v.as_i64()),
+                ("mother_ids", serde_json::Value::Array(vs)) => {
+                    mothers.extend(vs.iter().filter_map(|v| v.as_i64()))
+                }
+                ("group_id" | "pool_group_id", v) => groups.extend(v.as_i64()),
+                ("session_id", serde_json::Value::String(s)) => sessions.push(s.clone()),
+                _ => {}
+            }
+        }
+    }
+    (mothers, groups, sessions)
+}
+
+/// For each of `ids` (a page of jobs), the mothers, groups and sessions its payload names, by name.
+/// Two reads of the users database's payloads and one name look-up per kind in the pool database.
+pub async fn subjects(
+    pool: &PoolDb,
+    users: &UsersDb,
+    ids: &[String],
+) -> Result<BTreeMap<String, Vec<Subject>>> {
+    let payloads = store::payloads(users, ids).await?;
+    let named: Vec<(String, NamedIds)> = payloads
+        .into_iter()
+        .map(|(id, text)| {
+            let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+            (id, named_ids(&value))
+        })
+        .collect();
+    let all_mothers: Vec<i64> = named.iter().flat_map(|(_, n)| n.0.clone()).collect();
+    let all_groups: Vec<i64> = named.iter().flat_map(|(_, n)| n.1.clone()).collect();
+    let (mother_names, group_names) = tokio::try_join!(
+        crate::store::names::mothers(pool, &all_mothers),
+        crate::store::names::pool_groups(pool, &all_groups),
+    )?;
+    let label = |names: &std::collections::HashMap<i64, String>, id: i64| {
+        names.get(&id).cloned().unwrap_or_else(|| format!("#{id}"))
+    };
+    Ok(named
+        .into_iter()
+        .map(|(job, (mothers, groups, sessions))| {
+            let mut out: Vec<Subject> = Vec::new();
+            out.extend(mothers.into_iter().map(|id| Subject {
+                kind: "mother",
+                name: label(&mother_names, id),
+                href: format!("/mothers/{id}"),
+            }));
+            out.extend(groups.into_iter().map(|id| Subject {
+                kind: "pool group",
+                name: label(&group_names, id),
+                href: format!("/pool-groups/{id}"),
+            }));
+            out.extend(sessions.into_iter().map(|s| Subject {
+                kind: "sync session",
+                href: format!("/sync-sessions/{s}"),
+                // A session has no name; its UUID is cut to fit a table cell.
+                name: match s.get(..8) {
+                    Some(head) if s.len() > 13 => format!("{head}…"),
+                    _ => s,
+                },
+            }));
+            (job, out)
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_name_mothers_groups_and_sessions() {
+        let (m, g, s) = named_ids(&serde_json::json!({
+            "mother_id": 7, "group_id": 2, "session_id": "abc", "record_id": 9, "other": 1
+        }));
+        assert_eq!((m, g, s), (vec![7], vec![2], vec!["abc".to_string()]));
+        let (m, g, s) = named_ids(&serde_json::json!({"mother_ids": [1, 2], "pool_group_id": 3}));
+        assert_eq!((m, g, s.len()), (vec![1, 2], vec![3], 0));
+        let (m, g, s) = named_ids(&serde_json::json!([1, 2]));
+        assert!(m.is_empty() && g.is_empty() && s.is_empty());
+    }
+}

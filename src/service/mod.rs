@@ -12,6 +12,8 @@ pub mod jobs;
 pub mod leasing;
 pub mod missions;
 pub mod mothers;
+pub mod names;
+pub mod overview;
 pub mod pool_groups;
 pub mod pool_sync;
 pub mod redeem;

@@ -1,6 +1,9 @@
-//! The Jobs page: filters, pagination, auto-refresh while jobs are live, and a detail view with
-//! retry and cancel (each asking for confirmation, each answered by a redirect to the job with a
-//! flash message).
+//! The Jobs page: counts by status and by type, filters, pagination, auto-refresh while jobs are
+//! live, bulk retry and cancel of the checked jobs, "retry all failed of this type" behind a
+//! confirmation page (no script needed), and a detail view with retry and cancel. Every form
+//! answers with a redirect and a flash message. Jobs show what they are about by name (mothers,
+//! groups, sync sessions their payload names, linked), times relative with the exact UTC time as
+//! tooltip, and how long they waited and ran.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -10,21 +13,29 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use serde::Deserialize;
 
+use std::collections::BTreeMap;
+
 use super::csrf::{CsrfForm, NoFields};
 use super::flash::{self, Flash};
-use super::list_filters::{ListFilters, Select, page_number, within_pages};
+use super::list_filters::{ListFilters, Select, page_number, page_query, within_pages};
+use super::times::{Moment, between, duration};
 use super::{Layout, not_found};
 use crate::app::AppState;
 use crate::auth::Principal;
-use crate::clock::rfc3339;
 use crate::http::error::ApiError;
 use crate::http::pagination::PageParams;
+use crate::service::jobs::{BulkAction, BulkOutcome, MAX_BULK, Subject};
 use crate::service::{self, jobs as job_service};
 use crate::store::jobs::{Job, JobSummary, STATUSES};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/jobs", get(list))
+        .route("/jobs/bulk", post(bulk))
+        .route(
+            "/jobs/retry-failed",
+            get(retry_failed_page).post(retry_failed),
+        )
         .route("/jobs/{id}", get(detail))
         .route("/jobs/{id}/retry", post(retry))
         .route("/jobs/{id}/cancel", post(cancel))
@@ -42,8 +53,51 @@ struct ListQuery {
 /// A job row as the page shows it.
 struct Row {
     job: JobSummary,
-    created: String,
-    finished: String,
+    created: Moment,
+    finished: Option<Moment>,
+    /// From due to claimed (or to now while pending).
+    queued: Option<String>,
+    /// From claimed to finished (or to now while running).
+    ran: Option<String>,
+    subjects: Vec<Subject>,
+}
+
+/// Time in queue and run time of a job at `now`.
+fn durations(job: &JobSummary, now: i64) -> (Option<String>, Option<String>) {
+    let live = matches!(job.status.as_str(), "pending" | "running");
+    let queued = match (job.status.as_str(), job.started_at) {
+        ("pending", _) if job.run_at <= now => Some(duration(now - job.run_at)),
+        ("pending", _) => None,
+        (_, Some(started)) => Some(duration((started - job.run_at).max(0))),
+        _ => None,
+    };
+    let ran = match (job.status.as_str(), job.started_at) {
+        ("running", Some(started)) => Some(duration(now - started)),
+        (_, started) if !live => between(started, job.finished_at),
+        _ => None,
+    };
+    (queued, ran)
+}
+
+/// A count at the top of the page, linked to its filter.
+struct StatusCount {
+    status: &'static str,
+    count: i64,
+    href: String,
+    chosen: bool,
+}
+
+/// One job type with its counts per status, and whether some failed.
+struct TypeCount {
+    job_type: String,
+    counts: BTreeMap<String, i64>,
+    failed: i64,
+}
+
+impl TypeCount {
+    fn count(&self, status: &str) -> i64 {
+        self.counts.get(status).copied().unwrap_or(0)
+    }
 }
 
 #[derive(Template, WebTemplate)]
@@ -54,6 +108,13 @@ struct ListPage {
     filters: ListFilters,
     total: i64,
     live: i64,
+    counts: Vec<StatusCount>,
+    types: Vec<TypeCount>,
+    /// The type filter, when one is chosen, and its failed jobs.
+    chosen_type: Option<(String, i64)>,
+    status: String,
+    job_type: String,
+    max_bulk: usize,
     error: Option<String>,
 }
 
@@ -82,8 +143,15 @@ async fn list(
         filters: filters(&q, Vec::new()),
         total: 0,
         live: 0,
+        counts: Vec::new(),
+        types: Vec::new(),
+        chosen_type: None,
+        status: q.status.clone().unwrap_or_default(),
+        job_type: q.job_type.clone().unwrap_or_default(),
+        max_bulk: MAX_BULK,
         error: None,
     };
+    let now = app.clock.now_ms();
     let number = page_number(q.page.as_deref());
     let params = PageParams::new(number.clone().ok(), Some(PAGE_SIZE)).and_then(|p| {
         let filter =
@@ -110,15 +178,61 @@ async fn list(
     match (stats, listed) {
         (Ok(stats), Ok((items, total))) => {
             page.live = stats.live();
+            page.counts = STATUSES
+                .iter()
+                .map(|s| StatusCount {
+                    status: s,
+                    count: stats.by_status.get(*s).copied().unwrap_or(0),
+                    href: format!(
+                        "/jobs{}",
+                        page_query(
+                            1,
+                            [
+                                ("status", *s),
+                                ("type", q.job_type.as_deref().unwrap_or(""))
+                            ]
+                        )
+                    ),
+                    chosen: q.status.as_deref() == Some(s),
+                })
+                .collect();
+            page.types = stats
+                .by_type
+                .iter()
+                .map(|(t, counts)| TypeCount {
+                    job_type: t.clone(),
+                    failed: counts.get("failed").copied().unwrap_or(0),
+                    counts: counts.clone(),
+                })
+                .collect();
+            page.chosen_type = filter.job_type.as_ref().map(|t| {
+                let failed = stats
+                    .by_type
+                    .get(t)
+                    .and_then(|c| c.get("failed"))
+                    .copied()
+                    .unwrap_or(0);
+                (t.clone(), failed)
+            });
             page.filters = filters(&q, stats.by_type.into_keys().collect());
             page.filters.at_page(params.page, total, PAGE_SIZE);
             page.total = total;
+            let ids: Vec<String> = items.iter().map(|j| j.id.clone()).collect();
+            let mut subjects = job_service::subjects(&app.pool, &app.users, &ids)
+                .await
+                .unwrap_or_default();
             page.rows = items
                 .into_iter()
-                .map(|job| Row {
-                    created: rfc3339(job.created_at),
-                    finished: job.finished_at.map(rfc3339).unwrap_or_default(),
-                    job,
+                .map(|job| {
+                    let (queued, ran) = durations(&job, now);
+                    Row {
+                        created: Moment::new(job.created_at, now),
+                        finished: Moment::maybe(job.finished_at, now),
+                        queued,
+                        ran,
+                        subjects: subjects.remove(&job.id).unwrap_or_default(),
+                        job,
+                    }
                 })
                 .collect();
         }
@@ -134,7 +248,10 @@ struct DetailPage {
     job: Job,
     payload: String,
     result: String,
-    times: Vec<(&'static str, String)>,
+    times: Vec<(&'static str, Option<Moment>)>,
+    queued: Option<String>,
+    ran: Option<String>,
+    subjects: Vec<Subject>,
 }
 
 fn pretty(json: &str) -> String {
@@ -148,18 +265,42 @@ async fn render_detail(app: &AppState, principal: &Principal, id: &str) -> Respo
         Ok(job) => job,
         Err(e) => return not_found_page(e),
     };
-    let opt = |t: Option<i64>| t.map(rfc3339).unwrap_or_else(|| "-".into());
+    let now = app.clock.now_ms();
+    let at = |t: i64| Some(Moment::new(t, now));
     let times = vec![
-        ("Created", rfc3339(job.created_at)),
-        ("Run at", rfc3339(job.run_at)),
-        ("Started", opt(job.started_at)),
-        ("Heartbeat", opt(job.heartbeat_at)),
-        ("Locked until", opt(job.locked_until)),
-        ("Finished", opt(job.finished_at)),
-        ("Updated", rfc3339(job.updated_at)),
+        ("Created", at(job.created_at)),
+        ("Run at", at(job.run_at)),
+        ("Started", Moment::maybe(job.started_at, now)),
+        ("Heartbeat", Moment::maybe(job.heartbeat_at, now)),
+        ("Locked until", Moment::maybe(job.locked_until, now)),
+        ("Finished", Moment::maybe(job.finished_at, now)),
+        ("Updated", at(job.updated_at)),
     ];
+    let summary = JobSummary {
+        id: job.id.clone(),
+        job_type: job.job_type.clone(),
+        status: job.status.clone(),
+        attempts: job.attempts,
+        max_attempts: job.max_attempts,
+        priority: job.priority,
+        run_at: job.run_at,
+        cancel_requested: job.cancel_requested,
+        last_error: None,
+        started_at: job.started_at,
+        created_at: job.created_at,
+        updated_at: job.updated_at,
+        finished_at: job.finished_at,
+    };
+    let (queued, ran) = durations(&summary, now);
+    let subjects = job_service::subjects(&app.pool, &app.users, std::slice::from_ref(&job.id))
+        .await
+        .map(|mut s| s.remove(&job.id).unwrap_or_default())
+        .unwrap_or_default();
     DetailPage {
         layout: Layout::new(principal, "/jobs"),
+        queued,
+        ran,
+        subjects,
         payload: pretty(&job.payload),
         result: job.result.as_deref().map(pretty).unwrap_or_default(),
         times,
@@ -225,4 +366,135 @@ async fn cancel(
     CsrfForm(NoFields {}): CsrfForm<NoFields>,
 ) -> Response {
     act(&app, &id, Action::Cancel).await
+}
+
+/// Where a bulk form returns to: the list with the filters it was posted from.
+fn list_link(status: &str, job_type: &str) -> String {
+    format!(
+        "/jobs{}",
+        page_query(1, [("status", status), ("type", job_type)])
+    )
+}
+
+/// The flash of a bulk action: how many jobs it changed, and the first refusals.
+fn bulk_flash(verb: &str, outcome: &BulkOutcome) -> Flash {
+    let mut text = format!("{verb} {} job(s).", outcome.done.len());
+    if !outcome.refused.is_empty() {
+        let first: Vec<String> = outcome
+            .refused
+            .iter()
+            .take(3)
+            .map(|(id, why)| format!("{}…: {why}", &id[..id.len().min(8)]))
+            .collect();
+        text.push_str(&format!(
+            " {} left as they were ({}).",
+            outcome.refused.len(),
+            first.join("; ")
+        ));
+    }
+    if outcome.done.is_empty() {
+        Flash::not_done(text)
+    } else {
+        Flash::done(text)
+    }
+}
+
+/// The bulk form: the checked jobs (`id`, repeated), the button pressed (`action`), and the list's
+/// filters to return to. Read as pairs: a plain form struct cannot hold a repeated field.
+async fn bulk(
+    State(app): State<AppState>,
+    CsrfForm(fields): CsrfForm<Vec<(String, String)>>,
+) -> Response {
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_default()
+    };
+    let back = list_link(field("status"), field("type"));
+    let ids: Vec<String> = fields
+        .iter()
+        .filter(|(k, _)| k == "id")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let (action, verb) = match field("action") {
+        "retry" => (BulkAction::Retry, "Retried"),
+        "cancel" => (BulkAction::Cancel, "Cancelled"),
+        _ => {
+            return flash::redirect(
+                &app,
+                &back,
+                Flash::not_done("choose Retry or Cancel for the checked jobs"),
+            );
+        }
+    };
+    let now = app.clock.now_ms();
+    let flash = match job_service::bulk(&app.pool, &app.users, action, &ids, now).await {
+        Ok(outcome) => bulk_flash(verb, &outcome),
+        Err(e) if e.kind == service::ErrorKind::Invalid => Flash::not_done(e.message),
+        Err(e) => return e.into_response(),
+    };
+    flash::redirect(&app, &back, flash)
+}
+
+#[derive(Deserialize)]
+struct TypeQuery {
+    #[serde(rename = "type")]
+    job_type: Option<String>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "jobs_retry_failed.html")]
+struct RetryFailedPage {
+    layout: Layout,
+    job_type: String,
+    failed: i64,
+    max: usize,
+}
+
+/// The confirmation step of "retry all failed of this type": says how many jobs it would retry
+/// and asks with a form of its own (so it needs no script).
+async fn retry_failed_page(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Query(q): Query<TypeQuery>,
+) -> Response {
+    let job_type = q.job_type.unwrap_or_default();
+    match job_service::failed_of_type(&app.users, &job_type).await {
+        Ok(failed) => RetryFailedPage {
+            layout: Layout::new(&principal, "/jobs"),
+            job_type,
+            failed,
+            max: job_service::MAX_RETRY_ALL,
+        }
+        .into_response(),
+        Err(e) if e.kind == service::ErrorKind::Invalid => {
+            flash::redirect(&app, "/jobs", Flash::not_done(e.message))
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct RetryFailedForm {
+    #[serde(rename = "type", default)]
+    job_type: String,
+}
+
+async fn retry_failed(
+    State(app): State<AppState>,
+    CsrfForm(form): CsrfForm<RetryFailedForm>,
+) -> Response {
+    let now = app.clock.now_ms();
+    let back = list_link("", &form.job_type);
+    let flash =
+        match job_service::retry_failed_of_type(&app.pool, &app.users, &form.job_type, now).await {
+            Ok(outcome) => bulk_flash("Retried", &outcome),
+            Err(e) if e.kind == service::ErrorKind::Invalid => {
+                return flash::redirect(&app, "/jobs", Flash::not_done(e.message));
+            }
+            Err(e) => return e.into_response(),
+        };
+    flash::redirect(&app, &back, flash)
 }

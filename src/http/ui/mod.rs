@@ -17,16 +17,16 @@ use self::csrf::{CsrfForm, NoFields};
 
 use crate::app::AppState;
 use crate::auth::{self, LoginOutcome, Principal};
-use crate::clock;
-use crate::db::DbState;
 use crate::http::api::session::{removal_cookie, session_cookie};
 use crate::http::extract::ClientAddr;
 use crate::http::middleware::{ExpectedOrigin, is_expected_origin, session_cookie_name};
 
 mod accounts;
 mod assets;
+mod charts;
 mod codes;
 mod csrf;
+mod dashboard;
 mod flash;
 mod invites;
 mod jobs;
@@ -36,6 +36,7 @@ mod mothers;
 mod pool_groups;
 mod redeem;
 mod sync_sessions;
+mod times;
 
 /// The areas in the navigation, in order: (path, label).
 const NAV: &[(&str, &str)] = &[
@@ -47,11 +48,12 @@ const NAV: &[(&str, &str)] = &[
     ("/codes", "Codes"),
     ("/invites", "Users"),
     ("/accounts", "Accounts"),
+    ("/system", "System"),
 ];
 
 pub fn routes(state: AppState) -> Router<AppState> {
     let pages = Router::new()
-        .route("/", get(dashboard))
+        .merge(dashboard::routes())
         .merge(pool_groups::routes())
         .merge(mothers::routes())
         .merge(mother_import::routes())
@@ -245,40 +247,6 @@ async fn logout(
         return crate::http::error::ApiError::from(e).into_response();
     }
     (jar.add(removal_cookie(&app)), Redirect::to("/login")).into_response()
-}
-
-#[derive(Template, WebTemplate)]
-#[template(path = "dashboard.html")]
-struct DashboardPage {
-    layout: Layout,
-    databases: Vec<(&'static str, DbState)>,
-    version: &'static str,
-    env: &'static str,
-    domain_guard: bool,
-    listen: String,
-    data_dir: String,
-    visibility_timeout_seconds: u64,
-    max_attempts: u32,
-    now: String,
-}
-
-async fn dashboard(
-    State(app): State<AppState>,
-    Extension(principal): Extension<Principal>,
-) -> DashboardPage {
-    let (pool, users) = tokio::join!(app.pool.database().state(), app.users.database().state());
-    DashboardPage {
-        layout: Layout::new(&principal, "/"),
-        databases: vec![("pool", pool), ("users", users)],
-        version: env!("CARGO_PKG_VERSION"),
-        env: app.config.env.as_str(),
-        domain_guard: app.config.domain_guard(),
-        listen: app.config.listen.to_string(),
-        data_dir: app.config.data_dir.display().to_string(),
-        visibility_timeout_seconds: app.config.jobs.visibility_timeout_seconds,
-        max_attempts: app.config.jobs.max_attempts,
-        now: clock::rfc3339(app.clock.now_ms()),
-    }
 }
 
 #[derive(Template)]

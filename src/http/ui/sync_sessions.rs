@@ -1,5 +1,6 @@
 //! The Sync sessions page: statistics cards, filters, progress bars, and a detail view of a
-//! session's records with cancel (asking for confirmation).
+//! session's records with cancel (asking for confirmation). Groups and mothers show by name,
+//! linked; times are relative with the exact UTC time as tooltip, with run times.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -12,10 +13,10 @@ use serde::Deserialize;
 use super::csrf::{CsrfForm, NoFields};
 use super::flash::{self, Flash};
 use super::list_filters::{ListFilters, Select, page_number, within_pages};
+use super::times::{Moment, between};
 use super::{Layout, page_error};
 use crate::app::AppState;
 use crate::auth::Principal;
-use crate::clock::rfc3339;
 use crate::domain::sync_sessions::{CATEGORIES, STATUSES, SYNC_TYPES};
 use crate::http::pagination::PageParams;
 use crate::service::sync_sessions as service;
@@ -39,7 +40,11 @@ struct ListQuery {
 
 struct Row {
     session: Session,
-    started: String,
+    started: Moment,
+    /// From start to completion, or to now while running.
+    ran: Option<String>,
+    /// The session's pool group by name.
+    group: Option<(i64, String)>,
     /// Progress in whole percent.
     percent: i64,
 }
@@ -122,10 +127,20 @@ async fn list(
             page.stats = stats;
             page.total = total;
             page.filters.at_page(params.page, total, PAGE_SIZE);
+            let now = app.clock.now_ms();
+            let groups: Vec<i64> = items.iter().filter_map(|s| s.pool_group_id).collect();
+            let names = crate::service::names::of(&app.pool, &[], &groups)
+                .await
+                .unwrap_or_default();
             page.rows = items
                 .into_iter()
                 .map(|session| Row {
-                    started: rfc3339(session.started_at),
+                    started: Moment::new(session.started_at, now),
+                    ran: between(
+                        Some(session.started_at),
+                        Some(session.completed_at.unwrap_or(now)),
+                    ),
+                    group: session.pool_group_id.map(|g| (g, names.group(g))),
                     percent: percent(session.progress),
                     session,
                 })
@@ -138,8 +153,10 @@ async fn list(
 
 struct RecordRow {
     record: Record,
-    started: String,
-    completed: String,
+    mother: String,
+    started: Option<Moment>,
+    /// From start to completion, or to now while running.
+    ran: Option<String>,
 }
 
 #[derive(Template, WebTemplate)]
@@ -147,9 +164,11 @@ struct RecordRow {
 struct DetailPage {
     layout: Layout,
     session: Session,
+    group: Option<(i64, String)>,
     records: Vec<RecordRow>,
-    started: String,
-    completed: String,
+    started: Moment,
+    completed: Option<Moment>,
+    ran: Option<String>,
     percent: i64,
 }
 
@@ -158,18 +177,30 @@ async fn render_detail(app: &AppState, principal: &Principal, id: &str) -> Respo
         Ok(d) => d,
         Err(e) => return page_error(e),
     };
-    let opt = |t: Option<i64>| t.map(rfc3339).unwrap_or_else(|| "-".into());
+    let now = app.clock.now_ms();
+    let mothers: Vec<i64> = detail.records.iter().map(|r| r.mother_id).collect();
+    let groups: Vec<i64> = detail.session.pool_group_id.into_iter().collect();
+    let names = crate::service::names::of(&app.pool, &mothers, &groups)
+        .await
+        .unwrap_or_default();
+    let s = &detail.session;
     DetailPage {
         layout: Layout::new(principal, "/sync-sessions"),
-        started: rfc3339(detail.session.started_at),
-        completed: opt(detail.session.completed_at),
-        percent: percent(detail.session.progress),
+        group: s.pool_group_id.map(|g| (g, names.group(g))),
+        started: Moment::new(s.started_at, now),
+        completed: Moment::maybe(s.completed_at, now),
+        ran: between(Some(s.started_at), Some(s.completed_at.unwrap_or(now))),
+        percent: percent(s.progress),
         records: detail
             .records
             .into_iter()
             .map(|record| RecordRow {
-                started: opt(record.started_at),
-                completed: opt(record.completed_at),
+                mother: names.mother(record.mother_id),
+                started: Moment::maybe(record.started_at, now),
+                ran: match record.status.as_str() {
+                    "running" => between(record.started_at, Some(now)),
+                    _ => between(record.started_at, record.completed_at),
+                },
                 record,
             })
             .collect(),

@@ -28,6 +28,8 @@ pub struct JobSummary {
     pub run_at: i64,
     pub cancel_requested: bool,
     pub last_error: Option<String>,
+    /// When the current (or last) attempt was claimed.
+    pub started_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
     pub finished_at: Option<i64>,
@@ -47,7 +49,7 @@ pub async fn list(
     offset: i64,
 ) -> StoreResult<(Vec<JobSummary>, i64)> {
     const COLUMNS: &str = "id, job_type, status, attempts, max_attempts, priority, run_at, cancel_requested, \
-        last_error, created_at, updated_at";
+        last_error, started_at, created_at, updated_at";
     let condition = "($1 IS NULL OR status = $1) AND ($2 IS NULL OR job_type = $2)";
     // A status lives in one of the tables: read only that one. Otherwise each table gives its newest
     // `offset + limit` rows through its primary key and the page is cut from their merge.
@@ -95,6 +97,27 @@ pub async fn list(
         .fetch_one(p)
         .await)?;
     Ok((rows, total))
+}
+
+/// The payloads of the jobs among `ids` (at most a page's worth): (id, payload JSON text).
+pub async fn payloads(db: &UsersDb, ids: &[String]) -> StoreResult<Vec<(String, String)>> {
+    let ids: Vec<&String> = ids.iter().take(500).collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+    let list = placeholders.join(", ");
+    let sql = format!(
+        "SELECT id, payload FROM job_queue WHERE id IN ({list}) \
+         UNION ALL SELECT id, payload FROM job_history WHERE id IN ({list})"
+    );
+    Ok(on_reader!(db, |p| {
+        let mut q = sqlx::query_as(AssertSqlSafe(sql.clone()));
+        for id in &ids {
+            q = q.bind(*id);
+        }
+        q.fetch_all(p).await
+    })?)
 }
 
 /// Counts by (status, type).

@@ -1,0 +1,230 @@
+//! The dashboard (`/`): is the pool healthy? Per pool group its mothers by status, a seat bar, codes
+//! left against free seats and the last sync; the job queue; redeems; mothers that need attention;
+//! two charts (jobs per hour, seats used per day). And the System page (`/system`): databases and
+//! this instance's settings. Every figure comes from `service::overview`.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+
+use super::Layout;
+use super::charts::{self, BLUE, Chart, ORANGE, Series};
+use super::times::{Moment, duration};
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::clock;
+use crate::db::DbState;
+use crate::service::overview::{self as service, GroupHealth, HOUR_MS, Overview};
+use crate::store::overview::AttentionMother;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/system", get(system))
+}
+
+/// Days the seat chart covers.
+const SEAT_DAYS: i64 = 30;
+/// Groups that get a seat chart of their own.
+const SEAT_CHARTS: usize = 6;
+
+/// A group's card.
+struct GroupCard {
+    group: GroupHealth,
+    bar: String,
+    free: i64,
+    /// More unused codes than free seats: some codes cannot be redeemed now.
+    codes_over_seats: bool,
+    last_sync_at: Option<Moment>,
+}
+
+/// A mother in the attention list.
+struct AttentionRow {
+    mother: AttentionMother,
+    why: String,
+    at: Moment,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "dashboard.html")]
+struct DashboardPage {
+    layout: Layout,
+    overview: Option<Overview>,
+    groups: Vec<GroupCard>,
+    attention: Vec<AttentionRow>,
+    free: i64,
+    total_bar: String,
+    oldest_pending: Option<String>,
+    jobs_chart: String,
+    seat_charts: Vec<String>,
+    blue: String,
+    orange: String,
+    error: Option<String>,
+}
+
+fn hour_label(ms: i64) -> String {
+    format!("{:02}:00", ms.div_euclid(HOUR_MS).rem_euclid(24))
+}
+
+async fn dashboard(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Response {
+    let now = app.clock.now_ms();
+    let mut page = DashboardPage {
+        layout: Layout::new(&principal, "/"),
+        overview: None,
+        groups: Vec::new(),
+        attention: Vec::new(),
+        free: 0,
+        total_bar: String::new(),
+        oldest_pending: None,
+        jobs_chart: String::new(),
+        seat_charts: Vec::new(),
+        blue: charts::swatch(BLUE),
+        orange: charts::swatch(ORANGE),
+        error: None,
+    };
+    let loaded = tokio::try_join!(
+        service::overview(&app.pool, &app.users, now),
+        service::jobs_per_hour(&app.users, now),
+        service::seat_history(&app.pool, now, SEAT_DAYS),
+    );
+    let (overview, hourly, history) = match loaded {
+        Ok(v) => v,
+        Err(e) => {
+            page.error = Some(e.message);
+            return page.into_response();
+        }
+    };
+    page.jobs_chart = Chart {
+        id: "jobs-chart".into(),
+        title: "Jobs finished per hour, last 24 hours".into(),
+        x_label: "hour (UTC)".into(),
+        y_label: "jobs".into(),
+        points: (0..24)
+            .map(|i| hour_label(hourly.from + i * HOUR_MS))
+            .collect(),
+        series: vec![
+            Series {
+                name: "succeeded".into(),
+                colour: BLUE,
+                values: hourly.succeeded,
+            },
+            Series {
+                name: "failed".into(),
+                colour: ORANGE,
+                values: hourly.failed,
+            },
+        ],
+    }
+    .bars();
+    page.seat_charts = history
+        .iter()
+        .take(SEAT_CHARTS)
+        .map(|h| {
+            Chart {
+                id: format!("seats-chart-{}", h.pool_group_id),
+                title: format!("Seats of {} per day", h.name),
+                x_label: "day (UTC)".into(),
+                y_label: "seats".into(),
+                points: h.days.iter().map(|d| d.0[5..].to_string()).collect(),
+                series: vec![
+                    Series {
+                        name: "used".into(),
+                        colour: BLUE,
+                        values: h.days.iter().map(|d| d.2).collect(),
+                    },
+                    Series {
+                        name: "held".into(),
+                        colour: ORANGE,
+                        values: h.days.iter().map(|d| d.3).collect(),
+                    },
+                ],
+            }
+            .lines()
+        })
+        .collect();
+    page.groups = overview
+        .groups
+        .iter()
+        .cloned()
+        .map(|g| GroupCard {
+            bar: charts::seat_bar(g.seats.used, g.seats.held, g.seats.total),
+            free: g.seats.free(),
+            codes_over_seats: g.codes_left > g.seats.free(),
+            last_sync_at: g.last_sync.as_ref().map(|s| Moment::new(s.started_at, now)),
+            group: g,
+        })
+        .collect();
+    page.attention = overview
+        .invalid
+        .iter()
+        .map(|m| AttentionRow {
+            why: "credential refused (invalid)".into(),
+            at: Moment::new(m.at, now),
+            mother: m.clone(),
+        })
+        // A mother both invalid and failing is listed once, as invalid.
+        .chain(
+            overview
+                .failing
+                .iter()
+                .filter(|m| !overview.invalid.iter().any(|i| i.id == m.id))
+                .map(|m| AttentionRow {
+                    why: format!(
+                        "{} failed sync(s) in 24 h, none succeeded since",
+                        m.failures
+                    ),
+                    at: Moment::new(m.at, now),
+                    mother: m.clone(),
+                }),
+        )
+        .collect();
+    page.free = overview.seats.free();
+    page.total_bar = charts::seat_bar(
+        overview.seats.used,
+        overview.seats.held,
+        overview.seats.total,
+    );
+    page.oldest_pending = overview.queue.oldest_due.map(|t| duration(now - t));
+    page.overview = Some(overview);
+    page.into_response()
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "system.html")]
+struct SystemPage {
+    layout: Layout,
+    databases: Vec<(&'static str, DbState)>,
+    version: &'static str,
+    env: &'static str,
+    domain_guard: bool,
+    listen: String,
+    data_dir: String,
+    visibility_timeout_seconds: u64,
+    max_attempts: u32,
+    now: String,
+}
+
+async fn system(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> SystemPage {
+    let (pool, users) = tokio::join!(app.pool.database().state(), app.users.database().state());
+    SystemPage {
+        layout: Layout::new(&principal, "/system"),
+        databases: vec![("pool", pool), ("users", users)],
+        version: env!("CARGO_PKG_VERSION"),
+        env: app.config.env.as_str(),
+        domain_guard: app.config.domain_guard(),
+        listen: app.config.listen.to_string(),
+        data_dir: app.config.data_dir.display().to_string(),
+        visibility_timeout_seconds: app.config.jobs.visibility_timeout_seconds,
+        max_attempts: app.config.jobs.max_attempts,
+        now: clock::rfc3339(app.clock.now_ms()),
+    }
+}
