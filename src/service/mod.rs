@@ -14,6 +14,7 @@ pub mod mothers;
 pub mod pool_groups;
 pub mod pool_sync;
 pub mod redeem;
+pub mod sim_orgs;
 pub mod sync_sessions;
 pub mod tokens;
 
