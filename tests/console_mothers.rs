@@ -113,3 +113,535 @@ async fn sim_org_route_is_404_while_the_simulator_is_disabled() {
         t.stop().await;
     }
 }
+
+/// A logged-in browser session (no redirects followed) and its helpers.
+struct Console<'a> {
+    t: &'a TestApp,
+    c: reqwest::Client,
+    csrf: String,
+    token: String,
+}
+
+impl<'a> Console<'a> {
+    async fn new(t: &'a TestApp) -> Self {
+        let (c, csrf) = t.login_without_redirects().await;
+        let token = t.token("console", Scope::Admin).await;
+        Self { t, c, csrf, token }
+    }
+
+    async fn api(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let (status, body) = self.t.send_json(&self.token, method, path, body).await;
+        assert!((200..300).contains(&status), "{path}: {status} {body}");
+        body
+    }
+
+    async fn group(&self, name: &str) -> i64 {
+        self.api(
+            Method::POST,
+            "/api/admin/pool-groups",
+            Some(json!({"name": name})),
+        )
+        .await["id"]
+            .as_i64()
+            .unwrap()
+    }
+
+    async fn mother(&self, name: &str, group: Option<i64>, seat_limit: i64) -> i64 {
+        let body = json!({"name": name, "provider": "sim", "credential": format!("cred-{name}"),
+            "pool_group_id": group, "seat_limit": seat_limit});
+        self.api(Method::POST, "/api/admin/mothers", Some(body))
+            .await["id"]
+            .as_i64()
+            .unwrap()
+    }
+
+    async fn get_mother(&self, id: i64) -> Option<serde_json::Value> {
+        let (status, body) = self
+            .t
+            .send_json(
+                &self.token,
+                Method::GET,
+                &format!("/api/admin/mothers/{id}"),
+                None,
+            )
+            .await;
+        (status == 200).then_some(body)
+    }
+
+    /// A page's status and HTML.
+    async fn page(&self, path: &str) -> (u16, String) {
+        let res = self.c.get(self.t.url(path)).send().await.unwrap();
+        (res.status().as_u16(), res.text().await.unwrap())
+    }
+
+    /// Posts a form with the CSRF token; the status, the `Location` and the body.
+    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> (u16, String, String) {
+        let mut all = vec![("csrf", self.csrf.as_str())];
+        all.extend_from_slice(fields);
+        let res = self
+            .c
+            .post(self.t.url(path))
+            .header("origin", &self.t.base)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(url_encoded(&all))
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let location = res
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        (status, location, res.text().await.unwrap())
+    }
+}
+
+/// The names of the mothers table's rows, in order.
+fn listed_names(html: &str) -> Vec<String> {
+    let Some(start) = html.find("id=\"mothers\"") else {
+        return Vec::new();
+    };
+    let table = &html[start..html[start..].find("</table>").unwrap() + start];
+    table
+        .match_indices("<td data-label=\"Name\"><a href=\"/mothers/")
+        .map(|(i, m)| {
+            let rest = &table[i + m.len()..];
+            let open = rest.find('>').unwrap() + 1;
+            rest[open..open + rest[open..].find('<').unwrap()].to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn mothers_page_filters_by_group_and_sorts_by_name_seats_free_and_status() {
+    each_backend(|backend| async move {
+        let t = TestApp::spawn(&backend).await;
+        let c = Console::new(&t).await;
+        let g1 = c.group("north").await;
+        let g2 = c.group("south").await;
+        let bea = c.mother("bea", Some(g1), 3).await;
+        c.mother("al", Some(g2), 9).await;
+        let cy = c.mother("cy", Some(g1), 5).await;
+        c.mother("dee", None, 1).await;
+        c.api(
+            Method::PATCH,
+            &format!("/api/admin/mothers/{cy}"),
+            Some(json!({"status": "disabled"})),
+        )
+        .await;
+        c.api(
+            Method::PATCH,
+            &format!("/api/admin/mothers/{bea}"),
+            Some(json!({"status": "invalid"})),
+        )
+        .await;
+
+        let (status, html) = c.page(&format!("/mothers?group={g1}")).await;
+        assert_eq!(status, 200);
+        let mut names = listed_names(&html);
+        names.sort();
+        assert_eq!(names, ["bea", "cy"], "group filter");
+
+        for (sort, expected) in [
+            ("", vec!["dee", "cy", "al", "bea"]),
+            ("name", vec!["al", "bea", "cy", "dee"]),
+            ("-name", vec!["dee", "cy", "bea", "al"]),
+            // Free seats: 1 (dee), 3 (bea), 5 (cy), 9 (al).
+            ("seats_free", vec!["dee", "bea", "cy", "al"]),
+            ("-seats_free", vec!["al", "cy", "bea", "dee"]),
+            // active (al, dee: newest first), disabled, invalid.
+            ("status", vec!["dee", "al", "cy", "bea"]),
+            ("-status", vec!["bea", "cy", "dee", "al"]),
+        ] {
+            let (status, html) = c.page(&format!("/mothers?sort={sort}")).await;
+            assert_eq!(status, 200, "{sort}");
+            assert_eq!(listed_names(&html), expected, "sort={sort}");
+        }
+        // The header link of the sorted column turns the order around and keeps the filters.
+        let (_, html) = c
+            .page(&format!("/mothers?sort=name&group={g1}&status=invalid"))
+            .await;
+        assert!(
+            html.contains(&format!(
+                "href=\"/mothers?page=1&#38;status=invalid&#38;group={g1}&#38;sort=-name\""
+            )),
+            "{html}"
+        );
+        assert_eq!(listed_names(&html), ["bea"]);
+        assert!(html.contains("aria-sort=\"ascending\""));
+
+        // A bad sort or group is explained on the page, which lists every mother.
+        let (status, html) = c.page("/mothers?sort=size").await;
+        assert_eq!(status, 200);
+        assert!(html.contains("sort must be one of"), "{html}");
+        assert_eq!(listed_names(&html).len(), 4);
+        let (_, html) = c.page("/mothers?group=abc").await;
+        assert!(html.contains("group must be a pool group id"), "{html}");
+
+        // The pager keeps the filter and the order.
+        for i in 0..26 {
+            c.mother(&format!("n{i:02}"), Some(g2), 2).await;
+        }
+        let (_, html) = c.page(&format!("/mothers?group={g2}&sort=-name")).await;
+        let names = listed_names(&html);
+        assert_eq!(names.len(), 25);
+        assert_eq!(names[0], "n25");
+        assert!(
+            html.contains(&format!(
+                "href=\"/mothers?page=2&#38;group={g2}&#38;sort=-name\" rel=\"next\""
+            )),
+            "{html}"
+        );
+        let (_, html) = c
+            .page(&format!("/mothers?page=2&group={g2}&sort=-name"))
+            .await;
+        assert_eq!(listed_names(&html), ["n00", "al"]);
+        t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bulk_actions_ask_first_then_change_exactly_the_checked_mothers() {
+    each_backend(|backend| async move {
+        let t = TestApp::spawn(&backend).await;
+        let c = Console::new(&t).await;
+        let g1 = c.group("east").await;
+        let g2 = c.group("west").await;
+        let mut ids = Vec::new();
+        for name in ["m1", "m2", "m3", "m4"] {
+            ids.push(c.mother(name, Some(g1), 4).await);
+        }
+        let field = |id: i64| format!("mother_{id}");
+        let (f1, f3) = (field(ids[0]), field(ids[2]));
+        let g2s = g2.to_string();
+
+        // Move: the first post only asks.
+        let fields = [
+            (f1.as_str(), "1"),
+            (f3.as_str(), "1"),
+            ("action", "move"),
+            ("group", g2s.as_str()),
+            ("back", "?sort=name"),
+        ];
+        let (status, _, html) = c.post("/mothers/bulk", &fields).await;
+        assert_eq!(status, 200);
+        assert!(
+            html.contains("Move these 2 mother(s) to pool group west?"),
+            "{html}"
+        );
+        assert!(html.contains("name=\"confirm\" value=\"yes\""), "{html}");
+        assert!(html.contains(">m1</a>") && html.contains(">m3</a>") && !html.contains(">m2</a>"));
+        for id in &ids {
+            assert_eq!(
+                c.get_mother(*id).await.unwrap()["pool_group_id"],
+                g1,
+                "asked only"
+            );
+        }
+        let mut confirmed = fields.to_vec();
+        confirmed.push(("confirm", "yes"));
+        let (status, location, _) = c.post("/mothers/bulk", &confirmed).await;
+        assert_eq!((status, location.as_str()), (303, "/mothers?sort=name"));
+        let (_, html) = c.page("/mothers").await;
+        assert!(html.contains("Move: done for 2 mother(s)."), "{html}");
+        let groups: Vec<_> = futures_join(&c, &ids, "pool_group_id").await;
+        assert_eq!(groups, [json!(g2), json!(g1), json!(g2), json!(g1)]);
+
+        // Disable the second and fourth.
+        let (f2, f4) = (field(ids[1]), field(ids[3]));
+        let (status, _, _) = c
+            .post(
+                "/mothers/bulk",
+                &[
+                    (&f2, "1"),
+                    (&f4, "1"),
+                    ("action", "disable"),
+                    ("confirm", "yes"),
+                ],
+            )
+            .await;
+        assert_eq!(status, 303);
+        let statuses = futures_join(&c, &ids, "status").await;
+        assert_eq!(statuses, ["active", "disabled", "active", "disabled"]);
+
+        // Sync the first and second: one job each, both recorded on their own page.
+        let (status, _, _) = c
+            .post(
+                "/mothers/bulk",
+                &[
+                    (&f1, "1"),
+                    (&f2, "1"),
+                    ("action", "sync"),
+                    ("confirm", "yes"),
+                ],
+            )
+            .await;
+        assert_eq!(status, 303);
+        for (id, synced) in ids.iter().zip([true, true, false, false]) {
+            let (_, html) = c.page(&format!("/mothers/{id}")).await;
+            assert_eq!(html.contains("id=\"mother-syncs\""), synced, "mother {id}");
+        }
+
+        // Delete the third only.
+        let (status, _, _) = c
+            .post(
+                "/mothers/bulk",
+                &[(&f3, "1"), ("action", "delete"), ("confirm", "yes")],
+            )
+            .await;
+        assert_eq!(status, 303);
+        let left: Vec<bool> = {
+            let mut v = Vec::new();
+            for id in &ids {
+                v.push(c.get_mother(*id).await.is_some());
+            }
+            v
+        };
+        assert_eq!(left, [true, true, false, true]);
+
+        // Nothing checked, or an unknown action: refused with a message, nothing changed.
+        let (status, location, _) = c
+            .post("/mothers/bulk", &[("action", "delete"), ("confirm", "yes")])
+            .await;
+        assert_eq!((status, location.as_str()), (303, "/mothers"));
+        let (_, html) = c.page("/mothers").await;
+        assert!(html.contains("check at least one mother"), "{html}");
+        let (status, _, _) = c
+            .post(
+                "/mothers/bulk",
+                &[(&f1, "1"), ("action", "explode"), ("confirm", "yes")],
+            )
+            .await;
+        assert_eq!(status, 303);
+        assert!(c.get_mother(ids[0]).await.is_some());
+        t.stop().await;
+    })
+    .await;
+}
+
+/// One field of each mother, in order.
+async fn futures_join(c: &Console<'_>, ids: &[i64], field: &str) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for id in ids {
+        out.push(c.get_mother(*id).await.unwrap()[field].clone());
+    }
+    out
+}
+
+#[tokio::test]
+async fn mother_edit_saves_rotates_and_refuses_bad_values_changing_nothing() {
+    each_backend(|backend| async move {
+        let t = TestApp::spawn(&backend).await;
+        let c = Console::new(&t).await;
+        let g = c.group("edits").await;
+        let id = c.mother("ed", None, 7).await;
+        let path = format!("/mothers/{id}/edit");
+        let gs = g.to_string();
+        let (status, location, _) = c
+            .post(
+                &path,
+                &[
+                    ("status", "disabled"),
+                    ("seat_limit", "5"),
+                    ("notes", "spare"),
+                    ("pool_group_id", &gs),
+                    ("credential", "new-secret"),
+                ],
+            )
+            .await;
+        assert_eq!(
+            (status, location.as_str()),
+            (303, format!("/mothers/{id}").as_str())
+        );
+        let m = c.get_mother(id).await.unwrap();
+        assert_eq!(
+            (
+                m["status"].as_str(),
+                m["seat_limit"].as_i64(),
+                m["notes"].as_str()
+            ),
+            (Some("disabled"), Some(5), Some("spare"))
+        );
+        assert_eq!(m["pool_group_id"], g);
+        let opened = poolkeeper::service::mothers::open_credential(t.app().pool_ctx(), id)
+            .await
+            .unwrap();
+        assert_eq!(opened.expose(), "new-secret");
+        let (_, html) = c.page(&format!("/mothers/{id}")).await;
+        assert!(html.contains("her credential was replaced"), "{html}");
+        assert!(!html.contains("new-secret"));
+
+        for (fields, message) in [
+            (
+                vec![("status", "active"), ("seat_limit", "many")],
+                "seat_limit must be a whole number",
+            ),
+            (
+                vec![("status", "active"), ("seat_limit", "-1")],
+                "seat_limit must be between 0 and",
+            ),
+            (
+                vec![("status", "asleep"), ("seat_limit", "7")],
+                "status must be",
+            ),
+            (
+                vec![
+                    ("status", "active"),
+                    ("seat_limit", "7"),
+                    ("pool_group_id", "999999"),
+                ],
+                "does not name a pool group",
+            ),
+            (
+                vec![
+                    ("status", "active"),
+                    ("seat_limit", "7"),
+                    ("credential", "   "),
+                ],
+                "credential must be",
+            ),
+        ] {
+            let (status, _, html) = c.post(&path, &fields).await;
+            assert_eq!(status, 400, "{fields:?}");
+            assert!(html.contains(message), "{message}: {html}");
+            // What was typed is shown again.
+            assert!(
+                html.contains(&format!("value=\"{}\"", fields[1].1)),
+                "{html}"
+            );
+            let m = c.get_mother(id).await.unwrap();
+            assert_eq!(
+                (m["status"].as_str(), m["seat_limit"].as_i64()),
+                (Some("disabled"), Some(5)),
+                "{fields:?} changed nothing"
+            );
+        }
+        let (status, _, _) = c
+            .post(
+                "/mothers/999999/edit",
+                &[("status", "active"), ("seat_limit", "3")],
+            )
+            .await;
+        assert_eq!(status, 404);
+        t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sync_now_queues_her_sync_and_a_mother_in_no_group_is_told_why_not() {
+    each_backend(|backend| async move {
+        let t = TestApp::spawn(&backend).await;
+        let c = Console::new(&t).await;
+        let g = c.group("syncs").await;
+        let grouped = c.mother("grouped", Some(g), 3).await;
+        let alone = c.mother("alone", None, 3).await;
+        let (status, location, _) = c.post(&format!("/mothers/{grouped}/sync"), &[]).await;
+        assert_eq!((status, location), (303, format!("/mothers/{grouped}")));
+        let (_, html) = c.page(&format!("/mothers/{grouped}")).await;
+        assert!(html.contains("id=\"mother-syncs\""), "{html}");
+        assert!(html.contains("pool_sync_mother"), "{html}");
+        let (status, _, _) = c.post(&format!("/mothers/{alone}/sync"), &[]).await;
+        assert_eq!(status, 303);
+        let (_, html) = c.page(&format!("/mothers/{alone}")).await;
+        assert!(
+            html.contains("She is in no pool group: choose one under Edit, then sync."),
+            "{html}"
+        );
+        assert!(html.contains("No syncs recorded."));
+        t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn creating_a_sim_mother_checks_her_credential_and_the_sim_form_imports_a_new_org() {
+    each_backend(|backend| async move {
+        let t = TestApp::spawn(&backend).await;
+        let c = Console::new(&t).await;
+        // A credential the simulator does not know is refused; nothing is created.
+        let (status, _, html) = c
+            .post(
+                "/mothers",
+                &[
+                    ("name", "ghost"),
+                    ("provider", "sim"),
+                    ("credential", "nobody-knows-me"),
+                ],
+            )
+            .await;
+        assert_eq!(status, 400);
+        assert!(html.contains("rejected the credential"), "{html}");
+        let (_, list) = c.page("/mothers").await;
+        assert!(listed_names(&list).is_empty());
+
+        // The form makes an organisation and imports it.
+        let g = c.group("sims").await;
+        let gs = g.to_string();
+        let (status, location, _) = c
+            .post(
+                "/mothers/sim-org",
+                &[
+                    ("name", "Umbrella"),
+                    ("seats", "4"),
+                    ("members", "a@u.example, b@u.example"),
+                    ("pool_group_id", &gs),
+                ],
+            )
+            .await;
+        assert_eq!(status, 303);
+        let id: i64 = location.trim_start_matches("/mothers/").parse().unwrap();
+        let m = c.get_mother(id).await.unwrap();
+        assert_eq!(
+            (m["name"].as_str(), m["provider"].as_str()),
+            (Some("Umbrella"), Some("sim"))
+        );
+        assert_eq!(m["pool_group_id"], g);
+        // Her credential is the organisation's: the simulator knows it.
+        let credential = poolkeeper::service::mothers::open_credential(t.app().pool_ctx(), id)
+            .await
+            .unwrap();
+        let org = t.app().providers.sim.org(&credential).unwrap().unwrap();
+        assert_eq!(org.teams[0].members.len(), 3);
+
+        // A bad request makes nothing and says why.
+        let (status, location, _) = c
+            .post("/mothers/sim-org", &[("name", "Nope"), ("seats", "0")])
+            .await;
+        assert_eq!((status, location.as_str()), (303, "/mothers"));
+        let (_, html) = c.page("/mothers").await;
+        assert!(
+            html.contains("No simulated organisation made: seats must be between 1 and 1000"),
+            "{html}"
+        );
+        assert!(html.contains("id=\"open-sim\""));
+        t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_sim_form_is_gone_while_the_simulator_is_disabled() {
+    let t = TestApp::spawn_with(
+        &common::Backend::Sqlite,
+        |c| c.providers.sim.enabled = Some(false),
+        poolkeeper::clock::system(),
+    )
+    .await;
+    let c = Console::new(&t).await;
+    let (status, html) = c.page("/mothers").await;
+    assert_eq!(status, 200);
+    assert!(!html.contains("id=\"open-sim\"") && !html.contains("sim-org-form"));
+    let (status, _, _) = c
+        .post("/mothers/sim-org", &[("name", "x"), ("seats", "2")])
+        .await;
+    assert_eq!(status, 404);
+    t.stop().await;
+}
