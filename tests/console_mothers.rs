@@ -645,3 +645,162 @@ async fn the_sim_form_is_gone_while_the_simulator_is_disabled() {
     assert_eq!(status, 404);
     t.stop().await;
 }
+
+/// What the domain renderer gives for `template` in group `group` today, numbers 1 to 5.
+fn rendered(template: &str, group: &str, domain: Option<&str>) -> Vec<String> {
+    let t = poolkeeper::domain::naming::Template::parse(template).unwrap();
+    let date = poolkeeper::domain::naming::utc_day(poolkeeper::clock::system().now_ms());
+    (1..=5)
+        .map(|seq| {
+            t.render(&poolkeeper::domain::naming::NameValues {
+                group,
+                date: &date,
+                seq,
+                domain,
+            })
+            .unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn live_preview_renders_typed_templates_like_the_domain_and_saves_nothing() {
+    each_backend(|backend| async move {
+        let t = TestApp::spawn(&backend).await;
+        let c = Console::new(&t).await;
+        let g = c.group("live").await;
+        let team = "T-{group}-{seq3}";
+        let email = "kid{seq3}.{date}@{domain}";
+        let query = url_encoded(&[
+            ("team_template", team),
+            ("child_email_template", email),
+            ("email_domain", "Kids.Example.org"),
+        ]);
+        let (status, body) = c.page(&format!("/pool-groups/{g}/preview?{query}")).await;
+        assert_eq!(status, 200, "{body}");
+        let p: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(p["team_names"], json!(rendered(team, "live", None)));
+        assert_eq!(
+            p["child_emails"],
+            json!(rendered(email, "live", Some("kids.example.org")))
+        );
+        // Fields not sent keep the saved template.
+        assert_eq!(
+            p["child_names"],
+            json!(rendered(
+                poolkeeper::domain::naming::DEFAULT_CHILD_NAME_TEMPLATE,
+                "live",
+                None
+            ))
+        );
+        // Nothing was saved: the group still has its default team template.
+        let saved = c
+            .api(Method::GET, &format!("/api/admin/pool-groups/{g}"), None)
+            .await;
+        assert_eq!(
+            saved["settings"]["team_template"],
+            poolkeeper::domain::naming::DEFAULT_TEAM_TEMPLATE
+        );
+        // Saved, the page's own preview shows the same names as the live one did.
+        let (status, _, _) = c
+            .post(
+                &format!("/pool-groups/{g}/settings"),
+                &[
+                    ("team_template", team),
+                    ("child_name_template", "{group}-{date}-{seq3}"),
+                    ("child_email_template", email),
+                    ("email_domain", "kids.example.org"),
+                    ("is_active", "1"),
+                ],
+            )
+            .await;
+        assert_eq!(status, 303);
+        let (_, html) = c.page(&format!("/pool-groups/{g}")).await;
+        for name in rendered(team, "live", None) {
+            assert!(
+                html.contains(&format!("<div>{name}</div>")),
+                "{name}: {html}"
+            );
+        }
+
+        // A template that does not parse is a 400 naming the part.
+        let query = url_encoded(&[("team_template", "{group}-{nope}")]);
+        let (status, body) = c.page(&format!("/pool-groups/{g}/preview?{query}")).await;
+        assert_eq!(status, 400, "{body}");
+        let e: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(e["error"]["code"], "invalid_template");
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("team_template"),
+            "{e}"
+        );
+        let (status, _) = c.page("/pool-groups/999999/preview").await;
+        assert_eq!(status, 404);
+        t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn group_page_lists_its_mothers_with_seats_and_last_sync_and_create_sets_templates() {
+    each_backend(|backend| async move {
+        let t = TestApp::spawn(&backend).await;
+        let c = Console::new(&t).await;
+        // The create form sets templates, domain and auto-invite at once.
+        let (status, location, _) = c
+            .post(
+                "/pool-groups",
+                &[
+                    ("name", "made"),
+                    ("team_template", "{group}-team-{seq3}"),
+                    ("email_domain", "made.example.org"),
+                    ("auto_invite", "1"),
+                ],
+            )
+            .await;
+        assert_eq!(status, 303);
+        let g: i64 = location
+            .trim_start_matches("/pool-groups/")
+            .parse()
+            .unwrap();
+        let saved = c
+            .api(Method::GET, &format!("/api/admin/pool-groups/{g}"), None)
+            .await;
+        assert_eq!(saved["settings"]["team_template"], "{group}-team-{seq3}");
+        assert_eq!(saved["settings"]["email_domain"], "made.example.org");
+        assert_eq!(saved["settings"]["auto_invite"], true);
+        // A bad template creates nothing.
+        let (status, _, html) = c
+            .post(
+                "/pool-groups",
+                &[("name", "broken"), ("team_template", "{oops}")],
+            )
+            .await;
+        assert_eq!(status, 400);
+        assert!(html.contains("team_template"), "{html}");
+        let groups = c.api(Method::GET, "/api/admin/pool-groups", None).await;
+        assert!(!groups.to_string().contains("broken"), "{groups}");
+
+        let synced = c.mother("synced", Some(g), 4).await;
+        c.mother("fresh", Some(g), 2).await;
+        c.mother("elsewhere", None, 2).await;
+        let (status, _, _) = c.post(&format!("/mothers/{synced}/sync"), &[]).await;
+        assert_eq!(status, 303);
+        let (_, html) = c.page(&format!("/pool-groups/{g}")).await;
+        let list = &html[html
+            .find("id=\"group-mother-list\"")
+            .expect("mothers table")..];
+        assert!(list.contains(">synced</a>") && list.contains(">fresh</a>"));
+        assert!(!list.contains(">elsewhere</a>"));
+        assert!(list.contains("0 used · 0 held · 2 free"), "{list}");
+        assert!(list.contains("never"), "fresh was never synced");
+        assert!(
+            list.contains("/sync-sessions/"),
+            "synced links her last sync"
+        );
+        t.stop().await;
+    })
+    .await;
+}

@@ -152,7 +152,7 @@ impl ListPage {
 }
 
 /// Used and held seats as percentages of all seats (0 when she has none).
-fn seat_bar(m: &Mother) -> (i64, i64) {
+pub(super) fn seat_bar(m: &Mother) -> (i64, i64) {
     let total = m.usage.seats_total.max(0);
     if total == 0 {
         return (0, 0);
