@@ -782,6 +782,17 @@ async fn group_page_lists_its_mothers_with_seats_and_last_sync_and_create_sets_t
         assert!(html.contains("team_template"), "{html}");
         let groups = c.api(Method::GET, "/api/admin/pool-groups", None).await;
         assert!(!groups.to_string().contains("broken"), "{groups}");
+        // A team template alone is fine although the default email template has no domain yet
+        // (the group's page explains that, as for a group made with the defaults).
+        let (status, _, _) = c
+            .post(
+                "/pool-groups",
+                &[("name", "teams-only"), ("team_template", "{group}-{seq3}")],
+            )
+            .await;
+        assert_eq!(status, 303);
+        let groups = c.api(Method::GET, "/api/admin/pool-groups", None).await;
+        assert!(groups.to_string().contains("teams-only"), "{groups}");
 
         let synced = c.mother("synced", Some(g), 4).await;
         c.mother("fresh", Some(g), 2).await;
