@@ -115,7 +115,7 @@ if (menuButton) {
 
 // A dialog the server sent open (a refused form inside it) becomes modal, with its backdrop and
 // focus, instead of sitting in the page flow.
-document.querySelectorAll("dialog[open][data-modal]").forEach((dialog) => {
+document.querySelectorAll("dialog[open]").forEach((dialog) => {
   dialog.close();
   dialog.showModal();
 });

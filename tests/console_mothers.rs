@@ -622,6 +622,11 @@ async fn creating_a_sim_mother_checks_her_credential_and_the_sim_form_imports_a_
             "{html}"
         );
         assert!(html.contains("id=\"open-sim\""));
+        // The import dialog tells how to get a credential to try.
+        assert!(
+            html.contains("id=\"import-sample-help\"") && html.contains("demo-cookie-globex"),
+            "{html}"
+        );
         t.stop().await;
     })
     .await;
