@@ -96,6 +96,27 @@ pub enum Command {
         /// The archive to read.
         file: PathBuf,
     },
+    /// The simulated provider (only while `providers.sim.enabled` is on: by default in
+    /// development and the demo, not in production).
+    #[command(subcommand)]
+    Sim(SimCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SimCommand {
+    /// Make a simulated organisation with one team of N seats (its owner included) and print its
+    /// new credential, which imports it as a `sim` mother (web UI "Import from credential", or
+    /// `POST /api/admin/import-cookie`). Writes the simulator's state in the data dir.
+    AddOrg {
+        /// The organisation's name (the imported mother is named after it).
+        name: String,
+        /// Seats of its team, the owner's included (1-1000).
+        #[arg(long)]
+        seats: i64,
+        /// Members besides the owner, comma-separated addresses.
+        #[arg(long, value_delimiter = ',', value_name = "A@X,B@Y")]
+        members: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -366,6 +387,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Bench(BenchCommand::Redeem(args)) => crate::bench::redeem(&args).await.map(|_| 0),
         Command::Backup { file } => backup(&config, &clock, &file).await,
         Command::Restore { file } => restore(&config, &file).await,
+        Command::Sim(SimCommand::AddOrg {
+            name,
+            seats,
+            members,
+        }) => sim_add_org(&config, name, seats, members).await,
     }
 }
 
@@ -467,6 +493,44 @@ async fn restore(config: &Config, file: &std::path::Path) -> anyhow::Result<i32>
         println!("  {} {} `{}`: {}", u.kind, u.id, u.name, u.reason);
     }
     Ok(1)
+}
+
+
+async fn sim_add_org(
+    config: &Config,
+    name: String,
+    seats: i64,
+    members: Vec<String>,
+) -> anyhow::Result<i32> {
+    if !config.sim_enabled() {
+        anyhow::bail!(
+            "the simulated provider is disabled (env = {}); set providers.sim.enabled = true \
+             (POOLKEEPER_PROVIDERS__SIM__ENABLED=true) to make simulated organisations",
+            config.env.as_str()
+        );
+    }
+    let sim = std::sync::Arc::new(crate::providers::sim::SimProvider::new(
+        config.data_dir.join(crate::providers::SIM_STATE_DIR),
+    ));
+    let req = service::sim_orgs::AddOrgRequest {
+        name,
+        seats,
+        members: Some(
+            members
+                .into_iter()
+                .filter(|m| !m.trim().is_empty())
+                .collect(),
+        ),
+    };
+    let out = service::sim_orgs::add_org(sim, true, req)
+        .await
+        .map_err(|e| anyhow::anyhow!("{} ({})", e.message, e.code))?;
+    eprintln!(
+        "simulated organisation {:?} made (owner {}); its credential, shown once:",
+        out.name, out.owner_email
+    );
+    println!("{}", out.credential);
+    Ok(0)
 }
 
 async fn accounts_status(

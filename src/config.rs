@@ -237,11 +237,22 @@ impl Default for BackupConfig {
     }
 }
 
-/// Settings of the provider kinds (`[providers.scim]`).
+/// Settings of the provider kinds (`[providers.scim]`, `[providers.sim]`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ProvidersConfig {
     pub scim: ScimSettings,
+    pub sim: SimSettings,
+}
+
+/// The simulated provider's settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SimSettings {
+    /// Whether simulated organisations may be made (`sim add-org`, `POST /api/admin/sim/orgs`);
+    /// defaults to on in development (and the demo), off in production.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -579,6 +590,14 @@ impl Config {
         .map_err(|e| anyhow::anyhow!("configuration: providers.scim.allow_hosts: {e}"))
     }
 
+    /// Whether simulated organisations may be made: as configured, else off in production.
+    pub fn sim_enabled(&self) -> bool {
+        self.providers
+            .sim
+            .enabled
+            .unwrap_or(self.env != RunEnv::Production)
+    }
+
     /// Whether the domain guard is on: as configured, else on in production.
     pub fn domain_guard(&self) -> bool {
         self.domain_guard.unwrap_or(self.env == RunEnv::Production)
@@ -646,9 +665,31 @@ mod tests {
         assert_eq!(c.jobs.shutdown_grace_seconds, 10);
         assert_eq!(c.missions.max_concurrent, 5);
         assert!(!c.domain_guard());
+        assert!(c.sim_enabled());
         assert!(!c.pool_auto_invite_missing);
         assert_eq!(c.pool_database_url(), "sqlite://./data/pool.db");
         assert_eq!(c.users_database_url(), "sqlite://./data/users.db");
+    }
+
+    #[test]
+    fn production_turns_the_simulator_off_unless_configured_on() {
+        Jail::expect_with(|jail| {
+            assert!(load_in(jail, "", &[])?.sim_enabled());
+            assert!(!load_in(jail, "env = 'production'", &[])?.sim_enabled());
+            assert!(
+                load_in(
+                    jail,
+                    "env = 'production'\n[providers.sim]\nenabled = true",
+                    &[]
+                )?
+                .sim_enabled()
+            );
+            assert!(
+                !load_in(jail, "", &[("POOLKEEPER_PROVIDERS__SIM__ENABLED", "false")])?
+                    .sim_enabled()
+            );
+            Ok(())
+        });
     }
 
     #[test]

@@ -108,3 +108,85 @@ document.addEventListener("change", (event) => {
     });
   }
 });
+
+// The page has script: the narrow-screen navigation collapses behind the menu button (without
+// script it stays open, so every page remains reachable).
+document.documentElement.classList.add("js");
+const menuButton = document.getElementById("menu-button");
+if (menuButton) {
+  menuButton.addEventListener("click", () => {
+    const open = menuButton.getAttribute("aria-expanded") !== "true";
+    menuButton.setAttribute("aria-expanded", String(open));
+    document.body.classList.toggle("menu-open", open);
+  });
+}
+
+// A dialog the server sent open (a refused form inside it) becomes modal, with its backdrop and
+// focus, instead of sitting in the page flow.
+document.querySelectorAll("dialog[open]").forEach((dialog) => {
+  dialog.close();
+  dialog.showModal();
+});
+
+// Forms with data-preview-url show, while their templates are typed, the names the server's
+// naming rules give them (a group's settings form): the answer fills the elements with
+// data-preview="field" inside the element named by data-preview-target.
+document.querySelectorAll("form[data-preview-url]").forEach((form) => {
+  const target = document.getElementById(form.dataset.previewTarget || "");
+  if (!target) {
+    return;
+  }
+  const errorBox = target.querySelector("#preview-error");
+  const fields = ["team_template", "child_name_template", "child_email_template", "email_domain"];
+  let timer = 0;
+  let asked = 0;
+  const fill = (name, values) => {
+    const box = target.querySelector('[data-preview="' + name + '"]');
+    if (!box) {
+      return;
+    }
+    if (typeof values === "string") {
+      box.textContent = values;
+      return;
+    }
+    box.replaceChildren(...values.map((v) => {
+      const line = document.createElement("div");
+      line.textContent = v;
+      return line;
+    }));
+  };
+  const ask = () => {
+    const query = new URLSearchParams();
+    fields.forEach((f) => {
+      const input = form.elements.namedItem(f);
+      if (input) {
+        query.set(f, input.value);
+      }
+    });
+    const mine = ++asked;
+    fetch(form.dataset.previewUrl + "?" + query.toString(), { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then((res) => res.json().then((body) => ({ ok: res.ok, body })))
+      .then(({ ok, body }) => {
+        if (mine !== asked) {
+          return; // an older answer arriving after a newer one
+        }
+        if (!ok) {
+          errorBox.textContent = (body.error && body.error.message) || "preview failed";
+          errorBox.hidden = false;
+          return;
+        }
+        errorBox.hidden = true;
+        fill("date", body.date);
+        fill("team_names", body.team_names);
+        fill("child_names", body.child_names);
+        fill("child_emails", body.child_emails);
+      })
+      .catch(() => {});
+  };
+  form.addEventListener("input", (event) => {
+    if (fields.includes(event.target.name)) {
+      window.clearTimeout(timer);
+      timer = window.setTimeout(ask, 250);
+    }
+  });
+});

@@ -1314,3 +1314,46 @@ async fn accounts_import_and_status_from_a_clean_data_dir() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn sim_add_org_prints_a_credential_the_simulator_knows_and_is_refused_in_production() {
+    let dbs = TestDbs::new(&Backend::Sqlite).await;
+    let mut cmd = poolkeeper(&dbs);
+    cmd.args([
+        "sim",
+        "add-org",
+        "Pied Piper",
+        "--seats",
+        "5",
+        "--members",
+        "richard@pp.example,jared@pp.example",
+    ]);
+    let (code, out, err) = run(cmd);
+    assert_eq!(code, 0, "{out}{err}");
+    let credential = out.trim();
+    assert!(credential.starts_with("sim-"), "{out}");
+    let sim = poolkeeper::providers::sim::SimProvider::new(
+        dbs.dir.path().join(poolkeeper::providers::SIM_STATE_DIR),
+    );
+    let org = sim
+        .org(&poolkeeper::crypto::Credential::new(credential.to_string()))
+        .unwrap()
+        .expect("the printed credential reaches the new organisation");
+    assert_eq!(org.name, "Pied Piper");
+    assert_eq!(org.teams[0].seats, 5);
+    assert_eq!(org.teams[0].members.len(), 3, "owner and two members");
+
+    let mut cmd = poolkeeper(&dbs);
+    cmd.env("POOLKEEPER_ENV", "production")
+        .args(["sim", "add-org", "Nope", "--seats", "2"]);
+    let (code, out, err) = run(cmd);
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("providers.sim.enabled"), "{err}");
+    assert!(out.trim().is_empty(), "{out}");
+
+    let mut cmd = poolkeeper(&dbs);
+    cmd.args(["sim", "add-org", "Bad", "--seats", "0"]);
+    let (code, _, err) = run(cmd);
+    assert_ne!(code, 0);
+    assert!(err.contains("seats must be between 1 and 1000"), "{err}");
+}

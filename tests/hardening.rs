@@ -476,4 +476,11 @@ fn openapi_operations_document_their_error_answers_and_public_ones_need_no_secur
         serde_json::json!([{"bearer": []}]),
         "worker routes take a bearer token only"
     );
+    let sim = &doc["paths"]["/api/admin/sim/orgs"]["post"];
+    for status in ["201", "400", "401", "403", "404"] {
+        assert!(
+            sim["responses"].get(status).is_some(),
+            "POST /api/admin/sim/orgs documents {status}: {sim}"
+        );
+    }
 }

@@ -1166,6 +1166,16 @@ async fn web_pages_for_groups_and_mothers_with_csrf_and_inline_errors() {
             "preview shows names"
         );
 
+        // A sim mother's credential is checked with the simulator (as an import does): make it
+        // one the simulator knows.
+        t.app()
+            .providers
+            .sim
+            .put_org(
+                &Credential::new(SECRET),
+                poolkeeper::providers::sim::SimOrg::new("webmother", "owner@web.example", 4),
+            )
+            .unwrap();
         let res = form(
             "/mothers",
             &[
@@ -1210,7 +1220,7 @@ async fn web_pages_for_groups_and_mothers_with_csrf_and_inline_errors() {
             .await
             .unwrap();
         assert!(
-            list.contains("<meter") && list.contains("webmother"),
+            list.contains("class=\"seatbar\"") && list.contains("webmother"),
             "usage bar per mother"
         );
         let rows = format!("name,provider,credential\nb1,sim,{SECRET}\nb2,nope,{SECRET}\n");

@@ -201,3 +201,24 @@ pub async fn import_cookie(
         session_id,
     })
 }
+
+/// Asks the provider of kind `provider` whether it knows `credential`, as an import does, before a
+/// mother is created with it; the organisation it names. Nothing is written.
+pub async fn identify(
+    app: &App,
+    provider: &str,
+    provider_config: &serde_json::Value,
+    credential: &Credential,
+) -> Result<crate::providers::Account> {
+    let kind = rules::check_provider(provider).map_err(super::mothers::field_error)?;
+    rules::check_credential(credential).map_err(super::mothers::field_error)?;
+    let provider = app
+        .providers
+        .for_mother(kind.as_str(), provider_config)
+        .map_err(provider_error)?;
+    provider.identify(credential).await.map_err(|e| {
+        let mut e = provider_error(e);
+        e.message = e.message.replacen("cookie: ", "credential: ", 1);
+        e
+    })
+}

@@ -17,6 +17,7 @@ pub mod overview;
 pub mod pool_groups;
 pub mod pool_sync;
 pub mod redeem;
+pub mod sim_orgs;
 pub mod sync_sessions;
 pub mod tokens;
 

@@ -2,6 +2,7 @@
 //! rotate a credential, the list filter, batch validate/import, stats and quota, and re-sealing
 //! every credential with the current key.
 
+pub mod bulk;
 pub mod rows;
 
 use std::collections::HashSet;
@@ -15,7 +16,7 @@ use crate::domain::mothers::{self, FieldError, MotherInput, NewMother};
 use crate::domain::naming::{self, NameValues, Template};
 use crate::providers;
 use crate::store::mothers::{
-    self as store, DefaultTeam, MotherFilter, MotherPatch, NewMotherRecord, PatchError,
+    self as store, DefaultTeam, MotherFilter, MotherPatch, MotherSort, NewMotherRecord, PatchError,
 };
 use crate::store::{StoreError, pool_groups};
 
@@ -160,6 +161,19 @@ pub fn list_filter(
         search: search.map(str::to_string),
         status,
         pool_group_id,
+        sort: MotherSort::Newest,
+    })
+}
+
+/// The order of a mothers list from its query value (`name`, `-name`, `seats_free`, `-seats_free`,
+/// `status`, `-status`; empty: newest first).
+pub fn list_sort(value: Option<&str>) -> Result<MotherSort> {
+    let value = value.unwrap_or_default().trim();
+    MotherSort::parse(value).ok_or_else(|| {
+        Error::invalid(
+            "invalid_query",
+            "sort must be one of name, -name, seats_free, -seats_free, status, -status",
+        )
     })
 }
 

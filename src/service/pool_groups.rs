@@ -49,6 +49,19 @@ pub async fn create(
     description: Option<&str>,
     auto_invite: Option<bool>,
 ) -> Result<PoolGroup> {
+    let settings = GroupSettings {
+        auto_invite: auto_invite.unwrap_or(false),
+        ..default_settings()
+    };
+    create_group(ctx, name, description, &settings).await
+}
+
+async fn create_group(
+    ctx: PoolCtx<'_>,
+    name: &str,
+    description: Option<&str>,
+    settings: &GroupSettings,
+) -> Result<PoolGroup> {
     let name = check_group_name(name)?;
     let description = description.unwrap_or("").trim();
     if description.len() > 1000 {
@@ -57,11 +70,7 @@ pub async fn create(
             "description must be at most 1000 bytes",
         ));
     }
-    let settings = GroupSettings {
-        auto_invite: auto_invite.unwrap_or(false),
-        ..default_settings()
-    };
-    match store::create(ctx.pool, &name, description, &settings, ctx.clock.now_ms()).await {
+    match store::create(ctx.pool, &name, description, settings, ctx.clock.now_ms()).await {
         Ok(g) => Ok(g),
         Err(StoreError::Conflict(_)) => Err(Error::conflict(format!(
             "a pool group named `{name}` already exists"
@@ -115,9 +124,8 @@ pub fn naming_of(
     Naming::check(group, &settings.naming(), ctx.child_email_domain, day)
 }
 
-pub async fn update_settings(ctx: PoolCtx<'_>, id: i64, patch: SettingsPatch) -> Result<PoolGroup> {
-    let group = get(ctx, id).await?;
-    let mut s = group.settings.clone();
+/// `settings` with what `patch` gives (an empty `email_domain` clears it).
+fn patched(mut s: GroupSettings, patch: SettingsPatch) -> GroupSettings {
     if let Some(t) = patch.team_template {
         s.team_template = t;
     }
@@ -137,18 +145,95 @@ pub async fn update_settings(ctx: PoolCtx<'_>, id: i64, patch: SettingsPatch) ->
     if let Some(a) = patch.auto_invite {
         s.auto_invite = a;
     }
-    let now = ctx.clock.now_ms();
-    naming_of(ctx, &group.name, &s, &naming::utc_day(now)).map_err(|e| {
+    s
+}
+
+/// Checks settings as a whole for a group named `group` on `day`.
+fn check_settings(ctx: PoolCtx<'_>, group: &str, s: &GroupSettings, day: &str) -> Result<Naming> {
+    naming_of(ctx, group, s, day).map_err(|e| {
         if e.field == "email_domain" {
             Error::invalid("invalid_email_domain", e.to_string())
         } else {
             template_error(&e)
         }
-    })?;
+    })
+}
+
+pub async fn update_settings(ctx: PoolCtx<'_>, id: i64, patch: SettingsPatch) -> Result<PoolGroup> {
+    let group = get(ctx, id).await?;
+    let s = patched(group.settings.clone(), patch);
+    let now = ctx.clock.now_ms();
+    check_settings(ctx, &group.name, &s, &naming::utc_day(now))?;
     match store::update_settings(ctx.pool, id, &s, now).await {
         Err(StoreError::NotFound) => Err(Error::not_found(format!("no pool group {id}"))),
         other => Ok(other?),
     }
+}
+
+/// Creates a group with the default settings changed by `patch` (the create form of the Pool
+/// groups page). The fields given are checked before anything is written; a default that cannot
+/// render yet (the email template while no domain is known) is left for the group's page to
+/// explain, as for a group created with the defaults alone.
+pub async fn create_with_settings(
+    ctx: PoolCtx<'_>,
+    name: &str,
+    description: Option<&str>,
+    patch: SettingsPatch,
+) -> Result<PoolGroup> {
+    let checked_name = check_group_name(name)?;
+    let given = [
+        ("team_template", patch.team_template.is_some()),
+        ("child_name_template", patch.child_name_template.is_some()),
+        ("child_email_template", patch.child_email_template.is_some()),
+        ("email_domain", patch.email_domain.is_some()),
+    ];
+    let s = patched(default_settings(), patch);
+    let day = naming::utc_day(ctx.clock.now_ms());
+    if let Err(e) = naming_of(ctx, &checked_name, &s, &day)
+        && given.iter().any(|(field, yes)| *yes && *field == e.field)
+    {
+        return Err(if e.field == "email_domain" {
+            Error::invalid("invalid_email_domain", e.to_string())
+        } else {
+            template_error(&e)
+        });
+    }
+    create_group(ctx, &checked_name, description, &s).await
+}
+
+/// The names group `id` would produce today with its settings changed by `patch` (templates as
+/// they are being typed), rendered by the same domain rules as a sync; nothing is saved or used
+/// up. A template that does not check is an `invalid_template` error naming the part.
+pub async fn preview_with(
+    ctx: PoolCtx<'_>,
+    id: i64,
+    patch: SettingsPatch,
+    count: i64,
+) -> Result<Preview> {
+    let group = get(ctx, id).await?;
+    let s = patched(group.settings.clone(), patch);
+    let date = naming::utc_day(ctx.clock.now_ms());
+    let naming = check_settings(ctx, &group.name, &s, &date)?;
+    names_after(ctx, &group, &naming, date, count).await
+}
+
+/// The `count` names after the last ones handed out on `date`.
+async fn names_after(
+    ctx: PoolCtx<'_>,
+    group: &PoolGroup,
+    naming: &Naming,
+    date: String,
+    count: i64,
+) -> Result<Preview> {
+    let last_team = store::last_sequence(ctx.pool, group.id, &date, SequenceKind::Team).await?;
+    let last_child = store::last_sequence(ctx.pool, group.id, &date, SequenceKind::Child).await?;
+    let name = &group.name;
+    Ok(Preview {
+        team_names: naming.names(name, &date, &naming.team, last_team + 1, count),
+        child_names: naming.names(name, &date, &naming.child_name, last_child + 1, count),
+        child_emails: naming.names(name, &date, &naming.child_email, last_child + 1, count),
+        date,
+    })
 }
 
 /// The next names a group would produce today.
@@ -174,26 +259,7 @@ pub async fn preview(ctx: PoolCtx<'_>, id: i64, count: Option<i64>) -> Result<Pr
     let date = naming::utc_day(ctx.clock.now_ms());
     let naming =
         naming_of(ctx, &group.name, &group.settings, &date).map_err(|e| template_error(&e))?;
-    let last_team = store::last_sequence(ctx.pool, id, &date, SequenceKind::Team).await?;
-    let last_child = store::last_sequence(ctx.pool, id, &date, SequenceKind::Child).await?;
-    Ok(Preview {
-        team_names: naming.names(&group.name, &date, &naming.team, last_team + 1, count),
-        child_names: naming.names(
-            &group.name,
-            &date,
-            &naming.child_name,
-            last_child + 1,
-            count,
-        ),
-        child_emails: naming.names(
-            &group.name,
-            &date,
-            &naming.child_email,
-            last_child + 1,
-            count,
-        ),
-        date,
-    })
+    names_after(ctx, &group, &naming, date, count).await
 }
 
 pub async fn delete(ctx: PoolCtx<'_>, id: i64) -> Result<()> {

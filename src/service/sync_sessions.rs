@@ -87,3 +87,33 @@ pub async fn cancel(app: &App, id: &str) -> Result<CancelledSession> {
         cancelled_jobs,
     })
 }
+
+/// A mother's sync record with its job as it is now (`None` when the job is gone or never
+/// queued).
+#[derive(Clone, Debug)]
+pub struct MotherSync {
+    pub record: store::Record,
+    pub job: Option<crate::store::jobs::Job>,
+}
+
+/// A mother's newest sync records (at most `limit`, newest first), each with its job.
+pub async fn recent_of_mother(
+    app: &crate::app::App,
+    mother_id: i64,
+    limit: i64,
+) -> Result<Vec<MotherSync>> {
+    let records = store::records_of_mother(&app.pool, mother_id, limit).await?;
+    let mut out = Vec::with_capacity(records.len());
+    for record in records {
+        let job = match &record.job_id {
+            Some(id) => match crate::store::jobs::get(&app.users, id).await {
+                Ok(job) => Some(job),
+                Err(StoreError::NotFound) => None,
+                Err(e) => return Err(e.into()),
+            },
+            None => None,
+        };
+        out.push(MotherSync { record, job });
+    }
+    Ok(out)
+}

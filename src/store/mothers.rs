@@ -16,7 +16,9 @@ use crate::domain::mothers::NewTeam;
 use crate::domain::seats::{Resize, Usage, plan_resize};
 
 mod list;
-pub use list::{MotherFilter, explain_list_with_usage, list_with_usage, name_search_indexed};
+pub use list::{
+    MotherFilter, MotherSort, explain_list_with_usage, list_with_usage, name_search_indexed,
+};
 
 /// A mother as the API shows her: never the credential.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]

@@ -552,3 +552,21 @@ pub async fn delete_started_before(db: &PoolDb, cutoff: i64) -> StoreResult<u64>
     .await
     .map(|r| r.rows_affected()))?)
 }
+
+/// A mother's newest sync records (each names its session and job), newest first.
+pub async fn records_of_mother(
+    db: &PoolDb,
+    mother_id: i64,
+    limit: i64,
+) -> StoreResult<Vec<Record>> {
+    let sql = format!(
+        "SELECT {RECORD_COLUMNS} FROM sync_records WHERE mother_id = $1 ORDER BY id DESC LIMIT $2"
+    );
+    Ok(on_reader!(db, |p| sqlx::query_as(sqlx::AssertSqlSafe(
+        sql
+    ))
+    .bind(mother_id)
+    .bind(limit)
+    .fetch_all(p)
+    .await)?)
+}

@@ -14,6 +14,7 @@ pub mod pool_groups;
 pub mod pool_sync;
 pub mod redeem;
 pub mod session;
+pub mod sim;
 pub mod sync_sessions;
 pub mod system;
 pub mod tokens;
@@ -59,6 +60,7 @@ pub fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(pool_sync::sync_mother))
         .routes(routes!(pool_sync::sync_all))
         .routes(routes!(import_cookie::import_cookie))
+        .routes(routes!(sim::add_org))
         .routes(routes!(sync_sessions::list_sessions))
         .routes(routes!(sync_sessions::session_statistics))
         .routes(routes!(sync_sessions::get_session))

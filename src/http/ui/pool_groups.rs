@@ -1,5 +1,7 @@
-//! The Pool groups pages: the list with its create form, and a group's page (settings with inline
-//! validation and a naming preview, delete, "Sync all"). Forms post here, not to the API, and call
+//! The Pool groups pages: the list with its create form (templates, domain and auto-invite may be
+//! set at once), and a group's page (its mothers with seat usage and last sync outcome, settings
+//! with inline validation and a naming preview that follows the templates as they are typed
+//! through `/pool-groups/{id}/preview`, delete, "Sync all"). Forms post here, not to the API, and call
 //! the same services as the API; what they did is shown as a flash message on the page they
 //! redirect to. A refused settings form is shown again with what was typed (nothing was saved).
 
@@ -17,9 +19,13 @@ use super::{Layout, not_found, numeric_id, page_error};
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::http::error::ApiError;
+use crate::service::mothers as mother_service;
 use crate::service::pool_groups::{self as group_service, Preview, SettingsPatch};
+use crate::service::sync_sessions as sync_service;
 use crate::service::{ErrorKind, pool_sync};
+use crate::store::mothers::Mother;
 use crate::store::pool_groups::PoolGroup;
+use crate::store::sync_sessions::Record;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -28,6 +34,7 @@ pub fn routes() -> Router<AppState> {
         .route("/pool-groups/{id}/settings", post(save_settings))
         .route("/pool-groups/{id}/delete", post(delete))
         .route("/pool-groups/{id}/sync-all", post(sync_all))
+        .route("/pool-groups/{id}/preview", get(live_preview))
 }
 
 #[derive(Template, WebTemplate)]
@@ -38,6 +45,7 @@ struct ListPage {
     error: Option<String>,
     name: String,
     description: String,
+    form: CreateForm,
 }
 
 async fn list_page(
@@ -51,8 +59,9 @@ async fn list_page(
             layout: Layout::new(principal, "/pool-groups"),
             groups,
             error,
-            name: form.name,
-            description: form.description,
+            name: form.name.clone(),
+            description: form.description.clone(),
+            form,
         }
         .into_response(),
         Err(e) => ApiError::from(e).into_response(),
@@ -69,6 +78,30 @@ struct CreateForm {
     name: String,
     #[serde(default)]
     description: String,
+    /// Empty fields keep the defaults.
+    #[serde(default)]
+    team_template: String,
+    #[serde(default)]
+    child_name_template: String,
+    #[serde(default)]
+    child_email_template: String,
+    #[serde(default)]
+    email_domain: String,
+    auto_invite: Option<String>,
+}
+
+impl CreateForm {
+    fn settings(&self) -> SettingsPatch {
+        let given = |v: &str| (!v.trim().is_empty()).then(|| v.trim().to_string());
+        SettingsPatch {
+            team_template: given(&self.team_template),
+            child_name_template: given(&self.child_name_template),
+            child_email_template: given(&self.child_email_template),
+            email_domain: given(&self.email_domain),
+            is_active: None,
+            auto_invite: Some(self.auto_invite.is_some()),
+        }
+    }
 }
 
 async fn create(
@@ -76,13 +109,25 @@ async fn create(
     Extension(principal): Extension<Principal>,
     CsrfForm(form): CsrfForm<CreateForm>,
 ) -> Response {
-    match group_service::create(app.pool_ctx(), &form.name, Some(&form.description), None).await {
+    let settings = form.settings();
+    match group_service::create_with_settings(
+        app.pool_ctx(),
+        &form.name,
+        Some(&form.description),
+        settings,
+    )
+    .await
+    {
         Ok(g) => flash::redirect(
             &app,
             &format!("/pool-groups/{}", g.id),
             Flash::done(format!("Pool group {} created.", g.name)),
         ),
-        Err(e) => list_page(&app, &principal, Some(e.message), form).await,
+        Err(e) if e.kind == ErrorKind::Internal => e.into_response(),
+        Err(e) => {
+            let page = list_page(&app, &principal, Some(e.message), form).await;
+            (axum::http::StatusCode::BAD_REQUEST, page).into_response()
+        }
     }
 }
 
@@ -95,7 +140,19 @@ struct GroupPage {
     form: SettingsFormValues,
     error: Option<String>,
     preview: Result<Preview, String>,
+    /// The group's first mothers, each with her newest sync record.
+    mothers: Vec<(Mother, Option<Record>)>,
+    mother_total: i64,
 }
+
+impl GroupPage {
+    fn bar(&self, m: &Mother) -> (i64, i64) {
+        super::mothers::seat_bar(m)
+    }
+}
+
+/// Mothers a group's page lists (the Mothers page, filtered by the group, has them all).
+const GROUP_MOTHERS: i64 = 25;
 
 #[derive(Clone, Debug, Default)]
 struct SettingsFormValues {
@@ -135,7 +192,25 @@ async fn group_page(app: &AppState, principal: &Principal, id: i64, shown: Shown
     let preview = group_service::preview(app.pool_ctx(), id, Some(5))
         .await
         .map_err(|e| e.message);
+    let filter = match mother_service::list_filter(None, None, Some(id)) {
+        Ok(f) => f,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let (listed, mother_total) =
+        match mother_service::list(app.pool_ctx(), &filter, GROUP_MOTHERS, 0).await {
+            Ok(l) => l,
+            Err(e) => return ApiError::from(e).into_response(),
+        };
+    let mut mothers = Vec::with_capacity(listed.len());
+    for m in listed {
+        match sync_service::recent_of_mother(app, m.id, 1).await {
+            Ok(mut last) => mothers.push((m, last.pop().map(|s| s.record))),
+            Err(e) => return ApiError::from(e).into_response(),
+        }
+    }
     GroupPage {
+        mothers,
+        mother_total,
         layout: Layout::new(principal, "/pool-groups"),
         form: shown
             .form
@@ -259,4 +334,38 @@ async fn sync_all(
             Err(e) => Flash::not_done(e.message),
         };
     flash::redirect(&app, &format!("/pool-groups/{id}"), flash)
+}
+
+/// The templates as typed on a group's page (absent fields keep the saved value).
+#[derive(Deserialize)]
+struct PreviewQuery {
+    team_template: Option<String>,
+    child_name_template: Option<String>,
+    child_email_template: Option<String>,
+    email_domain: Option<String>,
+}
+
+/// Names the typed templates would give, as JSON (`Preview`), rendered by the domain rules a sync
+/// uses; 400 with the error envelope naming the part of a template that does not check. Nothing is
+/// saved or used up. The group page's script calls it while the templates are typed.
+async fn live_preview(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<PreviewQuery>,
+) -> Response {
+    let Some(id) = numeric_id(&id) else {
+        return not_found();
+    };
+    let patch = SettingsPatch {
+        team_template: q.team_template,
+        child_name_template: q.child_name_template,
+        child_email_template: q.child_email_template,
+        email_domain: q.email_domain,
+        is_active: None,
+        auto_invite: None,
+    };
+    match group_service::preview_with(app.pool_ctx(), id, patch, 5).await {
+        Ok(p) => axum::Json(p).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }

@@ -19,6 +19,65 @@ pub struct MotherFilter {
     pub search: Option<String>,
     pub status: Option<String>,
     pub pool_group_id: Option<i64>,
+    /// The order of the list; newest first unless asked.
+    pub sort: MotherSort,
+}
+
+/// The orders a mothers list can be read in; each breaks ties newest first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MotherSort {
+    #[default]
+    Newest,
+    Name,
+    NameDesc,
+    SeatsFree,
+    SeatsFreeDesc,
+    Status,
+    StatusDesc,
+}
+
+impl MotherSort {
+    /// Every order with its query value: a column, `-` before it for descending.
+    pub const ALL: [(MotherSort, &'static str); 7] = [
+        (MotherSort::Newest, ""),
+        (MotherSort::Name, "name"),
+        (MotherSort::NameDesc, "-name"),
+        (MotherSort::SeatsFree, "seats_free"),
+        (MotherSort::SeatsFreeDesc, "-seats_free"),
+        (MotherSort::Status, "status"),
+        (MotherSort::StatusDesc, "-status"),
+    ];
+
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL
+            .iter()
+            .find(|(_, v)| *v == value)
+            .map(|(sort, _)| *sort)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(sort, _)| *sort == self)
+            .map(|(_, v)| *v)
+            .unwrap_or_default()
+    }
+
+    /// The ORDER BY terms over columns of `mothers` named with `prefix` (`""` or `"m."`).
+    fn order_by(self, prefix: &str) -> String {
+        let p = prefix;
+        let free = format!("({p}seat_limit - {p}seats_used - {p}seats_held)");
+        let term = match self {
+            MotherSort::Newest => return format!("{p}id DESC"),
+            MotherSort::Name => format!("{p}name ASC"),
+            MotherSort::NameDesc => format!("{p}name DESC"),
+            MotherSort::SeatsFree => format!("{free} ASC"),
+            MotherSort::SeatsFreeDesc => format!("{free} DESC"),
+            MotherSort::Status => format!("{p}status ASC"),
+            MotherSort::StatusDesc => format!("{p}status DESC"),
+        };
+        format!("{term}, {p}id DESC")
+    }
 }
 
 /// The WHERE clause over `mothers` for `filter` (`$1` the name pattern, `$2` the status, `$3` the
@@ -59,26 +118,32 @@ fn list_sql(
     filter: &MotherFilter,
     from_end: bool,
 ) -> (String, String, Option<String>) {
-    let order = if from_end { "ASC" } else { "DESC" };
     let backend = db.0.backend();
     let (filter_sql, pattern) = filter_sql(backend, filter);
+    // Newest first reads its ids from either end of the primary key (see `page_window`); the other
+    // orders always read from the start.
+    let (inner, outer) = match filter.sort {
+        MotherSort::Newest if from_end => ("id ASC".to_string(), "m.id DESC".to_string()),
+        sort => (sort.order_by(""), sort.order_by("m.")),
+    };
     // PostgreSQL cannot estimate how many names match a pattern, and guesses enough to walk the
     // primary key backwards and test every name until the page is full: for a rare term, nearly
     // the whole table. Collecting the matches first makes it read the trigram index; that costs no
     // more than the count below, which must visit every match anyway.
     let page = if backend == Backend::Postgres && pattern.is_some() {
         format!(
-            "hits AS MATERIALIZED (SELECT id FROM mothers WHERE {filter_sql}), \
-             page AS (SELECT id FROM hits ORDER BY id {order} LIMIT $4 OFFSET $5)"
+            "hits AS MATERIALIZED (SELECT id, name, status, seat_limit, seats_used, seats_held \
+             FROM mothers WHERE {filter_sql}), \
+             page AS (SELECT id FROM hits ORDER BY {inner} LIMIT $4 OFFSET $5)"
         )
     } else {
         format!(
-            "page AS (SELECT id FROM mothers WHERE {filter_sql} ORDER BY id {order} LIMIT $4 OFFSET $5)"
+            "page AS (SELECT id FROM mothers WHERE {filter_sql} ORDER BY {inner} LIMIT $4 OFFSET $5)"
         )
     };
     let items = format!(
         "WITH {page} SELECT {COLUMNS} FROM page JOIN mothers m ON m.id = page.id \
-         LEFT JOIN pool_groups g ON g.id = m.pool_group_id ORDER BY m.id DESC"
+         LEFT JOIN pool_groups g ON g.id = m.pool_group_id ORDER BY {outer}"
     );
     // Used for a name search only: without one, `store::tallies` knows the count.
     let count = format!("SELECT COUNT(*) FROM mothers WHERE {filter_sql}");
@@ -117,7 +182,11 @@ pub async fn list_with_usage(
             .fetch_one(p)
             .await)?
     };
-    let (from_end, limit, offset) = page_window(total, limit, offset);
+    let (from_end, limit, offset) = if filter.sort == MotherSort::Newest {
+        page_window(total, limit, offset)
+    } else {
+        (false, limit, offset)
+    };
     if limit <= 0 {
         return Ok((Vec::new(), total));
     }
