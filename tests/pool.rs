@@ -705,7 +705,10 @@ async fn stats_and_quota_numbers() {
             json!({
                 "mothers": {"total": 3, "active": 2, "invalid": 0, "disabled": 1},
                 "seats": {"total": 17, "free": 15, "held": 0, "used": 2},
-                "groups": 1, "children": 0
+                "groups": 1, "children": 0,
+                "codes": {"unused": 0, "reserved": 0, "used": 0, "expired": 0, "disabled": 0},
+                "invites": {"pending": 0, "sent": 0, "accepted": 0, "failed": 0,
+                    "cancelled": 0, "removed": 0}
             })
         );
         let quota = api.get("/api/admin/quota").await;
