@@ -495,7 +495,6 @@ async fn restore(config: &Config, file: &std::path::Path) -> anyhow::Result<i32>
     Ok(1)
 }
 
-
 async fn sim_add_org(
     config: &Config,
     name: String,

@@ -319,7 +319,10 @@ async fn log_in(
     type_into(browser, "username", "admin").await?;
     type_into(browser, "password", ADMIN_PASSWORD).await?;
     click(browser, "login-submit").await?;
-    browser.wait().for_element(Locator::Id("free-seats")).await?;
+    browser
+        .wait()
+        .for_element(Locator::Id("free-seats"))
+        .await?;
     Ok(())
 }
 
