@@ -760,12 +760,28 @@ async fn dashboard_counts_redeems_of_the_last_24_hours_and_the_codes_left() {
         let (_, html) = page(&client, c.t.url("/")).await;
         assert_eq!(text_of(&html, "redeemed-24h"), "1");
         assert_eq!(text_of(&html, "codes-left"), "1");
+        // Redeems per hour: the one redeem in the current (last) hour, drawn on the dashboard.
+        let hourly = overview::redeems_per_hour(&app.users, c.now())
+            .await
+            .unwrap();
+        assert_eq!(hourly.redeemed.len(), 24);
+        assert_eq!(hourly.redeemed.iter().sum::<i64>(), 1);
+        assert_eq!(hourly.redeemed[23], 1, "{hourly:?}");
+        assert!(
+            html.contains("id=\"redeems-chart\""),
+            "no redeems chart on the dashboard"
+        );
+        assert!(html.contains("Codes redeemed per hour"));
         // A day and an hour later the redeem is out of the window; the code left is still there.
         c.clock.advance_ms(DAY_MS + 3_600_000);
         let o = overview::overview(&app.pool, &app.users, c.now())
             .await
             .unwrap();
         assert_eq!((o.redeemed_24h, o.codes_left), (0, 1));
+        let hourly = overview::redeems_per_hour(&app.users, c.now())
+            .await
+            .unwrap();
+        assert_eq!(hourly.redeemed.iter().sum::<i64>(), 0, "{hourly:?}");
         c.t.stop().await;
     })
     .await;

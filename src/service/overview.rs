@@ -182,6 +182,29 @@ pub async fn jobs_per_hour(users: &UsersDb, now: i64) -> Result<HourlyJobs> {
     Ok(out)
 }
 
+/// Codes redeemed per hour over the 24 whole hours up to and including the current one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HourlyRedeems {
+    /// Start of the first hour (ms).
+    pub from: i64,
+    pub redeemed: Vec<i64>,
+}
+
+pub async fn redeems_per_hour(users: &UsersDb, now: i64) -> Result<HourlyRedeems> {
+    let to = (now.div_euclid(HOUR_MS) + 1) * HOUR_MS;
+    let from = to - DAY_MS;
+    let mut out = HourlyRedeems {
+        from,
+        redeemed: vec![0; 24],
+    };
+    for (hour, n) in store::redeemed_per_hour(users, from, to).await? {
+        if let Some(slot) = usize::try_from(hour).ok().filter(|h| *h < 24) {
+            out.redeemed[slot] += n;
+        }
+    }
+    Ok(out)
+}
+
 /// The UTC day (`YYYY-MM-DD`) of a millisecond timestamp.
 pub fn utc_day(ms: i64) -> String {
     let date = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))

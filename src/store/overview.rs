@@ -171,6 +171,19 @@ pub async fn unused_codes_by_group(db: &UsersDb, now: i64) -> StoreResult<Vec<(O
     .await)?)
 }
 
+/// Codes redeemed in `[from, to)`, counted per hour since `from`: (hour index, count). An index
+/// range over `used_at`.
+pub async fn redeemed_per_hour(db: &UsersDb, from: i64, to: i64) -> StoreResult<Vec<(i64, i64)>> {
+    Ok(on_reader!(db, |p| sqlx::query_as(
+        "SELECT CAST((used_at - $1) / 3600000 AS BIGINT) AS hour, COUNT(*) \
+         FROM redeem_codes WHERE used_at >= $1 AND used_at < $2 GROUP BY 1"
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(p)
+    .await)?)
+}
+
 /// Codes redeemed since `since` (an index range over `used_at`).
 pub async fn redeemed_since(db: &UsersDb, since: i64) -> StoreResult<i64> {
     Ok(on_reader!(db, |p| sqlx::query_scalar(

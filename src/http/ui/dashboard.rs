@@ -59,6 +59,7 @@ struct DashboardPage {
     total_bar: String,
     oldest_pending: Option<String>,
     jobs_chart: String,
+    redeems_chart: String,
     seat_charts: Vec<String>,
     blue: String,
     orange: String,
@@ -83,6 +84,7 @@ async fn dashboard(
         total_bar: String::new(),
         oldest_pending: None,
         jobs_chart: String::new(),
+        redeems_chart: String::new(),
         seat_charts: Vec::new(),
         blue: charts::swatch(BLUE),
         orange: charts::swatch(ORANGE),
@@ -91,9 +93,10 @@ async fn dashboard(
     let loaded = tokio::try_join!(
         service::overview(&app.pool, &app.users, now),
         service::jobs_per_hour(&app.users, now),
+        service::redeems_per_hour(&app.users, now),
         service::seat_history(&app.pool, now, SEAT_DAYS),
     );
-    let (overview, hourly, history) = match loaded {
+    let (overview, hourly, redeems, history) = match loaded {
         Ok(v) => v,
         Err(e) => {
             page.error = Some(e.message);
@@ -120,6 +123,21 @@ async fn dashboard(
                 values: hourly.failed,
             },
         ],
+    }
+    .bars();
+    page.redeems_chart = Chart {
+        id: "redeems-chart".into(),
+        title: "Codes redeemed per hour, last 24 hours".into(),
+        x_label: "hour (UTC)".into(),
+        y_label: "codes".into(),
+        points: (0..24)
+            .map(|i| hour_label(redeems.from + i * HOUR_MS))
+            .collect(),
+        series: vec![Series {
+            name: "redeemed".into(),
+            colour: BLUE,
+            values: redeems.redeemed,
+        }],
     }
     .bars();
     page.seat_charts = history
