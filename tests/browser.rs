@@ -212,6 +212,35 @@ async fn login_dashboard_and_logout_in_a_real_browser() {
             .await?;
         std::fs::write(shots.join("codes-390.png"), browser.screenshot().await?).unwrap();
         assert_eq!(fits, serde_json::json!(true), "the Codes page fits 390 px");
+        // Every other page of the navigation fits a phone too (tables scroll in their own box).
+        let mut too_wide = Vec::new();
+        for (path, name) in [
+            ("/", "dashboard"),
+            ("/pool-groups", "groups"),
+            ("/mothers", "mothers"),
+            ("/jobs", "jobs"),
+            ("/sync-sessions", "sync-sessions"),
+            ("/invites", "users"),
+            ("/system", "system"),
+        ] {
+            browser.goto(&t.url(path)).await?;
+            browser.wait().for_element(Locator::Css("main h1")).await?;
+            let fits = browser
+                .execute(
+                    "return document.documentElement.scrollWidth <= document.documentElement.clientWidth;",
+                    Vec::new(),
+                )
+                .await?;
+            std::fs::write(
+                shots.join(format!("{name}-390.png")),
+                browser.screenshot().await?,
+            )
+            .unwrap();
+            if fits != serde_json::json!(true) {
+                too_wide.push(path);
+            }
+        }
+        assert!(too_wide.is_empty(), "wider than 390 px: {too_wide:?}");
         browser.set_window_size(1280, 900).await?;
 
         // Jobs page: a job far in the future is pending; cancel it (confirming), then retry it.
