@@ -1068,24 +1068,3 @@ async fn on_postgres_the_claim_plan_reads_due_jobs_in_index_order_and_never_the_
         + top["Shared Read Blocks"].as_i64().unwrap_or(0);
     assert!(pages < 100, "the claim read {pages} pages: {plan:#}");
 }
-
-#[tokio::test]
-async fn the_queue_depth_gauge_is_exported_from_start_up() {
-    // The runner's maintenance samples the queue only after its first interval (a second with
-    // these settings): the gauge must be there before that.
-    let t = common::TestApp::spawn(&common::Backend::Sqlite).await;
-    let text = t
-        .client
-        .get(t.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for status in ["pending", "running"] {
-        let line = format!("jobs_queue_depth{{status=\"{status}\"}} 0");
-        assert!(text.lines().any(|l| l == line), "{line} in {text}");
-    }
-    t.stop().await;
-}
