@@ -674,10 +674,12 @@ async fn maintain(runner: Arc<Runner>, held: Arc<Held>, mut stop: watch::Receive
     let vt_ms = runner.config.visibility_timeout.as_millis() as i64;
     // Looking for expired locks reads the whole live queue (no index covers the lock columns: users
     // migration 0004), so it runs at a tenth of the visibility timeout: a dead runner's jobs come
-    // back at most that long after their locks run out.
+    // back at most that long after their locks run out. The first look, too, waits that long:
+    // made at once, it read a deep queue (a million jobs not yet due: a few hundred milliseconds on
+    // SQLite's single writer) just as the runner started working through it.
     let rescue_every =
         (runner.config.visibility_timeout / 10).max(runner.config.maintenance_interval);
-    let mut last_rescue = Instant::now() - rescue_every;
+    let mut last_rescue = Instant::now();
     let mut last_depth = Instant::now() - Duration::from_secs(60);
     loop {
         tokio::select! {

@@ -94,6 +94,17 @@ pub async fn redeem(app: &App, client: &str, req: RedeemRequest) -> Result<Redee
     let now = app.clock.now_ms();
     throttle(&app.redeem_throttle, client, now)?;
     let (email, hash) = check(&req)?;
+    // A good code when no seat is free anywhere is the usual answer once a pool is full: it comes
+    // from two reads, with nothing reserved, held or undone. (Seats freed a moment later are
+    // found by the next try, as they would be after a reservation.)
+    if let Some(code) = redeem_codes::find(&app.users, &hash).await?
+        && code.status == "unused"
+        && code.expires_at.is_none_or(|at| at > now)
+        && !seats::has_redeemable_seat(&app.pool, code.pool_group_id).await?
+    {
+        count("no_seat");
+        return Err(no_seat());
+    }
     let until = now + secs_ms(app.config.redeem.reservation_timeout_seconds);
     let Some(code) = redeem_codes::reserve(&app.users, &hash, &email, until, now).await? else {
         return again(app, &hash, &email).await;

@@ -10,7 +10,7 @@ use serde::Serialize;
 use sqlx::FromRow;
 
 use super::{StoreError, StoreResult};
-use crate::db::{PoolDb, in_transaction};
+use crate::db::{PoolDb, in_transaction, on_reader};
 use crate::domain::seats::{SeatChange, SeatPlan, SeatView, SeatWant, plan_seats};
 
 #[derive(Clone, Debug, FromRow, Serialize, utoipa::ToSchema)]
@@ -371,6 +371,16 @@ pub async fn hold_for_redeem(
 
 /// The mother a redeem tries next: active, with a free seat and an enabled linked team, of group
 /// `$1` when it is not null, not one of `excluded`; the fullest first.
+/// Whether a redeem for `group` (any group when `None`) would find a mother with a free seat now:
+/// the first step of [`hold_for_redeem`], on a reader.
+pub async fn has_redeemable_seat(db: &PoolDb, group: Option<i64>) -> StoreResult<bool> {
+    let found: Option<i64> = on_reader!(db, |p| sqlx::query_scalar(pick_redeem_mother(&[]))
+        .bind(group)
+        .fetch_optional(p)
+        .await)?;
+    Ok(found.is_some())
+}
+
 fn pick_redeem_mother(excluded: &[i64]) -> sqlx::AssertSqlSafe<String> {
     // The ids are numbers this process holds, not input text.
     let not_in = if excluded.is_empty() {
