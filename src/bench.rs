@@ -95,9 +95,8 @@ pub async fn pool(args: &PoolBenchArgs) -> anyhow::Result<()> {
     let fill_seconds = fill_start.elapsed().as_secs_f64();
     let result = run_queries(&db, args).await;
     db.database().close().await;
-    if args.database_url.is_none() {
-        let _ = std::fs::remove_dir_all(&temp);
-    }
+    // Made even when a database URL leaves it unused.
+    let _ = std::fs::remove_dir_all(&temp);
     let (first, deep, search, stats) = result?;
     let line = json!({
         "bench": "pool",
@@ -199,7 +198,51 @@ fn with_database(url: &str, db: &str) -> String {
     }
 }
 
-/// Fresh PostgreSQL databases for one `bench sync` run, dropped by [`ScratchDatabases::drop_all`].
+/// Where a server-backed bench (`sync`, `leases`, `redeem`) keeps its instance: a data dir in a new
+/// temp dir and, with `--database-url`, two fresh PostgreSQL databases; [`BenchInstance::remove`]
+/// takes both away.
+struct BenchInstance {
+    temp: std::path::PathBuf,
+    scratch: Option<ScratchDatabases>,
+}
+
+impl BenchInstance {
+    async fn new(database_url: Option<&str>) -> anyhow::Result<Self> {
+        let temp = tempfile_dir()?;
+        let scratch = match database_url {
+            Some(url) => Some(ScratchDatabases::create(url).await?),
+            None => None,
+        };
+        Ok(Self { temp, scratch })
+    }
+
+    /// The configuration of a server on this instance, listening on a free loopback port.
+    fn config(&self) -> crate::config::Config {
+        let url = |i| {
+            self.scratch
+                .as_ref()
+                .and_then(|s| s.url(i))
+                .map(crate::config::Secret::new)
+        };
+        crate::config::Config {
+            data_dir: self.temp.clone(),
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_password: Some(crate::config::Secret::new("bench-admin-password")),
+            pool_database_url: url(0),
+            users_database_url: url(1),
+            ..Default::default()
+        }
+    }
+
+    async fn remove(self) {
+        let _ = std::fs::remove_dir_all(&self.temp);
+        if let Some(scratch) = self.scratch {
+            scratch.drop_all().await;
+        }
+    }
+}
+
+/// Fresh PostgreSQL databases for one bench run, dropped by [`ScratchDatabases::drop_all`].
 struct ScratchDatabases {
     server_url: String,
     names: Vec<String>,
@@ -269,25 +312,9 @@ pub async fn sync(args: &SyncBenchArgs) -> anyhow::Result<()> {
         args.mothers >= 1 && (1..=1024).contains(&args.workers),
         "--mothers must be at least 1 and --workers between 1 and 1024"
     );
-    let temp = tempfile_dir()?;
-    let scratch = match &args.database_url {
-        Some(url) => Some(ScratchDatabases::create(url).await?),
-        None => None,
-    };
-    let mut config = crate::config::Config {
-        data_dir: temp.clone(),
-        child_email_domain: Some("bench.test".into()),
-        admin_password: Some(crate::config::Secret::new("bench-admin-password")),
-        pool_database_url: scratch
-            .as_ref()
-            .and_then(|s| s.url(0))
-            .map(crate::config::Secret::new),
-        users_database_url: scratch
-            .as_ref()
-            .and_then(|s| s.url(1))
-            .map(crate::config::Secret::new),
-        ..Default::default()
-    };
+    let instance = BenchInstance::new(args.database_url.as_deref()).await?;
+    let mut config = instance.config();
+    config.child_email_domain = Some("bench.test".into());
     config.jobs.concurrency = args.workers;
     config.jobs.batch_size = args.workers.max(100);
     config.jobs.poll_interval_ms = 5;
@@ -411,10 +438,7 @@ pub async fn sync(args: &SyncBenchArgs) -> anyhow::Result<()> {
         anyhow::Ok(())
     }
     .await;
-    let _ = std::fs::remove_dir_all(&temp);
-    if let Some(scratch) = scratch {
-        scratch.drop_all().await;
-    }
+    instance.remove().await;
     result
 }
 
@@ -502,25 +526,8 @@ pub async fn leases(args: &LeasesBenchArgs) -> anyhow::Result<()> {
         args.accounts >= 1 && (1..=4096).contains(&args.workers) && args.cycles >= 1,
         "--accounts and --cycles must be at least 1 and --workers between 1 and 4096"
     );
-    let temp = tempfile_dir()?;
-    let scratch = match &args.database_url {
-        Some(url) => Some(ScratchDatabases::create(url).await?),
-        None => None,
-    };
-    let mut config = crate::config::Config {
-        data_dir: temp.clone(),
-        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        admin_password: Some(crate::config::Secret::new("bench-admin-password")),
-        pool_database_url: scratch
-            .as_ref()
-            .and_then(|s| s.url(0))
-            .map(crate::config::Secret::new),
-        users_database_url: scratch
-            .as_ref()
-            .and_then(|s| s.url(1))
-            .map(crate::config::Secret::new),
-        ..Default::default()
-    };
+    let instance = BenchInstance::new(args.database_url.as_deref()).await?;
+    let mut config = instance.config();
     config.leases.cooldown_seconds = 0;
     if let Some(n) = args.max_connections {
         anyhow::ensure!(n >= 1, "--max-connections must be at least 1");
@@ -679,10 +686,7 @@ pub async fn leases(args: &LeasesBenchArgs) -> anyhow::Result<()> {
         anyhow::Ok(())
     }
     .await;
-    let _ = std::fs::remove_dir_all(&temp);
-    if let Some(scratch) = scratch {
-        scratch.drop_all().await;
-    }
+    instance.remove().await;
     result
 }
 
@@ -731,26 +735,9 @@ pub async fn redeem(args: &RedeemBenchArgs) -> anyhow::Result<()> {
         args.seats >= 1 && args.codes >= 1 && (1..=4096).contains(&args.concurrency),
         "--seats and --codes must be at least 1 and --concurrency between 1 and 4096"
     );
-    let temp = tempfile_dir()?;
-    let scratch = match &args.database_url {
-        Some(url) => Some(ScratchDatabases::create(url).await?),
-        None => None,
-    };
-    let mut config = crate::config::Config {
-        data_dir: temp.clone(),
-        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        child_email_domain: Some("bench.test".into()),
-        admin_password: Some(crate::config::Secret::new("bench-admin-password")),
-        pool_database_url: scratch
-            .as_ref()
-            .and_then(|s| s.url(0))
-            .map(crate::config::Secret::new),
-        users_database_url: scratch
-            .as_ref()
-            .and_then(|s| s.url(1))
-            .map(crate::config::Secret::new),
-        ..Default::default()
-    };
+    let instance = BenchInstance::new(args.database_url.as_deref()).await?;
+    let mut config = instance.config();
+    config.child_email_domain = Some("bench.test".into());
     // Every client comes from 127.0.0.1: the per-address limit must not be what is measured.
     config.redeem.per_hour = u32::try_from(args.codes)
         .unwrap_or(u32::MAX)
@@ -923,9 +910,6 @@ pub async fn redeem(args: &RedeemBenchArgs) -> anyhow::Result<()> {
         anyhow::Ok(())
     }
     .await;
-    let _ = std::fs::remove_dir_all(&temp);
-    if let Some(scratch) = scratch {
-        scratch.drop_all().await;
-    }
+    instance.remove().await;
     result
 }
