@@ -11,7 +11,7 @@ use sqlx::FromRow;
 use super::pool_groups::{ALLOCATE, SequenceKind};
 use super::seats::{self, ADD_FREE_SEATS, REMOVE_FREE_SEATS, Seat};
 use super::{StoreError, StoreResult, tallies};
-use crate::db::{Backend, PoolDb, in_transaction, on_reader, on_writer};
+use crate::db::{PoolDb, in_transaction, on_reader, on_writer};
 use crate::domain::mothers::NewTeam;
 use crate::domain::seats::{Resize, Usage, plan_resize};
 
@@ -509,26 +509,15 @@ pub async fn active_seats_by_group(db: &PoolDb) -> StoreResult<Vec<GroupSeats>> 
         .filter(|t| t.status == "active")
         .collect();
     let ids: Vec<i64> = active.iter().filter_map(|t| t.pool_group_id).collect();
-    let names: Vec<(i64, String)> = if ids.is_empty() {
-        Vec::new()
-    } else {
-        // The ids travel as one JSON array, read by each backend's JSON table function.
-        let ids_in = match db.0.backend() {
-            Backend::Postgres => "SELECT value::BIGINT FROM json_array_elements_text($1::JSON)",
-            Backend::Sqlite => "SELECT value FROM json_each($1)",
-        };
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT id, name FROM pool_groups WHERE id IN ({ids_in})"
-        ));
-        let ids = serde_json::Value::from(ids).to_string();
-        on_reader!(db, |p| sqlx::query_as(sql).bind(&ids).fetch_all(p).await)?
-    };
+    // `names` answers a page's worth of ids at a time.
+    let mut names = std::collections::HashMap::new();
+    for chunk in ids.chunks(500) {
+        names.extend(super::names::pool_groups(db, chunk).await?);
+    }
     let mut seats: Vec<GroupSeats> = active
         .into_iter()
         .map(|t| GroupSeats {
-            pool_group_name: t
-                .pool_group_id
-                .and_then(|id| names.iter().find(|(i, _)| *i == id).map(|(_, n)| n.clone())),
+            pool_group_name: t.pool_group_id.and_then(|id| names.get(&id).cloned()),
             pool_group_id: t.pool_group_id,
             seats_total: t.seats_total,
             seats_used: t.seats_used,
