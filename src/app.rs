@@ -27,6 +27,8 @@ pub struct App {
     pub providers: Providers,
     /// `public_url` as an origin, when configured.
     pub public_origin: Option<crate::domain::origin::Origin>,
+    /// Group commit for the worker API's acquires and releases.
+    pub lease_desk: crate::store::leases::Desk,
 }
 
 pub type AppState = Arc<App>;
@@ -52,6 +54,8 @@ impl App {
         let redeem_throttle = per_hour(config.redeem.per_hour);
         let resend_throttle = per_hour(config.redeem.resend_per_hour);
         let public_origin = config.public_origin().ok().flatten();
+        let lease_desk =
+            crate::store::leases::Desk::for_database(&pool, config.database_max_connections);
         Arc::new(Self {
             public_origin,
             providers,
@@ -64,6 +68,7 @@ impl App {
             redeem_throttle,
             resend_throttle,
             metrics: crate::metrics::handle(),
+            lease_desk,
         })
     }
 

@@ -401,6 +401,72 @@ async fn concurrent_acquires_never_share_an_account() {
     .await;
 }
 
+/// Releases arriving together run as one batch (`store::leases::Desk`); each still gets its own
+/// answer, and refused or unknown ones in the batch change nothing of the others.
+#[tokio::test]
+async fn concurrent_releases_each_get_their_own_answer() {
+    each_backend(|backend| async move {
+        let env = Arc::new(Env::new(&backend, 20).await);
+        let other = env.t.token("worker-2", Scope::Worker).await;
+        let mut leases = Vec::new();
+        for _ in 0..20 {
+            let (status, body, _) = env.acquire().await;
+            assert_eq!(status, 201, "{body}");
+            leases.push((lease_id(&body), body["account"]["id"].as_i64().unwrap()));
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, (lease, account)) in leases.iter().cloned().enumerate() {
+            let result = if i % 2 == 0 { "success" } else { "login_fail" };
+            let (env2, lease2) = (env.clone(), lease.clone());
+            tasks.spawn(async move {
+                let (status, body) = env2.release(&lease2, result).await;
+                ("holder", status, body, Some((account, result)))
+            });
+            if i < 10 {
+                let (env2, other) = (env.clone(), other.clone());
+                tasks.spawn(async move {
+                    let (status, body) = env2.release_as(&other, &lease, "success").await;
+                    ("other", status, body, None)
+                });
+                let env2 = env.clone();
+                tasks.spawn(async move {
+                    let unknown = format!("00000000-0000-4000-8000-{i:012}");
+                    let (status, body) = env2.release(&unknown, "success").await;
+                    ("unknown", status, body, None)
+                });
+            }
+        }
+        let mut released = Vec::new();
+        while let Some(res) = tasks.join_next().await {
+            let (who, status, body, account) = res.unwrap();
+            match who {
+                "holder" => {
+                    assert_eq!(status, 200, "{body}");
+                    released.push(account.unwrap());
+                }
+                "other" => assert_eq!(status, 403, "{body}"),
+                _ => assert_eq!(status, 404, "{body}"),
+            }
+        }
+        assert_eq!(released.len(), 20);
+        for (account, result) in released {
+            let body = env.account(account).await;
+            let failures = i64::from(result == "login_fail");
+            assert_eq!(body["consecutive_failures"], failures, "{body}");
+            assert_eq!(body["total_successes"], 1 - failures, "{body}");
+        }
+        let (_, open) = env
+            .admin(Method::GET, "/api/admin/leases?active=true", None)
+            .await;
+        assert_eq!(open["total"], 0, "{open}");
+        match Arc::try_unwrap(env) {
+            Ok(env) => env.t.stop().await,
+            Err(_) => panic!("env still shared"),
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn status_parts_add_up_to_total() {
     each_backend(|backend| async move {
@@ -824,7 +890,7 @@ fn metric_value(text: &str, series: &str) -> f64 {
 #[tokio::test]
 async fn lease_durations_are_observed_when_leases_end() {
     each_backend(|backend| async move {
-        let env = Env::new(&backend, 2).await;
+        let env = Env::new(&backend, 3).await;
         let metrics = || async {
             env.t
                 .client
@@ -870,6 +936,34 @@ async fn lease_durations_are_observed_when_leases_end() {
         assert!(
             metric_value(&after, bucket_60) >= metric_value(&before, bucket_60) + 1.0,
             "the 45 s lease: {after}"
+        );
+
+        // A lease nobody closed before its holder's late release is counted by that release.
+        let (_, late, _) = env
+            .acquire_as(&env.worker, json!({"worker": "w1", "ttl_seconds": 3000}))
+            .await;
+        let late = lease_id(&late);
+        env.advance_secs(3001);
+        let (_, all) = env.admin(Method::GET, "/api/admin/leases", None).await;
+        let open = all["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["id"] == late.as_str())
+            .expect("the late lease is listed");
+        assert!(open["released_at"].is_null(), "still open: {open}");
+        let long = |text: &str| {
+            metric_value(text, "pool_lease_duration_seconds_bucket{le=\"3600\"}")
+                - metric_value(text, "pool_lease_duration_seconds_bucket{le=\"1800\"}")
+        };
+        let before_late = metrics().await;
+        let (status, body) = env.release(&late, "success").await;
+        assert_eq!(status, 409, "{body}");
+        assert_eq!(body["error"]["code"], "lease_expired");
+        let after_late = metrics().await;
+        assert!(
+            long(&after_late) >= long(&before_late) + 1.0,
+            "the 3000 s lease: {after_late}"
         );
         env.t.stop().await;
     })

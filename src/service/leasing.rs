@@ -30,6 +30,7 @@ pub struct LeasingCtx<'a> {
     pub keyring: &'a Keyring,
     pub clock: &'a SharedClock,
     pub policy: LeasePolicy,
+    pub desk: &'a store::Desk,
 }
 
 impl crate::app::App {
@@ -39,6 +40,7 @@ impl crate::app::App {
             keyring: &self.keyring,
             clock: &self.clock,
             policy: self.config.leases.policy(),
+            desk: &self.lease_desk,
         }
     }
 }
@@ -200,26 +202,19 @@ pub async fn acquire(
         .map_err(|m| Error::invalid("invalid_ttl_seconds", m))?;
     let now = ctx.clock.now_ms();
     let lease_id = uuid::Uuid::new_v4().to_string();
-    let (pool_name, lease, worker_name, mission) = (
-        pool.as_str(),
-        lease_id.as_str(),
-        worker.as_str(),
-        mission.as_deref(),
-    );
-    let token_id = holder.token_id;
-    let acquired = with_account(ctx, &pool, now, move || async move {
-        Ok(store::acquire(
-            ctx.pool,
-            pool_name,
-            lease,
-            worker_name,
-            token_id,
-            mission,
-            now,
-            now + ttl,
-            ctx.policy.cooldown_ms,
-        )
-        .await?)
+    let args = store::AcquireArgs {
+        pool: pool.clone(),
+        lease_id,
+        worker: worker.clone(),
+        token_id: holder.token_id,
+        mission,
+        now,
+        expires_at: now + ttl,
+        cooldown_ms: ctx.policy.cooldown_ms,
+    };
+    let acquired = with_account(ctx, &pool, now, || {
+        let args = args.clone();
+        async move { Ok(ctx.desk.acquire(ctx.pool, args).await?) }
     })
     .await?;
     tracing::debug!(lease = %acquired.lease.id, account = acquired.account.id, %worker, "lease acquired");
@@ -306,11 +301,17 @@ fn refused(r: Refusal) -> Error {
             "lease_released",
             "this lease was released already",
         ),
-        Refusal::Expired => Error::new(
-            super::ErrorKind::Conflict,
-            "lease_expired",
-            "this lease passed its expiry; the account went back to the pool",
-        ),
+        Refusal::Expired { closed_ms } => {
+            // A late renew or release that found the lease still open closed it: it ended.
+            if let Some(duration_ms) = closed_ms {
+                record_lease_end(LeaseResult::Expired, duration_ms);
+            }
+            Error::new(
+                super::ErrorKind::Conflict,
+                "lease_expired",
+                "this lease passed its expiry; the account went back to the pool",
+            )
+        }
     }
 }
 
@@ -369,18 +370,20 @@ pub async fn release(
     let result = release_result(req.result.as_deref())?;
     let error_message = check_text("error_message", req.error_message, 2000)?;
     let now = ctx.clock.now_ms();
-    let lease = store::release(
-        ctx.pool,
-        id,
-        holder.token_id,
+    let args = store::ReleaseArgs {
+        lease_id: id.to_string(),
+        token_id: holder.token_id,
         result,
-        error_message.as_deref(),
+        error_message,
         now,
-        &ctx.policy,
-    )
-    .await
-    .map_err(lease_not_found(id))?
-    .map_err(refused)?;
+        policy: ctx.policy,
+    };
+    let lease = ctx
+        .desk
+        .release(ctx.pool, args)
+        .await
+        .map_err(lease_not_found(id))?
+        .map_err(refused)?;
     record_lease_end(result, now - lease.acquired_at);
     tracing::debug!(lease = %lease.id, account = lease.account_id, result = result.as_str(), "lease released");
     Ok(lease)

@@ -64,8 +64,9 @@ pub enum Refusal {
     NotHolder,
     /// The lease was released already.
     Released,
-    /// The lease passed its expiry.
-    Expired,
+    /// The lease passed its expiry. `closed_ms`: the lease's length when this call was the one
+    /// that closed it (as `expired`), so the caller can count it as ended.
+    Expired { closed_ms: Option<i64> },
 }
 
 fn backend(db: &PoolDb) -> Backend {
@@ -250,29 +251,228 @@ macro_rules! acquire_in {
 
 pub(crate) use acquire_in;
 
-/// Lends the first available account of `pool` (see `domain::leases::selection_order`) until
-/// `expires_at`. `None` when no account is available.
-#[allow(clippy::too_many_arguments)]
-pub async fn acquire(
-    db: &PoolDb,
-    pool: &str,
-    lease_id: &str,
-    worker: &str,
-    token_id: i64,
-    mission: Option<&str>,
-    now: i64,
-    expires_at: i64,
-    cooldown_ms: i64,
-) -> StoreResult<Option<Acquired>> {
+/// What one acquire asks for: lend the first available account of `pool` (see
+/// `domain::leases::selection_order`) to `worker` until `expires_at`.
+#[derive(Clone, Debug)]
+pub struct AcquireArgs {
+    pub pool: String,
+    pub lease_id: String,
+    pub worker: String,
+    pub token_id: i64,
+    pub mission: Option<String>,
+    pub now: i64,
+    pub expires_at: i64,
+    pub cooldown_ms: i64,
+}
+
+/// What one release asks for: end the lease `lease_id` held by `token_id` with `result`.
+#[derive(Clone, Debug)]
+pub struct ReleaseArgs {
+    pub lease_id: String,
+    pub token_id: i64,
+    pub result: LeaseResult,
+    pub error_message: Option<String>,
+    pub now: i64,
+    pub policy: LeasePolicy,
+}
+
+/// One write of the worker API, as the [`Desk`] runs it.
+#[derive(Clone, Debug)]
+enum Op {
+    Acquire(AcquireArgs),
+    Release(ReleaseArgs),
+}
+
+enum Outcome {
+    Acquired(Option<Acquired>),
+    Released(Result<Lease, Refusal>),
+    /// A release of a lease that does not exist.
+    NoSuchLease,
+}
+
+struct Waiting {
+    op: Op,
+    reply: tokio::sync::oneshot::Sender<StoreResult<Outcome>>,
+}
+
+struct DeskQueue {
+    waiting: Vec<Waiting>,
+    /// Drain tasks running; each takes whatever is waiting until the queue is empty.
+    draining: usize,
+    /// The most drain tasks at once: 1 on SQLite (one writer); on PostgreSQL several, so that
+    /// round trips to the server overlap while each transaction still carries a batch.
+    lanes: usize,
+}
+
+/// Group commit for acquires and releases. Workers acquire and release in bursts, and each of
+/// those writes is a short transaction whose fixed cost (taking the writer, `BEGIN`, `COMMIT`:
+/// on SQLite round trips to the one writer thread, on PostgreSQL a WAL flush) is most of its
+/// price. The desk runs whatever writes are waiting as one transaction, one after the other, and
+/// answers each with its own result: the same statements, in the order they arrived, so each
+/// behaves exactly as it would alone, and a write that joins a batch is never reordered before
+/// one that was waiting already.
+///
+/// Should the batch fail as a whole (a database error), each of its writes runs again alone, so
+/// one bad write cannot fail the others. Batches run on a spawned task: a request dropped half-way
+/// (its client went away) cannot stop the writes of the others waiting with it.
+#[derive(Clone)]
+pub struct Desk(std::sync::Arc<std::sync::Mutex<DeskQueue>>);
+
+impl Default for Desk {
+    fn default() -> Self {
+        Self::new(1)
+    }
+}
+
+/// The most writes one batch takes; the rest wait for the next.
+const MAX_BATCH: usize = 128;
+
+impl Desk {
+    /// A desk running at most `lanes` batches at once (at least one).
+    pub fn new(lanes: usize) -> Self {
+        Self(std::sync::Arc::new(std::sync::Mutex::new(DeskQueue {
+            waiting: Vec::new(),
+            draining: 0,
+            lanes: lanes.max(1),
+        })))
+    }
+
+    /// A desk for `db`: one lane on SQLite, `connections / 2` (at least one) on PostgreSQL,
+    /// leaving the other connections to everything else.
+    pub fn for_database(db: &PoolDb, connections: u32) -> Self {
+        match backend(db) {
+            Backend::Sqlite => Self::new(1),
+            Backend::Postgres => Self::new(usize::try_from(connections / 2).unwrap_or(1)),
+        }
+    }
+    /// Lends the first available account of the pool. `None` when no account is available.
+    pub async fn acquire(&self, db: &PoolDb, args: AcquireArgs) -> StoreResult<Option<Acquired>> {
+        match self.submit(db, Op::Acquire(args)).await? {
+            Outcome::Acquired(acquired) => Ok(acquired),
+            _ => unreachable!("an acquire is answered with an acquire"),
+        }
+    }
+
+    /// Ends an open lease with the worker's result: the account rests as
+    /// `domain::leases::after_release` says, and one usage row is written. `NotFound` for an
+    /// unknown lease.
+    pub async fn release(
+        &self,
+        db: &PoolDb,
+        args: ReleaseArgs,
+    ) -> StoreResult<Result<Lease, Refusal>> {
+        match self.submit(db, Op::Release(args)).await? {
+            Outcome::Released(released) => Ok(released),
+            Outcome::NoSuchLease => Err(StoreError::NotFound),
+            Outcome::Acquired(_) => unreachable!("a release is answered with a release"),
+        }
+    }
+
+    async fn submit(&self, db: &PoolDb, op: Op) -> StoreResult<Outcome> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let start_drain = {
+            let mut queue = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            queue.waiting.push(Waiting { op, reply });
+            let start = queue.draining < queue.lanes;
+            if start {
+                queue.draining += 1;
+            }
+            start
+        };
+        if start_drain {
+            let (desk, db) = (self.clone(), db.clone());
+            tokio::spawn(async move { desk.drain(&db).await });
+        }
+        answer.await.map_err(|_| {
+            StoreError::Other(sqlx::Error::Protocol(
+                "the lease desk stopped before answering".into(),
+            ))
+        })?
+    }
+
+    /// Runs batches until nothing is waiting.
+    async fn drain(&self, db: &PoolDb) {
+        loop {
+            let batch: Vec<Waiting> = {
+                let mut queue = self.0.lock().unwrap_or_else(|e| e.into_inner());
+                if queue.waiting.is_empty() {
+                    queue.draining -= 1;
+                    return;
+                }
+                let n = queue.waiting.len().min(MAX_BATCH);
+                queue.waiting.drain(..n).collect()
+            };
+            let ops: Vec<&Op> = batch.iter().map(|w| &w.op).collect();
+            match run_together(db, &ops).await {
+                Ok(outcomes) => {
+                    for (waiting, outcome) in batch.into_iter().zip(outcomes) {
+                        let _ = waiting.reply.send(Ok(outcome));
+                    }
+                }
+                Err(e) if batch.len() == 1 => {
+                    let waiting = batch.into_iter().next().expect("one write");
+                    let _ = waiting.reply.send(Err(e));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, writes = batch.len(), "lease batch failed; running its writes one by one");
+                    for waiting in batch {
+                        let outcome = run_together(db, &[&waiting.op])
+                            .await
+                            .map(|mut o| o.remove(0));
+                        let _ = waiting.reply.send(outcome);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs `ops` in order in one write transaction and commits it; one outcome per op.
+async fn run_together(db: &PoolDb, ops: &[&Op]) -> StoreResult<Vec<Outcome>> {
     let backend = backend(db);
     in_transaction!(db, |tx| {
-        let acquired = acquire_in!(tx, backend, pool: pool, lease_id: lease_id, worker: worker,
-            token_id: token_id, mission: mission, now: now, expires_at: expires_at,
-            cooldown_ms: cooldown_ms);
-        if acquired.is_some() {
-            tx.commit().await?;
+        let mut outcomes = Vec::with_capacity(ops.len());
+        for op in ops {
+            let outcome = match op {
+                Op::Acquire(a) => {
+                    Outcome::Acquired(acquire_in!(tx, backend, pool: a.pool.as_str(),
+                    lease_id: a.lease_id.as_str(), worker: a.worker.as_str(),
+                    token_id: a.token_id, mission: a.mission.as_deref(), now: a.now,
+                    expires_at: a.expires_at, cooldown_ms: a.cooldown_ms))
+                }
+                Op::Release(r) => {
+                    let lease: Option<Lease> = sqlx::query_as(lock_lease_sql(backend))
+                        .bind(&r.lease_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let Some(lease) = lease else {
+                        outcomes.push(Outcome::NoSuchLease);
+                        continue;
+                    };
+                    Outcome::Released(match refusal(&lease, r.token_id, r.now) {
+                        Some(Refusal::Expired { .. }) => {
+                            let closed = close_expired!(
+                                tx,
+                                r.now,
+                                r.policy.cooldown_ms,
+                                None::<i64>,
+                                Some(r.lease_id.as_str())
+                            );
+                            Err(Refusal::Expired {
+                                closed_ms: closed.first().copied(),
+                            })
+                        }
+                        Some(refused) => Err(refused),
+                        None => Ok(release_in!(tx, backend, lease: &lease, result: r.result,
+                            error_message: r.error_message.as_deref(), now: r.now,
+                            policy: &r.policy)),
+                    })
+                }
+            };
+            outcomes.push(outcome);
         }
-        Ok(acquired)
+        tx.commit().await?;
+        Ok(outcomes)
     })
 }
 
@@ -293,7 +493,7 @@ pub(crate) fn refusal(lease: &Lease, token_id: i64, now: i64) -> Option<Refusal>
     } else if lease.result.as_deref() == Some("expired")
         || (lease.released_at.is_none() && lease.expires_at <= now)
     {
-        Some(Refusal::Expired)
+        Some(Refusal::Expired { closed_ms: None })
     } else if lease.released_at.is_some() {
         Some(Refusal::Released)
     } else {
@@ -321,9 +521,12 @@ pub async fn renew(
             .fetch_one(&mut *tx)
             .await?;
         if let Some(refused) = refusal(&lease, token_id, now) {
-            if refused == Refusal::Expired {
-                let _ = close_expired!(tx, now, cooldown_ms, None::<i64>, Some(lease_id));
+            if let Refusal::Expired { .. } = refused {
+                let closed = close_expired!(tx, now, cooldown_ms, None::<i64>, Some(lease_id));
                 tx.commit().await?;
+                return Ok(Err(Refusal::Expired {
+                    closed_ms: closed.first().copied(),
+                }));
             }
             return Ok(Err(refused));
         }
@@ -445,39 +648,6 @@ macro_rules! release_in {
 }
 
 pub(crate) use release_in;
-
-/// Ends an open lease with `result`: the account rests as `domain::leases::after_release` says,
-/// and one usage row is written. `NotFound` for an unknown lease.
-pub async fn release(
-    db: &PoolDb,
-    lease_id: &str,
-    token_id: i64,
-    result: LeaseResult,
-    error_message: Option<&str>,
-    now: i64,
-    policy: &LeasePolicy,
-) -> StoreResult<Result<Lease, Refusal>> {
-    let backend = backend(db);
-    let select = lock_lease_sql(backend);
-    let cooldown_ms = policy.cooldown_ms;
-    in_transaction!(db, |tx| {
-        let lease: Lease = sqlx::query_as(select)
-            .bind(lease_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        if let Some(refused) = refusal(&lease, token_id, now) {
-            if refused == Refusal::Expired {
-                let _ = close_expired!(tx, now, cooldown_ms, None::<i64>, Some(lease_id));
-                tx.commit().await?;
-            }
-            return Ok(Err(refused));
-        }
-        let lease = release_in!(tx, backend, lease: &lease, result: result,
-            error_message: error_message, now: now, policy: policy);
-        tx.commit().await?;
-        Ok(Ok(lease))
-    })
-}
 
 /// Closes every open lease past its expiry (housekeeping); returns their durations in ms, one per
 /// lease closed. Correctness never waits for it: availability and release read the timestamps.
