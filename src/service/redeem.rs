@@ -251,8 +251,8 @@ async fn place(app: &App, code: &Reserved, email: &str) -> Result<Redeemed> {
     }
 }
 
-/// Step 4: the invite went out. The invite is marked first, so that a crash after it lets
-/// maintenance settle the code as used.
+/// Step 4: the invite went out: the invite `sent` and the code `used` (one transaction), then the
+/// seat `used`.
 async fn finish(
     app: &App,
     code: &Reserved,
@@ -262,8 +262,16 @@ async fn finish(
 ) -> Result<Redeemed> {
     let now = app.clock.now_ms();
     let mother_id = hold.seat.mother_id;
-    invites::finish(&app.users, invite_id, "sent", None, now).await?;
-    redeem_codes::mark_used(&app.users, code.id, email, mother_id, hold.team_id, now).await?;
+    redeem_codes::mark_used(
+        &app.users,
+        code.id,
+        invite_id,
+        email,
+        mother_id,
+        hold.team_id,
+        now,
+    )
+    .await?;
     match seats::confirm_held(&app.pool, hold.seat.id, now).await {
         Ok(_) => {}
         // The hold ran out while the provider answered and maintenance freed the seat; the member

@@ -8,7 +8,7 @@ use serde::Serialize;
 use sqlx::FromRow;
 
 use super::{StoreError, StoreResult, contains_pattern};
-use crate::db::{UsersDb, in_transaction, on_reader, on_writer};
+use crate::db::{Backend, UsersDb, in_transaction, on_reader, on_writer};
 
 #[derive(Clone, Debug, FromRow, Serialize, utoipa::ToSchema)]
 pub struct RedeemCode {
@@ -134,32 +134,51 @@ pub async fn find(db: &UsersDb, code_hash: &str) -> StoreResult<Option<RedeemCod
     .await)?)
 }
 
-/// `reserved -> used`: the invite went out to `email` in `team_id` of `mother_id`.
+/// `reserved -> used`: the invite `invite_id` went out to `email` in `team_id` of `mother_id`.
+/// The invite is marked `sent` in the same transaction, so the code and its invite never
+/// disagree (the one place this module writes `invites`: the two rows are one step of a redeem).
 pub async fn mark_used(
     db: &UsersDb,
     id: i64,
+    invite_id: i64,
     email: &str,
     mother_id: i64,
     team_id: i64,
     now: i64,
 ) -> StoreResult<()> {
-    let n = on_writer!(db, |p| sqlx::query(
-        "UPDATE redeem_codes SET status = 'used', used_by_email = $2, used_at = $3, \
-         mother_id = $4, team_id = $5, reserved_until = NULL, updated_at = $3 \
-         WHERE id = $1 AND status = 'reserved'"
-    )
-    .bind(id)
-    .bind(email)
-    .bind(now)
-    .bind(mother_id)
-    .bind(team_id)
-    .execute(p)
-    .await
-    .map(|r| r.rows_affected()))?;
-    if n == 0 {
-        return Err(StoreError::Conflict(format!("code {id} is not reserved")));
-    }
-    Ok(())
+    // SQLite runs both in one round trip; PostgreSQL in one statement.
+    let sql = match db.0.backend() {
+        Backend::Sqlite => {
+            "UPDATE invites SET status = 'sent', last_error = NULL, updated_at = $3 WHERE id = $6; \
+             UPDATE redeem_codes SET status = 'used', used_by_email = $2, used_at = $3, \
+             mother_id = $4, team_id = $5, reserved_until = NULL, updated_at = $3 \
+             WHERE id = $1 AND status = 'reserved' RETURNING id"
+        }
+        Backend::Postgres => {
+            "WITH sent AS (UPDATE invites SET status = 'sent', last_error = NULL, updated_at = $3 \
+               WHERE id = $6) \
+             UPDATE redeem_codes SET status = 'used', used_by_email = $2, used_at = $3, \
+             mother_id = $4, team_id = $5, reserved_until = NULL, updated_at = $3 \
+             WHERE id = $1 AND status = 'reserved' RETURNING id"
+        }
+    };
+    in_transaction!(db, |tx| {
+        // `fetch_all`: SQLite's statements run only as far as the rows are read.
+        let used: Vec<i64> = sqlx::query_scalar(sql)
+            .bind(id)
+            .bind(email)
+            .bind(now)
+            .bind(mother_id)
+            .bind(team_id)
+            .bind(invite_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        if used.is_empty() {
+            return Err(StoreError::Conflict(format!("code {id} is not reserved")));
+        }
+        tx.commit().await?;
+        Ok(())
+    })
 }
 
 /// `reserved -> unused`: the redeem did not place anyone.
@@ -176,8 +195,8 @@ pub async fn unreserve(db: &UsersDb, id: i64, now: i64) -> StoreResult<()> {
     Ok(())
 }
 
-/// Maintenance after a crash: reservations past `reserved_until` end. A code whose invite went out
-/// becomes `used` (the crash came between the invite and the code's update); any other returns to
+/// Maintenance after a crash: reservations past `reserved_until` end. A code with an invite marked
+/// `sent` becomes `used` (a guard: [`mark_used`] writes the two together); any other returns to
 /// `unused`, and its invites still `pending` are marked `failed`. Returns `(used, unused)`.
 pub async fn settle_stale_reservations(db: &UsersDb, now: i64) -> StoreResult<(u64, u64)> {
     in_transaction!(db, |tx| {
