@@ -15,7 +15,7 @@
 //! hold and the next sync reads the seat from the provider, while no code is ever made redeemable
 //! twice. A job or invite that names a mother created in the gap fails with "not found" when run.
 //!
-//! PostgreSQL is not handled here: its own tools (`pg_dump`) do it better; see the README.
+//! PostgreSQL is not handled here: its own tools (`pg_dump`) do it better; see docs/postgresql.md.
 //! This module only reads the live databases; it never writes to them.
 
 use std::collections::BTreeSet;
@@ -44,7 +44,7 @@ pub const SCHEDULED_PREFIX: &str = "poolkeeper-backup-";
 /// What backup refuses on PostgreSQL, pointing to the documented procedure.
 pub const POSTGRES_REFUSAL: &str = "backup and restore work on the embedded SQLite databases only; \
     on PostgreSQL back up both databases with `pg_dump --format=custom` and restore them with \
-    `pg_restore` (see \"Backup and restore\" in the README)";
+    `pg_restore` (see \"Backups with pg_dump\" in docs/postgresql.md)";
 
 /// Where sealed values live: database, table, the column naming the row, the sealed column, and
 /// what a person calls the row.

@@ -84,7 +84,7 @@ pub enum Command {
     Lease(LeaseCommand),
     /// Write one consistent archive (zip) of both SQLite databases with a manifest, while the
     /// service runs. Secret keys are never in it; it prints the key ids a restore needs. Refuses on
-    /// PostgreSQL (use pg_dump, see the README).
+    /// PostgreSQL (use pg_dump, see docs/postgresql.md).
     Backup {
         /// The archive to write; an existing file is never overwritten.
         file: PathBuf,

@@ -3,7 +3,8 @@
 //! Env names are `POOLKEEPER_` + the key in upper case, nested keys joined by `__`
 //! (`POOLKEEPER_JOBS__MAX_ATTEMPTS`). `child_email_domain` and `pool_auto_invite_missing` are also
 //! read from `CHILD_EMAIL_DOMAIN` and `POOL_AUTO_INVITE_MISSING` (the `POOLKEEPER_` names win).
-//! Secret values may be given as files through the `*_file` keys. Every key is in the README.
+//! Secret values may be given as files through the `*_file` keys. Every key is in docs/configuration.md
+//! (`tests/docs.rs` fails when one is missing).
 
 use std::fmt;
 use std::net::SocketAddr;

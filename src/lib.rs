@@ -1,5 +1,5 @@
 //! poolkeeper: a self-hosted service and CLI that manages pools of provider accounts.
-//! See DESIGN.md in the project's shared notes and the README for the big picture.
+//! See DESIGN.md in the project's shared notes and the README (and docs/) for the big picture.
 
 pub mod app;
 pub mod auth;

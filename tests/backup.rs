@@ -670,7 +670,10 @@ async fn backup_on_postgresql_refuses_and_points_to_pg_dump() {
                 .await
                 .unwrap_err()
                 .to_string();
-            assert!(err.contains("pg_dump") && err.contains("README"), "{err}");
+            assert!(
+                err.contains("pg_dump") && err.contains("docs/postgresql.md"),
+                "{err}"
+            );
             assert!(!file.exists());
             t.stop().await;
         }
