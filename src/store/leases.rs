@@ -427,6 +427,14 @@ impl Desk {
     }
 }
 
+#[derive(FromRow)]
+struct LeaseAndResting {
+    #[sqlx(flatten)]
+    lease: Lease,
+    #[sqlx(flatten)]
+    resting: RestingRow,
+}
+
 /// Runs `ops` in order in one write transaction and commits it; one outcome per op.
 async fn run_together(db: &PoolDb, ops: &[&Op]) -> StoreResult<Vec<Outcome>> {
     let backend = backend(db);
@@ -441,11 +449,12 @@ async fn run_together(db: &PoolDb, ops: &[&Op]) -> StoreResult<Vec<Outcome>> {
                     expires_at: a.expires_at, cooldown_ms: a.cooldown_ms))
                 }
                 Op::Release(r) => {
-                    let lease: Option<Lease> = sqlx::query_as(lock_lease_sql(backend))
-                        .bind(&r.lease_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    let Some(lease) = lease else {
+                    let row: Option<LeaseAndResting> =
+                        sqlx::query_as(lock_lease_and_account_sql(backend))
+                            .bind(&r.lease_id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    let Some(LeaseAndResting { lease, resting }) = row else {
                         outcomes.push(Outcome::NoSuchLease);
                         continue;
                     };
@@ -463,7 +472,8 @@ async fn run_together(db: &PoolDb, ops: &[&Op]) -> StoreResult<Vec<Outcome>> {
                             })
                         }
                         Some(refused) => Err(refused),
-                        None => Ok(release_in!(tx, backend, lease: &lease, result: r.result,
+                        None => Ok(finish_release!(tx, backend, lease: &lease,
+                            resting: &resting, result: r.result,
                             error_message: r.error_message.as_deref(), now: r.now,
                             policy: &r.policy)),
                     })
@@ -597,32 +607,52 @@ pub(crate) fn release_writes_sql(backend: Backend) -> &'static str {
     }
 }
 
-/// Ends the open lease `$lease` (read under lock, refusals already checked) with `$result` inside
-/// the write transaction `$tx`: the account rests as `domain::leases::after_release` says, one
-/// usage row is written. Evaluates to the finished `Lease`; the caller commits. The one body of
-/// every release, shared by [`release`] and `store::missions::complete`.
-macro_rules! release_in {
-    ($tx:ident, $backend:expr, lease: $lease:expr, result: $result:expr,
+/// An account's resting state as a release reads it (under lock on PostgreSQL), with its login
+/// for the usage row.
+#[derive(FromRow)]
+pub(crate) struct RestingRow {
+    pub cooldown_until: Option<i64>,
+    pub quarantine_until: Option<i64>,
+    pub consecutive_failures: i64,
+    pub login: String,
+}
+
+/// A lease and its account's resting state, read together under lock (`$1` the lease id): the
+/// one read of a release by the worker API.
+pub(crate) fn lock_lease_and_account_sql(backend: Backend) -> sqlx::AssertSqlSafe<String> {
+    let cols: String = LEASE_COLUMNS
+        .split(", ")
+        .map(|c| format!("l.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let lock = match backend {
+        Backend::Sqlite => "",
+        Backend::Postgres => " FOR UPDATE",
+    };
+    sqlx::AssertSqlSafe(format!(
+        "SELECT {cols}, a.cooldown_until, a.quarantine_until, a.consecutive_failures, a.login \
+         FROM credential_leases l JOIN credential_accounts a ON a.id = l.account_id \
+         WHERE l.id = $1{lock}"
+    ))
+}
+
+/// The writes of a release inside the write transaction `$tx`, the account's resting state
+/// `$resting` ([`RestingRow`]) already read: the account rests as
+/// `domain::leases::after_release` says and one usage row is written. Evaluates to the finished
+/// `Lease`; the caller commits.
+macro_rules! finish_release {
+    ($tx:ident, $backend:expr, lease: $lease:expr, resting: $resting:expr, result: $result:expr,
      error_message: $error_message:expr, now: $now:expr, policy: $policy:expr) => {{
-        use $crate::db::Backend;
-        let backend: Backend = $backend;
+        let backend: $crate::db::Backend = $backend;
         let lease: &$crate::store::leases::Lease = $lease;
+        let resting: &$crate::store::leases::RestingRow = $resting;
         let result: $crate::domain::leases::LeaseResult = $result;
         let error_message: Option<&str> = $error_message;
         let now: i64 = $now;
-        let (cooldown_until, quarantine_until, consecutive_failures, login): (
-            Option<i64>,
-            Option<i64>,
-            i64,
-            String,
-        ) = sqlx::query_as($crate::store::leases::release_account_sql(backend))
-            .bind(lease.account_id)
-            .fetch_one(&mut *$tx)
-            .await?;
         let before = $crate::domain::leases::Resting {
-            cooldown_until,
-            quarantine_until,
-            consecutive_failures,
+            cooldown_until: resting.cooldown_until,
+            quarantine_until: resting.quarantine_until,
+            consecutive_failures: resting.consecutive_failures,
         };
         let after = $crate::domain::leases::after_release($policy, before, result, now);
         let success = i64::from(result == $crate::domain::leases::LeaseResult::Success);
@@ -635,7 +665,7 @@ macro_rules! release_in {
             .bind(success)
             .bind(now)
             .bind(result.as_str())
-            .bind(&login)
+            .bind(&resting.login)
             .bind(error_message)
             .execute(&mut *$tx)
             .await?;
@@ -644,6 +674,26 @@ macro_rules! release_in {
             result: Some(result.as_str().to_string()),
             ..lease.clone()
         }
+    }};
+}
+
+pub(crate) use finish_release;
+
+/// Ends the open lease `$lease` (read under lock, refusals already checked) with `$result` inside
+/// the write transaction `$tx`: reads the account's resting state, then [`finish_release`].
+/// Evaluates to the finished `Lease`; the caller commits. Used by `store::missions::complete`.
+macro_rules! release_in {
+    ($tx:ident, $backend:expr, lease: $lease:expr, result: $result:expr,
+     error_message: $error_message:expr, now: $now:expr, policy: $policy:expr) => {{
+        let backend: $crate::db::Backend = $backend;
+        let lease: &$crate::store::leases::Lease = $lease;
+        let resting: $crate::store::leases::RestingRow =
+            sqlx::query_as($crate::store::leases::release_account_sql(backend))
+                .bind(lease.account_id)
+                .fetch_one(&mut *$tx)
+                .await?;
+        $crate::store::leases::finish_release!($tx, backend, lease: lease, resting: &resting,
+            result: $result, error_message: $error_message, now: $now, policy: $policy)
     }};
 }
 
