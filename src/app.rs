@@ -27,6 +27,8 @@ pub struct App {
     pub providers: Providers,
     /// `public_url` as an origin, when configured.
     pub public_origin: Option<crate::domain::origin::Origin>,
+    /// The `[[webhooks]]` endpoints events go to.
+    pub webhooks: Arc<crate::jobs::webhooks::Webhooks>,
 }
 
 pub type AppState = Arc<App>;
@@ -52,7 +54,13 @@ impl App {
         let redeem_throttle = per_hour(config.redeem.per_hour);
         let resend_throttle = per_hour(config.redeem.resend_per_hour);
         let public_origin = config.public_origin().ok().flatten();
+        let webhooks = Arc::new(crate::jobs::webhooks::Webhooks::from_config(
+            &config,
+            users.clone(),
+            clock.clone(),
+        ));
         Arc::new(Self {
+            webhooks,
             public_origin,
             providers,
             config,

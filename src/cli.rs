@@ -545,6 +545,7 @@ async fn accounts_status(
         keyring: &keyring,
         clock,
         policy: config.leases.policy(),
+        webhooks: None,
     };
     let counts = service::credential_accounts::status_counts(ctx, pool.clone())
         .await

@@ -127,6 +127,7 @@ pub async fn import_accounts(
         keyring: &keyring,
         clock,
         policy: config.leases.policy(),
+        webhooks: None,
     };
     let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut rows = accounts::read_rows(

@@ -186,6 +186,7 @@ pub async fn start(app: AppState, listen: SocketAddr) -> anyhow::Result<RunningS
     jobs::pool_sync::register(&mut handlers, app.clone());
     jobs::invites::register(&mut handlers, app.clone());
     jobs::codes::register(&mut handlers, app.clone());
+    jobs::webhooks::register(&mut handlers, app.webhooks.clone());
     // A failure counter that first appears at 1 is invisible to `increase()`, so the job-failure
     // alert would miss the first failure after a restart; every handled type starts at 0.
     for job_type in handlers.job_types() {
@@ -198,6 +199,7 @@ pub async fn start(app: AppState, listen: SocketAddr) -> anyhow::Result<RunningS
         RunnerConfig::from_config(&app.config.jobs),
         app.clock.clone(),
     )
+    .with_webhooks(app.webhooks.clone())
     .start();
     let task = tokio::spawn(async move {
         axum::serve(

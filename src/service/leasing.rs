@@ -30,6 +30,8 @@ pub struct LeasingCtx<'a> {
     pub keyring: &'a Keyring,
     pub clock: &'a SharedClock,
     pub policy: LeasePolicy,
+    /// Where `account_quarantined` goes; `None` where no webhooks run (CLI imports).
+    pub webhooks: Option<&'a crate::jobs::webhooks::Webhooks>,
 }
 
 impl crate::app::App {
@@ -39,6 +41,7 @@ impl crate::app::App {
             keyring: &self.keyring,
             clock: &self.clock,
             policy: self.config.leases.policy(),
+            webhooks: Some(&self.webhooks),
         }
     }
 }
@@ -369,7 +372,7 @@ pub async fn release(
     let result = release_result(req.result.as_deref())?;
     let error_message = check_text("error_message", req.error_message, 2000)?;
     let now = ctx.clock.now_ms();
-    let lease = store::release(
+    let (lease, quarantined_until) = store::release(
         ctx.pool,
         id,
         holder.token_id,
@@ -382,8 +385,23 @@ pub async fn release(
     .map_err(lease_not_found(id))?
     .map_err(refused)?;
     record_lease_end(result, now - lease.acquired_at);
+    announce_quarantine(ctx, lease.account_id, result, quarantined_until).await;
     tracing::debug!(lease = %lease.id, account = lease.account_id, result = result.as_str(), "lease released");
     Ok(lease)
+}
+
+/// Raises `account_quarantined` when a release started a quarantine.
+pub(super) async fn announce_quarantine(
+    ctx: LeasingCtx<'_>,
+    account_id: i64,
+    result: LeaseResult,
+    quarantined_until: Option<i64>,
+) {
+    if let (Some(until), Some(webhooks)) = (quarantined_until, ctx.webhooks) {
+        webhooks
+            .account_quarantined(ctx.pool, account_id, result.as_str(), until)
+            .await;
+    }
 }
 
 /// Closes leases past their expiry (housekeeping; correctness does not wait for it), counting

@@ -396,7 +396,8 @@ pub(crate) fn release_writes_sql(backend: Backend) -> &'static str {
 
 /// Ends the open lease `$lease` (read under lock, refusals already checked) with `$result` inside
 /// the write transaction `$tx`: the account rests as `domain::leases::after_release` says, one
-/// usage row is written. Evaluates to the finished `Lease`; the caller commits. The one body of
+/// usage row is written. Evaluates to the finished `Lease` and, when the release quarantined the
+/// account anew, until when; the caller commits. The one body of
 /// every release, shared by [`release`] and `store::missions::complete`.
 macro_rules! release_in {
     ($tx:ident, $backend:expr, lease: $lease:expr, result: $result:expr,
@@ -436,18 +437,22 @@ macro_rules! release_in {
             .bind(error_message)
             .execute(&mut *$tx)
             .await?;
-        $crate::store::leases::Lease {
-            released_at: Some(now),
-            result: Some(result.as_str().to_string()),
-            ..lease.clone()
-        }
+        (
+            $crate::store::leases::Lease {
+                released_at: Some(now),
+                result: Some(result.as_str().to_string()),
+                ..lease.clone()
+            },
+            $crate::domain::leases::quarantine_started(before, after),
+        )
     }};
 }
 
 pub(crate) use release_in;
 
 /// Ends an open lease with `result`: the account rests as `domain::leases::after_release` says,
-/// and one usage row is written. `NotFound` for an unknown lease.
+/// and one usage row is written. `NotFound` for an unknown lease. With the lease comes the end
+/// of a quarantine the release started, if it started one.
 pub async fn release(
     db: &PoolDb,
     lease_id: &str,
@@ -456,7 +461,7 @@ pub async fn release(
     error_message: Option<&str>,
     now: i64,
     policy: &LeasePolicy,
-) -> StoreResult<Result<Lease, Refusal>> {
+) -> StoreResult<Result<(Lease, Option<i64>), Refusal>> {
     let backend = backend(db);
     let select = lock_lease_sql(backend);
     let cooldown_ms = policy.cooldown_ms;
@@ -472,10 +477,10 @@ pub async fn release(
             }
             return Ok(Err(refused));
         }
-        let lease = release_in!(tx, backend, lease: &lease, result: result,
+        let released = release_in!(tx, backend, lease: &lease, result: result,
             error_message: error_message, now: now, policy: policy);
         tx.commit().await?;
-        Ok(Ok(lease))
+        Ok(Ok(released))
     })
 }
 
