@@ -1013,16 +1013,6 @@ mod tests {
                 load_in(jail, "", &[])?.webhooks_free_seats_threshold,
                 DEFAULT_WEBHOOKS_FREE_SEATS_THRESHOLD
             );
-            // The environment can give the list too.
-            let c = load_in(
-                jail,
-                "",
-                &[(
-                    "POOLKEEPER_WEBHOOKS",
-                    "[{url=\"https://e.example.org/h\", events=[\"job_failed\"], secret=\"env-secret-0123456789\"}]",
-                )],
-            )?;
-            assert_eq!(c.webhooks[0].url, "https://e.example.org/h");
             for (toml, needle) in [
                 (
                     "[[webhooks]]\nurl = 'hooks.example.org'\nevents = ['job_failed']\nsecret = 'inline-secret-0123456789'",
@@ -1036,12 +1026,25 @@ mod tests {
                     "[[webhooks]]\nurl = 'https://h.example.org/'\nevents = ['job_failed']",
                     "secret",
                 ),
-                ("webhooks_allow_hosts = ['10.0.0.0/99']", "webhooks_allow_hosts"),
+                (
+                    "webhooks_allow_hosts = ['10.0.0.0/99']",
+                    "webhooks_allow_hosts",
+                ),
             ] {
                 let err = load_in(jail, toml, &[]).unwrap_err();
                 assert!(err.contains(needle), "{toml}: {err}");
                 assert!(!err.contains("inline-secret"), "{err}");
             }
+            // The environment can give the list too (last: it stays set in this jail).
+            let c = load_in(
+                jail,
+                "",
+                &[(
+                    "POOLKEEPER_WEBHOOKS",
+                    "[{url=\"https://e.example.org/h\", events=[\"job_failed\"], secret=\"env-secret-0123456789\"}]",
+                )],
+            )?;
+            assert_eq!(c.webhooks[0].url, "https://e.example.org/h");
             Ok(())
         });
     }

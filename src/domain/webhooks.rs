@@ -190,10 +190,25 @@ mod tests {
         );
         for (url, evs, secret, needle) in [
             ("not a url", &["job_failed"][..], "0123456789abcdef", "url"),
-            ("ftp://x.org/", &["job_failed"], "0123456789abcdef", "scheme"),
-            ("https://u:p@x.org/", &["job_failed"], "0123456789abcdef", "credentials"),
+            (
+                "ftp://x.org/",
+                &["job_failed"],
+                "0123456789abcdef",
+                "scheme",
+            ),
+            (
+                "https://u:p@x.org/",
+                &["job_failed"],
+                "0123456789abcdef",
+                "credentials",
+            ),
             ("https://x.org/", &[], "0123456789abcdef", "at least one"),
-            ("https://x.org/", &["seat_sold"], "0123456789abcdef", "seat_sold"),
+            (
+                "https://x.org/",
+                &["seat_sold"],
+                "0123456789abcdef",
+                "seat_sold",
+            ),
             ("https://x.org/", &["job_failed"], "short", "16 characters"),
         ] {
             let err = check_endpoint(url, &events(evs), secret).unwrap_err();
@@ -229,20 +244,43 @@ mod tests {
         );
         let header = signature_header(b"secret-0123456789", 1_700_000_000, body);
         assert!(header.starts_with("t=1700000000,v1="), "{header}");
-        assert!(verify(b"secret-0123456789", &header, body, 1_700_000_100, 300));
-        assert!(!verify(b"other-secret-0123", &header, body, 1_700_000_100, 300));
-        assert!(!verify(b"secret-0123456789", &header, b"tampered", 1_700_000_100, 300));
+        assert!(verify(
+            b"secret-0123456789",
+            &header,
+            body,
+            1_700_000_100,
+            300
+        ));
+        assert!(!verify(
+            b"other-secret-0123",
+            &header,
+            body,
+            1_700_000_100,
+            300
+        ));
+        assert!(!verify(
+            b"secret-0123456789",
+            &header,
+            b"tampered",
+            1_700_000_100,
+            300
+        ));
         assert!(
             !verify(b"secret-0123456789", &header, body, 1_700_001_000, 300),
             "too old"
         );
-        assert!(!verify(b"secret-0123456789", "v1=00", body, 1_700_000_000, 300));
+        assert!(!verify(
+            b"secret-0123456789",
+            "v1=00",
+            body,
+            1_700_000_000,
+            300
+        ));
     }
 
     #[test]
     fn seats_below_the_threshold() {
-        for (free, threshold, below) in [(4, 5, true), (5, 5, false), (0, 0, false), (0, 1, true)]
-        {
+        for (free, threshold, below) in [(4, 5, true), (5, 5, false), (0, 0, false), (0, 1, true)] {
             assert_eq!(seats_below(free, threshold), below, "{free} < {threshold}");
         }
     }

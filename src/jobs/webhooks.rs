@@ -228,7 +228,12 @@ impl Webhooks {
             && let Err(kind) = self.egress.check(&host, ip)
         {
             let text = refused_text(WEBHOOK_CALLER, &host, kind);
-            self.record(&args.endpoint, &args.event, false, format!("refused: {text}"));
+            self.record(
+                &args.endpoint,
+                &args.event,
+                false,
+                format!("refused: {text}"),
+            );
             return Err(JobError::permanent(text));
         }
         let body = rules::body(
@@ -254,7 +259,12 @@ impl Webhooks {
             Ok(r) => r,
             Err(e) => {
                 if let Some(text) = egress_refusal(&e) {
-                    self.record(&args.endpoint, &args.event, false, format!("refused: {text}"));
+                    self.record(
+                        &args.endpoint,
+                        &args.event,
+                        false,
+                        format!("refused: {text}"),
+                    );
                     return Err(JobError::permanent(text));
                 }
                 let kind = if e.is_timeout() {
@@ -271,12 +281,7 @@ impl Webhooks {
         // The answer's body is not needed; dropping the response closes it.
         drop(response);
         let ok = status.is_success();
-        self.record(
-            &args.endpoint,
-            &args.event,
-            ok,
-            status.as_u16().to_string(),
-        );
+        self.record(&args.endpoint, &args.event, ok, status.as_u16().to_string());
         if ok {
             return Ok(Some(json!({"status": status.as_u16()})));
         }
@@ -299,7 +304,9 @@ impl Webhooks {
         mother_id: i64,
         now: i64,
     ) -> StoreResult<()> {
-        if !store::mothers::mark_invalid(pool, mother_id, now).await? || !self.wants(WebhookEvent::MotherInvalid) {
+        if !store::mothers::mark_invalid(pool, mother_id, now).await?
+            || !self.wants(WebhookEvent::MotherInvalid)
+        {
             return Ok(());
         }
         let mother = store::mothers::get(pool, mother_id).await?;

@@ -14,7 +14,8 @@ use crate::store::{pool_groups, tallies};
 const MAX_GROUPS: i64 = 10_000;
 
 /// Looks at every active group's free seats (of its active mothers, as the
-/// `pool_group_seats{state="free"}` gauge counts them): a group that is below the threshold and
+/// `pool_group_seats{state="free"}` gauge counts them; a group with no mothers at all is not set
+/// up yet and is left out): a group that is below the threshold and
 /// was not raises `pool_below_threshold` once; one that is back at or above it is cleared, so a
 /// later fall raises it again. Returns how many groups crossed below. Does nothing when no
 /// endpoint wants the event or the threshold is 0.
@@ -31,13 +32,17 @@ pub async fn check_free_seats(app: &App) -> Result<usize> {
     let active = MotherStatus::Active.as_str();
     let mut crossed = 0;
     for (id, name) in groups {
-        let (mut total, mut taken) = (0, 0);
-        for r in rows
-            .iter()
-            .filter(|r| r.pool_group_id == Some(id) && r.status == active)
-        {
-            total += r.seats_total;
-            taken += r.seats_used + r.seats_held;
+        let (mut mothers, mut total, mut taken) = (0, 0, 0);
+        for r in rows.iter().filter(|r| r.pool_group_id == Some(id)) {
+            mothers += r.mothers;
+            if r.status == active {
+                total += r.seats_total;
+                taken += r.seats_used + r.seats_held;
+            }
+        }
+        if mothers == 0 {
+            // A group without mothers is not set up yet rather than running low.
+            continue;
         }
         let free = (total - taken).max(0);
         let was_low = low.contains(&id);

@@ -317,12 +317,14 @@ pub async fn mark_seats_low(db: &PoolDb, id: i64, now: i64) -> StoreResult<bool>
 
 /// Clears the low mark of a group whose free seats are back at or above the threshold.
 pub async fn clear_seats_low(db: &PoolDb, id: i64) -> StoreResult<()> {
-    on_writer!(db, |p| sqlx::query(
+    on_writer!(db, |p| {
+        sqlx::query(
         "UPDATE pool_groups SET seats_low_since = NULL WHERE id = $1 AND seats_low_since IS NOT NULL"
     )
     .bind(id)
     .execute(p)
     .await
-    .map(drop))?;
+    .map(drop)
+    })?;
     Ok(())
 }

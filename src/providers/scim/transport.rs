@@ -147,8 +147,10 @@ impl reqwest::dns::Resolve for EgressResolver {
                 })
                 .collect();
             match (allowed.is_empty(), refusal) {
-                (true, Some(kind)) => Err(Box::new(EgressRefused(refused_text(caller, &host, kind)))
-                    as Box<dyn std::error::Error + Send + Sync>),
+                (true, Some(kind)) => {
+                    Err(Box::new(EgressRefused(refused_text(caller, &host, kind)))
+                        as Box<dyn std::error::Error + Send + Sync>)
+                }
                 _ => Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs),
             }
         })
