@@ -29,6 +29,8 @@ pub struct App {
     pub public_origin: Option<crate::domain::origin::Origin>,
     /// Group commit for the worker API's acquires and releases.
     pub lease_desk: crate::store::leases::Desk,
+    /// The `[[webhooks]]` endpoints events go to.
+    pub webhooks: Arc<crate::jobs::webhooks::Webhooks>,
 }
 
 pub type AppState = Arc<App>;
@@ -56,7 +58,13 @@ impl App {
         let public_origin = config.public_origin().ok().flatten();
         let lease_desk =
             crate::store::leases::Desk::for_database(&pool, config.database_max_connections);
+        let webhooks = Arc::new(crate::jobs::webhooks::Webhooks::from_config(
+            &config,
+            users.clone(),
+            clock.clone(),
+        ));
         Arc::new(Self {
+            webhooks,
             public_origin,
             providers,
             config,

@@ -546,6 +546,7 @@ async fn accounts_status(
         clock,
         policy: config.leases.policy(),
         desk: &Default::default(),
+        webhooks: None,
     };
     let counts = service::credential_accounts::status_counts(ctx, pool.clone())
         .await

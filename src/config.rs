@@ -264,6 +264,37 @@ pub struct ScimSettings {
     pub allow_hosts: Vec<String>,
 }
 
+/// One `[[webhooks]]` entry: where signed event deliveries go and which events it wants. The
+/// secret keys the HMAC signature; it is redacted in `Debug` and never shown or logged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookConfig {
+    /// `http(s)://host[:port]/path` the deliveries are POSTed to.
+    pub url: String,
+    /// Event names: `mother_invalid`, `account_quarantined`, `pool_below_threshold`, `job_failed`.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// The signing secret (at least 16 characters), or `secret_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<PathBuf>,
+}
+
+impl WebhookConfig {
+    /// The signing secret (empty when neither `secret` nor `secret_file` was given, which
+    /// validation refuses).
+    pub fn secret(&self) -> &str {
+        self.secret.as_ref().map_or("", Secret::expose)
+    }
+}
+
+/// Free seats under which a pool group raises `pool_below_threshold` (the alert rule's 5).
+pub const DEFAULT_WEBHOOKS_FREE_SEATS_THRESHOLD: u32 = 5;
+
+fn default_webhooks_free_seats_threshold() -> u32 {
+    DEFAULT_WEBHOOKS_FREE_SEATS_THRESHOLD
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -326,6 +357,17 @@ pub struct Config {
     pub providers: ProvidersConfig,
     #[serde(default)]
     pub backup: BackupConfig,
+    /// Endpoints that receive signed event deliveries (`[[webhooks]]`); none by default.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+    /// Hosts and networks webhook deliveries may reach although they are internal addresses
+    /// (like `providers.scim.allow_hosts`; loopback is allowed in development).
+    #[serde(default)]
+    pub webhooks_allow_hosts: Vec<String>,
+    /// A pool group whose free seats fall below this raises `pool_below_threshold` once per
+    /// crossing; 0 turns the event off.
+    #[serde(default = "default_webhooks_free_seats_threshold")]
+    pub webhooks_free_seats_threshold: u32,
 }
 
 impl Default for Config {
@@ -360,6 +402,9 @@ impl Default for Config {
             missions: MissionsConfig::default(),
             providers: ProvidersConfig::default(),
             backup: BackupConfig::default(),
+            webhooks: Vec::new(),
+            webhooks_allow_hosts: Vec::new(),
+            webhooks_free_seats_threshold: DEFAULT_WEBHOOKS_FREE_SEATS_THRESHOLD,
         }
     }
 }
@@ -466,6 +511,11 @@ impl Config {
         if let Some(path) = &self.metrics_token_file {
             self.metrics_token = Some(read("metrics_token_file", path)?);
         }
+        for (i, hook) in self.webhooks.iter_mut().enumerate() {
+            if let Some(path) = &hook.secret_file {
+                hook.secret = Some(read(&format!("webhooks[{i}].secret_file"), path)?);
+            }
+        }
         Ok(())
     }
 
@@ -553,6 +603,8 @@ impl Config {
             );
         }
         self.scim_egress()?;
+        self.webhooks_egress()?;
+        self.webhook_endpoints()?;
         self.public_origin()?;
         if let Some(token) = &self.metrics_token
             && token.expose().trim().is_empty()
@@ -589,6 +641,38 @@ impl Config {
             self.env == RunEnv::Development,
         )
         .map_err(|e| anyhow::anyhow!("configuration: providers.scim.allow_hosts: {e}"))
+    }
+
+    /// Where webhook deliveries may go: `webhooks_allow_hosts`, and loopback in development (the
+    /// same rule SCIM calls follow).
+    pub fn webhooks_egress(&self) -> anyhow::Result<crate::domain::egress::EgressRule> {
+        crate::domain::egress::EgressRule::new(
+            &self.webhooks_allow_hosts,
+            self.env == RunEnv::Development,
+        )
+        .map_err(|e| anyhow::anyhow!("configuration: webhooks_allow_hosts: {e}"))
+    }
+
+    /// The `[[webhooks]]` entries, checked: a bad URL, an unknown event or a short secret is an
+    /// error naming the entry.
+    pub fn webhook_endpoints(
+        &self,
+    ) -> anyhow::Result<Vec<(crate::domain::webhooks::EndpointSpec, Secret)>> {
+        let mut out: Vec<(crate::domain::webhooks::EndpointSpec, Secret)> =
+            Vec::with_capacity(self.webhooks.len());
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            let spec =
+                crate::domain::webhooks::check_endpoint(&hook.url, &hook.events, hook.secret())
+                    .map_err(|e| anyhow::anyhow!("configuration: webhooks[{i}]: {e}"))?;
+            if out.iter().any(|(s, _)| s.url == spec.url) {
+                anyhow::bail!(
+                    "configuration: webhooks[{i}]: url {:?} is listed twice",
+                    hook.url
+                );
+            }
+            out.push((spec, Secret::new(hook.secret())));
+        }
+        Ok(out)
     }
 
     /// Whether simulated organisations may be made: as configured, else off in production.
@@ -900,6 +984,68 @@ mod tests {
             )
             .unwrap_err();
             assert!(err.contains("metrics_listen"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn webhooks_are_read_checked_and_their_secrets_redacted() {
+        Jail::expect_with(|jail| {
+            jail.create_file("hook-secret", "file-secret-0123456789\n")?;
+            let c = load_in(
+                jail,
+                "webhooks_free_seats_threshold = 3\nwebhooks_allow_hosts = ['10.0.0.0/8']\n\
+                 [[webhooks]]\nurl = 'https://hooks.example.org/a'\nevents = ['job_failed']\n\
+                 secret = 'inline-secret-0123456789'\n\
+                 [[webhooks]]\nurl = 'http://10.1.2.3:8000/b'\n\
+                 events = ['mother_invalid', 'pool_below_threshold']\nsecret_file = 'hook-secret'",
+                &[],
+            )?;
+            let hooks = c.webhook_endpoints().unwrap();
+            assert_eq!(hooks.len(), 2);
+            assert_eq!(hooks[1].1.expose(), "file-secret-0123456789");
+            assert_eq!(c.webhooks_free_seats_threshold, 3);
+            let debug = format!("{c:?}");
+            assert!(
+                !debug.contains("inline-secret") && !debug.contains("file-secret"),
+                "{debug}"
+            );
+            assert_eq!(
+                load_in(jail, "", &[])?.webhooks_free_seats_threshold,
+                DEFAULT_WEBHOOKS_FREE_SEATS_THRESHOLD
+            );
+            for (toml, needle) in [
+                (
+                    "[[webhooks]]\nurl = 'hooks.example.org'\nevents = ['job_failed']\nsecret = 'inline-secret-0123456789'",
+                    "webhooks[0]",
+                ),
+                (
+                    "[[webhooks]]\nurl = 'https://h.example.org/'\nevents = ['seat_sold']\nsecret = 'inline-secret-0123456789'",
+                    "seat_sold",
+                ),
+                (
+                    "[[webhooks]]\nurl = 'https://h.example.org/'\nevents = ['job_failed']",
+                    "secret",
+                ),
+                (
+                    "webhooks_allow_hosts = ['10.0.0.0/99']",
+                    "webhooks_allow_hosts",
+                ),
+            ] {
+                let err = load_in(jail, toml, &[]).unwrap_err();
+                assert!(err.contains(needle), "{toml}: {err}");
+                assert!(!err.contains("inline-secret"), "{err}");
+            }
+            // The environment can give the list too (last: it stays set in this jail).
+            let c = load_in(
+                jail,
+                "",
+                &[(
+                    "POOLKEEPER_WEBHOOKS",
+                    "[{url=\"https://e.example.org/h\", events=[\"job_failed\"], secret=\"env-secret-0123456789\"}]",
+                )],
+            )?;
+            assert_eq!(c.webhooks[0].url, "https://e.example.org/h");
             Ok(())
         });
     }

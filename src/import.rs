@@ -128,6 +128,7 @@ pub async fn import_accounts(
         clock,
         policy: config.leases.policy(),
         desk: &Default::default(),
+        webhooks: None,
     };
     let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut rows = accounts::read_rows(

@@ -186,6 +186,7 @@ pub async fn start(app: AppState, listen: SocketAddr) -> anyhow::Result<RunningS
     jobs::pool_sync::register(&mut handlers, app.clone());
     jobs::invites::register(&mut handlers, app.clone());
     jobs::codes::register(&mut handlers, app.clone());
+    jobs::webhooks::register(&mut handlers, app.webhooks.clone());
     // A failure counter that first appears at 1 is invisible to `increase()`, so the job-failure
     // alert would miss the first failure after a restart; every handled type starts at 0.
     for job_type in handlers.job_types() {
@@ -198,6 +199,7 @@ pub async fn start(app: AppState, listen: SocketAddr) -> anyhow::Result<RunningS
         RunnerConfig::from_config(&app.config.jobs),
         app.clock.clone(),
     )
+    .with_webhooks(app.webhooks.clone())
     .start();
     let task = tokio::spawn(async move {
         axum::serve(
@@ -225,7 +227,7 @@ pub const SYNC_SESSION_RETENTION_MS: i64 = 30 * 24 * 3_600_000;
 
 /// Periodic housekeeping of this process: expired sessions, held seats past `held_until`, redeem
 /// codes left reserved, expired leases, sync sessions past retention, the tallies folded, the daily
-/// seat snapshot of each pool group, metric upkeep.
+/// seat snapshot of each pool group, metric upkeep, free seats crossing the webhook threshold.
 fn spawn_maintenance(app: AppState, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -277,6 +279,9 @@ fn spawn_maintenance(app: AppState, mut stop: watch::Receiver<bool>) {
                 tracing::warn!(error = %e, "expiring mission claims failed");
             }
             crate::metrics::sample_pool_gauges(&app, &mut exported).await;
+            if let Err(e) = crate::service::webhooks::check_free_seats(&app).await {
+                tracing::warn!(error = %e.message, "checking free seats for webhooks failed");
+            }
             if let Err(e) = store::tallies::compact(&app.pool).await {
                 tracing::warn!(error = %e, "folding the mother tallies failed");
             }

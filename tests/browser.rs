@@ -109,7 +109,27 @@ async fn login_dashboard_and_logout_in_a_real_browser() {
         return;
     };
 
-    let t = TestApp::spawn(&Backend::Sqlite).await;
+    // A webhook endpoint and a backup archive, so the System page shows both cards filled in.
+    let t = TestApp::spawn_with(
+        &Backend::Sqlite,
+        |c| {
+            c.webhooks = vec![poolkeeper::config::WebhookConfig {
+                url: "https://hooks.example.org/poolkeeper".into(),
+                events: vec!["mother_invalid".into(), "job_failed".into()],
+                secret: Some(poolkeeper::config::Secret::new("browser-test-secret-0123")),
+                secret_file: None,
+            }];
+        },
+        poolkeeper::clock::system(),
+    )
+    .await;
+    let backups = t.app().config.backup_dir();
+    std::fs::create_dir_all(&backups).unwrap();
+    std::fs::write(
+        backups.join("poolkeeper-backup-20261130T080000000Z.zip"),
+        vec![0u8; 2 * 1024 * 1024],
+    )
+    .unwrap();
     let result = async {
         browser.goto(&t.url("/")).await?;
         assert!(
@@ -150,6 +170,14 @@ async fn login_dashboard_and_logout_in_a_real_browser() {
         assert_eq!(
             browser.find(Locator::Id("version")).await?.text().await?,
             env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(
+            browser
+                .find(Locator::Css("[data-testid=backup-size]"))
+                .await?
+                .text()
+                .await?,
+            "2.0 MiB"
         );
         for label in [
             "Dashboard",

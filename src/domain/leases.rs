@@ -137,6 +137,14 @@ pub fn after_release(
     }
 }
 
+/// When a release put the account into a new quarantine (`after` quarantines and `before` did
+/// not, or until an earlier time): until when. What raises `account_quarantined` once.
+pub fn quarantine_started(before: Resting, after: Resting) -> Option<i64> {
+    after
+        .quarantine_until
+        .filter(|until| before.quarantine_until != Some(*until))
+}
+
 /// The lease length for a requested TTL in seconds: the default when none is asked, at least one
 /// second, never more than the cap. `Err` names the rule broken.
 pub fn ttl_ms(policy: &LeasePolicy, requested_secs: Option<i64>) -> Result<i64, String> {
@@ -270,6 +278,20 @@ pub fn selection_order(a: &Candidate, b: &Candidate) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_new_quarantine_is_announced() {
+        let rest = |q: Option<i64>| Resting {
+            cooldown_until: None,
+            quarantine_until: q,
+            consecutive_failures: 0,
+        };
+        assert_eq!(quarantine_started(rest(None), rest(Some(9))), Some(9));
+        assert_eq!(quarantine_started(rest(Some(9)), rest(Some(9))), None);
+        assert_eq!(quarantine_started(rest(Some(5)), rest(Some(9))), Some(9));
+        assert_eq!(quarantine_started(rest(Some(5)), rest(None)), None);
+        assert_eq!(quarantine_started(rest(None), rest(None)), None);
+    }
 
     const NOW: i64 = 1_000_000_000;
     const MIN: i64 = 60_000;

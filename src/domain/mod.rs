@@ -13,3 +13,4 @@ pub mod origin;
 pub mod seats;
 pub mod sync_plan;
 pub mod sync_sessions;
+pub mod webhooks;

@@ -10,6 +10,7 @@ pub mod invites;
 pub mod pool_sync;
 pub mod runner;
 pub mod scheduler;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::future::Future;

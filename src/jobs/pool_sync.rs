@@ -198,8 +198,10 @@ async fn job_error(app: &App, mother_id: i64, e: SyncError) -> JobError {
     match e {
         SyncError::Provider(ProviderError::Unauthorized(reason)) => {
             // The credential is dead: retrying cannot help, and the mother must not be handed out.
-            if let Err(e) =
-                mothers::set_status(&app.pool, mother_id, "invalid", app.clock.now_ms()).await
+            if let Err(e) = app
+                .webhooks
+                .mark_mother_invalid(&app.pool, mother_id, app.clock.now_ms())
+                .await
             {
                 tracing::warn!(mother_id, error = %e, "marking mother invalid failed");
             }

@@ -128,6 +128,8 @@ pub struct Runner {
     handlers: Arc<Handlers>,
     config: RunnerConfig,
     clock: SharedClock,
+    /// Where `job_failed` goes when a job fails for good.
+    webhooks: Option<Arc<super::webhooks::Webhooks>>,
 }
 
 /// A runner at work; [`RunningRunner::shutdown`] stops it gracefully.
@@ -160,7 +162,14 @@ impl Runner {
             handlers: Arc::new(handlers),
             config,
             clock,
+            webhooks: None,
         }
+    }
+
+    /// Raises `job_failed` through these webhooks when a job fails for good.
+    pub fn with_webhooks(mut self, webhooks: Arc<super::webhooks::Webhooks>) -> Self {
+        self.webhooks = Some(webhooks);
+        self
     }
 
     pub fn id(&self) -> &str {
@@ -559,6 +568,13 @@ async fn finish(runner: Arc<Runner>, mut done: mpsc::UnboundedReceiver<Finished>
                     let status =
                         record_failure(&runner, &f.id, f.attempts, f.max_attempts, &error, now)
                             .await;
+                    if status == "failed"
+                        && let Some(webhooks) = &runner.webhooks
+                    {
+                        webhooks
+                            .job_failed(&f.id, &f.job_type, f.attempts, &error.message)
+                            .await;
+                    }
                     metrics::counter!("jobs_finished_total", "type" => f.job_type, "status" => status).increment(1);
                     held.remove_all([f.id.as_str()]);
                 }

@@ -34,7 +34,7 @@ use super::{
 use crate::crypto::Credential;
 use crate::domain::egress::EgressRule;
 
-mod transport;
+pub(crate) mod transport;
 
 pub use transport::retry_after_ms;
 use transport::{EgressResolver, header_text, read_capped, refused, status_error, transport_error};
@@ -183,7 +183,10 @@ impl ScimProvider {
             .user_agent(concat!("poolkeeper/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
-            .dns_resolver(EgressResolver { egress })
+            .dns_resolver(EgressResolver {
+                egress,
+                caller: transport::SCIM_CALLER,
+            })
             .build()
             .unwrap_or_default()
     }

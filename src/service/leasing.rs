@@ -31,6 +31,8 @@ pub struct LeasingCtx<'a> {
     pub clock: &'a SharedClock,
     pub policy: LeasePolicy,
     pub desk: &'a store::Desk,
+    /// Where `account_quarantined` goes; `None` where no webhooks run (CLI imports).
+    pub webhooks: Option<&'a crate::jobs::webhooks::Webhooks>,
 }
 
 impl crate::app::App {
@@ -41,6 +43,7 @@ impl crate::app::App {
             clock: &self.clock,
             policy: self.config.leases.policy(),
             desk: &self.lease_desk,
+            webhooks: Some(&self.webhooks),
         }
     }
 }
@@ -378,15 +381,30 @@ pub async fn release(
         now,
         policy: ctx.policy,
     };
-    let lease = ctx
+    let (lease, quarantined_until) = ctx
         .desk
         .release(ctx.pool, args)
         .await
         .map_err(lease_not_found(id))?
         .map_err(refused)?;
     record_lease_end(result, now - lease.acquired_at);
+    announce_quarantine(ctx, lease.account_id, result, quarantined_until).await;
     tracing::debug!(lease = %lease.id, account = lease.account_id, result = result.as_str(), "lease released");
     Ok(lease)
+}
+
+/// Raises `account_quarantined` when a release started a quarantine.
+pub(super) async fn announce_quarantine(
+    ctx: LeasingCtx<'_>,
+    account_id: i64,
+    result: LeaseResult,
+    quarantined_until: Option<i64>,
+) {
+    if let (Some(until), Some(webhooks)) = (quarantined_until, ctx.webhooks) {
+        webhooks
+            .account_quarantined(ctx.pool, account_id, result.as_str(), until)
+            .await;
+    }
 }
 
 /// Closes leases past their expiry (housekeeping; correctness does not wait for it), counting

@@ -350,8 +350,16 @@ pub async fn complete(
                 done,
                 failed,
                 returned,
+                quarantined_until,
             } = *completed;
             record_lease_end(result, now - lease.acquired_at);
+            super::leasing::announce_quarantine(
+                ctx.leasing,
+                lease.account_id,
+                result,
+                quarantined_until,
+            )
+            .await;
             tracing::info!(
                 claim = %claim.id,
                 mission = %claim.mission_key,

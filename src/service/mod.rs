@@ -20,6 +20,7 @@ pub mod redeem;
 pub mod sim_orgs;
 pub mod sync_sessions;
 pub mod tokens;
+pub mod webhooks;
 
 pub use error::{Error, ErrorKind, Result, not_found};
 

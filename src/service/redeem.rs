@@ -232,7 +232,9 @@ async fn place(app: &App, code: &Reserved, email: &str) -> Result<Redeemed> {
                             mother_id,
                             "redeem: the provider rejected the mother's credential; marking her invalid"
                         );
-                        mothers::set_status(&app.pool, mother_id, "invalid", now).await?;
+                        app.webhooks
+                            .mark_mother_invalid(&app.pool, mother_id, now)
+                            .await?;
                     }
                     Next::OtherMother => {
                         tracing::warn!(mother_id, reason = %failure.reason, "redeem: provider unavailable; trying the next mother");

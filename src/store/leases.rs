@@ -285,7 +285,8 @@ enum Op {
 
 enum Outcome {
     Acquired(Option<Acquired>),
-    Released(Result<Lease, Refusal>),
+    /// The finished lease and, when the release quarantined the account anew, until when.
+    Released(Result<(Lease, Option<i64>), Refusal>),
     /// A release of a lease that does not exist.
     NoSuchLease,
 }
@@ -355,12 +356,12 @@ impl Desk {
 
     /// Ends an open lease with the worker's result: the account rests as
     /// `domain::leases::after_release` says, and one usage row is written. `NotFound` for an
-    /// unknown lease.
+    /// unknown lease. With the lease comes the end of a quarantine the release started, if any.
     pub async fn release(
         &self,
         db: &PoolDb,
         args: ReleaseArgs,
-    ) -> StoreResult<Result<Lease, Refusal>> {
+    ) -> StoreResult<Result<(Lease, Option<i64>), Refusal>> {
         match self.submit(db, Op::Release(args)).await? {
             Outcome::Released(released) => Ok(released),
             Outcome::NoSuchLease => Err(StoreError::NotFound),
@@ -639,7 +640,7 @@ pub(crate) fn lock_lease_and_account_sql(backend: Backend) -> sqlx::AssertSqlSaf
 /// The writes of a release inside the write transaction `$tx`, the account's resting state
 /// `$resting` ([`RestingRow`]) already read: the account rests as
 /// `domain::leases::after_release` says and one usage row is written. Evaluates to the finished
-/// `Lease`; the caller commits.
+/// `Lease` and, when the release quarantined the account anew, until when; the caller commits.
 macro_rules! finish_release {
     ($tx:ident, $backend:expr, lease: $lease:expr, resting: $resting:expr, result: $result:expr,
      error_message: $error_message:expr, now: $now:expr, policy: $policy:expr) => {{
@@ -669,19 +670,22 @@ macro_rules! finish_release {
             .bind(error_message)
             .execute(&mut *$tx)
             .await?;
-        $crate::store::leases::Lease {
-            released_at: Some(now),
-            result: Some(result.as_str().to_string()),
-            ..lease.clone()
-        }
+        (
+            $crate::store::leases::Lease {
+                released_at: Some(now),
+                result: Some(result.as_str().to_string()),
+                ..lease.clone()
+            },
+            $crate::domain::leases::quarantine_started(before, after),
+        )
     }};
 }
 
 pub(crate) use finish_release;
 
 /// Ends the open lease `$lease` (read under lock, refusals already checked) with `$result` inside
-/// the write transaction `$tx`: reads the account's resting state, then [`finish_release`].
-/// Evaluates to the finished `Lease`; the caller commits. Used by `store::missions::complete`.
+/// the write transaction `$tx`: reads the account's resting state, then [`finish_release`]
+/// (and evaluates to what it does); the caller commits. Used by `store::missions::complete`.
 macro_rules! release_in {
     ($tx:ident, $backend:expr, lease: $lease:expr, result: $result:expr,
      error_message: $error_message:expr, now: $now:expr, policy: $policy:expr) => {{

@@ -318,6 +318,8 @@ pub struct Completed {
     pub failed: u64,
     /// Held requests not reported, put back to pending.
     pub returned: u64,
+    /// Until when the release quarantined the account, when it started a quarantine.
+    pub quarantined_until: Option<i64>,
 }
 
 pub enum CompleteOutcome {
@@ -410,7 +412,7 @@ pub async fn complete(
         if let Err(message) = check_reported(&reported, &held) {
             return Ok(CompleteOutcome::Invalid(message));
         }
-        let lease = release_in!(tx, backend, lease: &lease, result: ask.result,
+        let (lease, quarantined_until) = release_in!(tx, backend, lease: &lease, result: ask.result,
             error_message: ask.error_message, now: now, policy: policy);
         let (mut done, mut failed) = (0, 0);
         for r in ask.requests {
@@ -451,6 +453,7 @@ pub async fn complete(
             done,
             failed,
             returned,
+            quarantined_until,
         })))
     })
 }

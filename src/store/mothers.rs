@@ -630,6 +630,22 @@ pub async fn set_status(db: &PoolDb, id: i64, status: &str, now: i64) -> StoreRe
     Ok(())
 }
 
+/// Marks a mother `invalid` unless she is already; true when this call changed her status (so
+/// the change is announced once).
+pub async fn mark_invalid(db: &PoolDb, id: i64, now: i64) -> StoreResult<bool> {
+    let changed = on_writer!(db, |p| {
+        sqlx::query(
+        "UPDATE mothers SET status = 'invalid', updated_at = $2 WHERE id = $1 AND status <> 'invalid'"
+    )
+    .bind(id)
+    .bind(now)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected())
+    })?;
+    Ok(changed > 0)
+}
+
 /// A member of a team as sync hands it over (address lower-cased).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChildInput {

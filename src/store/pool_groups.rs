@@ -291,3 +291,40 @@ pub async fn last_sequence(
     .await)?;
     Ok(v.unwrap_or(0))
 }
+
+/// Groups whose free seats are marked low (`seats_low_since` set).
+pub async fn seats_low_ids(db: &PoolDb) -> StoreResult<Vec<i64>> {
+    Ok(on_reader!(db, |p| sqlx::query_scalar(
+        "SELECT id FROM pool_groups WHERE seats_low_since IS NOT NULL ORDER BY id"
+    )
+    .fetch_all(p)
+    .await)?)
+}
+
+/// Marks a group's free seats low from `now` unless they are already; true when this call did
+/// (the crossing, which exactly one caller sees).
+pub async fn mark_seats_low(db: &PoolDb, id: i64, now: i64) -> StoreResult<bool> {
+    let n = on_writer!(db, |p| sqlx::query(
+        "UPDATE pool_groups SET seats_low_since = $2 WHERE id = $1 AND seats_low_since IS NULL"
+    )
+    .bind(id)
+    .bind(now)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(n > 0)
+}
+
+/// Clears the low mark of a group whose free seats are back at or above the threshold.
+pub async fn clear_seats_low(db: &PoolDb, id: i64) -> StoreResult<()> {
+    on_writer!(db, |p| {
+        sqlx::query(
+        "UPDATE pool_groups SET seats_low_since = NULL WHERE id = $1 AND seats_low_since IS NOT NULL"
+    )
+    .bind(id)
+    .execute(p)
+    .await
+    .map(drop)
+    })?;
+    Ok(())
+}

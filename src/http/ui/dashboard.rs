@@ -1,7 +1,8 @@
 //! The dashboard (`/`): is the pool healthy? Per pool group its mothers by status, a seat bar, codes
 //! left against free seats and the last sync; the job queue; redeems; mothers that need attention;
 //! two charts (jobs per hour, seats used per day). And the System page (`/system`): databases and
-//! this instance's settings. Every figure comes from `service::overview`.
+//! this instance's settings, the last backup and the webhook endpoints. Every dashboard figure
+//! comes from `service::overview`.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -226,6 +227,35 @@ struct SystemPage {
     visibility_timeout_seconds: u64,
     max_attempts: u32,
     now: String,
+    /// The last scheduled backup: when and how large; `None` when there is none yet.
+    last_backup: Option<(Moment, String)>,
+    /// Why the last backup could not be read, when it could not.
+    backup_error: Option<String>,
+    backup_dir: String,
+    webhooks: Vec<WebhookRow>,
+}
+
+/// A webhook endpoint as the System page shows it: host and events, never the secret or path.
+struct WebhookRow {
+    host: String,
+    events: String,
+    /// The last delivery attempt this process made: when, the event, the outcome.
+    last: Option<(Moment, String, bool, String)>,
+}
+
+/// `1234 B`, `12.3 KiB`, `4.5 MiB`, `1.2 GiB`.
+fn size_text(bytes: u64) -> String {
+    const UNITS: [&str; 3] = ["KiB", "MiB", "GiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 async fn system(
@@ -233,7 +263,40 @@ async fn system(
     Extension(principal): Extension<Principal>,
 ) -> SystemPage {
     let (pool, users) = tokio::join!(app.pool.database().state(), app.users.database().state());
+    let now = app.clock.now_ms();
+    let (last_backup, backup_error) = match crate::backup::last_backup(&app.config) {
+        Ok(last) => (
+            last.map(|b| (Moment::new(b.at_ms, now), size_text(b.size_bytes))),
+            None,
+        ),
+        Err(e) => (None, Some(format!("{e:#}"))),
+    };
+    let webhooks = app
+        .webhooks
+        .endpoints()
+        .iter()
+        .map(|e| WebhookRow {
+            host: match e.url.port() {
+                Some(port) => format!("{}:{port}", e.url.host_str().unwrap_or_default()),
+                None => e.url.host_str().unwrap_or_default().to_string(),
+            },
+            events: e
+                .events
+                .iter()
+                .map(|ev| ev.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            last: app
+                .webhooks
+                .last_delivery(e.url.as_str())
+                .map(|d| (Moment::new(d.at_ms, now), d.event, d.ok, d.outcome)),
+        })
+        .collect();
     SystemPage {
+        last_backup,
+        backup_error,
+        backup_dir: app.config.backup_dir().display().to_string(),
+        webhooks,
         layout: Layout::new(&principal, "/system"),
         databases: vec![("pool", pool), ("users", users)],
         version: env!("CARGO_PKG_VERSION"),
@@ -243,6 +306,20 @@ async fn system(
         data_dir: app.config.data_dir.display().to_string(),
         visibility_timeout_seconds: app.config.jobs.visibility_timeout_seconds,
         max_attempts: app.config.jobs.max_attempts,
-        now: clock::rfc3339(app.clock.now_ms()),
+        now: clock::rfc3339(now),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_in_binary_units() {
+        assert_eq!(size_text(0), "0 B");
+        assert_eq!(size_text(1023), "1023 B");
+        assert_eq!(size_text(1536), "1.5 KiB");
+        assert_eq!(size_text(5 * 1024 * 1024), "5.0 MiB");
+        assert_eq!(size_text(3 * 1024 * 1024 * 1024), "3.0 GiB");
     }
 }

@@ -71,7 +71,8 @@ pub(super) async fn read_capped(
 }
 
 /// A connection the egress rule refused; the text names the host and the kind of address, which
-/// the operator needs to decide about `providers.scim.allow_hosts`.
+/// the operator needs to decide about the allow list (`providers.scim.allow_hosts`, or
+/// `webhooks_allow_hosts` for webhook deliveries).
 #[derive(Debug)]
 struct EgressRefused(String);
 
@@ -83,26 +84,53 @@ impl std::fmt::Display for EgressRefused {
 
 impl std::error::Error for EgressRefused {}
 
-fn refused_text(host: &str, kind: Internal) -> String {
+/// Who is calling out, for the refusal text: the peer's name and the key that allows hosts.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EgressCaller {
+    pub(crate) peer: &'static str,
+    pub(crate) allow_key: &'static str,
+}
+
+pub(crate) const SCIM_CALLER: EgressCaller = EgressCaller {
+    peer: "the SCIM service",
+    allow_key: "providers.scim.allow_hosts",
+};
+
+pub(crate) fn refused_text(caller: EgressCaller, host: &str, kind: Internal) -> String {
     format!(
-        "the SCIM service's host {host} is {kind}, which calls may not reach unless \
-         providers.scim.allow_hosts lists it"
+        "{}'s host {host} is {kind}, which calls may not reach unless {} lists it",
+        caller.peer, caller.allow_key
     )
 }
 
 pub(super) fn refused(host: &str, kind: Internal) -> ProviderError {
-    ProviderError::Permanent(refused_text(host, kind))
+    ProviderError::Permanent(refused_text(SCIM_CALLER, host, kind))
 }
 
-/// Resolves host names for the SCIM client and drops the addresses the egress rule refuses, so
-/// the check holds for the address actually connected to (a name cannot change in between).
-pub(super) struct EgressResolver {
-    pub(super) egress: Arc<EgressRule>,
+/// The egress refusal behind a failed request, if that is why it failed.
+pub(crate) fn egress_refusal(e: &reqwest::Error) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(refusal) = err.downcast_ref::<EgressRefused>() {
+            return Some(refusal.0.clone());
+        }
+        source = err.source();
+    }
+    None
+}
+
+/// Resolves host names for an outgoing client (SCIM, webhooks) and drops the addresses the
+/// egress rule refuses, so the check holds for the address actually connected to (a name cannot
+/// change in between).
+pub(crate) struct EgressResolver {
+    pub(crate) egress: Arc<EgressRule>,
+    pub(crate) caller: EgressCaller,
 }
 
 impl reqwest::dns::Resolve for EgressResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let egress = Arc::clone(&self.egress);
+        let caller = self.caller;
         Box::pin(async move {
             let host = name.as_str().to_string();
             let found: Vec<SocketAddr> =
@@ -119,8 +147,10 @@ impl reqwest::dns::Resolve for EgressResolver {
                 })
                 .collect();
             match (allowed.is_empty(), refusal) {
-                (true, Some(kind)) => Err(Box::new(EgressRefused(refused_text(&host, kind)))
-                    as Box<dyn std::error::Error + Send + Sync>),
+                (true, Some(kind)) => {
+                    Err(Box::new(EgressRefused(refused_text(caller, &host, kind)))
+                        as Box<dyn std::error::Error + Send + Sync>)
+                }
                 _ => Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs),
             }
         })
@@ -130,12 +160,8 @@ impl reqwest::dns::Resolve for EgressResolver {
 /// A failed exchange. The answer says only what kind of failure it was; the cause (which may
 /// tell a closed port from a silent host, or carry the remote's words) goes to the log.
 pub(super) fn transport_error(what: &str, e: &reqwest::Error) -> Failure {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if let Some(refusal) = err.downcast_ref::<EgressRefused>() {
-            return Failure::Provider(ProviderError::Permanent(refusal.0.clone()));
-        }
-        source = err.source();
+    if let Some(refusal) = egress_refusal(e) {
+        return Failure::Provider(ProviderError::Permanent(refusal));
     }
     let kind = if e.is_timeout() {
         "timed out"
