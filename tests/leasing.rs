@@ -728,9 +728,15 @@ async fn accounts_page_lists_accounts_without_passwords_and_resets_them() {
             .send()
             .await
             .unwrap();
-        assert_eq!((res.status().as_u16(), res.url().path()), (200, "/accounts"));
+        assert_eq!(
+            (res.status().as_u16(), res.url().path()),
+            (200, "/accounts")
+        );
         let html = res.text().await.unwrap();
-        assert!(html.contains("Not done:") && html.contains("no rows"), "{html}");
+        assert!(
+            html.contains("Not done:") && html.contains("no rows"),
+            "{html}"
+        );
     })
     .await;
 }

@@ -279,7 +279,11 @@ async fn reset(
             )),
         ),
         Err(e) if e.kind == crate::service::ErrorKind::NotFound => page_error(e),
-        Err(e) => flash::redirect(&app, "/accounts", Flash::not_done(ApiError::from(e).message)),
+        Err(e) => flash::redirect(
+            &app,
+            "/accounts",
+            Flash::not_done(ApiError::from(e).message),
+        ),
     }
 }
 
