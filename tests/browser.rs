@@ -603,13 +603,22 @@ impl<'a> Walk<'a> {
             })
             .await?;
         let size = &metrics["cssContentSize"];
+        // The capture lays the page out without a scroll bar: as wide as the window, at least.
+        let window_width = self
+            .browser
+            .execute("return window.innerWidth;", Vec::new())
+            .await?;
+        let width = size["width"]
+            .as_f64()
+            .unwrap_or(0.0)
+            .max(window_width.as_f64().unwrap_or(0.0));
         let shot = self
             .browser
             .issue_cmd(Cdp {
                 session,
                 body: serde_json::json!({"cmd": "Page.captureScreenshot", "params": {
                     "format": "png", "captureBeyondViewport": true,
-                    "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+                    "clip": {"x": 0, "y": 0, "width": width, "height": size["height"], "scale": 1}
                 }}),
             })
             .await?;
