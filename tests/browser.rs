@@ -721,7 +721,7 @@ async fn walk_the_console(
     let token = t.token("walk", poolkeeper::auth::Scope::Admin).await;
     let mut mother_ids = Vec::new();
     for name in ["flaky", "slow"] {
-        let credential = Credential::new(&format!("cookie-{name}"));
+        let credential = Credential::new(format!("cookie-{name}"));
         sim.put_org(
             &credential,
             SimOrg::new(name, &format!("owner@{name}.test"), 3),
