@@ -25,6 +25,71 @@ if (refresh) {
   window.setTimeout(reloadUnlessSelecting, seconds * 1000);
 }
 
+// An element with data-live-url keeps the page's parts marked data-live-part up to date without a
+// reload (the Jobs page): every data-live-seconds it fetches that address, an HTML fragment whose
+// elements carry the same ids, and swaps each part's content in. The address holds the page's
+// filters; checked boxes stay checked, the scroll stays where it is, and nothing is fetched while
+// the tab is hidden. Without script the page's Refresh link does the same by hand.
+const liveSource = document.querySelector("[data-live-url]");
+if (liveSource) {
+  const seconds = Number(liveSource.dataset.liveSeconds) || 5;
+  const note = document.getElementById("live-note");
+  let timer = 0;
+  let busy = false;
+  const swap = (html) => {
+    const fresh = new DOMParser().parseFromString(html, "text/html");
+    const checked = new Set(
+      Array.from(document.querySelectorAll("input[type=checkbox][name=id]:checked"), (box) => box.value),
+    );
+    const focused = document.activeElement && document.activeElement.id;
+    document.querySelectorAll("[data-live-part]").forEach((part) => {
+      const next = fresh.getElementById(part.id);
+      if (next) {
+        part.innerHTML = next.innerHTML;
+      }
+    });
+    document.querySelectorAll("input[type=checkbox][name=id]").forEach((box) => {
+      box.checked = checked.has(box.value);
+    });
+    const again = focused && document.getElementById(focused);
+    if (again && again !== document.activeElement) {
+      again.focus({ preventScroll: true });
+    }
+    if (note) {
+      note.textContent = "(updated " + new Date().toLocaleTimeString() + ")";
+    }
+  };
+  const schedule = () => {
+    window.clearTimeout(timer);
+    if (!document.hidden) {
+      timer = window.setTimeout(poll, seconds * 1000);
+    }
+  };
+  const poll = () => {
+    if (busy || document.hidden) {
+      return;
+    }
+    busy = true;
+    fetch(liveSource.dataset.liveUrl, { credentials: "same-origin", headers: { Accept: "text/html" } })
+      .then((res) => (res.ok && !res.redirected ? res.text() : Promise.reject(new Error("HTTP " + res.status))))
+      .then(swap)
+      // The server may be busy or restarting (or the session over): keep the page as it is.
+      .catch(() => {})
+      .finally(() => {
+        busy = false;
+        schedule();
+      });
+  };
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden) {
+      window.clearTimeout(timer);
+    } else {
+      poll();
+    }
+  });
+  schedule();
+}
+
 // Buttons with data-open-dialog="ID" open that <dialog>; buttons with data-close-dialog close theirs.
 document.addEventListener("click", (event) => {
   const opener = event.target.closest("[data-open-dialog]");

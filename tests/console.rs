@@ -1,5 +1,6 @@
 //! The web UI as an operations console: the dashboard's figures for a seeded pool, the System
-//! page, the daily seat snapshots, and the Jobs page's counts and bulk actions.
+//! page, the daily seat snapshots, the Jobs page's counts, bulk actions and live fragment, every
+//! page's table headers, seat bars and badges, and list pages' paging and form redirects.
 
 mod common;
 
@@ -428,6 +429,22 @@ impl Forms {
     async fn get(&self, path: &str) -> (u16, String) {
         page(&self.client, format!("{}{path}", self.base)).await
     }
+
+    /// Posts a form that answers with a page (a confirmation step): status and page.
+    async fn post_page(&self, path: &str, fields: &[(&str, &str)]) -> (u16, String) {
+        let mut all = fields.to_vec();
+        all.push(("csrf", &self.csrf));
+        let res = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("origin", &self.base)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(url_encoded(&all))
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.text().await.unwrap())
+    }
 }
 
 async fn job(t: &TestApp, id: &str) -> store::jobs::Job {
@@ -782,6 +799,393 @@ async fn dashboard_counts_redeems_of_the_last_24_hours_and_the_codes_left() {
             .await
             .unwrap();
         assert_eq!(hourly.redeemed.iter().sum::<i64>(), 0, "{hourly:?}");
+        c.t.stop().await;
+    })
+    .await;
+}
+
+/// The opening tags of `<th>` cells that say neither `scope="col"` nor `scope="row"`.
+fn headers_without_scope(html: &str) -> Vec<&str> {
+    html.match_indices("<th")
+        .filter(|(i, _)| matches!(html[i + 3..].chars().next(), Some('>' | ' ')))
+        .map(|(i, _)| &html[i..i + html[i..].find('>').unwrap() + 1])
+        .filter(|tag| !tag.contains("scope=\"col\"") && !tag.contains("scope=\"row\""))
+        .collect()
+}
+
+/// The opening tags of seat bars that carry no text label.
+fn unlabelled_seat_bars(html: &str) -> Vec<&str> {
+    html.match_indices("<svg")
+        .map(|(i, _)| &html[i..i + html[i..].find('>').unwrap() + 1])
+        .filter(|tag| tag.contains("seatbar") || tag.contains("seat-bar"))
+        .filter(|tag| !tag.contains("aria-label=\""))
+        .collect()
+}
+
+/// Status badges whose text is empty: their colour would be all they say.
+fn silent_badges(html: &str) -> Vec<String> {
+    html.match_indices("class=\"badge")
+        .filter_map(|(i, _)| {
+            let open = i + html[i..].find('>')? + 1;
+            let text = html[open..].split("</").next()?;
+            let plain: String = text
+                .split('<')
+                .map(|s| s.rsplit('>').next().unwrap_or(s))
+                .collect();
+            plain.trim().is_empty().then(|| html[i..open].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn header_badge_and_bar_checks_find_what_they_look_for() {
+    let html = "<table><thead><tr><th scope=\"col\">A</th><th>B</th><th class=\"x\">C</th></tr>\
+                <tr><th scope=\"row\">D</th></tr></thead></table>\
+                <span class=\"badge failed\"></span><span class=\"badge ok\">ok</span>\
+                <svg class=\"seatbar\" role=\"img\"></svg><svg class=\"seatbar\" aria-label=\"1 used\"></svg>";
+    assert_eq!(
+        headers_without_scope(html),
+        vec!["<th>", "<th class=\"x\">"]
+    );
+    assert_eq!(
+        silent_badges(html),
+        vec!["class=\"badge failed\">".to_string()]
+    );
+    assert_eq!(
+        unlabelled_seat_bars(html),
+        vec!["<svg class=\"seatbar\" role=\"img\">"]
+    );
+}
+
+#[tokio::test]
+async fn every_page_scopes_its_table_headers_labels_seat_bars_and_words_its_statuses() {
+    each_backend(|backend| async move {
+        let c = Console::spawn(&backend).await;
+        let t = &c.t;
+        let app = t.app().clone();
+        let group = c.group("alpha").await;
+        let mother = c.mother("alpha-one", group, 4).await;
+        store::seats::mark_used(&app.pool, mother, "a@x.test", c.now())
+            .await
+            .unwrap();
+        let job = later(t, "console_later", json!({"mother_id": mother})).await;
+        let records = store::sync_sessions::create(
+            &app.pool,
+            "session-scope",
+            &store::sync_sessions::NewSession {
+                sync_type: "manual_batch",
+                category: "pool",
+                pool_group_id: Some(group),
+                created_by: Some("admin"),
+            },
+            &[mother],
+            c.now(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(records.len(), 1);
+        c.post("/api/admin/codes", json!({"count": 2})).await;
+        let f = Forms::new(t).await;
+        let (status, _) = f
+            .post(
+                "/accounts/import",
+                &[("data", "login,password\nscope@example.org,pw-scope\n")],
+            )
+            .await;
+        assert_eq!(status, 303);
+        let code_id = store::redeem_codes::list(&app.users, &Default::default(), 1, 0)
+            .await
+            .unwrap()
+            .0[0]
+            .id
+            .to_string();
+
+        let mut pages = Vec::new();
+        for path in [
+            "/".to_string(),
+            "/pool-groups".into(),
+            format!("/pool-groups/{group}"),
+            "/mothers".into(),
+            format!("/mothers/{mother}"),
+            "/jobs".into(),
+            "/jobs/live".into(),
+            format!("/jobs/{job}"),
+            "/sync-sessions".into(),
+            "/sync-sessions/session-scope".into(),
+            "/codes".into(),
+            "/invites".into(),
+            "/accounts".into(),
+            "/system".into(),
+        ] {
+            let (status, html) = f.get(&path).await;
+            assert_eq!(status, 200, "{path}: {html}");
+            pages.push((path, html));
+        }
+        // The confirmation pages of bulk forms show tables too.
+        let checked = format!("mother_{mother}");
+        for (path, fields) in [
+            ("/codes/disable", vec![("ids", code_id.as_str())]),
+            (
+                "/mothers/bulk",
+                vec![("action", "disable"), (&checked, "on")],
+            ),
+        ] {
+            let (status, html) = f.post_page(path, &fields).await;
+            assert_eq!(status, 200, "{path}: {html}");
+            pages.push((path.to_string(), html));
+        }
+        let mut tables = 0;
+        for (path, html) in &pages {
+            tables += html.matches("<table").count();
+            assert!(
+                headers_without_scope(html).is_empty(),
+                "{path}: headers without scope: {:?}",
+                headers_without_scope(html)
+            );
+            assert!(
+                unlabelled_seat_bars(html).is_empty(),
+                "{path}: seat bars without a label: {:?}",
+                unlabelled_seat_bars(html)
+            );
+            assert!(
+                silent_badges(html).is_empty(),
+                "{path}: badges without text: {:?}",
+                silent_badges(html)
+            );
+        }
+        assert!(tables >= 12, "the pages drew their tables ({tables})");
+        let (_, groups) = f.get(&format!("/pool-groups/{group}")).await;
+        assert!(
+            groups.contains("aria-label=\"1 used, 0 held, 3 free of 4\""),
+            "the group's seat bar says its figures: {groups}"
+        );
+        c.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn jobs_live_fragment_has_the_pages_parts_for_the_same_filters_and_follows_changes() {
+    each_backend(|backend| async move {
+        let c = Console::spawn(&backend).await;
+        let t = &c.t;
+        let (users, pool) = (&t.app().users, &t.app().pool);
+        let pending = [
+            later(t, "console_live", json!({})).await,
+            later(t, "console_live", json!({})).await,
+        ];
+        let other = later(t, "console_other", json!({})).await;
+        let f = Forms::new(t).await;
+
+        // The page names the fragment with its own filters, and a Refresh link for no script.
+        let (status, html) = f.get("/jobs?type=console_live").await;
+        assert_eq!(status, 200);
+        assert!(
+            html.contains("data-live-url=\"/jobs/live?page=1&#38;type=console_live\""),
+            "{html}"
+        );
+        assert!(
+            html.contains("id=\"refresh\"")
+                && html.contains("href=\"/jobs?page=1&#38;type=console_live\"")
+        );
+        assert!(
+            !html.contains("data-autorefresh"),
+            "no more whole-page reloads"
+        );
+        for part in ["job-counts", "job-summary", "job-table", "job-pager"] {
+            let at = html
+                .find(&format!("id=\"{part}\""))
+                .unwrap_or_else(|| panic!("{part}"));
+            let tag_end = at + html[at..].find('>').unwrap();
+            assert!(
+                html[at..tag_end].contains("data-live-part"),
+                "{part} is swapped in"
+            );
+        }
+
+        let (status, live) = f.get("/jobs/live?page=1&type=console_live").await;
+        assert_eq!(status, 200);
+        for part in ["job-counts", "job-summary", "job-table", "job-pager"] {
+            assert!(live.contains(&format!("id=\"{part}\"")), "{part} in {live}");
+        }
+        assert!(
+            !live.contains("<html") && !live.contains("id=\"logout\""),
+            "a fragment: {live}"
+        );
+        for id in &pending {
+            assert!(live.contains(&format!("id=\"check-{id}\"")), "{live}");
+        }
+        assert!(
+            !live.contains(&other.to_string()),
+            "filtered by type: {live}"
+        );
+        let count = |html: &str, s: &str| -> String {
+            let start = html.find(&format!("id=\"count-{s}\"")).unwrap();
+            let figure = html[start..].find("class=\"figure\">").unwrap() + start + 15;
+            html[figure..].split('<').next().unwrap().to_string()
+        };
+        assert_eq!(
+            (count(&live, "pending"), count(&live, "cancelled")),
+            ("3".into(), "0".into())
+        );
+        assert!(
+            live.contains(
+                "2 job(s) match; <span id=\"live-count\">3</span> job(s) pending or running."
+            ),
+            "{live}"
+        );
+
+        // A job cancelled meanwhile: the next poll shows it.
+        poolkeeper::service::jobs::cancel(pool, users, &pending[0], c.now())
+            .await
+            .unwrap();
+        let (_, live) = f
+            .get("/jobs/live?page=1&type=console_live&status=pending")
+            .await;
+        assert_eq!(
+            (count(&live, "pending"), count(&live, "cancelled")),
+            ("2".into(), "1".into())
+        );
+        assert!(
+            !live.contains(&format!("id=\"check-{}\"", pending[0])),
+            "{live}"
+        );
+        assert!(live.contains(&format!("id=\"check-{}\"", pending[1])));
+
+        // Bad and past-the-end pages, as on the page.
+        let (status, live) = f.get("/jobs/live?page=abc").await;
+        assert_eq!(status, 200);
+        assert!(
+            live.contains("page must be a whole number of at least 1"),
+            "{live}"
+        );
+        let (status, live) = f.get("/jobs/live?page=9999").await;
+        assert_eq!(status, 200);
+        assert!(
+            live.contains("Page 1 of 1") && live.contains(&format!("id=\"check-{other}\"")),
+            "{live}"
+        );
+
+        // Signed out: the login page, never the jobs.
+        let anonymous = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let res = anonymous.get(t.url("/jobs/live")).send().await.unwrap();
+        assert!(res.status().is_redirection(), "{}", res.status());
+        assert_eq!(res.headers()["location"], "/login");
+        c.t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn list_pages_explain_a_bad_page_show_the_last_page_past_the_end_and_forms_redirect_with_a_flash()
+ {
+    each_backend(|backend| async move {
+        let c = Console::spawn(&backend).await;
+        let t = &c.t;
+        let group = c.group("alpha").await;
+        c.mother("alpha-one", group, 4).await;
+        c.post("/api/admin/codes", json!({"count": 2})).await;
+        let f = Forms::new(t).await;
+
+        // Accounts: the import redirects with its counts and refused rows; a reload imports nothing.
+        let (status, location) = f
+            .post(
+                "/accounts/import",
+                &[("data", "login,password\nfirst@example.org,pw-first\n")],
+            )
+            .await;
+        assert_eq!((status, location.as_str()), (303, "/accounts"));
+        let (_, html) = f.get("/accounts").await;
+        assert!(
+            html.contains("1 row(s): 1 valid, 0 refused, 1 imported."),
+            "{html}"
+        );
+        assert!(!html.contains("pw-first"));
+        let (_, again) = f.get("/accounts").await;
+        assert!(
+            !again.contains("id=\"batch-summary\""),
+            "a flash shows once"
+        );
+        let (status, _) = f
+            .post(
+                "/accounts/import",
+                &[(
+                    "data",
+                    "login,password\nfirst@example.org,pw-again\nbad-row\n",
+                )],
+            )
+            .await;
+        assert_eq!(status, 303);
+        let (_, html) = f.get("/accounts").await;
+        assert!(
+            html.contains("0 imported") && html.contains("Row 1: duplicate:"),
+            "{html}"
+        );
+        assert_eq!(
+            html.matches("<tr id=\"account-").count(),
+            1,
+            "nothing imported"
+        );
+        let (status, location) = f.post("/accounts/import", &[("data", "")]).await;
+        assert_eq!((status, location.as_str()), (303, "/accounts"));
+        let (_, html) = f.get("/accounts").await;
+        assert!(html.contains("Not done:"), "{html}");
+        // The reset of an account that needs none still answers with a redirect and a flash.
+        let id = html
+            .split("id=\"account-")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap()
+            .to_string();
+        let (status, location) = f.post(&format!("/accounts/{id}/reset"), &[]).await;
+        assert_eq!((status, location.as_str()), (303, "/accounts"));
+        let (_, html) = f.get("/accounts").await;
+        assert!(
+            html.contains("Account first@example.org was reset"),
+            "{html}"
+        );
+        let (status, _) = f.post("/accounts/999999/reset", &[]).await;
+        assert_eq!(status, 404);
+
+        // Codes and invites: forms without a choice redirect with the reason.
+        for (path, back, why) in [
+            ("/codes/disable", "/codes", "select codes or name a batch"),
+            (
+                "/invites/bulk",
+                "/invites",
+                "choose Resend, Cancel or Remove",
+            ),
+        ] {
+            let (status, location) = f.post(path, &[]).await;
+            assert_eq!((status, location.as_str()), (303, back), "{path}");
+            let (_, html) = f.get(back).await;
+            assert!(html.contains(&format!("Not done: {why}")), "{path}: {html}");
+        }
+
+        // ?page=abc shows the page with the reason; a page past the end shows the last one.
+        for (path, listed) in [
+            ("/accounts", "1 account(s) match"),
+            ("/codes", "2 code(s) match"),
+            ("/invites", "0 invite(s) match"),
+            ("/jobs", "job(s) match"),
+            ("/sync-sessions", "<h1>Sync sessions</h1>"),
+        ] {
+            let (status, html) = f.get(&format!("{path}?page=abc")).await;
+            assert_eq!(status, 200, "{path}: {html}");
+            assert!(
+                html.contains("page must be a whole number of at least 1") && html.contains(listed),
+                "{path}: {html}"
+            );
+            let (status, html) = f.get(&format!("{path}?page=9999")).await;
+            assert_eq!(status, 200, "{path}");
+            assert!(
+                html.contains("Page 1 of 1") && html.contains(listed),
+                "{path}: {html}"
+            );
+        }
         c.t.stop().await;
     })
     .await;

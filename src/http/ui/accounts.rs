@@ -2,20 +2,24 @@
 //! pager (and when each resting account returns), a reset button per account, the import form with
 //! each row's outcome, the active leases, and a 14-day usage chart drawn here as inline SVG. Every
 //! read and change goes through `service::credential_accounts` / `service::leasing`, like the API.
-//! No password is ever put into the page, not even the one just imported.
+//! Times are relative with the exact UTC time as tooltip (`times`). Every form answers with a
+//! redirect and a flash message. No password is ever put into the page, not even the one just
+//! imported.
 
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use serde::Deserialize;
 
-use super::Layout;
 use super::csrf::{CsrfForm, NoFields};
-use super::list_filters::{ListFilters, Select};
+use super::flash::{self, Flash};
+use super::list_filters::{ListFilters, Select, page_number, within_pages};
+use super::times::Moment;
+use super::{Layout, page_error};
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::clock::rfc3339;
@@ -23,7 +27,7 @@ use crate::domain::leases::AccountStatus;
 use crate::http::error::ApiError;
 use crate::http::pagination::PageParams;
 use crate::service::credential_accounts::{
-    self as accounts, AccountQuery, AccountStatusCounts, AccountView, ImportRequest, ImportSummary,
+    self as accounts, AccountQuery, AccountStatusCounts, AccountView, ImportRequest,
 };
 use crate::service::leasing;
 use crate::store::leases::LeaseWithLogin;
@@ -47,28 +51,25 @@ struct ListQuery {
     pool: Option<String>,
     status: Option<String>,
     search: Option<String>,
-    page: Option<i64>,
-    /// Set by the redirect after a reset: the account that was reset.
-    reset: Option<i64>,
+    /// Read as text: a page that is no number is explained on the page.
+    page: Option<String>,
 }
 
 /// An account row as the page shows it.
 struct Row {
     account: AccountView,
-    /// `in 4 min` for a resting or leased account, else empty.
-    returns: String,
-    /// The absolute time behind `returns`, for its tooltip.
-    returns_at: String,
-    last_used: String,
+    /// When a resting or leased account is free again.
+    returns: Option<Moment>,
+    /// `None`: never used.
+    last_used: Option<Moment>,
     /// Whether a reset would change anything.
     can_reset: bool,
 }
 
 struct LeaseRow {
     lease: LeaseWithLogin,
-    acquired: String,
-    expires: String,
-    expires_at: String,
+    acquired: Moment,
+    expires: Moment,
 }
 
 /// One day of the usage chart, with its bars' geometry in SVG units.
@@ -105,25 +106,7 @@ struct AccountsPage {
     total: i64,
     leases: Vec<LeaseRow>,
     chart: Chart,
-    notice: Option<String>,
     error: Option<String>,
-    import: Option<ImportSummary>,
-    import_error: Option<String>,
-    import_pool: String,
-}
-
-/// `in 42 s`, `in 5 min`, `in 3 h`, `in 2 d`; `now` when it is due.
-fn relative(at: i64, now: i64) -> String {
-    let Ok(secs) = u64::try_from((at - now) / 1000) else {
-        return "now".into();
-    };
-    match secs {
-        0 => "now".into(),
-        s if s < 120 => format!("in {s} s"),
-        s if s < 2 * 3600 => format!("in {} min", s.div_ceil(60)),
-        s if s < 2 * 86_400 => format!("in {} h", s.div_ceil(3600)),
-        s => format!("in {} d", s.div_ceil(86_400)),
-    }
 }
 
 /// The chart's 14 days (ending today, UTC) from a usage report by day; days without use are 0.
@@ -186,15 +169,7 @@ fn filters(q: &ListQuery, pools: Vec<String>) -> ListFilters {
     .with_search("Login", "search", q.search.as_deref())
 }
 
-/// What a POST leaves for the page to show.
-#[derive(Default)]
-struct Posted {
-    import: Option<ImportSummary>,
-    import_error: Option<String>,
-    import_pool: String,
-}
-
-async fn render(app: &AppState, principal: &Principal, q: ListQuery, posted: Posted) -> Response {
+async fn render(app: &AppState, principal: &Principal, q: ListQuery) -> Response {
     let ctx = app.leasing_ctx();
     let now = app.clock.now_ms();
     let mut page = AccountsPage {
@@ -205,26 +180,36 @@ async fn render(app: &AppState, principal: &Principal, q: ListQuery, posted: Pos
         total: 0,
         leases: Vec::new(),
         chart: chart(&[], now - now.rem_euclid(DAY_MS)),
-        notice: None,
         error: None,
-        import: posted.import,
-        import_error: posted.import_error,
-        import_pool: posted.import_pool,
     };
+    // A page that is no number is explained above the first page.
+    let number = page_number(q.page.as_deref());
+    page.error = number.clone().err();
     let outcome = async {
-        let params = PageParams::new(q.page, Some(PAGE_SIZE)).map_err(|e| e.message)?;
+        let asked = number.unwrap_or(1);
         let err = |e: crate::service::Error| ApiError::from(e).message;
         let pools = accounts::pool_names(ctx).await.map_err(err)?;
         page.filters = filters(&q, pools);
-        let query = AccountQuery {
+        let query = || AccountQuery {
             pool: q.pool.clone(),
             status: q.status.clone(),
             search: q.search.clone(),
         };
-        let (items, total) = accounts::list_accounts(ctx, query, params.limit(), params.offset())
-            .await
-            .map_err(err)?;
-        page.filters.at_page(params.page, total, PAGE_SIZE);
+        let params = PageParams::new(Some(asked), Some(PAGE_SIZE)).map_err(|e| e.message)?;
+        let (mut items, total) =
+            accounts::list_accounts(ctx, query(), params.limit(), params.offset())
+                .await
+                .map_err(err)?;
+        // A page past the end shows the last one.
+        let shown = within_pages(asked, total, PAGE_SIZE);
+        if shown < asked {
+            let params = PageParams::new(Some(shown), Some(PAGE_SIZE)).map_err(|e| e.message)?;
+            items = accounts::list_accounts(ctx, query(), params.limit(), params.offset())
+                .await
+                .map_err(err)?
+                .0;
+        }
+        page.filters.at_page(shown, total, PAGE_SIZE);
         page.total = total;
         page.counts = accounts::status_counts(ctx, q.pool.clone())
             .await
@@ -232,12 +217,8 @@ async fn render(app: &AppState, principal: &Principal, q: ListQuery, posted: Pos
         page.rows = items
             .into_iter()
             .map(|a| Row {
-                returns: a.returns_at.map(|t| relative(t, now)).unwrap_or_default(),
-                returns_at: a.returns_at.map(rfc3339).unwrap_or_default(),
-                last_used: a
-                    .last_used_at
-                    .map(rfc3339)
-                    .unwrap_or_else(|| "never".into()),
+                returns: Moment::maybe(a.returns_at, now),
+                last_used: Moment::maybe(a.last_used_at, now),
                 can_reset: a.cooldown_until.is_some_and(|t| t > now)
                     || a.quarantine_until.is_some_and(|t| t > now)
                     || a.consecutive_failures > 0
@@ -245,23 +226,14 @@ async fn render(app: &AppState, principal: &Principal, q: ListQuery, posted: Pos
                 account: a,
             })
             .collect();
-        if let Some(id) = q.reset
-            && let Some(row) = page.rows.iter().find(|r| r.account.id == id)
-        {
-            page.notice = Some(format!(
-                "Account {} was reset: no cooldown, quarantine or failures.",
-                row.account.login
-            ));
-        }
         let (leases, _) = leasing::list_leases(ctx, true, LEASES_SHOWN, 0)
             .await
             .map_err(err)?;
         page.leases = leases
             .into_iter()
             .map(|l| LeaseRow {
-                acquired: rfc3339(l.lease.acquired_at),
-                expires: relative(l.lease.expires_at, now),
-                expires_at: rfc3339(l.lease.expires_at),
+                acquired: Moment::new(l.lease.acquired_at, now),
+                expires: Moment::new(l.lease.expires_at, now),
                 lease: l,
             })
             .collect();
@@ -274,19 +246,13 @@ async fn render(app: &AppState, principal: &Principal, q: ListQuery, posted: Pos
         Ok::<_, String>(())
     }
     .await;
-    let status = match outcome {
-        Ok(()) => StatusCode::OK,
+    match outcome {
+        Ok(()) => (StatusCode::OK, page).into_response(),
         Err(message) => {
             page.error = Some(message);
-            StatusCode::BAD_REQUEST
+            (StatusCode::BAD_REQUEST, page).into_response()
         }
-    };
-    let status = if page.import_error.is_some() {
-        StatusCode::BAD_REQUEST
-    } else {
-        status
-    };
-    (status, page).into_response()
+    }
 }
 
 async fn list(
@@ -294,18 +260,30 @@ async fn list(
     Extension(principal): Extension<Principal>,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    render(&app, &principal, q, Posted::default()).await
+    render(&app, &principal, q).await
 }
 
-/// Resets an account (after the browser asked), then shows the list again (post/redirect/get).
+/// Resets an account (after the browser asked), then shows the list again with what it did.
 async fn reset(
     State(app): State<AppState>,
     Path(id): Path<i64>,
     CsrfForm(NoFields {}): CsrfForm<NoFields>,
 ) -> Response {
     match accounts::reset_account(app.leasing_ctx(), id).await {
-        Ok(_) => Redirect::to(&format!("/accounts?reset={id}")).into_response(),
-        Err(e) => ApiError::from(e).into_response(),
+        Ok(account) => flash::redirect(
+            &app,
+            "/accounts",
+            Flash::done(format!(
+                "Account {} was reset: no cooldown, quarantine or failures.",
+                account.login
+            )),
+        ),
+        Err(e) if e.kind == crate::service::ErrorKind::NotFound => page_error(e),
+        Err(e) => flash::redirect(
+            &app,
+            "/accounts",
+            Flash::not_done(ApiError::from(e).message),
+        ),
     }
 }
 
@@ -321,49 +299,43 @@ struct ImportForm {
     pool: String,
 }
 
-/// Imports accounts like `POST /api/admin/accounts/import` (all rows or none) and shows each
-/// row's outcome. The data holds passwords: it is never put back into the page.
-async fn import(
-    State(app): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    CsrfForm(form): CsrfForm<ImportForm>,
-) -> Response {
+/// Imports accounts like `POST /api/admin/accounts/import` (all rows or none), then shows the
+/// list with the counts and the refused rows (post/redirect/get: a reload imports nothing again).
+/// The data holds passwords: it is never put back into the page.
+async fn import(State(app): State<AppState>, CsrfForm(form): CsrfForm<ImportForm>) -> Response {
     let blank = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_string());
     let req = ImportRequest {
         pool: blank(&form.pool),
         format: blank(&form.format),
         data: form.data,
     };
-    let mut posted = Posted {
-        import_pool: form.pool,
-        ..Posted::default()
+    let flash = match accounts::import_accounts(app.leasing_ctx(), req).await {
+        Ok(report) => Flash::Batch {
+            total: report.total,
+            valid: report.valid,
+            invalid: report.invalid,
+            imported: report.imported,
+            refused: (report.rows.iter())
+                .filter(|r| !r.ok)
+                .map(|r| {
+                    let why = r.errors.join("; ");
+                    let why = if r.duplicate {
+                        format!("duplicate: {why}")
+                    } else {
+                        why
+                    };
+                    (r.row, why)
+                })
+                .collect(),
+        },
+        Err(e) => Flash::not_done(ApiError::from(e).message),
     };
-    match accounts::import_accounts(app.leasing_ctx(), req).await {
-        Ok(summary) => posted.import = Some(summary),
-        Err(e) => posted.import_error = Some(ApiError::from(e).message),
-    }
-    render(&app, &principal, ListQuery::default(), posted).await
+    flash::redirect(&app, "/accounts", flash)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn relative_times_read_naturally() {
-        let cases = [
-            (0, "now"),
-            (-5_000, "now"),
-            (42_000, "in 42 s"),
-            (600_000, "in 10 min"),
-            (601_000, "in 11 min"),
-            (3 * 3_600_000, "in 3 h"),
-            (3 * DAY_MS, "in 3 d"),
-        ];
-        for (delta, want) in cases {
-            assert_eq!(relative(1_000_000 + delta, 1_000_000), want, "{delta}");
-        }
-    }
 
     #[test]
     fn chart_has_fourteen_days_ending_today_scaled_to_the_largest_bar() {

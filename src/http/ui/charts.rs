@@ -196,7 +196,8 @@ impl Chart {
                 x + 16.0,
                 escape(&s.name)
             );
-            x += 28.0 + 7.0 * s.name.chars().count() as f64;
+            // Room for the name at about 8 units a letter (sans-serif at 12), and a gap.
+            x += 32.0 + 8.0 * s.name.chars().count() as f64;
         }
         out.push_str("</g>");
         if n == 0 {

@@ -237,7 +237,11 @@ async fn list(
             batches.push(b.clone());
         }
         page.filters = filters(&q, batches);
-        let number = page_number(q.page.as_deref())?;
+        // A page that is no number is explained above the first page.
+        let number = page_number(q.page.as_deref()).unwrap_or_else(|message| {
+            page.error = Some(message);
+            1
+        });
         let filter =
             service::filter(q.status.clone(), q.batch_id.clone(), q.search.clone()).map_err(err)?;
         let params = PageParams::new(Some(number), Some(PAGE_SIZE)).map_err(|e| e.message)?;

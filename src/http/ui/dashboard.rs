@@ -49,6 +49,22 @@ struct AttentionRow {
     at: Moment,
 }
 
+/// A chart with its title shown above it (the SVG's own `<title>` is for screen readers).
+#[derive(Default)]
+struct Figure {
+    title: String,
+    svg: String,
+}
+
+impl Figure {
+    fn of(chart: Chart, draw: fn(&Chart) -> String) -> Self {
+        Self {
+            svg: draw(&chart),
+            title: chart.title,
+        }
+    }
+}
+
 #[derive(Template, WebTemplate)]
 #[template(path = "dashboard.html")]
 struct DashboardPage {
@@ -59,9 +75,9 @@ struct DashboardPage {
     free: i64,
     total_bar: String,
     oldest_pending: Option<String>,
-    jobs_chart: String,
-    redeems_chart: String,
-    seat_charts: Vec<String>,
+    jobs_chart: Figure,
+    redeems_chart: Figure,
+    seat_charts: Vec<Figure>,
     blue: String,
     orange: String,
     error: Option<String>,
@@ -84,8 +100,8 @@ async fn dashboard(
         free: 0,
         total_bar: String::new(),
         oldest_pending: None,
-        jobs_chart: String::new(),
-        redeems_chart: String::new(),
+        jobs_chart: Figure::default(),
+        redeems_chart: Figure::default(),
         seat_charts: Vec::new(),
         blue: charts::swatch(BLUE),
         orange: charts::swatch(ORANGE),
@@ -104,67 +120,73 @@ async fn dashboard(
             return page.into_response();
         }
     };
-    page.jobs_chart = Chart {
-        id: "jobs-chart".into(),
-        title: "Jobs finished per hour, last 24 hours".into(),
-        x_label: "hour (UTC)".into(),
-        y_label: "jobs".into(),
-        points: (0..24)
-            .map(|i| hour_label(hourly.from + i * HOUR_MS))
-            .collect(),
-        series: vec![
-            Series {
-                name: "succeeded".into(),
+    page.jobs_chart = Figure::of(
+        Chart {
+            id: "jobs-chart".into(),
+            title: "Jobs finished per hour, last 24 hours".into(),
+            x_label: "hour (UTC)".into(),
+            y_label: "jobs".into(),
+            points: (0..24)
+                .map(|i| hour_label(hourly.from + i * HOUR_MS))
+                .collect(),
+            series: vec![
+                Series {
+                    name: "succeeded".into(),
+                    colour: BLUE,
+                    values: hourly.succeeded,
+                },
+                Series {
+                    name: "failed".into(),
+                    colour: ORANGE,
+                    values: hourly.failed,
+                },
+            ],
+        },
+        Chart::bars,
+    );
+    page.redeems_chart = Figure::of(
+        Chart {
+            id: "redeems-chart".into(),
+            title: "Codes redeemed per hour, last 24 hours".into(),
+            x_label: "hour (UTC)".into(),
+            y_label: "codes".into(),
+            points: (0..24)
+                .map(|i| hour_label(redeems.from + i * HOUR_MS))
+                .collect(),
+            series: vec![Series {
+                name: "redeemed".into(),
                 colour: BLUE,
-                values: hourly.succeeded,
-            },
-            Series {
-                name: "failed".into(),
-                colour: ORANGE,
-                values: hourly.failed,
-            },
-        ],
-    }
-    .bars();
-    page.redeems_chart = Chart {
-        id: "redeems-chart".into(),
-        title: "Codes redeemed per hour, last 24 hours".into(),
-        x_label: "hour (UTC)".into(),
-        y_label: "codes".into(),
-        points: (0..24)
-            .map(|i| hour_label(redeems.from + i * HOUR_MS))
-            .collect(),
-        series: vec![Series {
-            name: "redeemed".into(),
-            colour: BLUE,
-            values: redeems.redeemed,
-        }],
-    }
-    .bars();
+                values: redeems.redeemed,
+            }],
+        },
+        Chart::bars,
+    );
     page.seat_charts = history
         .iter()
         .take(SEAT_CHARTS)
         .map(|h| {
-            Chart {
-                id: format!("seats-chart-{}", h.pool_group_id),
-                title: format!("Seats of {} per day", h.name),
-                x_label: "day (UTC)".into(),
-                y_label: "seats".into(),
-                points: h.days.iter().map(|d| d.0[5..].to_string()).collect(),
-                series: vec![
-                    Series {
-                        name: "used".into(),
-                        colour: BLUE,
-                        values: h.days.iter().map(|d| d.2).collect(),
-                    },
-                    Series {
-                        name: "held".into(),
-                        colour: ORANGE,
-                        values: h.days.iter().map(|d| d.3).collect(),
-                    },
-                ],
-            }
-            .lines()
+            Figure::of(
+                Chart {
+                    id: format!("seats-chart-{}", h.pool_group_id),
+                    title: format!("Seats of {} per day", h.name),
+                    x_label: "day (UTC)".into(),
+                    y_label: "seats".into(),
+                    points: h.days.iter().map(|d| d.0[5..].to_string()).collect(),
+                    series: vec![
+                        Series {
+                            name: "used".into(),
+                            colour: BLUE,
+                            values: h.days.iter().map(|d| d.2).collect(),
+                        },
+                        Series {
+                            name: "held".into(),
+                            colour: ORANGE,
+                            values: h.days.iter().map(|d| d.3).collect(),
+                        },
+                    ],
+                },
+                Chart::lines,
+            )
         })
         .collect();
     page.groups = overview

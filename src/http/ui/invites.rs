@@ -110,7 +110,11 @@ async fn list(
             ),
         };
         let filter = service::filter(q.status.clone(), q.email.clone(), mother_id).map_err(err)?;
-        let asked = page_number(q.page.as_deref())?;
+        // A page that is no number is explained above the first page.
+        let asked = page_number(q.page.as_deref()).unwrap_or_else(|message| {
+            page.error = Some(message);
+            1
+        });
         let (_, total) = service::list(&app, &filter, 0, 0).await.map_err(err)?;
         let number = within_pages(asked, total, PAGE_SIZE);
         let (items, total) = service::list(&app, &filter, PAGE_SIZE, (number - 1) * PAGE_SIZE)

@@ -1,5 +1,6 @@
-//! The Jobs page: counts by status and by type, filters, pagination, auto-refresh while jobs are
-//! live, bulk retry and cancel of the checked jobs, "retry all failed of this type" behind a
+//! The Jobs page: counts by status and by type, filters, pagination, updates in place (the page's
+//! script polls `/jobs/live`, an HTML fragment of the counts, table and pager, and swaps them in;
+//! without script a Refresh link reloads), bulk retry and cancel of the checked jobs, "retry all failed of this type" behind a
 //! confirmation page (no script needed), and a detail view with retry and cancel. Every form
 //! answers with a redirect and a flash message. Jobs show what they are about by name (mothers,
 //! groups, sync sessions their payload names, linked), times relative with the exact UTC time as
@@ -31,6 +32,7 @@ use crate::store::jobs::{Job, JobSummary, STATUSES};
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/jobs", get(list))
+        .route("/jobs/live", get(live))
         .route("/jobs/bulk", post(bulk))
         .route(
             "/jobs/retry-failed",
@@ -100,22 +102,37 @@ impl TypeCount {
     }
 }
 
-#[derive(Template, WebTemplate)]
-#[template(path = "jobs.html")]
-struct ListPage {
-    layout: Layout,
+/// What the page and its live fragment share: the counts, the table and the pager of one query.
+struct Listing {
     rows: Vec<Row>,
     filters: ListFilters,
     total: i64,
     live: i64,
     counts: Vec<StatusCount>,
+    /// This list again, for the Refresh link (it keeps the filters and the page).
+    refresh: String,
+    error: Option<String>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "jobs.html")]
+struct ListPage {
+    layout: Layout,
+    list: Listing,
     types: Vec<TypeCount>,
     /// The type filter, when one is chosen, and its failed jobs.
     chosen_type: Option<(String, i64)>,
     status: String,
     job_type: String,
     max_bulk: usize,
-    error: Option<String>,
+}
+
+/// The parts of the Jobs page that change while jobs run, with the same element ids as on the
+/// page: the script swaps each in by id.
+#[derive(Template, WebTemplate)]
+#[template(path = "jobs_live.html")]
+struct LiveFragment {
+    list: Listing,
 }
 
 const PAGE_SIZE: i64 = 50;
@@ -137,18 +154,49 @@ async fn list(
     Extension(principal): Extension<Principal>,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let mut page = ListPage {
+    let (list, stats) = listing(&app, &q).await;
+    let filter_type = q.job_type.clone().filter(|t| !t.is_empty());
+    let types = stats.map(|s| s.by_type).unwrap_or_default();
+    ListPage {
         layout: Layout::new(&principal, "/jobs"),
-        rows: Vec::new(),
-        filters: filters(&q, Vec::new()),
-        total: 0,
-        live: 0,
-        counts: Vec::new(),
-        types: Vec::new(),
-        chosen_type: None,
+        chosen_type: filter_type.map(|t| {
+            let failed = (types.get(&t))
+                .and_then(|c| c.get("failed"))
+                .copied()
+                .unwrap_or(0);
+            (t, failed)
+        }),
+        types: types
+            .into_iter()
+            .map(|(job_type, counts)| TypeCount {
+                job_type,
+                failed: counts.get("failed").copied().unwrap_or(0),
+                counts,
+            })
+            .collect(),
         status: q.status.clone().unwrap_or_default(),
         job_type: q.job_type.clone().unwrap_or_default(),
         max_bulk: MAX_BULK,
+        list,
+    }
+    .into_response()
+}
+
+/// The live fragment the page's script polls: the same query as the page, the same parts.
+async fn live(State(app): State<AppState>, Query(q): Query<ListQuery>) -> Response {
+    let (list, _) = listing(&app, &q).await;
+    LiveFragment { list }.into_response()
+}
+
+/// The counts, table and pager of a query, and the figures per type (when they could be read).
+async fn listing(app: &AppState, q: &ListQuery) -> (Listing, Option<job_service::JobStats>) {
+    let mut list = Listing {
+        rows: Vec::new(),
+        filters: filters(q, Vec::new()),
+        total: 0,
+        live: 0,
+        counts: Vec::new(),
+        refresh: String::new(),
         error: None,
     };
     let now = app.clock.now_ms();
@@ -161,11 +209,12 @@ async fn list(
     let (mut params, filter) = match params {
         Ok(v) => v,
         Err(e) => {
-            page.error = Some(e.message);
-            return page.into_response();
+            list.error = Some(e.message);
+            list.refresh = list.filters.link(1);
+            return (list, None);
         }
     };
-    page.error = number.err();
+    list.error = number.err();
     let stats = job_service::stats(&app.users).await;
     let mut listed = job_service::list(&app.users, &filter, params.limit(), params.offset()).await;
     if let Ok((_, total)) = &listed {
@@ -175,10 +224,10 @@ async fn list(
             listed = job_service::list(&app.users, &filter, params.limit(), params.offset()).await;
         }
     }
-    match (stats, listed) {
+    let stats = match (stats, listed) {
         (Ok(stats), Ok((items, total))) => {
-            page.live = stats.live();
-            page.counts = STATUSES
+            list.live = stats.live();
+            list.counts = STATUSES
                 .iter()
                 .map(|s| StatusCount {
                     status: s,
@@ -196,32 +245,14 @@ async fn list(
                     chosen: q.status.as_deref() == Some(s),
                 })
                 .collect();
-            page.types = stats
-                .by_type
-                .iter()
-                .map(|(t, counts)| TypeCount {
-                    job_type: t.clone(),
-                    failed: counts.get("failed").copied().unwrap_or(0),
-                    counts: counts.clone(),
-                })
-                .collect();
-            page.chosen_type = filter.job_type.as_ref().map(|t| {
-                let failed = stats
-                    .by_type
-                    .get(t)
-                    .and_then(|c| c.get("failed"))
-                    .copied()
-                    .unwrap_or(0);
-                (t.clone(), failed)
-            });
-            page.filters = filters(&q, stats.by_type.into_keys().collect());
-            page.filters.at_page(params.page, total, PAGE_SIZE);
-            page.total = total;
+            list.filters = filters(q, stats.by_type.keys().cloned().collect());
+            list.filters.at_page(params.page, total, PAGE_SIZE);
+            list.total = total;
             let ids: Vec<String> = items.iter().map(|j| j.id.clone()).collect();
             let mut subjects = job_service::subjects(&app.pool, &app.users, &ids)
                 .await
                 .unwrap_or_default();
-            page.rows = items
+            list.rows = items
                 .into_iter()
                 .map(|job| {
                     let (queued, ran) = durations(&job, now);
@@ -235,10 +266,15 @@ async fn list(
                     }
                 })
                 .collect();
+            Some(stats)
         }
-        (Err(e), _) | (_, Err(e)) => page.error = Some(e.message),
-    }
-    page.into_response()
+        (Err(e), _) | (_, Err(e)) => {
+            list.error = Some(e.message);
+            None
+        }
+    };
+    list.refresh = list.filters.link(list.filters.page);
+    (list, stats)
 }
 
 #[derive(Template, WebTemplate)]
