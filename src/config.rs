@@ -237,6 +237,22 @@ impl Default for BackupConfig {
     }
 }
 
+/// The audit log (`[audit]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuditConfig {
+    /// Days audit rows are kept; housekeeping removes older ones (keeping the chain verifiable).
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: 365,
+        }
+    }
+}
+
 /// Settings of the provider kinds (`[providers.scim]`, `[providers.sim]`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -325,6 +341,8 @@ pub struct Config {
     pub providers: ProvidersConfig,
     #[serde(default)]
     pub backup: BackupConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
 }
 
 impl Default for Config {
@@ -359,6 +377,7 @@ impl Default for Config {
             missions: MissionsConfig::default(),
             providers: ProvidersConfig::default(),
             backup: BackupConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -512,6 +531,12 @@ impl Config {
             anyhow::bail!(
                 "configuration: jobs.batch_size must be between 1 and 5000, got {}",
                 self.jobs.batch_size
+            );
+        }
+        if self.audit.retention_days == 0 || self.audit.retention_days > 36_500 {
+            anyhow::bail!(
+                "configuration: audit.retention_days must be between 1 and 36500, got {}",
+                self.audit.retention_days
             );
         }
         if self.backup.keep == 0 {

@@ -4,6 +4,8 @@
 //! read and change goes through `service::credential_accounts` / `service::leasing`, like the API.
 //! No password is ever put into the page, not even the one just imported.
 
+use crate::http::extract::AuditActor;
+use crate::service::audit::{self, more_changes};
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Path, Query, State};
@@ -300,11 +302,16 @@ async fn list(
 /// Resets an account (after the browser asked), then shows the list again (post/redirect/get).
 async fn reset(
     State(app): State<AppState>,
+    AuditActor(actor): AuditActor,
     Path(id): Path<i64>,
     CsrfForm(NoFields {}): CsrfForm<NoFields>,
 ) -> Response {
     match accounts::reset_account(app.leasing_ctx(), id).await {
-        Ok(_) => Redirect::to(&format!("/accounts?reset={id}")).into_response(),
+        Ok(account) => {
+            let change = more_changes::account_reset(&account);
+            audit::record(&app.users, &app.clock, &actor, change).await;
+            Redirect::to(&format!("/accounts?reset={id}")).into_response()
+        }
         Err(e) => ApiError::from(e).into_response(),
     }
 }
@@ -326,6 +333,7 @@ struct ImportForm {
 async fn import(
     State(app): State<AppState>,
     Extension(principal): Extension<Principal>,
+    AuditActor(actor): AuditActor,
     CsrfForm(form): CsrfForm<ImportForm>,
 ) -> Response {
     let blank = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_string());
@@ -339,7 +347,11 @@ async fn import(
         ..Posted::default()
     };
     match accounts::import_accounts(app.leasing_ctx(), req).await {
-        Ok(summary) => posted.import = Some(summary),
+        Ok(summary) => {
+            let change = more_changes::account_import(&summary);
+            audit::record(&app.users, &app.clock, &actor, change).await;
+            posted.import = Some(summary)
+        }
         Err(e) => posted.import_error = Some(ApiError::from(e).message),
     }
     render(&app, &principal, ListQuery::default(), posted).await

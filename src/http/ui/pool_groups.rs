@@ -317,6 +317,7 @@ async fn delete(
 async fn sync_all(
     State(app): State<AppState>,
     Extension(principal): Extension<Principal>,
+    crate::http::extract::AuditActor(actor): crate::http::extract::AuditActor,
     Path(id): Path<String>,
     CsrfForm(NoFields {}): CsrfForm<NoFields>,
 ) -> Response {
@@ -325,10 +326,16 @@ async fn sync_all(
     };
     let flash =
         match pool_sync::sync_group(&app, id, "manual_batch", &principal.display_name()).await {
-            Ok(q) => Flash::SyncQueued {
-                count: q.job_ids.len(),
-                session_id: q.session_id,
-            },
+            Ok(q) => {
+                use crate::service::audit;
+                audit::mark_jobs(&app.users, &actor, &q.job_ids).await;
+                let change = audit::changes::group_sync(id, &q.session_id, q.job_ids.len());
+                audit::record(&app.users, &app.clock, &actor, change).await;
+                Flash::SyncQueued {
+                    count: q.job_ids.len(),
+                    session_id: q.session_id,
+                }
+            }
             Err(e) if e.kind == ErrorKind::NotFound => return not_found(),
             Err(e) if e.kind == ErrorKind::Internal => return e.into_response(),
             Err(e) => Flash::not_done(e.message),
