@@ -447,7 +447,10 @@ async fn audit_command(config: &Config, cmd: AuditCommand) -> anyhow::Result<i32
                     .first()
                     .map_or(0, |r| r.id);
             }
-            while follow {
+            if !follow {
+                return Ok(0);
+            }
+            loop {
                 let rows = service::after(&users, last).await?;
                 if rows.is_empty() {
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -458,7 +461,6 @@ async fn audit_command(config: &Config, cmd: AuditCommand) -> anyhow::Result<i32
                     last = row.id;
                 }
             }
-            Ok(0)
         }
         AuditCommand::Export { from, to } => {
             let query = service::AuditQuery {

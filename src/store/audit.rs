@@ -11,7 +11,7 @@ use crate::domain::audit::{ChainHead, ChainedFields, row_hash};
 
 /// The PostgreSQL advisory lock key that serializes appends (and the cleanup) on one database:
 /// "audit" in ASCII.
-pub const APPEND_LOCK_KEY: i64 = 0x6175_6469_74;
+pub const APPEND_LOCK_KEY: i64 = 0x0061_7564_6974;
 
 /// One row of the audit log.
 #[derive(Clone, Debug, FromRow, Serialize, utoipa::ToSchema)]
