@@ -682,8 +682,15 @@ async fn accounts_status(
 
 async fn secrets_rotate(config: &Config) -> anyhow::Result<i32> {
     let keyring = crate::crypto::Keyring::from_config(config)?;
-    let (pool, _) = server::open_and_migrate(config).await?;
+    let (pool, users) = server::open_and_migrate(config).await?;
     let report = crate::service::mothers::reseal_all(&pool, &keyring).await?;
+    let change = crate::service::audit::group_changes::secrets_rotate(
+        keyring.current_key_id(),
+        report.resealed as u64,
+        report.failed.len(),
+    );
+    let clock = crate::clock::system();
+    crate::service::audit::record(&users, &clock, &Actor::cli(), change).await;
     println!(
         "re-sealed {} credential(s) with key {}; {} already under it; {} failed",
         report.resealed,

@@ -237,6 +237,7 @@ async fn each_kind_of_change_leaves_one_row_with_actor_address_and_no_secret() {
         let expected = [
             ("login.failure", "admin", "admin"),
             ("login.success", "admin", "admin"),
+            ("pool_group.create", "token:auditor", "pool_group"),
             ("mother.create", "token:auditor", "mother"),
             ("mother.update", "token:auditor", "mother"),
             ("mother.rotate_credential", "token:auditor", "mother"),

@@ -26,6 +26,9 @@ pub const ACTIONS: &[&str] = &[
     "mother.rotate_credential",
     "mother.import",
     "mother.sync",
+    "pool_group.create",
+    "pool_group.update",
+    "pool_group.delete",
     "pool_group.sync",
     "job.retry",
     "job.cancel",
@@ -35,6 +38,7 @@ pub const ACTIONS: &[&str] = &[
     "account.import",
     "token.create",
     "token.revoke",
+    "secrets.rotate",
     "audit.retention",
 ];
 
@@ -548,6 +552,47 @@ pub mod more_changes {
             "credential_account",
             "",
             json!({"rows": rows, "imported": imported, "invalid": invalid}),
+        )
+    }
+}
+
+/// Rows of pool-group and key changes.
+pub mod group_changes {
+    use serde_json::json;
+
+    use super::Change;
+    use crate::store::pool_groups::PoolGroup;
+
+    pub fn group_create(g: &PoolGroup) -> Change {
+        Change::new(
+            "pool_group.create",
+            "pool_group",
+            g.id,
+            json!({"name": g.name, "description": g.description, "settings": g.settings}),
+        )
+    }
+
+    /// The group's settings after the change.
+    pub fn group_settings(g: &PoolGroup) -> Change {
+        Change::new(
+            "pool_group.update",
+            "pool_group",
+            g.id,
+            json!({"settings": g.settings}),
+        )
+    }
+
+    pub fn group_delete(id: i64) -> Change {
+        Change::new("pool_group.delete", "pool_group", id, json!({}))
+    }
+
+    /// Mother credentials re-sealed with the current master key (`secrets rotate`); the key id only.
+    pub fn secrets_rotate(key_id: &str, resealed: u64, failed: usize) -> Change {
+        Change::new(
+            "secrets.rotate",
+            "keyring",
+            key_id,
+            json!({"resealed": resealed, "failed": failed}),
         )
     }
 }
