@@ -3,6 +3,7 @@
 //! `accounts import` in `crate::import`, `bench` in `crate::bench`, `lease exec` in
 //! `crate::lease_exec`).
 
+use crate::service::audit::Actor;
 use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -100,6 +101,35 @@ pub enum Command {
     /// development and the demo, not in production).
     #[command(subcommand)]
     Sim(SimCommand),
+    /// Read and check the audit log (who changed what, when, from where).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Print the newest rows, oldest first, one JSON object a line; with --follow keep printing
+    /// new rows as they are written (until interrupted).
+    Tail {
+        /// How many of the newest rows to print first.
+        #[arg(long, short = 'n', default_value_t = 20)]
+        lines: i64,
+        /// Keep watching for new rows (checked every second).
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Write the rows of a time range as JSON lines, oldest first, streamed a chunk at a time.
+    Export {
+        /// From this time on (inclusive): RFC 3339, a date (UTC) or milliseconds.
+        #[arg(long)]
+        from: Option<String>,
+        /// Before this time (exclusive; a date includes that whole day).
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Check the hash chain from the retention anchor (or the first row) to the newest row; exit 1
+    /// and name the first broken link when one is found.
+    Verify,
 }
 
 #[derive(Subcommand, Debug)]
@@ -392,6 +422,88 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             seats,
             members,
         }) => sim_add_org(&config, name, seats, members).await,
+        Command::Audit(cmd) => audit_command(&config, cmd).await,
+    }
+}
+
+async fn audit_command(config: &Config, cmd: AuditCommand) -> anyhow::Result<i32> {
+    use crate::service::audit as service;
+    let (_, users) = server::open_and_migrate(config).await?;
+    match cmd {
+        AuditCommand::Tail { lines, follow } => {
+            anyhow::ensure!(
+                (0..=10_000).contains(&lines),
+                "--lines must be between 0 and 10000"
+            );
+            let mut last = 0;
+            for row in service::latest(&users, lines).await? {
+                println!("{}", serde_json::to_string(&row)?);
+                last = row.id;
+            }
+            if lines == 0 {
+                // Start following after the newest row, without printing it.
+                last = service::latest(&users, 1)
+                    .await?
+                    .first()
+                    .map_or(0, |r| r.id);
+            }
+            if !follow {
+                return Ok(0);
+            }
+            loop {
+                let rows = service::after(&users, last).await?;
+                if rows.is_empty() {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    continue;
+                }
+                for row in rows {
+                    println!("{}", serde_json::to_string(&row)?);
+                    last = row.id;
+                }
+            }
+        }
+        AuditCommand::Export { from, to } => {
+            let query = service::AuditQuery {
+                from,
+                to,
+                ..Default::default()
+            }
+            .check()
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let n = service::export(&users, &query, &mut out).await?;
+            drop(out);
+            eprintln!("exported {n} audit row(s)");
+            Ok(0)
+        }
+        AuditCommand::Verify => {
+            let report = service::verify(&users).await?;
+            match &report.broken {
+                None => {
+                    println!(
+                        "audit chain ok: {} row(s) checked{}",
+                        report.checked,
+                        if report.anchored_at > 0 {
+                            format!(
+                                ", starting after the retention anchor at row {}",
+                                report.anchored_at
+                            )
+                        } else {
+                            String::new()
+                        }
+                    );
+                    Ok(0)
+                }
+                Some(b) => {
+                    println!(
+                        "audit chain broken at row {}: {} ({} row(s) before it verified)",
+                        b.id, b.reason, report.checked
+                    );
+                    Ok(1)
+                }
+            }
+        }
     }
 }
 
@@ -572,8 +684,15 @@ async fn accounts_status(
 
 async fn secrets_rotate(config: &Config) -> anyhow::Result<i32> {
     let keyring = crate::crypto::Keyring::from_config(config)?;
-    let (pool, _) = server::open_and_migrate(config).await?;
+    let (pool, users) = server::open_and_migrate(config).await?;
     let report = crate::service::mothers::reseal_all(&pool, &keyring).await?;
+    let change = crate::service::audit::group_changes::secrets_rotate(
+        keyring.current_key_id(),
+        report.resealed as u64,
+        report.failed.len(),
+    );
+    let clock = crate::clock::system();
+    crate::service::audit::record(&users, &clock, &Actor::cli(), change).await;
     println!(
         "re-sealed {} credential(s) with key {}; {} already under it; {} failed",
         report.resealed,
@@ -748,6 +867,8 @@ async fn token(config: &Config, clock: &SharedClock, cmd: TokenCommand) -> anyho
             let (row, token) = service::tokens::create(&users, clock, &name, scope)
                 .await
                 .map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+            let change = service::audit::changes::token_create(&row);
+            service::audit::record(&users, clock, &service::audit::Actor::cli(), change).await;
             eprintln!(
                 "Created token {} `{}` with scope {}. It is shown once; store it now:",
                 row.id, row.name, row.scope
@@ -783,6 +904,8 @@ async fn token(config: &Config, clock: &SharedClock, cmd: TokenCommand) -> anyho
                 Ok(id) => service::tokens::revoke_by_id(&users, id, clock.now_ms()).await?,
                 Err(_) => service::tokens::revoke_by_name(&users, &token, clock.now_ms()).await?,
             };
+            let change = service::audit::changes::token_revoke(&t);
+            service::audit::record(&users, clock, &service::audit::Actor::cli(), change).await;
             println!("Revoked token {} `{}`.", t.id, t.name);
         }
     }
@@ -834,11 +957,15 @@ async fn jobs_command(
             println!("{}", serde_json::to_string_pretty(&job)?);
         }
         JobsCommand::Retry { id } => {
-            service::retry(&pool, &users, &id, clock.now_ms()).await?;
+            let job = service::retry(&pool, &users, &id, clock.now_ms()).await?;
+            let change = crate::service::audit::changes::job_retry(&job);
+            crate::service::audit::record(&users, clock, &Actor::cli(), change).await;
             println!("Job {id} is pending again.");
         }
         JobsCommand::Cancel { id } => {
             let job = service::cancel(&pool, &users, &id, clock.now_ms()).await?;
+            let change = crate::service::audit::changes::job_cancel(&job);
+            crate::service::audit::record(&users, clock, &Actor::cli(), change).await;
             if job.status == "cancelled" {
                 println!("Job {id} cancelled.");
             } else {

@@ -238,6 +238,22 @@ impl Default for BackupConfig {
     }
 }
 
+/// The audit log (`[audit]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuditConfig {
+    /// Days audit rows are kept; housekeeping removes older ones (keeping the chain verifiable).
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: 365,
+        }
+    }
+}
+
 /// Settings of the provider kinds (`[providers.scim]`, `[providers.sim]`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -368,6 +384,8 @@ pub struct Config {
     /// crossing; 0 turns the event off.
     #[serde(default = "default_webhooks_free_seats_threshold")]
     pub webhooks_free_seats_threshold: u32,
+    #[serde(default)]
+    pub audit: AuditConfig,
 }
 
 impl Default for Config {
@@ -405,6 +423,7 @@ impl Default for Config {
             webhooks: Vec::new(),
             webhooks_allow_hosts: Vec::new(),
             webhooks_free_seats_threshold: DEFAULT_WEBHOOKS_FREE_SEATS_THRESHOLD,
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -563,6 +582,12 @@ impl Config {
             anyhow::bail!(
                 "configuration: jobs.batch_size must be between 1 and 5000, got {}",
                 self.jobs.batch_size
+            );
+        }
+        if self.audit.retention_days == 0 || self.audit.retention_days > 36_500 {
+            anyhow::bail!(
+                "configuration: audit.retention_days must be between 1 and 36500, got {}",
+                self.audit.retention_days
             );
         }
         if self.backup.keep == 0 {

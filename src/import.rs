@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::crypto::Keyring;
 use crate::server;
 use crate::service::PoolCtx;
+use crate::service::audit;
 use crate::service::mothers::rows::{self, Format};
 
 /// Imports the file; exit code 0 when every row was imported, 1 when some were refused.
@@ -30,7 +31,7 @@ pub async fn import_mothers(
     let extension = path.extension().and_then(|e| e.to_str());
     let format = Format::detect(extension, &head[..n]);
     let keyring = Keyring::from_config(config)?;
-    let (pool, _) = server::open_and_migrate(config).await?;
+    let (pool, users) = server::open_and_migrate(config).await?;
     let ctx = PoolCtx {
         pool: &pool,
         keyring: &keyring,
@@ -55,6 +56,12 @@ pub async fn import_mothers(
     .await?;
     bar.finish_and_clear();
     pool.database().close().await;
+    let change = audit::changes::mother_import(
+        summary.rows as usize,
+        summary.imported as usize,
+        summary.refused.len(),
+    );
+    audit::record(&users, clock, &audit::Actor::cli(), change).await;
     println!(
         "{}: {} rows, imported {}, refused {}",
         path.display(),
@@ -121,7 +128,7 @@ pub async fn import_accounts(
         _ => ImportFormat::choose(None, &head[..n]).map_err(|e| anyhow::anyhow!("{e}"))?,
     };
     let keyring = Keyring::from_config(config)?;
-    let (pool_db, _) = server::open_and_migrate(config).await?;
+    let (pool_db, users) = server::open_and_migrate(config).await?;
     let ctx = crate::service::leasing::LeasingCtx {
         pool: &pool_db,
         keyring: &keyring,
@@ -177,6 +184,8 @@ pub async fn import_accounts(
     bar.finish_and_clear();
     pool_db.database().close().await;
     let refused = not_created.len() - duplicates;
+    let change = audit::more_changes::account_import_counts(total, created, refused);
+    audit::record(&users, clock, &audit::Actor::cli(), change).await;
     println!(
         "{}: {total} rows, created {created}, duplicates {duplicates}, refused {refused}",
         path.display()

@@ -226,8 +226,9 @@ pub async fn start(app: AppState, listen: SocketAddr) -> anyhow::Result<RunningS
 pub const SYNC_SESSION_RETENTION_MS: i64 = 30 * 24 * 3_600_000;
 
 /// Periodic housekeeping of this process: expired sessions, held seats past `held_until`, redeem
-/// codes left reserved, expired leases, sync sessions past retention, the tallies folded, the daily
-/// seat snapshot of each pool group, metric upkeep, free seats crossing the webhook threshold.
+/// codes left reserved, expired leases, sync sessions and audit rows past retention, the tallies
+/// folded, the daily seat snapshot of each pool group, metric upkeep, free seats crossing the
+/// webhook threshold.
 fn spawn_maintenance(app: AppState, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -291,6 +292,17 @@ fn spawn_maintenance(app: AppState, mut stop: watch::Receiver<bool>) {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(groups = n, "took daily seat snapshots"),
                 Err(e) => tracing::warn!(error = %e.message, "taking seat snapshots failed"),
+            }
+            match crate::service::audit::purge_expired(
+                &app.users,
+                &app.clock,
+                app.config.audit.retention_days,
+            )
+            .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "removed audit rows past retention"),
+                Err(e) => tracing::warn!(error = %e.message, "removing old audit rows failed"),
             }
             let cutoff = now - SYNC_SESSION_RETENTION_MS;
             if let Err(e) = store::sync_sessions::delete_started_before(&app.pool, cutoff).await {

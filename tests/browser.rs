@@ -255,6 +255,7 @@ async fn login_dashboard_and_logout_in_a_real_browser() {
             ("/jobs", "jobs"),
             ("/sync-sessions", "sync-sessions"),
             ("/invites", "users"),
+            ("/audit", "audit"),
             ("/system", "system"),
         ] {
             browser.goto(&t.url(path)).await?;
@@ -276,6 +277,16 @@ async fn login_dashboard_and_logout_in_a_real_browser() {
         }
         assert!(too_wide.is_empty(), "wider than 390 px: {too_wide:?}");
         browser.set_window_size(1280, 900).await?;
+        // The Audit page lists this session's login, by this admin.
+        browser.goto(&t.url("/audit?action=login.success")).await?;
+        let row = browser
+            .wait()
+            .for_element(Locator::Css("#audit-rows tbody tr"))
+            .await?
+            .text()
+            .await?;
+        assert!(row.contains("login.success") && row.contains("admin"), "{row}");
+        std::fs::write(shots.join("audit.png"), browser.screenshot().await?).unwrap();
 
         // Jobs page: a job far in the future is pending; cancel it (confirming), then retry it.
         let now = poolkeeper::clock::Clock::now_ms(&poolkeeper::clock::SystemClock);

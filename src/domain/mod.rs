@@ -1,5 +1,6 @@
 //! Pure rules: no I/O, no clock reads (time comes in as an argument), unit-tested directly.
 
+pub mod audit;
 pub mod codes;
 pub mod egress;
 pub mod email;

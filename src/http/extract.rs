@@ -36,3 +36,21 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
         Ok(ClientAddr(addr.unwrap_or_else(|| "unknown".to_string())))
     }
 }
+
+/// Who is making a change, for the audit log: the caller's principal (set by the admin and session
+/// middleware) and the peer address. A route without a principal records `anonymous`.
+pub struct AuditActor(pub crate::service::audit::Actor);
+
+impl<S: Send + Sync> FromRequestParts<S> for AuditActor {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let ClientAddr(addr) = ClientAddr::from_request_parts(parts, state).await?;
+        let name = parts
+            .extensions
+            .get::<crate::auth::Principal>()
+            .map(crate::auth::Principal::display_name)
+            .unwrap_or_else(|| "anonymous".to_string());
+        Ok(AuditActor(crate::service::audit::Actor::new(name, addr)))
+    }
+}

@@ -2,6 +2,7 @@
 //! Errors from sqlx are mapped to [`StoreError`] here, once.
 
 pub mod admins;
+pub mod audit;
 pub mod bench_fill;
 pub mod credential_accounts;
 pub mod invitations;

@@ -40,6 +40,7 @@ pub struct GenerateQuery {
         (status = 409, body = ErrorBody, description = "`insufficient_seats`")))]
 pub async fn generate_codes(
     State(app): State<AppState>,
+    crate::http::extract::AuditActor(actor): crate::http::extract::AuditActor,
     ApiQuery(q): ApiQuery<GenerateQuery>,
     headers: HeaderMap,
     ApiJson(req): ApiJson<GenerateRequest>,
@@ -60,6 +61,8 @@ pub async fn generate_codes(
             .is_some_and(|v| v.contains("text/csv")),
     };
     let batch = service::generate(&app, req).await?;
+    let change = crate::service::audit::more_changes::codes_generate(&batch);
+    crate::service::audit::record(&app.users, &app.clock, &actor, change).await;
     if !csv {
         return Ok((StatusCode::CREATED, Json(batch)).into_response());
     }
@@ -125,9 +128,16 @@ pub async fn code_quota(
         description = "a `codes_disable` job was queued"), (status = 400, body = ErrorBody)))]
 pub async fn disable_codes(
     State(app): State<AppState>,
+    crate::http::extract::AuditActor(actor): crate::http::extract::AuditActor,
     ApiJson(req): ApiJson<DisableRequest>,
 ) -> ApiResult<Response> {
-    Ok(match service::disable(&app, req).await? {
+    let batch_id = req.batch_id.clone();
+    let ids = req.ids.as_ref().map_or(0, Vec::len);
+    let outcome = service::disable(&app, req).await?;
+    let change =
+        crate::service::audit::more_changes::codes_disable(&outcome, batch_id.as_deref(), ids);
+    crate::service::audit::record(&app.users, &app.clock, &actor, change).await;
+    Ok(match outcome {
         DisableOutcome::Done(done) => Json(done).into_response(),
         DisableOutcome::Queued(queued) => (StatusCode::ACCEPTED, Json(queued)).into_response(),
     })

@@ -35,11 +35,13 @@ pub async fn create_account(
     responses((status = 200, body = ImportSummary), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn import_accounts(
     State(app): State<AppState>,
+    crate::http::extract::AuditActor(actor): crate::http::extract::AuditActor,
     ApiJson(req): ApiJson<ImportRequest>,
 ) -> ApiResult<Json<ImportSummary>> {
-    Ok(Json(
-        service::import_accounts(app.leasing_ctx(), req).await?,
-    ))
+    let summary = service::import_accounts(app.leasing_ctx(), req).await?;
+    let change = crate::service::audit::more_changes::account_import(&summary);
+    crate::service::audit::record(&app.users, &app.clock, &actor, change).await;
+    Ok(Json(summary))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -121,9 +123,13 @@ pub async fn delete_account(
     responses((status = 200, body = AccountView), (status = 404, body = ErrorBody)))]
 pub async fn reset_account(
     State(app): State<AppState>,
+    crate::http::extract::AuditActor(actor): crate::http::extract::AuditActor,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<AccountView>> {
-    Ok(Json(service::reset_account(app.leasing_ctx(), id).await?))
+    let account = service::reset_account(app.leasing_ctx(), id).await?;
+    let change = crate::service::audit::more_changes::account_reset(&account);
+    crate::service::audit::record(&app.users, &app.clock, &actor, change).await;
+    Ok(Json(account))
 }
 
 #[derive(Deserialize, IntoParams)]

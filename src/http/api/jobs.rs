@@ -7,8 +7,9 @@ use utoipa::IntoParams;
 
 use crate::app::AppState;
 use crate::http::error::{ApiResult, ErrorBody};
-use crate::http::extract::{ApiPath, ApiQuery};
+use crate::http::extract::{ApiPath, ApiQuery, AuditActor};
 use crate::http::pagination::{Page, PageParams};
+use crate::service::audit::{self, changes};
 use crate::service::jobs::{self as service, JobStats};
 use crate::store::jobs::{Job, JobSummary};
 
@@ -54,11 +55,12 @@ pub async fn get_job(
     responses((status = 200, body = Job), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "the job is not failed or cancelled")))]
 pub async fn retry_job(
     State(app): State<AppState>,
+    AuditActor(actor): AuditActor,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Job>> {
-    Ok(Json(
-        service::retry(&app.pool, &app.users, &id, app.clock.now_ms()).await?,
-    ))
+    let job = service::retry(&app.pool, &app.users, &id, app.clock.now_ms()).await?;
+    audit::record(&app.users, &app.clock, &actor, changes::job_retry(&job)).await;
+    Ok(Json(job))
 }
 
 /// Cancels a job: a pending one at once; a running one is asked to stop and ends `cancelled`.
@@ -67,11 +69,12 @@ pub async fn retry_job(
     responses((status = 200, body = Job), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "the job already finished")))]
 pub async fn cancel_job(
     State(app): State<AppState>,
+    AuditActor(actor): AuditActor,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Job>> {
-    Ok(Json(
-        service::cancel(&app.pool, &app.users, &id, app.clock.now_ms()).await?,
-    ))
+    let job = service::cancel(&app.pool, &app.users, &id, app.clock.now_ms()).await?;
+    audit::record(&app.users, &app.clock, &actor, changes::job_cancel(&job)).await;
+    Ok(Json(job))
 }
 
 /// Counts of jobs by status and by type.

@@ -2,6 +2,7 @@
 //! `utoipa_axum::routes!`, so the router and the OpenAPI document come from the same definitions.
 //! Each operation has exactly one tag, its domain: `pool`, `users` or `system`.
 
+pub mod audit;
 pub mod codes;
 pub mod credential_accounts;
 pub mod import_cookie;
@@ -48,6 +49,7 @@ pub fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(system::system))
         .routes(routes!(tokens::list_tokens, tokens::create_token))
         .routes(routes!(tokens::revoke_token))
+        .routes(routes!(audit::list_audit))
         .routes(routes!(jobs::list_jobs))
         .routes(routes!(jobs::job_stats))
         .routes(routes!(jobs::get_job))

@@ -11,8 +11,9 @@ use crate::app::AppState;
 use crate::crypto::Credential;
 use crate::domain::mothers::MotherInput;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
-use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery, AuditActor};
 use crate::http::pagination::{Page, PageParams};
+use crate::service::audit::{self, changes};
 use crate::service::mothers::{
     self as service, BatchReport, MAX_BATCH_ROWS, PatchMotherRequest, Quota, Stats,
 };
@@ -30,9 +31,18 @@ async fn detail(app: &AppState, id: i64) -> ApiResult<MotherDetail> {
         (status = 409, body = ErrorBody, description = "name taken")))]
 pub async fn create_mother(
     State(app): State<AppState>,
+    AuditActor(actor): AuditActor,
     ApiJson(req): ApiJson<MotherInput>,
 ) -> ApiResult<(StatusCode, Json<MotherDetail>)> {
     let id = service::create(app.pool_ctx(), req).await?;
+    let mother = service::get(app.pool_ctx(), id).await?;
+    audit::record(
+        &app.users,
+        &app.clock,
+        &actor,
+        changes::mother_create(&mother),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(detail(&app, id).await?)))
 }
 
@@ -84,10 +94,14 @@ pub async fn get_mother(
         (status = 409, body = ErrorBody, description = "name taken, or seat_limit below the seats in use")))]
 pub async fn patch_mother(
     State(app): State<AppState>,
+    AuditActor(actor): AuditActor,
     ApiPath(id): ApiPath<i64>,
     ApiJson(req): ApiJson<PatchMotherRequest>,
 ) -> ApiResult<Json<Mother>> {
-    Ok(Json(service::patch(app.pool_ctx(), id, req).await?))
+    let change = changes::mother_update(id, &req);
+    let mother = service::patch(app.pool_ctx(), id, req).await?;
+    audit::record(&app.users, &app.clock, &actor, change).await;
+    Ok(Json(mother))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -106,10 +120,18 @@ pub struct DeleteQuery {
         (status = 409, body = ErrorBody, description = "seats in use")))]
 pub async fn delete_mother(
     State(app): State<AppState>,
+    AuditActor(actor): AuditActor,
     ApiPath(id): ApiPath<i64>,
     ApiQuery(q): ApiQuery<DeleteQuery>,
 ) -> ApiResult<StatusCode> {
     service::delete(app.pool_ctx(), id, q.force).await?;
+    audit::record(
+        &app.users,
+        &app.clock,
+        &actor,
+        changes::mother_delete(id, q.force),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -127,10 +149,18 @@ pub struct CredentialRequest {
         (status = 404, body = ErrorBody)))]
 pub async fn rotate_credential(
     State(app): State<AppState>,
+    AuditActor(actor): AuditActor,
     ApiPath(id): ApiPath<i64>,
     ApiJson(req): ApiJson<CredentialRequest>,
 ) -> ApiResult<Json<Mother>> {
     service::rotate_credential(app.pool_ctx(), id, &req.credential).await?;
+    audit::record(
+        &app.users,
+        &app.clock,
+        &actor,
+        changes::mother_rotate_credential(id),
+    )
+    .await;
     Ok(Json(service::get(app.pool_ctx(), id).await?))
 }
 
@@ -171,13 +201,15 @@ pub async fn batch_validate(
     responses((status = 200, body = BatchReport), (status = 400, body = ErrorBody)))]
 pub async fn batch_import(
     State(app): State<AppState>,
+    AuditActor(actor): AuditActor,
     ApiJson(req): ApiJson<BatchRequest>,
 ) -> ApiResult<Json<BatchReport>> {
     let rows = batch_rows(req)?;
     let mut seen = Default::default();
-    Ok(Json(
-        service::batch(app.pool_ctx(), rows, true, 1, &mut seen).await?,
-    ))
+    let report = service::batch(app.pool_ctx(), rows, true, 1, &mut seen).await?;
+    let change = changes::mother_import(report.total, report.imported, report.invalid);
+    audit::record(&app.users, &app.clock, &actor, change).await;
+    Ok(Json(report))
 }
 
 /// Mothers by status, seats by status, groups and children; redeem codes and invites by status.

@@ -29,6 +29,7 @@ pub struct CreateGroupRequest {
         (status = 409, body = ErrorBody, description = "name taken")))]
 pub async fn create_group(
     State(app): State<AppState>,
+    crate::http::extract::AuditActor(actor): crate::http::extract::AuditActor,
     ApiJson(req): ApiJson<CreateGroupRequest>,
 ) -> ApiResult<(StatusCode, Json<PoolGroup>)> {
     let group = service::create(
@@ -38,6 +39,13 @@ pub async fn create_group(
         req.auto_invite,
     )
     .await?;
+    crate::service::audit::record(
+        &app.users,
+        &app.clock,
+        &actor,
+        crate::service::audit::group_changes::group_create(&group),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(group)))
 }
 
@@ -80,9 +88,17 @@ pub async fn get_group(
         (status = 409, body = ErrorBody, description = "mothers still belong to the group")))]
 pub async fn delete_group(
     State(app): State<AppState>,
+    crate::http::extract::AuditActor(actor): crate::http::extract::AuditActor,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<StatusCode> {
     service::delete(app.pool_ctx(), id).await?;
+    crate::service::audit::record(
+        &app.users,
+        &app.clock,
+        &actor,
+        crate::service::audit::group_changes::group_delete(id),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -98,12 +114,19 @@ pub async fn delete_group(
         (status = 404, body = ErrorBody)))]
 pub async fn update_settings(
     State(app): State<AppState>,
+    crate::http::extract::AuditActor(actor): crate::http::extract::AuditActor,
     ApiPath(id): ApiPath<i64>,
     ApiJson(patch): ApiJson<SettingsPatch>,
 ) -> ApiResult<Json<PoolGroup>> {
-    Ok(Json(
-        service::update_settings(app.pool_ctx(), id, patch).await?,
-    ))
+    let group = service::update_settings(app.pool_ctx(), id, patch).await?;
+    crate::service::audit::record(
+        &app.users,
+        &app.clock,
+        &actor,
+        crate::service::audit::group_changes::group_settings(&group),
+    )
+    .await;
+    Ok(Json(group))
 }
 
 #[derive(Deserialize, Serialize, IntoParams)]

@@ -11,6 +11,8 @@ use crate::app::AppState;
 use crate::auth::Principal;
 use crate::http::error::{ApiResult, ErrorBody};
 use crate::http::extract::ApiPath;
+use crate::http::extract::AuditActor;
+use crate::service::audit::{self, changes};
 use crate::service::pool_sync;
 
 #[derive(Serialize, ToSchema)]
@@ -32,9 +34,13 @@ pub struct SyncMotherQueued {
 pub async fn sync_mother(
     State(app): State<AppState>,
     Extension(principal): Extension<Principal>,
+    AuditActor(actor): AuditActor,
     ApiPath((group_id, mother_id)): ApiPath<(i64, i64)>,
 ) -> ApiResult<(StatusCode, Json<SyncMotherQueued>)> {
     let q = pool_sync::sync_mother(&app, group_id, mother_id, &principal.display_name()).await?;
+    audit::mark_jobs(&app.users, &actor, std::slice::from_ref(&q.job_id)).await;
+    let change = changes::mother_sync(mother_id, group_id, &q.job_id, q.session_id.as_deref());
+    audit::record(&app.users, &app.clock, &actor, change).await;
     Ok((
         StatusCode::ACCEPTED,
         Json(SyncMotherQueued {
@@ -62,10 +68,14 @@ pub struct SyncAllQueued {
 pub async fn sync_all(
     State(app): State<AppState>,
     Extension(principal): Extension<Principal>,
+    AuditActor(actor): AuditActor,
     ApiPath(group_id): ApiPath<i64>,
 ) -> ApiResult<(StatusCode, Json<SyncAllQueued>)> {
     let q =
         pool_sync::sync_group(&app, group_id, "manual_batch", &principal.display_name()).await?;
+    audit::mark_jobs(&app.users, &actor, &q.job_ids).await;
+    let change = changes::group_sync(group_id, &q.session_id, q.job_ids.len());
+    audit::record(&app.users, &app.clock, &actor, change).await;
     Ok((
         StatusCode::ACCEPTED,
         Json(SyncAllQueued {

@@ -14,6 +14,7 @@ use crate::auth::{self, LoginOutcome, Principal};
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{ApiJson, ClientAddr};
 use crate::http::middleware::session_cookie_name;
+use crate::service::audit::{self, Actor, changes};
 
 #[derive(Deserialize, ToSchema)]
 pub struct LoginRequest {
@@ -98,6 +99,14 @@ pub async fn login(
             username,
         } => {
             tracing::info!(%username, %addr, "admin logged in");
+            let actor = Actor::new(username.clone(), addr.clone());
+            audit::record(
+                &app.users,
+                &app.clock,
+                &actor,
+                changes::login_success(&username),
+            )
+            .await;
             let jar = jar.add(session_cookie(&app, session_token));
             Ok((
                 jar,
@@ -110,6 +119,14 @@ pub async fn login(
         LoginOutcome::BadCredentials => {
             let username = auth::loggable(&req.username);
             tracing::warn!(%username, %addr, "failed admin login");
+            let actor = Actor::new(username, addr.clone());
+            audit::record(
+                &app.users,
+                &app.clock,
+                &actor,
+                changes::login_failure(&req.username),
+            )
+            .await;
             Err(ApiError::unauthorized("wrong username or password"))
         }
         LoginOutcome::Throttled { retry_after_secs } => Err(ApiError::too_many_requests(

@@ -9,8 +9,9 @@ use utoipa::{IntoParams, ToSchema};
 use crate::app::AppState;
 use crate::auth::Scope;
 use crate::http::error::{ApiResult, ErrorBody};
-use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery, AuditActor};
 use crate::http::pagination::{Page, PageParams};
+use crate::service::audit::{self, changes};
 use crate::service::tokens as service;
 use crate::store::tokens::{ApiToken, TokenFilter};
 
@@ -65,9 +66,17 @@ pub struct CreatedToken {
     responses((status = 201, body = CreatedToken), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody, description = "name taken")))]
 pub async fn create_token(
     State(app): State<AppState>,
+    AuditActor(actor): AuditActor,
     ApiJson(req): ApiJson<CreateTokenRequest>,
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
     let (token, value) = service::create(&app.users, &app.clock, &req.name, req.scope).await?;
+    audit::record(
+        &app.users,
+        &app.clock,
+        &actor,
+        changes::token_create(&token),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(CreatedToken { token, value })))
 }
 
@@ -76,9 +85,16 @@ pub async fn create_token(
     responses((status = 200, body = ApiToken), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody, description = "no active token with this id")))]
 pub async fn revoke_token(
     State(app): State<AppState>,
+    AuditActor(actor): AuditActor,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<ApiToken>> {
-    Ok(Json(
-        service::revoke_by_id(&app.users, id, app.clock.now_ms()).await?,
-    ))
+    let token = service::revoke_by_id(&app.users, id, app.clock.now_ms()).await?;
+    audit::record(
+        &app.users,
+        &app.clock,
+        &actor,
+        changes::token_revoke(&token),
+    )
+    .await;
+    Ok(Json(token))
 }

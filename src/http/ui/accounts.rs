@@ -6,6 +6,8 @@
 //! redirect and a flash message. No password is ever put into the page, not even the one just
 //! imported.
 
+use crate::http::extract::AuditActor;
+use crate::service::audit::{self, more_changes};
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Path, Query, State};
@@ -266,18 +268,23 @@ async fn list(
 /// Resets an account (after the browser asked), then shows the list again with what it did.
 async fn reset(
     State(app): State<AppState>,
+    AuditActor(actor): AuditActor,
     Path(id): Path<i64>,
     CsrfForm(NoFields {}): CsrfForm<NoFields>,
 ) -> Response {
     match accounts::reset_account(app.leasing_ctx(), id).await {
-        Ok(account) => flash::redirect(
-            &app,
-            "/accounts",
-            Flash::done(format!(
-                "Account {} was reset: no cooldown, quarantine or failures.",
-                account.login
-            )),
-        ),
+        Ok(account) => {
+            let change = more_changes::account_reset(&account);
+            audit::record(&app.users, &app.clock, &actor, change).await;
+            flash::redirect(
+                &app,
+                "/accounts",
+                Flash::done(format!(
+                    "Account {} was reset: no cooldown, quarantine or failures.",
+                    account.login
+                )),
+            )
+        }
         Err(e) if e.kind == crate::service::ErrorKind::NotFound => page_error(e),
         Err(e) => flash::redirect(
             &app,
@@ -302,7 +309,11 @@ struct ImportForm {
 /// Imports accounts like `POST /api/admin/accounts/import` (all rows or none), then shows the
 /// list with the counts and the refused rows (post/redirect/get: a reload imports nothing again).
 /// The data holds passwords: it is never put back into the page.
-async fn import(State(app): State<AppState>, CsrfForm(form): CsrfForm<ImportForm>) -> Response {
+async fn import(
+    State(app): State<AppState>,
+    AuditActor(actor): AuditActor,
+    CsrfForm(form): CsrfForm<ImportForm>,
+) -> Response {
     let blank = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_string());
     let req = ImportRequest {
         pool: blank(&form.pool),
@@ -310,7 +321,10 @@ async fn import(State(app): State<AppState>, CsrfForm(form): CsrfForm<ImportForm
         data: form.data,
     };
     let flash = match accounts::import_accounts(app.leasing_ctx(), req).await {
-        Ok(report) => Flash::Batch {
+        Ok(report) => {
+            let change = more_changes::account_import(&report);
+            audit::record(&app.users, &app.clock, &actor, change).await;
+            Flash::Batch {
             total: report.total,
             valid: report.valid,
             invalid: report.invalid,
@@ -327,7 +341,8 @@ async fn import(State(app): State<AppState>, CsrfForm(form): CsrfForm<ImportForm
                     (r.row, why)
                 })
                 .collect(),
-        },
+            }
+        }
         Err(e) => Flash::not_done(ApiError::from(e).message),
     };
     flash::redirect(&app, "/accounts", flash)

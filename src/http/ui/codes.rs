@@ -7,6 +7,8 @@
 //! `/codes/new/{token}/csv` downloads them once. The slot is dropped when both were used or after
 //! [`KEEP_NEW_BATCH`]; it is never listed, logged or written to a database.
 
+use crate::http::extract::AuditActor;
+use crate::service::audit::{self, more_changes};
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
@@ -334,6 +336,7 @@ impl GenerateForm {
 async fn generate(
     State(app): State<AppState>,
     Extension(principal): Extension<Principal>,
+    AuditActor(actor): AuditActor,
     CsrfForm(form): CsrfForm<GenerateForm>,
 ) -> Response {
     let req = match form.request() {
@@ -341,7 +344,11 @@ async fn generate(
         Err(message) => return flash::redirect(&app, "/codes", Flash::not_done(message)),
     };
     let batch = match service::generate(&app, req).await {
-        Ok(batch) => batch,
+        Ok(batch) => {
+            let change = more_changes::codes_generate(&batch);
+            audit::record(&app.users, &app.clock, &actor, change).await;
+            batch
+        }
         Err(e) => {
             return flash::redirect(&app, "/codes", Flash::not_done(ApiError::from(e).message));
         }
@@ -490,6 +497,7 @@ struct ConfirmPage {
 async fn disable(
     State(app): State<AppState>,
     Extension(principal): Extension<Principal>,
+    AuditActor(actor): AuditActor,
     CsrfForm(fields): CsrfForm<Vec<(String, String)>>,
 ) -> Response {
     let form = match DisableForm::parse(fields) {
@@ -530,7 +538,17 @@ async fn disable(
         Some(b) if form.ids.is_empty() => format!("/codes?batch_id={}", urlencode(b)),
         _ => "/codes".to_string(),
     };
-    match service::disable(&app, form.request()).await {
+    let request = form.request();
+    let (batch_id, ids) = (
+        request.batch_id.clone(),
+        request.ids.as_ref().map_or(0, Vec::len),
+    );
+    let outcome = service::disable(&app, request).await;
+    if let Ok(outcome) = &outcome {
+        let change = more_changes::codes_disable(outcome, batch_id.as_deref(), ids);
+        audit::record(&app.users, &app.clock, &actor, change).await;
+    }
+    match outcome {
         Ok(DisableOutcome::Done(done)) => flash::redirect(
             &app,
             &back,

@@ -24,7 +24,9 @@ use super::{Layout, not_found};
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::http::error::ApiError;
+use crate::http::extract::AuditActor;
 use crate::http::pagination::PageParams;
+use crate::service::audit::{self, Actor, changes};
 use crate::service::jobs::{BulkAction, BulkOutcome, MAX_BULK, Subject};
 use crate::service::{self, jobs as job_service};
 use crate::store::jobs::{Job, JobSummary, STATUSES};
@@ -288,6 +290,8 @@ struct DetailPage {
     queued: Option<String>,
     ran: Option<String>,
     subjects: Vec<Subject>,
+    /// Who queued it (an admin, a token, the CLI), when a person or token did.
+    queued_by: Option<String>,
 }
 
 fn pretty(json: &str) -> String {
@@ -332,11 +336,15 @@ async fn render_detail(app: &AppState, principal: &Principal, id: &str) -> Respo
         .await
         .map(|mut s| s.remove(&job.id).unwrap_or_default())
         .unwrap_or_default();
+    let queued_by = audit::job_actor(&app.users, &job.id)
+        .await
+        .unwrap_or_default();
     DetailPage {
         layout: Layout::new(principal, "/jobs"),
         queued,
         ran,
         subjects,
+        queued_by,
         payload: pretty(&job.payload),
         result: job.result.as_deref().map(pretty).unwrap_or_default(),
         times,
@@ -362,12 +370,15 @@ enum Action {
 
 /// Runs a state change (its form already passed the CSRF check), then redirects to the job with
 /// the outcome as a flash message.
-async fn act(app: &AppState, id: &str, action: Action) -> Response {
+async fn act(app: &AppState, actor: &Actor, id: &str, action: Action) -> Response {
     let now = app.clock.now_ms();
     let outcome = match action {
         Action::Retry => job_service::retry(&app.pool, &app.users, id, now).await,
         Action::Cancel => job_service::cancel(&app.pool, &app.users, id, now).await,
     };
+    if let Ok(job) = &outcome {
+        audit::record(&app.users, &app.clock, actor, job_change(action, job)).await;
+    }
     let flash = match (action, outcome) {
         (Action::Retry, Ok(_)) => Flash::done("Queued again with a fresh attempt budget."),
         (Action::Cancel, Ok(job)) if job.status == "cancelled" => Flash::done("Cancelled."),
@@ -388,20 +399,30 @@ fn not_found_page(e: service::Error) -> Response {
     }
 }
 
+/// The audit row of a retry or cancel, the same as the API's.
+fn job_change(action: Action, job: &crate::store::jobs::Job) -> audit::Change {
+    match action {
+        Action::Retry => changes::job_retry(job),
+        Action::Cancel => changes::job_cancel(job),
+    }
+}
+
 async fn retry(
     State(app): State<AppState>,
+    AuditActor(actor): AuditActor,
     Path(id): Path<String>,
     CsrfForm(NoFields {}): CsrfForm<NoFields>,
 ) -> Response {
-    act(&app, &id, Action::Retry).await
+    act(&app, &actor, &id, Action::Retry).await
 }
 
 async fn cancel(
     State(app): State<AppState>,
+    AuditActor(actor): AuditActor,
     Path(id): Path<String>,
     CsrfForm(NoFields {}): CsrfForm<NoFields>,
 ) -> Response {
-    act(&app, &id, Action::Cancel).await
+    act(&app, &actor, &id, Action::Cancel).await
 }
 
 /// Where a bulk form returns to: the list with the filters it was posted from.
@@ -439,6 +460,7 @@ fn bulk_flash(verb: &str, outcome: &BulkOutcome) -> Flash {
 /// filters to return to. Read as pairs: a plain form struct cannot hold a repeated field.
 async fn bulk(
     State(app): State<AppState>,
+    AuditActor(actor): AuditActor,
     CsrfForm(fields): CsrfForm<Vec<(String, String)>>,
 ) -> Response {
     let field = |name: &str| {
@@ -467,7 +489,19 @@ async fn bulk(
     };
     let now = app.clock.now_ms();
     let flash = match job_service::bulk(&app.pool, &app.users, action, &ids, now).await {
-        Ok(outcome) => bulk_flash(verb, &outcome),
+        Ok(outcome) => {
+            // One audit row per job changed, as a retry or cancel of each would leave.
+            for id in &outcome.done {
+                if let Ok(job) = job_service::get(&app.users, id).await {
+                    let change = match action {
+                        BulkAction::Retry => changes::job_retry(&job),
+                        BulkAction::Cancel => changes::job_cancel(&job),
+                    };
+                    audit::record(&app.users, &app.clock, &actor, change).await;
+                }
+            }
+            bulk_flash(verb, &outcome)
+        }
         Err(e) if e.kind == service::ErrorKind::Invalid => Flash::not_done(e.message),
         Err(e) => return e.into_response(),
     };

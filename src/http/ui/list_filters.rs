@@ -9,6 +9,8 @@ pub struct ListFilters {
     pub selects: Vec<Select>,
     /// A free-text search box after the selects, when the list has one.
     pub search: Option<Search>,
+    /// More text boxes after it (the Audit page's actor, target and times).
+    pub texts: Vec<Search>,
     pub page: i64,
     pub pages: i64,
 }
@@ -66,6 +68,7 @@ impl ListFilters {
             action,
             selects,
             search: None,
+            texts: Vec::new(),
             page: 1,
             pages: 1,
         }
@@ -86,6 +89,21 @@ impl ListFilters {
         self
     }
 
+    /// Adds a text box after the search box.
+    pub fn with_text(
+        mut self,
+        label: &'static str,
+        name: &'static str,
+        value: Option<&str>,
+    ) -> Self {
+        self.texts.push(Search {
+            label,
+            name,
+            value: value.unwrap_or_default().to_string(),
+        });
+        self
+    }
+
     /// Shows page `page` of a list of `total` items, `page_size` a page.
     pub fn at_page(&mut self, page: i64, total: i64, page_size: i64) {
         self.page = page;
@@ -95,7 +113,8 @@ impl ListFilters {
     /// The query string of another page with the same filters.
     pub fn link(&self, page: i64) -> String {
         let filters = (self.selects.iter().map(|s| (s.name, s.chosen.as_str())))
-            .chain(self.search.iter().map(|s| (s.name, s.value.as_str())));
+            .chain(self.search.iter().map(|s| (s.name, s.value.as_str())))
+            .chain(self.texts.iter().map(|s| (s.name, s.value.as_str())));
         page_query(page, filters)
     }
 }

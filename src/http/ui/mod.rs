@@ -20,9 +20,11 @@ use crate::auth::{self, LoginOutcome, Principal};
 use crate::http::api::session::{removal_cookie, session_cookie};
 use crate::http::extract::ClientAddr;
 use crate::http::middleware::{ExpectedOrigin, is_expected_origin, session_cookie_name};
+use crate::service::audit::{Actor, changes, record as audit_record};
 
 mod accounts;
 mod assets;
+mod audit;
 mod charts;
 mod codes;
 mod csrf;
@@ -48,6 +50,7 @@ const NAV: &[(&str, &str)] = &[
     ("/codes", "Codes"),
     ("/invites", "Users"),
     ("/accounts", "Accounts"),
+    ("/audit", "Audit"),
     ("/system", "System"),
 ];
 
@@ -63,6 +66,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/logout", post(logout))
         .merge(jobs::routes())
         .merge(sync_sessions::routes())
+        .merge(audit::routes())
         .route_layer(axum::middleware::from_fn(flash::carry))
         .route_layer(axum::middleware::from_fn_with_state(state, require_session));
     Router::new()
@@ -196,15 +200,34 @@ async fn login_submit(
     )
     .await;
     match outcome {
-        Ok(LoginOutcome::Ok { session_token, .. }) => (
-            jar.add(session_cookie(&app, session_token)),
-            Redirect::to("/"),
-        )
-            .into_response(),
-        Ok(LoginOutcome::BadCredentials) => page(
-            StatusCode::UNAUTHORIZED,
-            "Wrong username or password.".into(),
-        ),
+        Ok(LoginOutcome::Ok {
+            session_token,
+            username,
+            ..
+        }) => {
+            let actor = Actor::new(username.clone(), addr.clone());
+            audit_record(
+                &app.users,
+                &app.clock,
+                &actor,
+                changes::login_success(&username),
+            )
+            .await;
+            (
+                jar.add(session_cookie(&app, session_token)),
+                Redirect::to("/"),
+            )
+                .into_response()
+        }
+        Ok(LoginOutcome::BadCredentials) => {
+            let actor = Actor::new(auth::loggable(&form.username), addr.clone());
+            let change = changes::login_failure(&form.username);
+            audit_record(&app.users, &app.clock, &actor, change).await;
+            page(
+                StatusCode::UNAUTHORIZED,
+                "Wrong username or password.".into(),
+            )
+        }
         Ok(LoginOutcome::Throttled { retry_after_secs }) => with_retry_after(
             page(
                 StatusCode::TOO_MANY_REQUESTS,

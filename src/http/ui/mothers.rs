@@ -24,7 +24,9 @@ use crate::auth::Principal;
 use crate::crypto::Credential;
 use crate::domain::mothers::MotherInput;
 use crate::http::error::ApiError;
+use crate::http::extract::AuditActor;
 use crate::http::pagination::PageParams;
+use crate::service::audit::{self, changes};
 use crate::service::import_cookie::{self, ImportCookieRequest};
 use crate::service::mothers::bulk::{self, BulkAction};
 use crate::service::mothers::{self as mother_service, BatchReport, PatchMotherRequest};
@@ -373,6 +375,7 @@ impl CreateForm {
 async fn create(
     State(app): State<AppState>,
     Extension(principal): Extension<Principal>,
+    AuditActor(actor): AuditActor,
     CsrfForm(mut form): CsrfForm<CreateForm>,
 ) -> Response {
     let result = match form.input() {
@@ -396,11 +399,22 @@ async fn create(
         Err(e) => Err(e),
     };
     match result {
-        Ok(id) => flash::redirect(
-            &app,
-            &format!("/mothers/{id}"),
-            Flash::done("Mother created."),
-        ),
+        Ok(id) => {
+            if let Ok(mother) = mother_service::get(app.pool_ctx(), id).await {
+                audit::record(
+                    &app.users,
+                    &app.clock,
+                    &actor,
+                    changes::mother_create(&mother),
+                )
+                .await;
+            }
+            flash::redirect(
+                &app,
+                &format!("/mothers/{id}"),
+                Flash::done("Mother created."),
+            )
+        }
         Err(message) => {
             let posted = Posted {
                 error: Some(message),
@@ -425,6 +439,7 @@ struct BatchForm {
 async fn batch(
     State(app): State<AppState>,
     Extension(principal): Extension<Principal>,
+    AuditActor(actor): AuditActor,
     CsrfForm(form): CsrfForm<BatchForm>,
 ) -> Response {
     let import = form.action == "import";
@@ -445,6 +460,8 @@ async fn batch(
     // again) with its counts and refused rows.
     let (error, report) = match outcome {
         Ok(report) if import => {
+            let change = changes::mother_import(report.total, report.imported, report.invalid);
+            audit::record(&app.users, &app.clock, &actor, change).await;
             let refused = report
                 .rows
                 .iter()
@@ -595,6 +612,7 @@ async fn show(
 async fn edit(
     State(app): State<AppState>,
     Extension(principal): Extension<Principal>,
+    AuditActor(actor): AuditActor,
     Path(id): Path<String>,
     CsrfForm(mut form): CsrfForm<EditForm>,
 ) -> Response {
@@ -611,8 +629,9 @@ async fn edit(
         Ok(p) => p,
         Err(message) => return refused_edit(&app, &principal, id, message, form).await,
     };
+    let change = changes::mother_update(id, &patch);
     match mother_service::patch(app.pool_ctx(), id, patch).await {
-        Ok(_) => {}
+        Ok(_) => audit::record(&app.users, &app.clock, &actor, change).await,
         Err(e) if e.kind == ErrorKind::NotFound => return not_found(),
         Err(e) if e.kind == ErrorKind::Internal => return ApiError::from(e).into_response(),
         Err(e) => return refused_edit(&app, &principal, id, e.message, form).await,
@@ -628,6 +647,10 @@ async fn edit(
                 e.message
             )),
         );
+    }
+    if rotate {
+        let change = changes::mother_rotate_credential(id);
+        audit::record(&app.users, &app.clock, &actor, change).await;
     }
     let message = if rotate {
         "Mother saved; her credential was replaced."
@@ -657,6 +680,7 @@ async fn refused_edit(
 async fn sync_now(
     State(app): State<AppState>,
     Extension(principal): Extension<Principal>,
+    AuditActor(actor): AuditActor,
     Path(id): Path<String>,
     CsrfForm(NoFields {}): CsrfForm<NoFields>,
 ) -> Response {
@@ -676,13 +700,18 @@ async fn sync_now(
         );
     };
     let flash = match pool_sync::sync_mother(&app, group, id, &principal.display_name()).await {
-        Ok(q) => match q.session_id {
-            Some(session_id) => Flash::SyncQueued {
-                count: 1,
-                session_id,
-            },
-            None => Flash::done(format!("Sync queued as job {}.", q.job_id)),
-        },
+        Ok(q) => {
+            audit::mark_jobs(&app.users, &actor, std::slice::from_ref(&q.job_id)).await;
+            let change = changes::mother_sync(id, group, &q.job_id, q.session_id.as_deref());
+            audit::record(&app.users, &app.clock, &actor, change).await;
+            match q.session_id {
+                Some(session_id) => Flash::SyncQueued {
+                    count: 1,
+                    session_id,
+                },
+                None => Flash::done(format!("Sync queued as job {}.", q.job_id)),
+            }
+        }
         Err(e) if e.kind == ErrorKind::Internal => return ApiError::from(e).into_response(),
         Err(e) => Flash::not_done(e.message),
     };
@@ -893,14 +922,25 @@ struct DeleteForm {
 
 async fn delete(
     State(app): State<AppState>,
+    AuditActor(actor): AuditActor,
     Path(id): Path<String>,
     CsrfForm(form): CsrfForm<DeleteForm>,
 ) -> Response {
     let Some(id) = numeric_id(&id) else {
         return not_found();
     };
-    match mother_service::delete(app.pool_ctx(), id, form.force.is_some()).await {
-        Ok(()) => flash::redirect(&app, "/mothers", Flash::done("Mother deleted.")),
+    let force = form.force.is_some();
+    match mother_service::delete(app.pool_ctx(), id, force).await {
+        Ok(()) => {
+            audit::record(
+                &app.users,
+                &app.clock,
+                &actor,
+                changes::mother_delete(id, force),
+            )
+            .await;
+            flash::redirect(&app, "/mothers", Flash::done("Mother deleted."))
+        }
         Err(e) if e.is_conflict() => {
             flash::redirect(&app, &format!("/mothers/{id}"), Flash::not_done(e.message))
         }

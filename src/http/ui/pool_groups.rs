@@ -107,6 +107,7 @@ impl CreateForm {
 async fn create(
     State(app): State<AppState>,
     Extension(principal): Extension<Principal>,
+    crate::http::extract::AuditActor(actor): crate::http::extract::AuditActor,
     CsrfForm(form): CsrfForm<CreateForm>,
 ) -> Response {
     let settings = form.settings();
@@ -118,11 +119,20 @@ async fn create(
     )
     .await
     {
-        Ok(g) => flash::redirect(
-            &app,
-            &format!("/pool-groups/{}", g.id),
-            Flash::done(format!("Pool group {} created.", g.name)),
-        ),
+        Ok(g) => {
+            crate::service::audit::record(
+                &app.users,
+                &app.clock,
+                &actor,
+                crate::service::audit::group_changes::group_create(&g),
+            )
+            .await;
+            flash::redirect(
+                &app,
+                &format!("/pool-groups/{}", g.id),
+                Flash::done(format!("Pool group {} created.", g.name)),
+            )
+        }
         Err(e) if e.kind == ErrorKind::Internal => e.into_response(),
         Err(e) => {
             let page = list_page(&app, &principal, Some(e.message), form).await;
@@ -251,6 +261,7 @@ struct SettingsForm {
 async fn save_settings(
     State(app): State<AppState>,
     Extension(principal): Extension<Principal>,
+    crate::http::extract::AuditActor(actor): crate::http::extract::AuditActor,
     Path(id): Path<String>,
     CsrfForm(form): CsrfForm<SettingsForm>,
 ) -> Response {
@@ -274,11 +285,20 @@ async fn save_settings(
         auto_invite: Some(values.auto_invite),
     };
     match group_service::update_settings(app.pool_ctx(), id, patch).await {
-        Ok(_) => flash::redirect(
-            &app,
-            &format!("/pool-groups/{id}"),
-            Flash::done("Settings saved."),
-        ),
+        Ok(group) => {
+            crate::service::audit::record(
+                &app.users,
+                &app.clock,
+                &actor,
+                crate::service::audit::group_changes::group_settings(&group),
+            )
+            .await;
+            flash::redirect(
+                &app,
+                &format!("/pool-groups/{id}"),
+                Flash::done("Settings saved."),
+            )
+        }
         Err(e) if e.kind == ErrorKind::NotFound => not_found(),
         Err(e) if !matches!(e.kind, ErrorKind::NotFound | ErrorKind::Internal) => {
             let e = ApiError::from(e);
@@ -294,6 +314,7 @@ async fn save_settings(
 
 async fn delete(
     State(app): State<AppState>,
+    crate::http::extract::AuditActor(actor): crate::http::extract::AuditActor,
     Path(id): Path<String>,
     CsrfForm(NoFields {}): CsrfForm<NoFields>,
 ) -> Response {
@@ -301,7 +322,16 @@ async fn delete(
         return not_found();
     };
     match group_service::delete(app.pool_ctx(), id).await {
-        Ok(()) => flash::redirect(&app, "/pool-groups", Flash::done("Pool group deleted.")),
+        Ok(()) => {
+            crate::service::audit::record(
+                &app.users,
+                &app.clock,
+                &actor,
+                crate::service::audit::group_changes::group_delete(id),
+            )
+            .await;
+            flash::redirect(&app, "/pool-groups", Flash::done("Pool group deleted."))
+        }
         Err(e) if e.is_conflict() => flash::redirect(
             &app,
             &format!("/pool-groups/{id}"),
@@ -317,6 +347,7 @@ async fn delete(
 async fn sync_all(
     State(app): State<AppState>,
     Extension(principal): Extension<Principal>,
+    crate::http::extract::AuditActor(actor): crate::http::extract::AuditActor,
     Path(id): Path<String>,
     CsrfForm(NoFields {}): CsrfForm<NoFields>,
 ) -> Response {
@@ -325,10 +356,16 @@ async fn sync_all(
     };
     let flash =
         match pool_sync::sync_group(&app, id, "manual_batch", &principal.display_name()).await {
-            Ok(q) => Flash::SyncQueued {
-                count: q.job_ids.len(),
-                session_id: q.session_id,
-            },
+            Ok(q) => {
+                use crate::service::audit;
+                audit::mark_jobs(&app.users, &actor, &q.job_ids).await;
+                let change = audit::changes::group_sync(id, &q.session_id, q.job_ids.len());
+                audit::record(&app.users, &app.clock, &actor, change).await;
+                Flash::SyncQueued {
+                    count: q.job_ids.len(),
+                    session_id: q.session_id,
+                }
+            }
             Err(e) if e.kind == ErrorKind::NotFound => return not_found(),
             Err(e) if e.kind == ErrorKind::Internal => return e.into_response(),
             Err(e) => Flash::not_done(e.message),
