@@ -739,7 +739,10 @@ async fn admin(config: &Config, clock: &SharedClock, cmd: AdminCommand) -> anyho
                         ),
                         _ => anyhow::anyhow!("{e}"),
                     })?;
-            println!("Created admin user `{}` with role {}.", user.username, user.role);
+            println!(
+                "Created admin user `{}` with role {}.",
+                user.username, user.role
+            );
             if generated {
                 println!("Password: {password}");
             }

@@ -1374,7 +1374,10 @@ async fn admin_roles_are_set_from_the_cli_and_the_last_admin_is_kept() {
         };
         let (code, out, err) = create("boss", None);
         assert_eq!(code, 0, "{err}");
-        assert!(out.contains("with role admin"), "the default role is admin: {out}");
+        assert!(
+            out.contains("with role admin"),
+            "the default role is admin: {out}"
+        );
         let (code, out, err) = create("ops", Some("operator"));
         assert_eq!(code, 0, "{err}");
         assert!(out.contains("with role operator"), "{out}");
@@ -1385,7 +1388,9 @@ async fn admin_roles_are_set_from_the_cli_and_the_last_admin_is_kept() {
             "{err}"
         );
 
-        let (_, users) = poolkeeper::server::open_and_migrate(&dbs.config).await.unwrap();
+        let (_, users) = poolkeeper::server::open_and_migrate(&dbs.config)
+            .await
+            .unwrap();
         let role_of = |name: &'static str| {
             let users = users.clone();
             async move {

@@ -123,7 +123,10 @@ async fn every_api_route_answers_403_exactly_below_its_role() {
         let domains = RouteDomains::from_openapi(&poolkeeper::http::openapi());
         let mut tokens = std::collections::HashMap::new();
         for scope in [Scope::Admin, Scope::Operator, Scope::Viewer, Scope::Worker] {
-            tokens.insert(scope.as_str(), t.token(&format!("walk-{}", scope.as_str()), scope).await);
+            tokens.insert(
+                scope.as_str(),
+                t.token(&format!("walk-{}", scope.as_str()), scope).await,
+            );
         }
         let mut sessions = std::collections::HashMap::new();
         for role in Role::ALL {
@@ -201,14 +204,26 @@ async fn the_role_table_covers_every_admin_route_and_the_document_shows_it() {
     keys.remove(&("GET".to_string(), "/api/admin/me".to_string()));
     let problems = poolkeeper::http::routes::api_role_problems(&keys);
     assert_eq!(problems.len(), 2, "{problems:?}");
-    assert!(problems.iter().any(|p| p.contains("GET /api/admin/new-thing has no row")));
-    assert!(problems.iter().any(|p| p.contains("GET /api/admin/me, which is not")));
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("GET /api/admin/new-thing has no row"))
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("GET /api/admin/me, which is not"))
+    );
 
     let doc = serde_json::to_value(poolkeeper::http::openapi()).unwrap();
     for (method, path, role) in API_ROLES {
         let op = &doc["paths"][path][method.to_lowercase()];
         assert_eq!(op["x-role"], role.as_str(), "{method} {path}");
-        assert_eq!(op["security"][0]["bearer"][0], role.as_str(), "{method} {path}");
+        assert_eq!(
+            op["security"][0]["bearer"][0],
+            role.as_str(),
+            "{method} {path}"
+        );
     }
 }
 
@@ -288,9 +303,18 @@ async fn pages_hide_the_forms_a_role_cannot_post() {
             ("/jobs", "id=\"bulk-retry\""),
             ("/invites", "id=\"bulk-resend\""),
         ] {
-            assert!(page(&t, &admin, path).await.contains(action), "admin {path}");
-            assert!(page(&t, &op, path).await.contains(action), "operator {path}");
-            assert!(!page(&t, &view, path).await.contains(action), "viewer {path}");
+            assert!(
+                page(&t, &admin, path).await.contains(action),
+                "admin {path}"
+            );
+            assert!(
+                page(&t, &op, path).await.contains(action),
+                "operator {path}"
+            );
+            assert!(
+                !page(&t, &view, path).await.contains(action),
+                "viewer {path}"
+            );
         }
         // Only admins see the Admins page in the navigation.
         assert!(page(&t, &admin, "/").await.contains("href=\"/admins\""));
@@ -330,7 +354,11 @@ async fn admins_page_creates_sets_roles_resets_passwords_and_disables() {
             &t,
             &admin,
             "/admins",
-            &[("username", "carol"), ("role", "viewer"), ("password", "carol-pass-1")],
+            &[
+                ("username", "carol"),
+                ("role", "viewer"),
+                ("password", "carol-pass-1"),
+            ],
         )
         .await;
         assert!(html.contains("carol created with role viewer"), "{html}");
@@ -373,8 +401,17 @@ async fn admins_page_creates_sets_roles_resets_passwords_and_disables() {
 
         // A bad role and a short password are refused with a flash that says why.
         let html = post_form(&t, &admin, "/admins/carol/role", &[("role", "root")]).await;
-        assert!(html.contains("role must be admin, operator or viewer"), "{html}");
-        let html = post_form(&t, &admin, "/admins/carol/password", &[("password", "short")]).await;
+        assert!(
+            html.contains("role must be admin, operator or viewer"),
+            "{html}"
+        );
+        let html = post_form(
+            &t,
+            &admin,
+            "/admins/carol/password",
+            &[("password", "short")],
+        )
+        .await;
         assert!(html.contains("at least 8 characters"), "{html}");
         assert_eq!(login_status(&t, "carol", "carol-pass-1").await, 200);
 
@@ -387,7 +424,12 @@ async fn admins_page_creates_sets_roles_resets_passwords_and_disables() {
         )
         .await;
         assert!(html.contains("Password of carol changed"), "{html}");
-        let res = carol.client.get(t.url("/api/admin/me")).send().await.unwrap();
+        let res = carol
+            .client
+            .get(t.url("/api/admin/me"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 401, "reset ends her sessions");
         assert_eq!(login_status(&t, "carol", "carol-pass-1").await, 401);
         let carol = login(&t, "carol", "carol-pass-2").await;
@@ -395,8 +437,17 @@ async fn admins_page_creates_sets_roles_resets_passwords_and_disables() {
         // Disabled: her session stops working and she cannot log in; enabled, she can again.
         let html = post_form(&t, &admin, "/admins/carol/disable", &[]).await;
         assert!(html.contains("carol is disabled"), "{html}");
-        let res = carol.client.get(t.url("/api/admin/me")).send().await.unwrap();
-        assert_eq!(res.status(), 401, "a disabled admin's session stops working");
+        let res = carol
+            .client
+            .get(t.url("/api/admin/me"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.status(),
+            401,
+            "a disabled admin's session stops working"
+        );
         let res = carol.client.get(t.url("/")).send().await.unwrap();
         assert_eq!(res.headers()["location"], "/login");
         assert_eq!(login_status(&t, "carol", "carol-pass-2").await, 401);
@@ -411,14 +462,20 @@ async fn admins_page_creates_sets_roles_resets_passwords_and_disables() {
         assert!(html.contains("last active admin"), "{html}");
         let token = t.token("boss", Scope::Admin).await;
         for (path, body) in [
-            ("/api/admin/admins/admin/role", Some(json!({"role": "operator"}))),
+            (
+                "/api/admin/admins/admin/role",
+                Some(json!({"role": "operator"})),
+            ),
             ("/api/admin/admins/admin/disable", None),
         ] {
             let (status, body) = t.send_json(&token, Method::POST, path, body).await;
             assert_eq!(status, 409, "{path}: {body}");
             assert_eq!(body["error"]["code"], "last_admin", "{body}");
             assert!(
-                body["error"]["message"].as_str().unwrap().contains("last active admin"),
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("last active admin"),
                 "{body}"
             );
         }
@@ -434,9 +491,18 @@ async fn admins_page_creates_sets_roles_resets_passwords_and_disables() {
                 Some(json!({"role": "viewer"})),
             )
             .await;
-        assert_eq!((status, body["role"].as_str()), (200, Some("viewer")), "{body}");
+        assert_eq!(
+            (status, body["role"].as_str()),
+            (200, Some("viewer")),
+            "{body}"
+        );
         let (status, body) = t
-            .send_json(&token, Method::POST, "/api/admin/admins/carol/disable", None)
+            .send_json(
+                &token,
+                Method::POST,
+                "/api/admin/admins/carol/disable",
+                None,
+            )
             .await;
         assert_eq!(status, 409, "{body}");
 
@@ -477,7 +543,9 @@ async fn two_admins_demoting_each_other_at_once_leave_one_admin() {
             }
         }
         assert_eq!(refused, 1, "exactly one demotion is refused");
-        let (admins, _) = poolkeeper::service::admins::list_page(&users, 10, 0).await.unwrap();
+        let (admins, _) = poolkeeper::service::admins::list_page(&users, 10, 0)
+            .await
+            .unwrap();
         assert_eq!(admins.iter().filter(|a| a.role == "admin").count(), 1);
         t.stop().await;
     })
@@ -501,9 +569,14 @@ async fn tokens_of_the_new_scopes_are_created_by_api_and_act_with_their_role() {
             assert_eq!(status, 201, "{body}");
             assert_eq!(body["scope"], scope);
             let value = body["value"].as_str().unwrap().to_string();
-            let (status, me) = t.send_json(&value, Method::GET, "/api/admin/me", None).await;
+            let (status, me) = t
+                .send_json(&value, Method::GET, "/api/admin/me", None)
+                .await;
             assert_eq!(status, 200);
-            assert_eq!((me["scope"].as_str(), me["role"].as_str()), (Some(scope), Some(scope)));
+            assert_eq!(
+                (me["scope"].as_str(), me["role"].as_str()),
+                (Some(scope), Some(scope))
+            );
             // Neither may mint tokens or read the token list.
             let (status, body) = t
                 .send_json(&value, Method::GET, "/api/admin/tokens", None)
@@ -533,9 +606,17 @@ async fn only_admins_are_shown_a_simulated_organisations_credential() {
         let admin = t.token("adm", Scope::Admin).await;
         let req = json!({"name": "secretorg", "seats": 2});
         let (status, body) = t
-            .send_json(&operator, Method::POST, "/api/admin/sim/orgs", Some(req.clone()))
+            .send_json(
+                &operator,
+                Method::POST,
+                "/api/admin/sim/orgs",
+                Some(req.clone()),
+            )
             .await;
-        assert_eq!((status, body["error"]["code"].as_str()), (403, Some("insufficient_role")));
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (403, Some("insufficient_role"))
+        );
         assert!(body.get("credential").is_none());
         let (status, body) = t
             .send_json(&admin, Method::POST, "/api/admin/sim/orgs", Some(req))

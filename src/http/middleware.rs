@@ -91,8 +91,7 @@ pub fn is_unsafe(method: &Method) -> bool {
 /// scope `admin`, `operator` or `viewer`, or a session cookie (with CSRF checks on unsafe
 /// methods) of an admin user with that role. Puts the [`Principal`] into the request extensions.
 pub async fn require_role(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
-    let principal = match authenticate(&app, req.method(), req.headers(), req.extensions()).await
-    {
+    let principal = match authenticate(&app, req.method(), req.headers(), req.extensions()).await {
         Ok(principal) => principal,
         Err(e) => return e.into_response(),
     };

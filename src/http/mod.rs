@@ -103,8 +103,7 @@ pub fn metrics_router(state: AppState) -> Router {
 /// The whole application router.
 pub fn router(state: AppState) -> Router {
     // The domain of every API route, read by the domain guard and the request metrics.
-    let full_doc = openapi();
-    let domains = std::sync::Arc::new(routes::RouteDomains::from_openapi(&full_doc));
+    let domains = std::sync::Arc::new(routes::RouteDomains::from_openapi(&openapi()));
     // Every admin route needs a role rule; refuse to start without one, naming what to fix.
     let problems = routes::api_role_problems(&admin_operation_keys());
     assert!(problems.is_empty(), "route roles: {}", problems.join("; "));

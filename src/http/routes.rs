@@ -143,18 +143,30 @@ pub const API_ROLES: &[(&str, &str, Role)] = &[
     ("POST", "/api/admin/pool-groups", Role::Operator),
     ("GET", "/api/admin/pool-groups/{id}", Role::Viewer),
     ("DELETE", "/api/admin/pool-groups/{id}", Role::Operator),
-    ("POST", "/api/admin/pool-groups/{id}/settings", Role::Operator),
+    (
+        "POST",
+        "/api/admin/pool-groups/{id}/settings",
+        Role::Operator,
+    ),
     ("GET", "/api/admin/pool-groups/{id}/preview", Role::Viewer),
     (
         "POST",
         "/api/admin/pool-groups/{group_id}/sync/mother/{mother_id}",
         Role::Operator,
     ),
-    ("POST", "/api/admin/pool-groups/{group_id}/sync/all", Role::Operator),
+    (
+        "POST",
+        "/api/admin/pool-groups/{group_id}/sync/all",
+        Role::Operator,
+    ),
     ("GET", "/api/admin/sync-sessions", Role::Viewer),
     ("GET", "/api/admin/sync-sessions/statistics", Role::Viewer),
     ("GET", "/api/admin/sync-sessions/{id}", Role::Viewer),
-    ("POST", "/api/admin/sync-sessions/{id}/cancel", Role::Operator),
+    (
+        "POST",
+        "/api/admin/sync-sessions/{id}/cancel",
+        Role::Operator,
+    ),
     // pool: mothers (credentials go in, never come out)
     ("POST", "/api/admin/import-cookie", Role::Operator),
     ("GET", "/api/admin/mothers", Role::Viewer),
@@ -263,8 +275,12 @@ pub fn page_role(method: &Method, path: &str) -> Option<Role> {
 pub fn api_role_problems(admin_ops: &HashSet<(String, String)>) -> Vec<String> {
     let mut problems = Vec::new();
     for (method, path) in admin_ops {
-        if lookup(API_ROLES, &Method::from_bytes(method.as_bytes()).unwrap_or(Method::GET), path)
-            .is_none()
+        if lookup(
+            API_ROLES,
+            &Method::from_bytes(method.as_bytes()).unwrap_or(Method::GET),
+            path,
+        )
+        .is_none()
         {
             problems.push(format!("{method} {path} has no row in routes::API_ROLES"));
         }

@@ -67,9 +67,14 @@ pub async fn set_role(
     username: &str,
     role: Role,
 ) -> Result<AdminView> {
-    store::change(users, username, Change::SetRole(role.as_str()), clock.now_ms())
-        .await
-        .map_err(unknown(username))
+    store::change(
+        users,
+        username,
+        Change::SetRole(role.as_str()),
+        clock.now_ms(),
+    )
+    .await
+    .map_err(unknown(username))
 }
 
 /// Disables `username`: they cannot log in and their sessions end at once. Disabling the last

@@ -54,10 +54,9 @@ pub async fn count(db: &UsersDb) -> StoreResult<i64> {
 }
 
 pub async fn find_by_username(db: &UsersDb, username: &str) -> StoreResult<Option<AdminUser>> {
-    Ok(on_reader!(db, |p| sqlx::query_as(
-        sqlx::AssertSqlSafe(format!(
-        "SELECT {USER_COLUMNS} FROM admin_users WHERE username = $1"
-    )))
+    Ok(on_reader!(db, |p| sqlx::query_as(sqlx::AssertSqlSafe(
+        format!("SELECT {USER_COLUMNS} FROM admin_users WHERE username = $1")
+    ))
     .bind(username)
     .fetch_optional(p)
     .await)?)
@@ -77,12 +76,12 @@ pub async fn create(
     ));
     Ok(on_writer!(db, |p| {
         sqlx::query_as(sql)
-    .bind(username)
-    .bind(password_hash)
-    .bind(role)
-    .bind(now)
-    .fetch_one(p)
-    .await
+            .bind(username)
+            .bind(password_hash)
+            .bind(role)
+            .bind(now)
+            .fetch_one(p)
+            .await
     })?)
 }
 
@@ -100,11 +99,11 @@ pub async fn create_first(
          RETURNING {USER_COLUMNS}"
     ));
     Ok(on_writer!(db, |p| sqlx::query_as(sql)
-    .bind(username)
-    .bind(password_hash)
-    .bind(now)
-    .fetch_optional(p)
-    .await)?)
+        .bind(username)
+        .bind(password_hash)
+        .bind(now)
+        .fetch_optional(p)
+        .await)?)
 }
 
 /// Replaces a password and ends the user's sessions, in one transaction; `NotFound` for an unknown
@@ -132,7 +131,11 @@ pub async fn set_password(
 }
 
 /// One page of admins by username, and how many there are.
-pub async fn list_page(db: &UsersDb, limit: i64, offset: i64) -> StoreResult<(Vec<AdminView>, i64)> {
+pub async fn list_page(
+    db: &UsersDb,
+    limit: i64,
+    offset: i64,
+) -> StoreResult<(Vec<AdminView>, i64)> {
     let sql = sqlx::AssertSqlSafe(format!(
         "SELECT {VIEW_COLUMNS} FROM admin_users ORDER BY username LIMIT $1 OFFSET $2"
     ));

@@ -63,8 +63,14 @@ pub async fn create_admin(
     State(app): State<AppState>,
     ApiJson(req): ApiJson<CreateAdminRequest>,
 ) -> ApiResult<(StatusCode, Json<AdminView>)> {
-    let user =
-        service::create(&app.users, &app.clock, &req.username, &req.password, req.role).await?;
+    let user = service::create(
+        &app.users,
+        &app.clock,
+        &req.username,
+        &req.password,
+        req.role,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(user)))
 }
 

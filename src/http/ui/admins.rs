@@ -60,15 +60,12 @@ async fn list(
     Extension(principal): Extension<Principal>,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let page = match PageParams::new(q.page, Some(PAGE_SIZE)) {
-        Ok(p) => p,
-        Err(_) => PageParams::new(None, Some(PAGE_SIZE)).unwrap_or(PageParams {
-            page: 1,
-            page_size: PAGE_SIZE,
-        }),
-    };
-    let (admins, total) = match service::list_page(&app.users, page.limit(), page.offset()).await
-    {
+    // A page number that is no page shows the first.
+    let page = PageParams::new(q.page, Some(PAGE_SIZE)).unwrap_or(PageParams {
+        page: 1,
+        page_size: PAGE_SIZE,
+    });
+    let (admins, total) = match service::list_page(&app.users, page.limit(), page.offset()).await {
         Ok(v) => v,
         Err(e) => return page_error(e),
     };
@@ -118,15 +115,15 @@ fn role_field(raw: &str) -> Result<Role, crate::service::Error> {
 async fn create(State(app): State<AppState>, CsrfForm(form): CsrfForm<CreateForm>) -> Response {
     let result = async {
         let role = role_field(&form.role)?;
-        let user = service::create(&app.users, &app.clock, &form.username, &form.password, role)
-            .await?;
+        let user =
+            service::create(&app.users, &app.clock, &form.username, &form.password, role).await?;
         Ok(format!(
             "Admin user {} created with role {}.",
             user.username, user.role
         ))
     }
     .await;
-    back(&app, result.map_err(|e: crate::service::Error| e))
+    back(&app, result)
 }
 
 #[derive(Deserialize)]
@@ -178,12 +175,7 @@ async fn disable(
 ) -> Response {
     let result = service::disable(&app.users, &app.clock, &username)
         .await
-        .map(|u| {
-            format!(
-                "{} is disabled; their sessions were ended.",
-                u.username
-            )
-        });
+        .map(|u| format!("{} is disabled; their sessions were ended.", u.username));
     back(&app, result)
 }
 

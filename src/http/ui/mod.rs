@@ -19,8 +19,8 @@ use crate::app::AppState;
 use crate::auth::{self, LoginOutcome, Principal, Role};
 use crate::http::api::session::{removal_cookie, session_cookie};
 use crate::http::extract::ClientAddr;
-use crate::http::routes;
 use crate::http::middleware::{ExpectedOrigin, is_expected_origin, session_cookie_name};
+use crate::http::routes;
 
 mod accounts;
 mod admins;
