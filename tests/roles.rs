@@ -227,6 +227,52 @@ async fn the_role_table_covers_every_admin_route_and_the_document_shows_it() {
     }
 }
 
+/// The tables themselves follow the issue's rules, checked apart from the tables: a viewer only
+/// reads, admins and tokens are managed by admins only, and what answers with a secret is admin
+/// only. (The walks above check that the server does what the tables say.)
+#[test]
+fn the_role_tables_follow_the_rules_of_the_issue() {
+    let secret_revealing = [
+        ("POST", "/api/admin/sim/orgs"),
+        ("POST", "/api/admin/tokens"),
+    ];
+    for (method, path, role) in API_ROLES {
+        let what = format!("{method} {path} needs {role}");
+        if *method != "GET" && *path != "/api/admin/logout" {
+            assert!(*role >= Role::Operator, "{what}: viewers only read");
+        }
+        if path.starts_with("/api/admin/admins") || path.starts_with("/api/admin/tokens") {
+            assert_eq!(
+                *role,
+                Role::Admin,
+                "{what}: admins and tokens are admin business"
+            );
+        }
+        if secret_revealing.contains(&(*method, *path)) {
+            assert_eq!(*role, Role::Admin, "{what}: it answers with a secret");
+        }
+        if *role == Role::Admin {
+            assert!(
+                path.starts_with("/api/admin/admins")
+                    || path.starts_with("/api/admin/tokens")
+                    || secret_revealing.contains(&(*method, *path)),
+                "{what}: operators run the pool"
+            );
+        }
+    }
+    for (method, path, role) in PAGE_ROLES {
+        let what = format!("page {method} {path} needs {role}");
+        if *method != "GET" && *path != "/logout" {
+            assert!(*role >= Role::Operator, "{what}: viewers only read");
+        }
+        assert_eq!(
+            *role == Role::Admin,
+            path.starts_with("/admins"),
+            "{what}: only the Admins page is admin only"
+        );
+    }
+}
+
 #[tokio::test]
 async fn every_page_answers_403_exactly_below_its_role() {
     each_backend(|backend| async move {
