@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::clock::SharedClock;
 use crate::db::UsersDb;
 use crate::domain::login_throttle::{Throttle, ThrottlePolicy, address_key};
+pub use crate::domain::roles::Role;
 use crate::store::{self, StoreError, StoreResult};
 
 /// What an API token may do.
@@ -26,7 +27,13 @@ use crate::store::{self, StoreError, StoreResult};
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
+    /// Acts with the role `admin`.
     Admin,
+    /// Acts with the role `operator`.
+    Operator,
+    /// Acts with the role `viewer`.
+    Viewer,
+    /// The lease and mission APIs only.
     Worker,
 }
 
@@ -34,7 +41,29 @@ impl Scope {
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Admin => "admin",
+            Scope::Operator => "operator",
+            Scope::Viewer => "viewer",
             Scope::Worker => "worker",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "admin" => Some(Scope::Admin),
+            "operator" => Some(Scope::Operator),
+            "viewer" => Some(Scope::Viewer),
+            "worker" => Some(Scope::Worker),
+            _ => None,
+        }
+    }
+
+    /// The role a token of this scope acts with on admin routes; a worker token has none.
+    pub fn role(self) -> Option<Role> {
+        match self {
+            Scope::Admin => Some(Role::Admin),
+            Scope::Operator => Some(Role::Operator),
+            Scope::Viewer => Some(Role::Viewer),
+            Scope::Worker => None,
         }
     }
 }
@@ -46,6 +75,7 @@ pub enum Principal {
     Session {
         user_id: i64,
         username: String,
+        role: Role,
         csrf_token: String,
     },
     /// A bearer token.
@@ -60,14 +90,29 @@ impl Principal {
             Principal::Token { name, .. } => format!("token:{name}"),
         }
     }
+
+    /// The role this principal acts with on admin routes and pages: a session's user's role, or
+    /// the role of a token's scope; `None` for a worker token.
+    pub fn role(&self) -> Option<Role> {
+        match self {
+            Principal::Session { role, .. } => Some(*role),
+            Principal::Token { scope, .. } => scope.role(),
+        }
+    }
+
+    /// Whether this principal may take an action that needs `needed`.
+    pub fn allows(&self, needed: Role) -> bool {
+        self.role().is_some_and(|r| r.allows(needed))
+    }
 }
 
 impl fmt::Debug for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Principal::Session { username, .. } => f
+            Principal::Session { username, role, .. } => f
                 .debug_struct("Session")
                 .field("username", username)
+                .field("role", role)
                 .finish_non_exhaustive(),
             Principal::Token { name, scope, .. } => f
                 .debug_struct("Token")
@@ -339,7 +384,9 @@ pub async fn login(
     })
     .await
     .unwrap_or(false);
-    let Some(user) = user.filter(|_| matches) else {
+    // A disabled admin is refused like a wrong password, after the same work, so the answer does
+    // not tell which names are disabled.
+    let Some(user) = user.filter(|u| matches && u.disabled_at.is_none()) else {
         return Ok(LoginOutcome::BadCredentials);
     };
     throttle.succeeded(&reservation);
@@ -374,9 +421,17 @@ pub async fn session_principal(
     session_token: &str,
 ) -> StoreResult<Option<Principal>> {
     let row = store::sessions::find_live(users, &token_hash(session_token), clock.now_ms()).await?;
-    Ok(row.map(|row| Principal::Session {
+    let Some(row) = row else { return Ok(None) };
+    let Some(role) = Role::parse(&row.role) else {
+        return Err(StoreError::Conflict(format!(
+            "admin user {} has unknown role {}",
+            row.username, row.role
+        )));
+    };
+    Ok(Some(Principal::Session {
         user_id: row.user_id,
         username: row.username,
+        role,
         csrf_token: row.csrf_token,
     }))
 }
@@ -390,15 +445,11 @@ pub async fn token_principal(
     let Some(token) = store::tokens::find_active(users, &token_hash(bearer)).await? else {
         return Ok(None);
     };
-    let scope = match token.scope.as_str() {
-        "admin" => Scope::Admin,
-        "worker" => Scope::Worker,
-        other => {
-            return Err(StoreError::Conflict(format!(
-                "token {} has unknown scope {other}",
-                token.id
-            )));
-        }
+    let Some(scope) = Scope::parse(&token.scope) else {
+        return Err(StoreError::Conflict(format!(
+            "token {} has unknown scope {}",
+            token.id, token.scope
+        )));
     };
     // Use is recorded at most once a minute; the row just read says whether it is due, so most
     // requests never wait for the writer.

@@ -10,12 +10,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::auth::{self, Scope};
+use crate::auth::{self, Role, Scope};
 use crate::clock::{self, SharedClock};
 use crate::config::{Config, Overrides, RunEnv};
 use crate::server;
 use crate::service;
-use crate::store::{self, StoreError};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -284,9 +283,31 @@ pub enum AdminCommand {
     Create {
         #[arg(long)]
         username: String,
+        /// What the user may do: admin (everything), operator (run the pool, never see a secret),
+        /// viewer (read only).
+        #[arg(long, value_enum, default_value_t = Role::Admin)]
+        role: Role,
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
+    },
+    /// Give an admin user another role (refused for the last active admin).
+    SetRole {
+        /// The admin user's name.
+        username: String,
+        #[arg(value_enum)]
+        role: Role,
+    },
+    /// Disable an admin user: they cannot log in and their sessions end (refused for the last
+    /// active admin).
+    Disable {
+        /// The admin user's name.
+        username: String,
+    },
+    /// Let a disabled admin user log in again.
+    Enable {
+        /// The admin user's name.
+        username: String,
     },
     /// Set a new password for an admin user and end their sessions.
     Passwd {
@@ -825,33 +846,61 @@ async fn admin(config: &Config, clock: &SharedClock, cmd: AdminCommand) -> anyho
     match cmd {
         AdminCommand::Create {
             username,
+            role,
             password_stdin,
         } => {
             auth::check_username(&username).map_err(|e| anyhow::anyhow!(e))?;
             let (password, generated) = read_password(password_stdin)?;
-            let hash = auth::hash_password(password.clone()).await?;
-            match store::admins::create(&users, &username, &hash, clock.now_ms()).await {
-                Ok(_) => println!("Created admin user `{username}`."),
-                Err(StoreError::Conflict(_)) => {
-                    anyhow::bail!("admin user `{username}` already exists; use `admin passwd`")
-                }
-                Err(e) => return Err(e.into()),
-            }
+            let user = service::admins::create(
+                &users,
+                clock,
+                &Actor::cli(),
+                &username,
+                &password,
+                role,
+            )
+            .await
+            .map_err(|e| match e.code.as_ref() {
+                "username_taken" => anyhow::anyhow!(
+                    "admin user `{username}` already exists; use `admin passwd` or `admin set-role`"
+                ),
+                _ => anyhow::anyhow!("{e}"),
+            })?;
+            println!(
+                "Created admin user `{}` with role {}.",
+                user.username, user.role
+            );
             if generated {
                 println!("Password: {password}");
             }
+        }
+        AdminCommand::SetRole { username, role } => {
+            let user = service::admins::set_role(&users, clock, &Actor::cli(), &username, role)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("`{}` now has role {}.", user.username, user.role);
+        }
+        AdminCommand::Disable { username } => {
+            service::admins::disable(&users, clock, &Actor::cli(), &username)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("`{username}` is disabled; their sessions were ended.");
+        }
+        AdminCommand::Enable { username } => {
+            service::admins::enable(&users, clock, &Actor::cli(), &username)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("`{username}` may log in again.");
         }
         AdminCommand::Passwd {
             username,
             password_stdin,
         } => {
             let (password, generated) = read_password(password_stdin)?;
-            let hash = auth::hash_password(password.clone()).await?;
-            match store::admins::set_password(&users, &username, &hash, clock.now_ms()).await {
-                Ok(()) => println!("Password of `{username}` changed; their sessions were ended."),
-                Err(StoreError::NotFound) => anyhow::bail!("no admin user `{username}`"),
-                Err(e) => return Err(e.into()),
-            }
+            service::admins::reset_password(&users, clock, &Actor::cli(), &username, &password)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("Password of `{username}` changed; their sessions were ended.");
             if generated {
                 println!("Password: {password}");
             }

@@ -264,7 +264,7 @@ async fn credentials_are_required_and_scoped() {
             .unwrap();
         assert_eq!(
             me,
-            json!({"kind": "token", "name": "token:admin-1", "scope": "admin"})
+            json!({"kind": "token", "name": "token:admin-1", "scope": "admin", "role": "admin"})
         );
 
         // Revoking a token through the API makes it stop working at once.
@@ -388,7 +388,7 @@ async fn login_sets_a_strict_http_only_cookie_and_logout_ends_it() {
             .unwrap();
         assert_eq!(
             me,
-            json!({"kind": "session", "name": "admin", "scope": "admin"})
+            json!({"kind": "session", "name": "admin", "scope": "admin", "role": "admin"})
         );
         let res = client
             .post(t.url("/api/admin/logout"))

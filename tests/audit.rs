@@ -247,6 +247,7 @@ async fn each_kind_of_change_leaves_one_row_with_actor_address_and_no_secret() {
             ("codes.generate", "token:auditor", "code_batch"),
             ("token.create", "token:auditor", "token"),
             ("token.revoke", "token:auditor", "token"),
+            ("account.create", "token:auditor", "credential_account"),
             ("account.reset", "token:auditor", "credential_account"),
             ("account.import", "token:auditor", "credential_account"),
             ("mother.import", "token:auditor", "mother"),
@@ -760,6 +761,105 @@ async fn cli_tails_exports_and_verifies_and_names_a_tampered_row() {
         assert!(out.contains("3 row(s) before it verified"), "{out}");
         let report = audit::verify(users).await.unwrap();
         assert_eq!(report.broken.map(|b| b.id), Some(4));
+        t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn changes_to_admin_users_are_audited_without_their_passwords() {
+    each_backend(|backend| async move {
+        let t = TestApp::spawn(&backend).await;
+        let token = t.token("boss", Scope::Admin).await;
+        let (status, body) = t
+            .send_json(
+                &token,
+                Method::POST,
+                "/api/admin/admins",
+                Some(json!({"username": "olga", "password": "olga-secret-1", "role": "operator"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let id = body["id"].as_i64().unwrap();
+        for (path, body) in [
+            ("role", Some(json!({"role": "viewer"}))),
+            ("password", Some(json!({"password": "olga-secret-2"}))),
+            ("disable", None),
+            ("enable", None),
+        ] {
+            let (status, answer) = t
+                .send_json(
+                    &token,
+                    Method::POST,
+                    &format!("/api/admin/admins/olga/{path}"),
+                    body,
+                )
+                .await;
+            assert_eq!(status, 200, "{path}: {answer}");
+        }
+        let page = audit_rows(&t, &token, "?target=admin").await;
+        for action in [
+            "admin.create",
+            "admin.role",
+            "admin.password",
+            "admin.disable",
+            "admin.enable",
+        ] {
+            let rows = rows_with(&page, action);
+            assert_eq!(rows.len(), 1, "{action}: {page}");
+            assert_eq!(rows[0]["actor"], "token:boss");
+            assert_eq!(rows[0]["target_id"], id.to_string());
+        }
+        let role = rows_with(&page, "admin.role")[0]["summary"]
+            .as_str()
+            .unwrap();
+        assert!(role.contains("\"viewer\""), "{role}");
+        let text = page.to_string();
+        assert!(
+            !text.contains("olga-secret"),
+            "a password reached the audit log: {text}"
+        );
+        t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn credential_account_create_update_and_delete_are_audited_without_passwords() {
+    each_backend(|backend| async move {
+        let t = TestApp::spawn(&backend).await;
+        let token = t.token("ops", Scope::Admin).await;
+        let (status, body) = t
+            .send_json(
+                &token,
+                Method::POST,
+                "/api/admin/accounts",
+                Some(json!({"login": "w1@example.org", "password": "acct-secret-1"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let id = body["id"].as_i64().unwrap();
+        let path = format!("/api/admin/accounts/{id}");
+        let patch = json!({"is_active": false, "password": "acct-secret-2"});
+        let (status, body) = t.send_json(&token, Method::PATCH, &path, Some(patch)).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = t.send_json(&token, Method::DELETE, &path, None).await;
+        assert_eq!(status, 204, "{body}");
+        let page = audit_rows(&t, &token, "?action=account.*").await;
+        for action in ["account.create", "account.update", "account.delete"] {
+            let rows = rows_with(&page, action);
+            assert_eq!(rows.len(), 1, "{action}: {page}");
+            assert_eq!(rows[0]["target_id"], id.to_string());
+            assert_eq!(rows[0]["actor"], "token:ops");
+        }
+        let update = rows_with(&page, "account.update")[0]["summary"]
+            .as_str()
+            .unwrap();
+        assert!(
+            update.contains("\"fields\":[\"is_active\",\"password\"]"),
+            "{update}"
+        );
+        assert!(!page.to_string().contains("acct-secret"), "{page}");
         t.stop().await;
     })
     .await;

@@ -1357,3 +1357,85 @@ async fn sim_add_org_prints_a_credential_the_simulator_knows_and_is_refused_in_p
     assert_ne!(code, 0);
     assert!(err.contains("seats must be between 1 and 1000"), "{err}");
 }
+
+/// `admin create --role` and `admin set-role` / `disable` / `enable`: the role reaches the users
+/// database, and the last active admin can be neither demoted nor disabled.
+#[tokio::test]
+async fn admin_roles_are_set_from_the_cli_and_the_last_admin_is_kept() {
+    each_backend(|backend| async move {
+        let dbs = TestDbs::new(&backend).await;
+        let create = |name: &str, role: Option<&str>| {
+            let mut cmd = poolkeeper(&dbs);
+            cmd.args(["admin", "create", "--username", name]);
+            if let Some(role) = role {
+                cmd.args(["--role", role]);
+            }
+            run(cmd)
+        };
+        let (code, out, err) = create("boss", None);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.contains("with role admin"),
+            "the default role is admin: {out}"
+        );
+        let (code, out, err) = create("ops", Some("operator"));
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("with role operator"), "{out}");
+        let (code, _, err) = create("x", Some("root"));
+        assert_ne!(code, 0);
+        assert!(
+            err.contains("root") && err.contains("operator") && err.contains("viewer"),
+            "{err}"
+        );
+
+        let (_, users) = poolkeeper::server::open_and_migrate(&dbs.config)
+            .await
+            .unwrap();
+        let role_of = |name: &'static str| {
+            let users = users.clone();
+            async move {
+                let v = poolkeeper::store::admins::view_by_username(&users, name)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                (v.role, v.disabled_at.is_some())
+            }
+        };
+        assert_eq!(role_of("ops").await, ("operator".to_string(), false));
+
+        let set_role = |name: &str, role: &str| {
+            let mut cmd = poolkeeper(&dbs);
+            cmd.args(["admin", "set-role", name, role]);
+            run(cmd)
+        };
+        let (code, out, err) = set_role("ops", "viewer");
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("`ops` now has role viewer"), "{out}");
+        assert_eq!(role_of("ops").await.0, "viewer");
+
+        // boss is the only admin: neither demoted nor disabled.
+        let (code, _, err) = set_role("boss", "operator");
+        assert_ne!(code, 0);
+        assert!(err.contains("last active admin"), "{err}");
+        let mut cmd = poolkeeper(&dbs);
+        cmd.args(["admin", "disable", "boss"]);
+        let (code, _, err) = run(cmd);
+        assert_ne!(code, 0);
+        assert!(err.contains("last active admin"), "{err}");
+        assert_eq!(role_of("boss").await, ("admin".to_string(), false));
+
+        let (code, _, err) = set_role("ghost", "viewer");
+        assert_ne!(code, 0);
+        assert!(err.contains("ghost"), "{err}");
+
+        let mut cmd = poolkeeper(&dbs);
+        cmd.args(["admin", "disable", "ops"]);
+        assert_eq!(run(cmd).0, 0);
+        assert_eq!(role_of("ops").await, ("viewer".to_string(), true));
+        let mut cmd = poolkeeper(&dbs);
+        cmd.args(["admin", "enable", "ops"]);
+        assert_eq!(run(cmd).0, 0);
+        assert_eq!(role_of("ops").await, ("viewer".to_string(), false));
+    })
+    .await;
+}

@@ -161,7 +161,7 @@ async fn password_change_ends_sessions_atomically() {
         let dbs = TestDbs::new(&backend).await;
         let (_, users) = server::open_and_migrate(&dbs.config).await.unwrap();
         let now = SystemClock.now_ms();
-        let admin = store::admins::create(&users, "ops", "hash-1", now)
+        let admin = store::admins::create(&users, "ops", "hash-1", "operator", now)
             .await
             .unwrap();
         store::sessions::create(&users, "session-hash", admin.id, "csrf", now, now + 60_000)
@@ -187,7 +187,7 @@ async fn password_change_ends_sessions_atomically() {
             Err(store::StoreError::NotFound)
         ));
         assert!(matches!(
-            store::admins::create(&users, "ops", "h", now).await,
+            store::admins::create(&users, "ops", "h", "admin", now).await,
             Err(store::StoreError::Conflict(_))
         ));
     })

@@ -11,6 +11,7 @@ pub mod missions;
 pub mod mothers;
 pub mod naming;
 pub mod origin;
+pub mod roles;
 pub mod seats;
 pub mod sync_plan;
 pub mod sync_sessions;

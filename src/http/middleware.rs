@@ -12,11 +12,11 @@ use axum_extra::extract::cookie::CookieJar;
 use subtle::ConstantTimeEq;
 
 use crate::app::AppState;
-use crate::auth::{self, Principal, Scope};
+use crate::auth::{self, Principal, Role, Scope};
 use crate::config::{Config, RunEnv};
 use crate::domain::origin::Origin;
 use crate::http::error::{ApiError, ApiResult};
-use crate::http::routes::{Domain, RouteDomains};
+use crate::http::routes::{self, Domain, RouteDomains};
 
 /// The session cookie's name over plain http; a `Secure` cookie is [`SECURE_SESSION_COOKIE`].
 pub const SESSION_COOKIE: &str = "pk_session";
@@ -87,16 +87,42 @@ pub fn is_unsafe(method: &Method) -> bool {
     )
 }
 
-/// Requires an admin: a bearer token of scope `admin`, or a session cookie (with CSRF checks on
-/// unsafe methods). Puts the [`Principal`] into the request extensions.
-pub async fn require_admin(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
-    match authenticate(&app, req.method(), req.headers(), req.extensions()).await {
-        Ok(principal) => {
-            req.extensions_mut().insert(principal);
-            next.run(req).await
-        }
-        Err(e) => e.into_response(),
+/// Requires a principal with the role the route needs ([`routes::API_ROLES`]): a bearer token of
+/// scope `admin`, `operator` or `viewer`, or a session cookie (with CSRF checks on unsafe
+/// methods) of an admin user with that role. Puts the [`Principal`] into the request extensions.
+pub async fn require_role(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+    let principal = match authenticate(&app, req.method(), req.headers(), req.extensions()).await {
+        Ok(principal) => principal,
+        Err(e) => return e.into_response(),
+    };
+    let needed = req
+        .extensions()
+        .get::<MatchedPath>()
+        .and_then(|path| routes::api_role(req.method(), path.as_str()));
+    if let Err(e) = check_role(&principal, needed) {
+        return e.into_response();
     }
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}
+
+/// Whether `principal` may use a route that needs `needed`; a route with no rule (`None`) is
+/// refused to everyone, so a forgotten rule fails closed.
+pub fn check_role(principal: &Principal, needed: Option<Role>) -> ApiResult<()> {
+    let Some(needed) = needed else {
+        return Err(ApiError::forbidden(
+            "no_role_rule",
+            "this route has no role rule (routes::API_ROLES); refused to everyone",
+        ));
+    };
+    if principal.allows(needed) {
+        return Ok(());
+    }
+    let has = principal.role().map_or("none", Role::as_str);
+    Err(ApiError::forbidden(
+        "insufficient_role",
+        format!("this route needs role {needed} (or higher); you have {has}"),
+    ))
 }
 
 /// Requires a bearer token of scope `worker` (the lease API). Puts the [`Principal`] into the request
@@ -153,12 +179,14 @@ async fn authenticate(
         let principal = auth::token_principal(&app.users, &app.clock, token)
             .await?
             .ok_or_else(|| ApiError::unauthorized("API token is unknown or revoked"))?;
-        if let Principal::Token { scope, .. } = &principal
-            && *scope != Scope::Admin
+        if let Principal::Token {
+            scope: Scope::Worker,
+            ..
+        } = &principal
         {
             return Err(ApiError::forbidden(
                 "insufficient_scope",
-                "this route needs a token with scope admin",
+                "this route needs a token with scope admin, operator or viewer",
             ));
         }
         return Ok(principal);

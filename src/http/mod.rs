@@ -86,6 +86,11 @@ fn finish_document(doc: &mut OpenApi) {
     openapi::add_class_responses(doc, &public, &worker);
 }
 
+/// `(METHOD, path)` of every admin route (session or admin/operator/viewer token).
+pub fn admin_operation_keys() -> std::collections::HashSet<(String, String)> {
+    openapi::operation_keys(&api::admin_routes().split_for_parts().1)
+}
+
 /// The router of `metrics_listen`: `/metrics` alone.
 pub fn metrics_router(state: AppState) -> Router {
     let (routes, _) = api::metrics_routes().split_for_parts();
@@ -99,6 +104,9 @@ pub fn metrics_router(state: AppState) -> Router {
 pub fn router(state: AppState) -> Router {
     // The domain of every API route, read by the domain guard and the request metrics.
     let domains = std::sync::Arc::new(routes::RouteDomains::from_openapi(&openapi()));
+    // Every admin route needs a role rule; refuse to start without one, naming what to fix.
+    let problems = routes::api_role_problems(&admin_operation_keys());
+    assert!(problems.is_empty(), "route roles: {}", problems.join("; "));
     let admin = api::admin_routes()
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -106,7 +114,7 @@ pub fn router(state: AppState) -> Router {
         ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            middleware::require_admin,
+            middleware::require_role,
         ));
     let worker = api::worker_routes().route_layer(axum::middleware::from_fn_with_state(
         state.clone(),

@@ -11,9 +11,10 @@ use utoipa::openapi::request_body::RequestBody;
 use utoipa::openapi::security::SecurityRequirement;
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, ResponseBuilder};
 
+use crate::auth::Role;
 use crate::http::routes::operations;
 
-/// Who may call an operation.
+/// Who may call an operation (admin operations also carry their role from `routes::API_ROLES`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RouteClass {
     /// Probes, metrics, login: no credentials.
@@ -61,12 +62,20 @@ pub fn add_class_responses(
             } else {
                 RouteClass::Admin
             };
-            finish_operation(op, class);
+            let role = match class {
+                RouteClass::Admin => crate::http::routes::api_role(
+                    &axum::http::Method::from_bytes(method.as_bytes())
+                        .unwrap_or(axum::http::Method::GET),
+                    path,
+                ),
+                _ => None,
+            };
+            finish_operation(op, class, role);
         }
     }
 }
 
-fn finish_operation(op: &mut Operation, class: RouteClass) {
+fn finish_operation(op: &mut Operation, class: RouteClass, role: Option<Role>) {
     let params = op.parameters.as_deref().unwrap_or_default();
     let has_path = params
         .iter()
@@ -94,13 +103,24 @@ fn finish_operation(op: &mut Operation, class: RouteClass) {
             answers.push((403, "`insufficient_scope`: the token's scope is not worker"));
         }
         RouteClass::Admin => {
+            // The role the route needs (routes::API_ROLES), as `x-role` and as the role named
+            // in its security requirements (OpenAPI 3.1 allows role names for non-OAuth schemes).
+            let role_name = role.map_or("none", Role::as_str);
+            op.extensions
+                .get_or_insert_with(Default::default)
+                .insert("x-role".into(), serde_json::json!(role_name));
+            op.security = Some(vec![
+                SecurityRequirement::new("bearer", [role_name]),
+                SecurityRequirement::new("session", [role_name]),
+            ]);
             answers.push((
                 401,
                 "no session or token, or an expired, unknown or revoked one",
             ));
             answers.push((
                 403,
-                "`insufficient_scope` (a worker token), `csrf_failed` (a session's unsafe \
+                "`insufficient_role` (the caller's role is below the route's `x-role`), \
+                 `insufficient_scope` (a worker token), `csrf_failed` (a session's unsafe \
                  request without its CSRF token or from another origin), `domain_mismatch` \
                  (domain guard)",
             ));

@@ -34,10 +34,18 @@ pub const ACTIONS: &[&str] = &[
     "job.cancel",
     "codes.generate",
     "codes.disable",
+    "account.create",
+    "account.update",
+    "account.delete",
     "account.reset",
     "account.import",
     "token.create",
     "token.revoke",
+    "admin.create",
+    "admin.role",
+    "admin.password",
+    "admin.disable",
+    "admin.enable",
     "secrets.rotate",
     "audit.retention",
 ];
@@ -531,6 +539,47 @@ pub mod more_changes {
     }
 
     /// A credential account's failures and rest were cleared.
+    /// A credential account created (its password never appears).
+    pub fn account_create(account: &AccountView) -> Change {
+        Change::new(
+            "account.create",
+            "credential_account",
+            account.id,
+            json!({"pool": account.pool, "login": account.login}),
+        )
+    }
+
+    /// What a patch set: the fields it named, and the new values except the password's.
+    pub fn account_update(
+        id: i64,
+        patch: &crate::service::credential_accounts::PatchAccountRequest,
+    ) -> Change {
+        // Field names only for the password (a key naming it would be stripped).
+        let fields: Vec<&str> = [
+            patch.is_active.map(|_| "is_active"),
+            patch.metadata.as_ref().map(|_| "metadata"),
+            patch.password.as_ref().map(|_| "password"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        Change::new(
+            "account.update",
+            "credential_account",
+            id,
+            json!({"fields": fields, "is_active": patch.is_active, "metadata": patch.metadata}),
+        )
+    }
+
+    pub fn account_delete(id: i64, force: bool) -> Change {
+        Change::new(
+            "account.delete",
+            "credential_account",
+            id,
+            json!({"force": force}),
+        )
+    }
+
     pub fn account_reset(account: &AccountView) -> Change {
         Change::new(
             "account.reset",

@@ -3,6 +3,7 @@
 //! `jobs`. Errors are [`Error`]s, which know no protocol: `http` maps them to a status once, the
 //! CLI prints their message. Nothing here knows HTTP.
 
+pub mod admins;
 pub mod audit;
 pub mod codes;
 pub mod credential_accounts;

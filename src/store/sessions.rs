@@ -9,6 +9,7 @@ use crate::db::{UsersDb, on_reader, on_writer};
 pub struct SessionRow {
     pub user_id: i64,
     pub username: String,
+    pub role: String,
     pub csrf_token: String,
     pub expires_at: i64,
 }
@@ -46,15 +47,16 @@ pub async fn create(
     Ok(())
 }
 
-/// The live session with this hash, if any.
+/// The live session with this hash, if any; a disabled admin's sessions are not live.
 pub async fn find_live(
     db: &UsersDb,
     token_hash: &str,
     now: i64,
 ) -> StoreResult<Option<SessionRow>> {
     Ok(on_reader!(db, |p| sqlx::query_as(
-        "SELECT s.user_id, u.username, s.csrf_token, s.expires_at FROM admin_sessions s \
-         JOIN admin_users u ON u.id = s.user_id WHERE s.token_hash = $1 AND s.expires_at > $2"
+        "SELECT s.user_id, u.username, u.role, s.csrf_token, s.expires_at FROM admin_sessions s \
+         JOIN admin_users u ON u.id = s.user_id \
+         WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.disabled_at IS NULL"
     )
     .bind(token_hash)
     .bind(now)

@@ -10,7 +10,7 @@ use utoipa::IntoParams;
 
 use crate::app::AppState;
 use crate::http::error::{ApiResult, ErrorBody};
-use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery, AuditActor};
 use crate::http::pagination::{Page, PageParams};
 use crate::service::credential_accounts::{
     self as service, AccountDetail, AccountQuery, AccountStatusCounts, AccountView,
@@ -23,9 +23,12 @@ use crate::store::leases::LeaseWithLogin;
     responses((status = 201, body = AccountView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn create_account(
     State(app): State<AppState>,
+    AuditActor(actor): AuditActor,
     ApiJson(req): ApiJson<CreateAccountRequest>,
 ) -> ApiResult<(StatusCode, Json<AccountView>)> {
     let a = service::create_account(app.leasing_ctx(), req).await?;
+    let change = crate::service::audit::more_changes::account_create(&a);
+    crate::service::audit::record(&app.users, &app.clock, &actor, change).await;
     Ok((StatusCode::CREATED, Json(a)))
 }
 
@@ -91,12 +94,14 @@ pub async fn get_account(
     responses((status = 200, body = AccountView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn patch_account(
     State(app): State<AppState>,
+    AuditActor(actor): AuditActor,
     ApiPath(id): ApiPath<i64>,
     ApiJson(req): ApiJson<PatchAccountRequest>,
 ) -> ApiResult<Json<AccountView>> {
-    Ok(Json(
-        service::patch_account(app.leasing_ctx(), id, req).await?,
-    ))
+    let change = crate::service::audit::more_changes::account_update(id, &req);
+    let account = service::patch_account(app.leasing_ctx(), id, req).await?;
+    crate::service::audit::record(&app.users, &app.clock, &actor, change).await;
+    Ok(Json(account))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -111,10 +116,14 @@ pub struct DeleteQuery {
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn delete_account(
     State(app): State<AppState>,
+    AuditActor(actor): AuditActor,
     ApiPath(id): ApiPath<i64>,
     ApiQuery(q): ApiQuery<DeleteQuery>,
 ) -> ApiResult<StatusCode> {
-    service::delete_account(app.leasing_ctx(), id, q.force.unwrap_or(false)).await?;
+    let force = q.force.unwrap_or(false);
+    service::delete_account(app.leasing_ctx(), id, force).await?;
+    let change = crate::service::audit::more_changes::account_delete(id, force);
+    crate::service::audit::record(&app.users, &app.clock, &actor, change).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

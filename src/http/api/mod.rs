@@ -2,6 +2,7 @@
 //! `utoipa_axum::routes!`, so the router and the OpenAPI document come from the same definitions.
 //! Each operation has exactly one tag, its domain: `pool`, `users` or `system`.
 
+pub mod admins;
 pub mod audit;
 pub mod codes;
 pub mod credential_accounts;
@@ -40,7 +41,8 @@ pub fn metrics_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(system::metrics))
 }
 
-/// Routes that need an admin (session or admin-scope token).
+/// Routes that need a session or a token of scope admin, operator or viewer; each needs the
+/// role `routes::API_ROLES` gives it.
 pub fn admin_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(session::logout))
@@ -50,6 +52,11 @@ pub fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tokens::list_tokens, tokens::create_token))
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(audit::list_audit))
+        .routes(routes!(admins::list_admins, admins::create_admin))
+        .routes(routes!(admins::set_role))
+        .routes(routes!(admins::reset_password))
+        .routes(routes!(admins::disable_admin))
+        .routes(routes!(admins::enable_admin))
         .routes(routes!(jobs::list_jobs))
         .routes(routes!(jobs::job_stats))
         .routes(routes!(jobs::get_job))

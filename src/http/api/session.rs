@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::app::{App, AppState};
-use crate::auth::{self, LoginOutcome, Principal};
+use crate::auth::{self, LoginOutcome, Principal, Role};
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{ApiJson, ClientAddr};
 use crate::http::middleware::session_cookie_name;
@@ -156,8 +156,10 @@ pub struct MeResponse {
     pub kind: &'static str,
     /// Username, or `token:<name>`.
     pub name: String,
-    /// The token's scope; `admin` for sessions.
+    /// The token's scope; for a session, the user's role (the scope of the same name).
     pub scope: &'static str,
+    /// The role the caller acts with: `admin`, `operator` or `viewer`.
+    pub role: Role,
 }
 
 /// Who is calling.
@@ -165,12 +167,14 @@ pub struct MeResponse {
     responses((status = 200, body = MeResponse), (status = 401, body = ErrorBody)))]
 pub async fn me(Extension(principal): Extension<Principal>) -> Json<MeResponse> {
     let (kind, scope) = match &principal {
-        Principal::Session { .. } => ("session", "admin"),
+        Principal::Session { role, .. } => ("session", role.as_str()),
         Principal::Token { scope, .. } => ("token", scope.as_str()),
     };
     Json(MeResponse {
         kind,
         name: principal.display_name(),
         scope,
+        // Admin routes admit only principals with a role (worker tokens are refused first).
+        role: principal.role().unwrap_or(Role::Viewer),
     })
 }

@@ -325,22 +325,22 @@ async fn import(
             let change = more_changes::account_import(&report);
             audit::record(&app.users, &app.clock, &actor, change).await;
             Flash::Batch {
-            total: report.total,
-            valid: report.valid,
-            invalid: report.invalid,
-            imported: report.imported,
-            refused: (report.rows.iter())
-                .filter(|r| !r.ok)
-                .map(|r| {
-                    let why = r.errors.join("; ");
-                    let why = if r.duplicate {
-                        format!("duplicate: {why}")
-                    } else {
-                        why
-                    };
-                    (r.row, why)
-                })
-                .collect(),
+                total: report.total,
+                valid: report.valid,
+                invalid: report.invalid,
+                imported: report.imported,
+                refused: (report.rows.iter())
+                    .filter(|r| !r.ok)
+                    .map(|r| {
+                        let why = r.errors.join("; ");
+                        let why = if r.duplicate {
+                            format!("duplicate: {why}")
+                        } else {
+                            why
+                        };
+                        (r.row, why)
+                    })
+                    .collect(),
             }
         }
         Err(e) => Flash::not_done(ApiError::from(e).message),

@@ -4,7 +4,7 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{Form, Request, State};
+use axum::extract::{Form, MatchedPath, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -16,13 +16,15 @@ use serde::Deserialize;
 use self::csrf::{CsrfForm, NoFields};
 
 use crate::app::AppState;
-use crate::auth::{self, LoginOutcome, Principal};
+use crate::auth::{self, LoginOutcome, Principal, Role};
 use crate::http::api::session::{removal_cookie, session_cookie};
 use crate::http::extract::ClientAddr;
 use crate::http::middleware::{ExpectedOrigin, is_expected_origin, session_cookie_name};
+use crate::http::routes;
 use crate::service::audit::{Actor, changes, record as audit_record};
 
 mod accounts;
+mod admins;
 mod assets;
 mod audit;
 mod charts;
@@ -50,8 +52,22 @@ const NAV: &[(&str, &str)] = &[
     ("/codes", "Codes"),
     ("/invites", "Users"),
     ("/accounts", "Accounts"),
+    ("/system", "System"),
+];
+
+/// The navigation of admins: [`NAV`], the Audit page and the Admins page.
+const ADMIN_NAV: &[(&str, &str)] = &[
+    ("/", "Dashboard"),
+    ("/pool-groups", "Pool groups"),
+    ("/mothers", "Mothers"),
+    ("/jobs", "Jobs"),
+    ("/sync-sessions", "Sync sessions"),
+    ("/codes", "Codes"),
+    ("/invites", "Users"),
+    ("/accounts", "Accounts"),
     ("/audit", "Audit"),
     ("/system", "System"),
+    ("/admins", "Admins"),
 ];
 
 pub fn routes(state: AppState) -> Router<AppState> {
@@ -67,6 +83,8 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .merge(jobs::routes())
         .merge(sync_sessions::routes())
         .merge(audit::routes())
+        .merge(admins::routes())
+        .route_layer(axum::middleware::from_fn(require_page_role))
         .route_layer(axum::middleware::from_fn(flash::carry))
         .route_layer(axum::middleware::from_fn_with_state(state, require_session));
     Router::new()
@@ -82,6 +100,12 @@ pub struct Layout {
     pub csrf_token: String,
     pub active: &'static str,
     pub nav: &'static [(&'static str, &'static str)],
+    /// The signed-in user's role; pages show only the forms it may post.
+    pub role: Role,
+    /// May post the pool's forms (operator or admin).
+    pub can_operate: bool,
+    /// May manage admins and tokens (admin).
+    pub is_admin: bool,
     /// What the form post that led here did (`templates/partials/flash.html` shows it).
     pub flash: Option<flash::Flash>,
 }
@@ -96,11 +120,16 @@ impl Layout {
             } => (username.clone(), csrf_token.clone()),
             Principal::Token { .. } => (principal.display_name(), String::new()),
         };
+        // Pages are behind the page guard, which admits only principals with a role.
+        let role = principal.role().unwrap_or(Role::Viewer);
         Self {
             username,
             csrf_token,
             active,
-            nav: NAV,
+            nav: if role == Role::Admin { ADMIN_NAV } else { NAV },
+            role,
+            can_operate: role.allows(Role::Operator),
+            is_admin: role == Role::Admin,
             flash: flash::take(),
         }
     }
@@ -130,6 +159,41 @@ async fn require_session(
         Ok(None) => Redirect::to("/login").into_response(),
         Err(e) => crate::http::error::ApiError::from(e).into_response(),
     }
+}
+
+/// Refuses a page or form the signed-in role may not use (`routes::PAGE_ROLES`) with a 403
+/// page; a page without a rule is refused to everyone. Runs after [`require_session`].
+async fn require_page_role(req: Request, next: Next) -> Response {
+    let needed = req
+        .extensions()
+        .get::<MatchedPath>()
+        .and_then(|path| routes::page_role(req.method(), path.as_str()));
+    let Some(principal) = req.extensions().get::<Principal>().cloned() else {
+        return Redirect::to("/login").into_response();
+    };
+    match needed {
+        Some(needed) if principal.allows(needed) => next.run(req).await,
+        needed => forbidden(&principal, needed),
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "forbidden.html")]
+struct ForbiddenPage {
+    layout: Layout,
+    needed: Option<Role>,
+}
+
+/// The 403 page: what the page needs and what the user has.
+fn forbidden(principal: &Principal, needed: Option<Role>) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        ForbiddenPage {
+            layout: Layout::new(principal, ""),
+            needed,
+        },
+    )
+        .into_response()
 }
 
 fn with_retry_after(mut response: Response, secs: u64) -> Response {
