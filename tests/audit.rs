@@ -864,3 +864,31 @@ async fn credential_account_create_update_and_delete_are_audited_without_passwor
     })
     .await;
 }
+
+#[tokio::test]
+async fn bulk_invite_jobs_are_audited_with_who_queued_them() {
+    each_backend(|backend| async move {
+        let t = TestApp::spawn(&backend).await;
+        let token = t.token("desk", Scope::Admin).await;
+        let (status, body) = t
+            .send_json(
+                &token,
+                Method::POST,
+                "/api/admin/invites/cancel",
+                Some(json!({"ids": [41, 42]})),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        let job_id = body["job_id"].as_str().unwrap().to_string();
+        let page = audit_rows(&t, &token, "?action=invites.*").await;
+        let rows = rows_with(&page, "invites.cancel");
+        assert_eq!(rows.len(), 1, "{page}");
+        assert_eq!(rows[0]["actor"], "token:desk");
+        assert_eq!(rows[0]["target_type"], "job");
+        assert_eq!(rows[0]["target_id"], job_id.as_str());
+        let actor = audit::job_actor(&t.app().users, &job_id).await.unwrap();
+        assert_eq!(actor.as_deref(), Some("token:desk"));
+        t.stop().await;
+    })
+    .await;
+}

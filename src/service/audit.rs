@@ -34,6 +34,9 @@ pub const ACTIONS: &[&str] = &[
     "job.cancel",
     "codes.generate",
     "codes.disable",
+    "invites.resend",
+    "invites.cancel",
+    "invites.remove",
     "account.create",
     "account.update",
     "account.delete",
@@ -518,6 +521,21 @@ pub mod more_changes {
                 "expires_at": batch.expires_at,
                 "pool_group_id": batch.pool_group_id,
             }),
+        )
+    }
+
+    /// A bulk invite job queued (`invites.resend`, `invites.cancel`, `invites.remove`).
+    pub fn invites_bulk(queued: &crate::service::invites::BulkQueued, ids: &[i64]) -> Change {
+        let action = match queued.job_type.as_str() {
+            "users_resend" => "invites.resend",
+            "users_cancel" => "invites.cancel",
+            _ => "invites.remove",
+        };
+        Change::new(
+            action,
+            "job",
+            &queued.job_id,
+            json!({"invite_ids": ids, "count": queued.count}),
         )
     }
 

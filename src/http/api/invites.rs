@@ -10,8 +10,9 @@ use utoipa::IntoParams;
 
 use crate::app::AppState;
 use crate::http::error::{ApiResult, ErrorBody};
-use crate::http::extract::{ApiJson, ApiQuery};
+use crate::http::extract::{ApiJson, ApiQuery, AuditActor};
 use crate::http::pagination::{Page, PageParams};
+use crate::service::audit::{self, Actor};
 use crate::service::invites::{self as service, BulkAction, BulkQueued, BulkRequest};
 use crate::store::invites::Invite;
 
@@ -42,13 +43,16 @@ pub async fn list_invites(
 
 async fn queue(
     app: &AppState,
+    actor: &Actor,
     action: BulkAction,
     req: BulkRequest,
 ) -> ApiResult<(StatusCode, Json<BulkQueued>)> {
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(service::bulk(app, action, req).await?),
-    ))
+    let ids = req.ids.clone();
+    let queued = service::bulk(app, action, req).await?;
+    audit::mark_jobs(&app.users, actor, std::slice::from_ref(&queued.job_id)).await;
+    let change = audit::more_changes::invites_bulk(&queued, &ids);
+    audit::record(&app.users, &app.clock, actor, change).await;
+    Ok((StatusCode::ACCEPTED, Json(queued)))
 }
 
 /// Queues a `users_resend` job: the provider invites each address again. Pending and sent invites
@@ -58,9 +62,10 @@ async fn queue(
         (status = 400, body = ErrorBody, description = "`invalid_ids`: 1 to 1000 ids")))]
 pub async fn resend_invites(
     State(app): State<AppState>,
+    AuditActor(actor): AuditActor,
     ApiJson(req): ApiJson<BulkRequest>,
 ) -> ApiResult<(StatusCode, Json<BulkQueued>)> {
-    queue(&app, BulkAction::Resend, req).await
+    queue(&app, &actor, BulkAction::Resend, req).await
 }
 
 /// Queues a `users_cancel` job: each pending or sent invite is withdrawn at the provider (when
@@ -70,9 +75,10 @@ pub async fn resend_invites(
         (status = 400, body = ErrorBody, description = "`invalid_ids`: 1 to 1000 ids")))]
 pub async fn cancel_invites(
     State(app): State<AppState>,
+    AuditActor(actor): AuditActor,
     ApiJson(req): ApiJson<BulkRequest>,
 ) -> ApiResult<(StatusCode, Json<BulkQueued>)> {
-    queue(&app, BulkAction::Cancel, req).await
+    queue(&app, &actor, BulkAction::Cancel, req).await
 }
 
 /// Queues a `users_remove` job: each invitee (pending, sent or accepted) is removed at the
@@ -82,7 +88,8 @@ pub async fn cancel_invites(
         (status = 400, body = ErrorBody, description = "`invalid_ids`: 1 to 1000 ids")))]
 pub async fn remove_invites(
     State(app): State<AppState>,
+    AuditActor(actor): AuditActor,
     ApiJson(req): ApiJson<BulkRequest>,
 ) -> ApiResult<(StatusCode, Json<BulkQueued>)> {
-    queue(&app, BulkAction::Remove, req).await
+    queue(&app, &actor, BulkAction::Remove, req).await
 }

@@ -21,6 +21,8 @@ use crate::app::AppState;
 use crate::auth::Principal;
 use crate::clock::rfc3339;
 use crate::http::error::ApiError;
+use crate::http::extract::AuditActor;
+use crate::service::audit;
 use crate::service::invites::{self as service, BulkAction, BulkRequest};
 use crate::store::invites::Invite;
 
@@ -166,6 +168,7 @@ fn wording(action: BulkAction) -> (&'static str, &'static str) {
 async fn bulk(
     State(app): State<AppState>,
     Extension(principal): Extension<Principal>,
+    AuditActor(actor): AuditActor,
     CsrfForm(fields): CsrfForm<Vec<(String, String)>>,
 ) -> Response {
     let field = |name: &str| {
@@ -223,16 +226,21 @@ async fn bulk(
         };
         return page.into_response();
     }
-    match service::bulk(&app, action, BulkRequest { ids }).await {
-        Ok(q) => flash::redirect(
-            &app,
-            &format!("/jobs/{}", q.job_id),
-            Flash::JobQueued {
-                job_id: q.job_id,
-                job_type: q.job_type,
-                count: q.count,
-            },
-        ),
+    match service::bulk(&app, action, BulkRequest { ids: ids.clone() }).await {
+        Ok(q) => {
+            audit::mark_jobs(&app.users, &actor, std::slice::from_ref(&q.job_id)).await;
+            let change = audit::more_changes::invites_bulk(&q, &ids);
+            audit::record(&app.users, &app.clock, &actor, change).await;
+            flash::redirect(
+                &app,
+                &format!("/jobs/{}", q.job_id),
+                Flash::JobQueued {
+                    job_id: q.job_id,
+                    job_type: q.job_type,
+                    count: q.count,
+                },
+            )
+        }
         Err(e) => flash::redirect(&app, "/invites", Flash::not_done(e.message)),
     }
 }
