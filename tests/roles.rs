@@ -385,6 +385,10 @@ async fn pages_hide_the_forms_a_role_cannot_post() {
         assert!(page(&t, &admin, "/").await.contains("href=\"/admins\""));
         assert!(!page(&t, &op, "/").await.contains("href=\"/admins\""));
         assert!(!page(&t, &view, "/").await.contains("href=\"/admins\""));
+        // The Audit link follows the same table: admins only.
+        assert!(page(&t, &admin, "/").await.contains("href=\"/audit\""));
+        assert!(!page(&t, &op, "/").await.contains("href=\"/audit\""));
+        assert!(page(&t, &op, "/").await.contains("href=\"/accounts\""));
         t.stop().await;
     })
     .await;

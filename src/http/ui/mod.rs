@@ -42,21 +42,9 @@ mod redeem;
 mod sync_sessions;
 mod times;
 
-/// The areas in the navigation, in order: (path, label).
+/// The areas in the navigation, in order: (path, label). Each user sees the ones whose page
+/// their role may open ([`routes::PAGE_ROLES`]), so the Audit and Admins links show for admins only.
 const NAV: &[(&str, &str)] = &[
-    ("/", "Dashboard"),
-    ("/pool-groups", "Pool groups"),
-    ("/mothers", "Mothers"),
-    ("/jobs", "Jobs"),
-    ("/sync-sessions", "Sync sessions"),
-    ("/codes", "Codes"),
-    ("/invites", "Users"),
-    ("/accounts", "Accounts"),
-    ("/system", "System"),
-];
-
-/// The navigation of admins: [`NAV`], the Audit page and the Admins page.
-const ADMIN_NAV: &[(&str, &str)] = &[
     ("/", "Dashboard"),
     ("/pool-groups", "Pool groups"),
     ("/mothers", "Mothers"),
@@ -69,6 +57,16 @@ const ADMIN_NAV: &[(&str, &str)] = &[
     ("/system", "System"),
     ("/admins", "Admins"),
 ];
+
+/// The navigation a role sees.
+fn nav_for(role: Role) -> Vec<(&'static str, &'static str)> {
+    NAV.iter()
+        .filter(|(href, _)| {
+            routes::page_role(&axum::http::Method::GET, href).is_some_and(|need| role.allows(need))
+        })
+        .copied()
+        .collect()
+}
 
 pub fn routes(state: AppState) -> Router<AppState> {
     let pages = Router::new()
@@ -99,7 +97,7 @@ pub struct Layout {
     pub username: String,
     pub csrf_token: String,
     pub active: &'static str,
-    pub nav: &'static [(&'static str, &'static str)],
+    pub nav: Vec<(&'static str, &'static str)>,
     /// The signed-in user's role; pages show only the forms it may post.
     pub role: Role,
     /// May post the pool's forms (operator or admin).
@@ -126,7 +124,7 @@ impl Layout {
             username,
             csrf_token,
             active,
-            nav: if role == Role::Admin { ADMIN_NAV } else { NAV },
+            nav: nav_for(role),
             role,
             can_operate: role.allows(Role::Operator),
             is_admin: role == Role::Admin,
