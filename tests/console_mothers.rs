@@ -421,6 +421,31 @@ async fn bulk_actions_ask_first_then_change_exactly_the_checked_mothers() {
             .await;
         assert_eq!(status, 303);
         assert!(c.get_mother(ids[0]).await.is_some());
+
+        // Each mother a bulk action was done to has its audit row, by the signed-in admin.
+        let token = t.token("auditor", Scope::Admin).await;
+        let audit = |id: i64, action: &'static str| {
+            let (t, token) = (&t, token.clone());
+            async move {
+                let path = format!("/api/admin/audit?target=mother:{id}&action={action}");
+                let (status, body) = t.send_json(&token, Method::GET, &path, None).await;
+                assert_eq!(status, 200, "{body}");
+                body["items"].as_array().unwrap().clone()
+            }
+        };
+        let deleted = audit(ids[2], "mother.delete").await;
+        assert_eq!(deleted.len(), 1, "{deleted:?}");
+        assert_eq!(deleted[0]["actor"], "admin");
+        assert!(
+            deleted[0]["summary"]
+                .as_str()
+                .unwrap()
+                .contains("\"bulk\":\"delete\"")
+        );
+        assert_eq!(audit(ids[0], "mother.update").await.len(), 1, "moved");
+        assert_eq!(audit(ids[1], "mother.update").await.len(), 1, "disabled");
+        assert_eq!(audit(ids[0], "mother.sync").await.len(), 1);
+        assert_eq!(audit(ids[2], "mother.sync").await.len(), 0, "not synced");
         t.stop().await;
     })
     .await;

@@ -524,6 +524,25 @@ pub mod more_changes {
         )
     }
 
+    /// One mother a bulk action of the Mothers page was done to: `mother.sync`, `mother.update`
+    /// (moved to a group or disabled) or `mother.delete`, each with `{"bulk": verb}`.
+    pub fn mother_bulk(id: i64, action: crate::service::mothers::bulk::BulkAction) -> Change {
+        use crate::service::mothers::bulk::BulkAction;
+        let (name, summary) = match action {
+            BulkAction::Sync => ("mother.sync", json!({"bulk": "sync"})),
+            BulkAction::Move(group) => (
+                "mother.update",
+                json!({"bulk": "move", "changed": {"pool_group_id": group}}),
+            ),
+            BulkAction::Disable => (
+                "mother.update",
+                json!({"bulk": "disable", "changed": {"status": "disabled"}}),
+            ),
+            BulkAction::Delete => ("mother.delete", json!({"bulk": "delete"})),
+        };
+        Change::new(name, "mother", id, summary)
+    }
+
     /// A bulk invite job queued (`invites.resend`, `invites.cancel`, `invites.remove`).
     pub fn invites_bulk(queued: &crate::service::invites::BulkQueued, ids: &[i64]) -> Change {
         let action = match queued.job_type.as_str() {

@@ -724,6 +724,7 @@ async fn sync_now(
 async fn bulk(
     State(app): State<AppState>,
     Extension(principal): Extension<Principal>,
+    AuditActor(actor): AuditActor,
     CsrfForm(fields): CsrfForm<std::collections::HashMap<String, String>>,
 ) -> Response {
     let back = fields
@@ -752,6 +753,10 @@ async fn bulk(
         Err(e) if e.kind == ErrorKind::Internal => return ApiError::from(e).into_response(),
         Err(e) => return flash::redirect(&app, &back, Flash::not_done(e.message)),
     };
+    for &id in &report.done {
+        let change = audit::more_changes::mother_bulk(id, action);
+        audit::record(&app.users, &app.clock, &actor, change).await;
+    }
     let mut message = format!(
         "{}: done for {} mother(s)",
         capitalised(action.verb()),
