@@ -734,6 +734,20 @@ async fn cancel_stops_pending_records_and_only_while_running() {
             .post(&format!("/api/admin/sync-sessions/{id}/cancel"), json!({}))
             .await;
         assert_eq!(status, 409, "{again}");
+        // The cancel is in the audit log once (the refused second one is not).
+        let (_, audit) = s
+            .get(&format!(
+                "/api/admin/audit?action=sync_session.cancel&target=sync_session:{id}"
+            ))
+            .await;
+        assert_eq!(audit["total"], 1, "{audit}");
+        assert!(
+            audit["items"][0]["summary"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("\"cancelled_jobs\":{n}")),
+            "{audit}"
+        );
         // A record that was already running ends on its own; the session stays cancelled.
         let settled = session_when(&s, &id, "every record finished", |b| {
             records_with(b, "pending") + records_with(b, "running") == 0

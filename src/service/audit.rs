@@ -30,6 +30,7 @@ pub const ACTIONS: &[&str] = &[
     "pool_group.update",
     "pool_group.delete",
     "pool_group.sync",
+    "sync_session.cancel",
     "job.retry",
     "job.cancel",
     "codes.generate",
@@ -541,6 +542,16 @@ pub mod more_changes {
             BulkAction::Delete => ("mother.delete", json!({"bulk": "delete"})),
         };
         Change::new(name, "mother", id, summary)
+    }
+
+    /// A running sync session cancelled: how many pending jobs will not run.
+    pub fn sync_session_cancel(id: &str, cancelled_jobs: usize) -> Change {
+        Change::new(
+            "sync_session.cancel",
+            "sync_session",
+            id,
+            json!({"cancelled_jobs": cancelled_jobs}),
+        )
     }
 
     /// A bulk invite job queued (`invites.resend`, `invites.cancel`, `invites.remove`).

@@ -284,7 +284,7 @@ enum Op {
 }
 
 enum Outcome {
-    Acquired(Option<Acquired>),
+    Acquired(Option<Box<Acquired>>),
     /// The finished lease and, when the release quarantined the account anew, until when.
     Released(Result<(Lease, Option<i64>), Refusal>),
     /// A release of a lease that does not exist.
@@ -349,7 +349,7 @@ impl Desk {
     /// Lends the first available account of the pool. `None` when no account is available.
     pub async fn acquire(&self, db: &PoolDb, args: AcquireArgs) -> StoreResult<Option<Acquired>> {
         match self.submit(db, Op::Acquire(args)).await? {
-            Outcome::Acquired(acquired) => Ok(acquired),
+            Outcome::Acquired(acquired) => Ok(acquired.map(|a| *a)),
             _ => unreachable!("an acquire is answered with an acquire"),
         }
     }
@@ -443,12 +443,13 @@ async fn run_together(db: &PoolDb, ops: &[&Op]) -> StoreResult<Vec<Outcome>> {
         let mut outcomes = Vec::with_capacity(ops.len());
         for op in ops {
             let outcome = match op {
-                Op::Acquire(a) => {
-                    Outcome::Acquired(acquire_in!(tx, backend, pool: a.pool.as_str(),
+                Op::Acquire(a) => Outcome::Acquired(
+                    acquire_in!(tx, backend, pool: a.pool.as_str(),
                     lease_id: a.lease_id.as_str(), worker: a.worker.as_str(),
                     token_id: a.token_id, mission: a.mission.as_deref(), now: a.now,
-                    expires_at: a.expires_at, cooldown_ms: a.cooldown_ms))
-                }
+                    expires_at: a.expires_at, cooldown_ms: a.cooldown_ms)
+                    .map(Box::new),
+                ),
                 Op::Release(r) => {
                     let row: Option<LeaseAndResting> =
                         sqlx::query_as(lock_lease_and_account_sql(backend))

@@ -7,8 +7,9 @@ use utoipa::IntoParams;
 
 use crate::app::AppState;
 use crate::http::error::{ApiResult, ErrorBody};
-use crate::http::extract::{ApiPath, ApiQuery};
+use crate::http::extract::{ApiPath, ApiQuery, AuditActor};
 use crate::http::pagination::{Page, PageParams};
+use crate::service::audit;
 use crate::service::sync_sessions::{self as service, CancelledSession};
 use crate::store::sync_sessions::{Session, SessionDetail, Statistics};
 
@@ -66,7 +67,11 @@ pub async fn get_session(
         (status = 409, body = ErrorBody, description = "the session is not running")))]
 pub async fn cancel_session(
     State(app): State<AppState>,
+    AuditActor(actor): AuditActor,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<CancelledSession>> {
-    Ok(Json(service::cancel(&app, &id).await?))
+    let cancelled = service::cancel(&app, &id).await?;
+    let change = audit::more_changes::sync_session_cancel(&id, cancelled.cancelled_jobs);
+    audit::record(&app.users, &app.clock, &actor, change).await;
+    Ok(Json(cancelled))
 }

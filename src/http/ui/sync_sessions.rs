@@ -18,7 +18,9 @@ use super::{Layout, page_error};
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::domain::sync_sessions::{CATEGORIES, STATUSES, SYNC_TYPES};
+use crate::http::extract::AuditActor;
 use crate::http::pagination::PageParams;
+use crate::service::audit;
 use crate::service::sync_sessions as service;
 use crate::store::sync_sessions::{Record, Session, Statistics};
 
@@ -220,14 +222,19 @@ async fn detail(
 /// Cancels the session, then redirects to it with the outcome as a flash message.
 async fn cancel(
     State(app): State<AppState>,
+    AuditActor(actor): AuditActor,
     Path(id): Path<String>,
     CsrfForm(NoFields {}): CsrfForm<NoFields>,
 ) -> Response {
     let flash = match service::cancel(&app, &id).await {
-        Ok(c) => Flash::done(format!(
-            "Cancelled: {} pending job(s) will not run; running records finish on their own.",
-            c.cancelled_jobs
-        )),
+        Ok(c) => {
+            let change = audit::more_changes::sync_session_cancel(&id, c.cancelled_jobs);
+            audit::record(&app.users, &app.clock, &actor, change).await;
+            Flash::done(format!(
+                "Cancelled: {} pending job(s) will not run; running records finish on their own.",
+                c.cancelled_jobs
+            ))
+        }
         Err(e) if e.is_conflict() => Flash::not_done(e.message),
         Err(e) => return page_error(e),
     };
