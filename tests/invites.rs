@@ -447,6 +447,11 @@ async fn users_page_lists_invites_and_its_bulk_form_confirms_then_queues_a_job()
             assert!(html.contains(&format!(r#"id="pick-{id}""#)), "row {id}");
         }
         assert!(html.contains("2 invite(s) match."));
+        // Times read relative, with the exact UTC time as the tooltip.
+        assert!(
+            html.contains("<time datetime=\"") && html.contains(">just now</time>"),
+            "relative times: {html}"
+        );
         let (_, html) = page(format!(
             "/invites?email=b%40x&mother_id={mother}&status=sent"
         ))

@@ -26,9 +26,9 @@ use super::Layout;
 use super::csrf::CsrfForm;
 use super::flash::{self, Flash};
 use super::list_filters::{ListFilters, Select, page_number, within_pages};
+use super::times::Moment;
 use crate::app::{App, AppState};
 use crate::auth::Principal;
-use crate::clock::rfc3339;
 use crate::crypto::Credential;
 use crate::http::error::ApiError;
 use crate::http::pagination::PageParams;
@@ -158,9 +158,9 @@ struct ListQuery {
 
 struct Row {
     code: RedeemCode,
-    created: String,
-    expires: String,
-    used_at: String,
+    created: Moment,
+    expires: Option<Moment>,
+    used_at: Option<Moment>,
 }
 
 /// A pool group's line in the quota table.
@@ -259,12 +259,13 @@ async fn list(
         }
         page.filters.at_page(shown, total, PAGE_SIZE);
         page.total = total;
+        let now = app.clock.now_ms();
         page.rows = items
             .into_iter()
             .map(|c| Row {
-                created: rfc3339(c.created_at),
-                expires: c.expires_at.map(rfc3339).unwrap_or_default(),
-                used_at: c.used_at.map(rfc3339).unwrap_or_default(),
+                created: Moment::new(c.created_at, now),
+                expires: Moment::maybe(c.expires_at, now),
+                used_at: Moment::maybe(c.used_at, now),
                 code: c,
             })
             .collect();

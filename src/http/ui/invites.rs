@@ -17,9 +17,9 @@ use super::Layout;
 use super::csrf::CsrfForm;
 use super::flash::{self, Flash};
 use super::list_filters::{ListFilters, Select, page_number, within_pages};
+use super::times::Moment;
 use crate::app::AppState;
 use crate::auth::Principal;
-use crate::clock::rfc3339;
 use crate::http::error::ApiError;
 use crate::http::extract::AuditActor;
 use crate::service::audit;
@@ -44,7 +44,7 @@ struct ListQuery {
 
 struct Row {
     invite: Invite,
-    updated: String,
+    updated: Moment,
 }
 
 #[derive(Template, WebTemplate)]
@@ -124,10 +124,11 @@ async fn list(
             .map_err(err)?;
         page.filters.at_page(number, total, PAGE_SIZE);
         page.total = total;
+        let now = app.clock.now_ms();
         page.rows = items
             .into_iter()
             .map(|invite| Row {
-                updated: rfc3339(invite.updated_at),
+                updated: Moment::new(invite.updated_at, now),
                 invite,
             })
             .collect();
