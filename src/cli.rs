@@ -657,6 +657,11 @@ async fn sim_add_org(
     let out = service::sim_orgs::add_org(sim, true, req)
         .await
         .map_err(|e| anyhow::anyhow!("{} ({})", e.message, e.code))?;
+    let (_, users) = server::open_and_migrate(config).await?;
+    let clock = crate::clock::system();
+    let change = service::audit::more_changes::sim_org_add(&out, seats);
+    service::audit::record(&users, &clock, &Actor::cli(), change).await;
+    users.database().close().await;
     eprintln!(
         "simulated organisation {:?} made (owner {}); its credential, shown once:",
         out.name, out.owner_email

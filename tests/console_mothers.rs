@@ -51,6 +51,20 @@ async fn sim_org_route_makes_an_organisation_whose_credential_imports_a_mother()
             .await;
         assert_eq!(mother["name"], "Hooli", "{mother}");
 
+        // Both are in the audit log, and the credential is in neither row.
+        let (_, audit) = t
+            .send_json(&token, Method::GET, "/api/admin/audit", None)
+            .await;
+        let actions: Vec<&str> = audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["action"].as_str().unwrap())
+            .collect();
+        assert_eq!(actions, ["mother.create", "sim.add_org"], "{audit}");
+        assert_eq!(audit["items"][0]["target_id"], id.to_string());
+        assert!(!audit.to_string().contains(&credential), "{audit}");
+
         // Bad input names the field.
         for (bad, code) in [
             (json!({"name": "x", "seats": 0}), "invalid_seats"),

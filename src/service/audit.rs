@@ -26,6 +26,7 @@ pub const ACTIONS: &[&str] = &[
     "mother.rotate_credential",
     "mother.import",
     "mother.sync",
+    "sim.add_org",
     "pool_group.create",
     "pool_group.update",
     "pool_group.delete",
@@ -551,6 +552,34 @@ pub mod more_changes {
             "sync_session",
             id,
             json!({"cancelled_jobs": cancelled_jobs}),
+        )
+    }
+
+    /// A mother imported from a provider credential: `mother.create`, or
+    /// `mother.rotate_credential` when a mother of that name took the new credential.
+    pub fn mother_credential_import(
+        out: &crate::service::import_cookie::ImportCookieResponse,
+    ) -> Change {
+        let action = if out.updated {
+            "mother.rotate_credential"
+        } else {
+            "mother.create"
+        };
+        Change::new(
+            action,
+            "mother",
+            out.mother_id,
+            json!({"from": "credential import", "job_id": out.job_id, "session_id": out.session_id}),
+        )
+    }
+
+    /// An organisation of the simulated provider made (its credential never appears).
+    pub fn sim_org_add(out: &crate::service::sim_orgs::AddOrgResponse, seats: i64) -> Change {
+        Change::new(
+            "sim.add_org",
+            "sim_org",
+            &out.name,
+            json!({"seats": seats, "owner_email": out.owner_email}),
         )
     }
 

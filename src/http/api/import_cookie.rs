@@ -7,7 +7,8 @@ use axum::{Extension, Json};
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::http::error::{ApiResult, ErrorBody};
-use crate::http::extract::ApiJson;
+use crate::http::extract::{ApiJson, AuditActor};
+use crate::service::audit;
 use crate::service::import_cookie::{self as service, ImportCookieRequest, ImportCookieResponse};
 
 /// Asks the provider whose credential `cookie` is, then creates that mother (named after the
@@ -24,9 +25,15 @@ use crate::service::import_cookie::{self as service, ImportCookieRequest, Import
 pub async fn import_cookie(
     State(app): State<AppState>,
     Extension(principal): Extension<Principal>,
+    AuditActor(actor): AuditActor,
     ApiJson(req): ApiJson<ImportCookieRequest>,
 ) -> ApiResult<(StatusCode, Json<ImportCookieResponse>)> {
     let out = service::import_cookie(&app, req, &principal.display_name()).await?;
+    if let Some(job) = &out.job_id {
+        audit::mark_jobs(&app.users, &actor, std::slice::from_ref(job)).await;
+    }
+    let change = audit::more_changes::mother_credential_import(&out);
+    audit::record(&app.users, &app.clock, &actor, change).await;
     let status = if out.updated {
         StatusCode::OK
     } else {

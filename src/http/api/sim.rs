@@ -7,7 +7,8 @@ use axum::http::StatusCode;
 
 use crate::app::AppState;
 use crate::http::error::{ApiResult, ErrorBody};
-use crate::http::extract::ApiJson;
+use crate::http::extract::{ApiJson, AuditActor};
+use crate::service::audit;
 use crate::service::sim_orgs::{self as service, AddOrgRequest, AddOrgResponse};
 
 /// Makes an organisation of the simulated provider with one team of `seats` seats, its owner and
@@ -20,8 +21,12 @@ use crate::service::sim_orgs::{self as service, AddOrgRequest, AddOrgResponse};
         (status = 503, body = ErrorBody)))]
 pub async fn add_org(
     State(app): State<AppState>,
+    AuditActor(actor): AuditActor,
     ApiJson(req): ApiJson<AddOrgRequest>,
 ) -> ApiResult<(StatusCode, Json<AddOrgResponse>)> {
+    let seats = req.seats;
     let out = service::add_org(app.providers.sim.clone(), app.config.sim_enabled(), req).await?;
+    let change = audit::more_changes::sim_org_add(&out, seats);
+    audit::record(&app.users, &app.clock, &actor, change).await;
     Ok((StatusCode::CREATED, Json(out)))
 }

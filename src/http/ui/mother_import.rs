@@ -19,7 +19,9 @@ use crate::app::AppState;
 use crate::auth::Principal;
 use crate::crypto::Credential;
 use crate::http::error::ApiError;
+use crate::http::extract::AuditActor;
 use crate::service;
+use crate::service::audit;
 use crate::service::import_cookie::{self as import_service, ImportCookieRequest};
 use crate::service::mothers as mother_service;
 
@@ -74,6 +76,7 @@ impl ImportForm {
 async fn import(
     State(app): State<AppState>,
     Extension(principal): Extension<Principal>,
+    AuditActor(actor): AuditActor,
     CsrfForm(mut form): CsrfForm<ImportForm>,
 ) -> Response {
     let outcome = match form.request() {
@@ -81,7 +84,14 @@ async fn import(
         Err(message) => Err(service::Error::invalid("invalid_body", message)),
     };
     let out = match outcome {
-        Ok(out) => out,
+        Ok(out) => {
+            if let Some(job) = &out.job_id {
+                audit::mark_jobs(&app.users, &actor, std::slice::from_ref(job)).await;
+            }
+            let change = audit::more_changes::mother_credential_import(&out);
+            audit::record(&app.users, &app.clock, &actor, change).await;
+            out
+        }
         Err(e) => {
             let e = ApiError::from(e);
             let posted = Posted {

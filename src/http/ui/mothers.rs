@@ -862,7 +862,11 @@ struct SimOrgForm {
     pool_group_id: String,
 }
 
-async fn sim_org(State(app): State<AppState>, CsrfForm(form): CsrfForm<SimOrgForm>) -> Response {
+async fn sim_org(
+    State(app): State<AppState>,
+    AuditActor(actor): AuditActor,
+    CsrfForm(form): CsrfForm<SimOrgForm>,
+) -> Response {
     if !app.config.sim_enabled() {
         return not_found();
     }
@@ -895,6 +899,8 @@ async fn sim_org(State(app): State<AppState>, CsrfForm(form): CsrfForm<SimOrgFor
         Ok(m) => m,
         Err(e) => return refused(e.message),
     };
+    let change = audit::more_changes::sim_org_add(&made, seats);
+    audit::record(&app.users, &app.clock, &actor, change).await;
     let import = ImportCookieRequest {
         cookie: Credential::new(made.credential),
         mode: if group.is_some() { "pool" } else { "user" }.into(),
@@ -903,17 +909,24 @@ async fn sim_org(State(app): State<AppState>, CsrfForm(form): CsrfForm<SimOrgFor
         provider_config: None,
     };
     match import_cookie::import_cookie(&app, import, "web").await {
-        Ok(out) => flash::redirect(
-            &app,
-            &format!("/mothers/{}", out.mother_id),
-            Flash::Imported {
-                mother_id: out.mother_id,
-                mother_name: made.name,
-                updated: out.updated,
-                job_id: out.job_id,
-                session_id: out.session_id,
-            },
-        ),
+        Ok(out) => {
+            if let Some(job) = &out.job_id {
+                audit::mark_jobs(&app.users, &actor, std::slice::from_ref(job)).await;
+            }
+            let change = audit::more_changes::mother_credential_import(&out);
+            audit::record(&app.users, &app.clock, &actor, change).await;
+            flash::redirect(
+                &app,
+                &format!("/mothers/{}", out.mother_id),
+                Flash::Imported {
+                    mother_id: out.mother_id,
+                    mother_name: made.name,
+                    updated: out.updated,
+                    job_id: out.job_id,
+                    session_id: out.session_id,
+                },
+            )
+        }
         Err(e) => refused(format!("it was made but not imported: {}", e.message)),
     }
 }
