@@ -656,6 +656,11 @@ async fn disabling_more_than_a_thousand_codes_runs_as_a_job_and_fewer_at_once() 
         assert_eq!(job.status, "succeeded", "{:?}", job.last_error);
         let result: Value = serde_json::from_str(job.result.as_deref().unwrap()).unwrap();
         assert_eq!(result["disabled"], 1200);
+        // The job knows who queued it.
+        let queued_by = poolkeeper::service::audit::job_actor(&p.t.app().users, &job.id)
+            .await
+            .unwrap();
+        assert!(queued_by.is_some(), "no actor recorded for {}", job.id);
 
         // A batch of 1,100 unused codes: a job too.
         let (status, body) = p

@@ -137,6 +137,10 @@ pub async fn disable_codes(
     let change =
         crate::service::audit::more_changes::codes_disable(&outcome, batch_id.as_deref(), ids);
     crate::service::audit::record(&app.users, &app.clock, &actor, change).await;
+    if let DisableOutcome::Queued(q) = &outcome {
+        let job = std::slice::from_ref(&q.job_id);
+        crate::service::audit::mark_jobs(&app.users, &actor, job).await;
+    }
     Ok(match outcome {
         DisableOutcome::Done(done) => Json(done).into_response(),
         DisableOutcome::Queued(queued) => (StatusCode::ACCEPTED, Json(queued)).into_response(),

@@ -548,6 +548,9 @@ async fn disable(
     if let Ok(outcome) = &outcome {
         let change = more_changes::codes_disable(outcome, batch_id.as_deref(), ids);
         audit::record(&app.users, &app.clock, &actor, change).await;
+        if let DisableOutcome::Queued(q) = outcome {
+            audit::mark_jobs(&app.users, &actor, std::slice::from_ref(&q.job_id)).await;
+        }
     }
     match outcome {
         Ok(DisableOutcome::Done(done)) => flash::redirect(
