@@ -47,7 +47,7 @@ pub fn known_versions(backend: super::Backend, name: DbName) -> Vec<i64> {
 pub(super) async fn run(db: &Database) -> anyhow::Result<()> {
     let migrator = migrator(db);
     let result = match &db.conn {
-        Conn::Sqlite { write, .. } => migrator.run(write).await,
+        Conn::Sqlite { write, .. } => migrator.run(&mut *write.lock().await?).await,
         Conn::Postgres(pg) => migrator.run(pg).await,
     };
     result.map_err(|e| anyhow::anyhow!("migrating the {} database: {e}", db.name.as_str()))

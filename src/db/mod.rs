@@ -10,8 +10,9 @@
 //! }
 //! ```
 //!
-//! On SQLite, writes go through a pool of exactly one connection and start with `BEGIN IMMEDIATE`,
-//! reads through a separate pool; with WAL and a busy timeout, racing writers queue instead of failing.
+//! On SQLite, writes go through one connection ([`Writer`]), taken in turn: a single statement runs
+//! as its own transaction, several run in one that starts with `BEGIN IMMEDIATE`; reads go through
+//! a separate pool. With WAL and a busy timeout, racing writers queue instead of failing.
 
 mod migrations;
 
@@ -65,11 +66,41 @@ impl DbName {
 pub(crate) enum Conn {
     Sqlite {
         read: SqlitePool,
-        write: SqlitePool,
+        write: Arc<Writer>,
         /// Stops the WAL checkpointer when the last handle goes.
         _checkpointer: Arc<Checkpointer>,
     },
     Postgres(PgPool),
+}
+
+/// SQLite's one write connection, taken in turn (first come, first served).
+///
+/// Not a pool of one: a pool tests each connection it takes back with a round trip to the
+/// connection's thread, and a write waited for that too. Here the next writer starts as soon as
+/// the last one is done. A writer whose future is dropped half-way leaves nothing behind: an
+/// unfinished transaction queues its rollback on the connection before the lock passes on, and
+/// the connection runs what it is sent in order.
+pub(crate) struct Writer(tokio::sync::Mutex<Option<sqlx::SqliteConnection>>);
+
+/// The write connection, held.
+pub(crate) type WriterGuard<'a> = tokio::sync::MappedMutexGuard<'a, sqlx::SqliteConnection>;
+
+impl Writer {
+    fn new(conn: sqlx::SqliteConnection) -> Self {
+        Self(tokio::sync::Mutex::new(Some(conn)))
+    }
+
+    /// Waits for the write connection; `PoolClosed` once the database is closed.
+    pub(crate) async fn lock(&self) -> Result<WriterGuard<'_>, sqlx::Error> {
+        tokio::sync::MutexGuard::try_map(self.0.lock().await, Option::as_mut)
+            .map_err(|_| sqlx::Error::PoolClosed)
+    }
+
+    async fn close(&self) {
+        if let Some(conn) = self.0.lock().await.take() {
+            let _ = conn.close().await;
+        }
+    }
 }
 
 /// Copies the SQLite write-ahead log back into the database file from a connection of its own, so
@@ -318,20 +349,20 @@ impl Database {
             // spills a statement journal of over 64 KiB, as a 1,000-row claim's is, to a temp
             // file), and may queue a whole claimed batch of rows for its caller instead of stopping
             // every 50 rows until the caller has read them.
-            let write = SqlitePoolOptions::new()
-                .max_connections(1)
-                .connect_with(
-                    base.clone()
-                        .create_if_missing(opts.create)
-                        .pragma("cache_size", "-16384")
-                        .pragma("wal_autocheckpoint", "0")
-                        .pragma("temp_store", "memory")
-                        .row_buffer_size(2048),
-                )
+            let write = base
+                .clone()
+                .create_if_missing(opts.create)
+                .pragma("cache_size", "-16384")
+                .pragma("wal_autocheckpoint", "0")
+                .pragma("temp_store", "memory")
+                .row_buffer_size(2048)
+                .connect()
                 .await
                 .map_err(cannot_open)?;
+            // An in-process connection cannot go stale: no test before each use.
             let read = SqlitePoolOptions::new()
                 .max_connections(opts.max_connections.clamp(1, 8))
+                .test_before_acquire(false)
                 .connect_with(base.clone().create_if_missing(false))
                 .await
                 .map_err(cannot_open)?;
@@ -341,7 +372,7 @@ impl Database {
             }
             Conn::Sqlite {
                 read,
-                write,
+                write: Arc::new(Writer::new(write)),
                 _checkpointer: Arc::new(Checkpointer::start(checkpointer, name)),
             }
         } else {
@@ -449,24 +480,20 @@ macro_rules! on_reader {
     };
 }
 
-/// Runs `$body` with `$pool` bound to the pool that serves single-statement writes.
+/// Runs `$body`, one statement, with `$pool` bound to what serves writes: SQLite's write
+/// connection, PostgreSQL's pool.
 ///
-/// On SQLite the statement runs in its own `BEGIN IMMEDIATE` transaction: the write lock is taken
-/// before the statement reads anything, so another process writing meanwhile makes it wait (busy
-/// timeout) instead of failing with a stale snapshot.
+/// On SQLite the statement is its own transaction, with no `BEGIN` and `COMMIT` around it: a write
+/// statement takes the write lock before it reads anything, so another process writing meanwhile
+/// makes it wait (busy timeout) instead of failing with a stale snapshot. A body of two statements
+/// would not be atomic: use [`in_transaction!`] for those.
 macro_rules! on_writer {
     ($db:expr, |$pool:ident| $body:expr) => {
         match &$db.0.conn {
             $crate::db::Conn::Sqlite { write, .. } => {
-                let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
-                let result = {
-                    let $pool = &mut *tx;
-                    $body
-                };
-                if result.is_ok() {
-                    tx.commit().await?;
-                }
-                result
+                let mut conn = write.lock().await?;
+                let $pool = &mut *conn;
+                $body
             }
             $crate::db::Conn::Postgres($pool) => $body,
         }
@@ -479,8 +506,9 @@ macro_rules! in_transaction {
     ($db:expr, |$tx:ident| $body:expr) => {
         match &$db.0.conn {
             $crate::db::Conn::Sqlite { write, .. } => {
+                let mut conn = write.lock().await?;
                 #[allow(unused_mut)]
-                let mut $tx = write.begin_with("BEGIN IMMEDIATE").await?;
+                let mut $tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
                 $body
             }
             $crate::db::Conn::Postgres(pg) => {

@@ -276,7 +276,8 @@ pub async fn purge_before(db: &UsersDb, cutoff: i64) -> StoreResult<u64> {
             Ok(removed as u64)
         }
         Conn::Sqlite { write, .. } => {
-            let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
+            let mut conn = write.lock().await?;
+            let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
             let last: Option<(i64, String)> = sqlx::query_as(
                 "SELECT id, hash FROM audit_log WHERE at < $1 \
                  AND id < (SELECT max(id) FROM audit_log) ORDER BY id DESC LIMIT 1",

@@ -143,7 +143,8 @@ macro_rules! write_statements {
                 $bind.execute(pg).await?.rows_affected()
             }
             Conn::Sqlite { write, .. } => {
-                let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
+                let mut conn = write.lock().await?;
+                let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
                 let mut first: Option<u64> = None;
                 $(
                     let $q = sqlx::query(AssertSqlSafe($sqlite));

@@ -153,7 +153,8 @@ pub async fn retry(db: &UsersDb, id: &str, now: i64) -> StoreResult<Job> {
             .await?
         }
         Conn::Sqlite { write, .. } => {
-            let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
+            let mut conn = write.lock().await?;
+            let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
             let moved: Option<Job> = sqlx::query_as(AssertSqlSafe(format!(
                 "INSERT INTO job_queue ({QUEUE_COLUMNS}) SELECT {VALUES} FROM job_history AS h \
                  WHERE {RETRYABLE} RETURNING {QUEUE_JOB_COLUMNS}"

@@ -46,7 +46,8 @@ pub async fn claim(
                  INDEXED BY job_queue_ready WHERE status = 'pending' AND priority = $5 AND run_at <= $3 \
                  ORDER BY run_at, id LIMIT $4) RETURNING {CLAIM_RETURNING}"
             );
-            let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
+            let mut conn = write.lock().await?;
+            let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
             let mut priorities: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(priorities_sql))
                 .fetch_all(&mut *tx)
                 .await?;
@@ -275,7 +276,8 @@ pub async fn complete(
             );
             let delete = "DELETE FROM job_queue WHERE id IN (SELECT value FROM json_each($1)) \
                  AND +locked_by = $2 AND +status = 'running'";
-            let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
+            let mut conn = write.lock().await?;
+            let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
             sqlx::query(AssertSqlSafe(copy))
                 .bind(&ids)
                 .bind(now)
@@ -481,7 +483,8 @@ pub async fn rescue_expired(db: &UsersDb, now: i64) -> StoreResult<u64> {
             Ok(failed + requeued)
         }
         Conn::Sqlite { write, .. } => {
-            let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
+            let mut conn = write.lock().await?;
+            let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
             let failed = sqlx::query(AssertSqlSafe(copy))
                 .bind(now)
                 .execute(&mut *tx)
