@@ -219,7 +219,7 @@ async fn place(app: &App, code: &Reserved, email: &str) -> Result<Redeemed> {
             now,
         )
         .await?;
-        match invite_at_provider(app, mother_id, &hold.provider_team_id, email).await {
+        match invite_with(app, &hold.reach, mother_id, &hold.provider_team_id, email).await {
             Ok(()) => return finish(app, code, &hold, invite_id, email).await,
             Err(failure) => {
                 let now = app.clock.now_ms();
@@ -314,9 +314,28 @@ struct Failure {
     reason: String,
 }
 
-/// Asks the provider to invite `email` into the team `provider_team_id` of mother `mother_id`.
+/// Asks the provider to invite `email` into the team `provider_team_id` of mother `mother_id`,
+/// reading how to reach her first.
 async fn invite_at_provider(
     app: &App,
+    mother_id: i64,
+    provider_team_id: &str,
+    email: &str,
+) -> std::result::Result<(), Failure> {
+    let reach = mothers::reach(&app.pool, mother_id)
+        .await
+        .map_err(|e| Failure {
+            next: Next::Stop,
+            reason: format!("mother {mother_id}: {e}"),
+        })?;
+    invite_with(app, &reach, mother_id, provider_team_id, email).await
+}
+
+/// Asks the provider, reached through `reach`, to invite `email` into the team `provider_team_id`
+/// of mother `mother_id`.
+async fn invite_with(
+    app: &App,
+    reach: &mothers::Reach,
     mother_id: i64,
     provider_team_id: &str,
     email: &str,
@@ -325,15 +344,16 @@ async fn invite_at_provider(
         next: Next::Stop,
         reason,
     };
-    let mother = mothers::get(&app.pool, mother_id)
-        .await
-        .map_err(|e| stop(format!("mother {mother_id}: {e}")))?;
-    let credential = super::mothers::open_credential(app.pool_ctx(), mother_id)
-        .await
-        .map_err(|e| stop(e.message))?;
+    let credential = app.keyring.open(&reach.credential_sealed).map_err(|e| {
+        stop(format!(
+            "the credential of mother {mother_id} cannot be opened: {e}"
+        ))
+    })?;
+    let config: serde_json::Value = serde_json::from_str(&reach.provider_config)
+        .map_err(|e| stop(format!("mother {mother_id}: provider configuration: {e}")))?;
     let provider = app
         .providers
-        .for_mother(&mother.provider, &mother.provider_config)
+        .for_mother(&reach.provider, &config)
         .map_err(|e| stop(e.to_string()))?;
     let name = email.split('@').next().unwrap_or(email);
     match provider

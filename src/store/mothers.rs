@@ -398,6 +398,37 @@ pub async fn delete(db: &PoolDb, id: i64, force: bool) -> StoreResult<Result<(),
 }
 
 /// The sealed credential of a mother (for provider calls and rotation only).
+/// How to reach a mother's provider: her kind, configuration and sealed credential.
+#[derive(Clone, FromRow)]
+pub struct Reach {
+    /// `sim` or `scim`.
+    pub provider: String,
+    /// Her provider configuration, JSON text.
+    pub provider_config: String,
+    /// Her credential, sealed; opened with the keyring.
+    pub credential_sealed: String,
+}
+
+impl std::fmt::Debug for Reach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reach")
+            .field("provider", &self.provider)
+            .field("provider_config", &self.provider_config)
+            .field("credential_sealed", &"<redacted>")
+            .finish()
+    }
+}
+
+/// How to reach mother `id`'s provider.
+pub async fn reach(db: &PoolDb, id: i64) -> StoreResult<Reach> {
+    Ok(on_reader!(db, |p| sqlx::query_as(
+        "SELECT provider, provider_config, credential_sealed FROM mothers WHERE id = $1"
+    )
+    .bind(id)
+    .fetch_one(p)
+    .await)?)
+}
+
 pub async fn credential_sealed(db: &PoolDb, id: i64) -> StoreResult<String> {
     Ok(on_reader!(db, |p| sqlx::query_scalar(
         "SELECT credential_sealed FROM mothers WHERE id = $1"

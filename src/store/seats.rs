@@ -9,8 +9,9 @@
 use serde::Serialize;
 use sqlx::FromRow;
 
+use super::mothers::Reach;
 use super::{StoreError, StoreResult};
-use crate::db::{PoolDb, in_transaction, on_reader};
+use crate::db::{Backend, PoolDb, in_transaction, on_reader};
 use crate::domain::seats::{SeatChange, SeatPlan, SeatView, SeatWant, plan_seats};
 
 #[derive(Clone, Debug, FromRow, Serialize, utoipa::ToSchema)]
@@ -292,21 +293,36 @@ pub async fn expire_held(db: &PoolDb, now: i64) -> StoreResult<u64> {
     Ok(freed)
 }
 
-/// A seat held for a redeem, and the team the invite goes to.
+/// A seat held for a redeem, the team the invite goes to, and how to reach the mother's provider.
 #[derive(Clone, Debug)]
 pub struct RedeemHold {
     pub seat: Seat,
     pub team_id: i64,
     pub provider_team_id: String,
     pub team_name: String,
+    pub reach: Reach,
+}
+
+/// The mother a redeem took a seat of, as [`hold_for_redeem`]'s first statement returns her.
+#[derive(FromRow)]
+struct TakenMother {
+    id: i64,
+    #[sqlx(flatten)]
+    reach: Reach,
+    team_id: i64,
+    provider_team_id: String,
+    team_name: String,
 }
 
 /// Holds a free seat for a redeem by `email` until `held_until`, in one transaction: the mother is
 /// an active one (of `group` when given, and not in `skip`) with a free seat and an enabled team
 /// linked to the provider; the fullest such mother first, so seats are packed; her default team
-/// first. The counter update that takes the seat re-checks that one is free, so of two racing
-/// holds for a mother's last seat one moves on to the next mother. `Ok(None)` when no mother has a
-/// seat.
+/// first. `Ok(None)` when no mother has a seat.
+///
+/// Two statements, so that a redeem's turn at the writer is short: the first picks the mother and
+/// takes a seat in her counters (re-checking that one is free, so of two racing holds for her last
+/// seat on PostgreSQL one finds nothing and picks again) and returns her team and provider; the
+/// second holds her lowest-numbered free seat.
 pub async fn hold_for_redeem(
     db: &PoolDb,
     group: Option<i64>,
@@ -315,62 +331,63 @@ pub async fn hold_for_redeem(
     held_until: i64,
     now: i64,
 ) -> StoreResult<Option<RedeemHold>> {
+    let team = |column: &str| {
+        format!(
+            "(SELECT t.{column} FROM teams t WHERE t.mother_id = mothers.id AND t.is_enabled \
+             AND t.provider_team_id IS NOT NULL ORDER BY t.is_default DESC, t.id LIMIT 1)"
+        )
+    };
+    let take = format!(
+        "UPDATE mothers SET seats_held = seats_held + 1, updated_at = $2 \
+         WHERE id = ({pick}) AND status = 'active' AND seat_limit - seats_used - seats_held > 0 \
+         RETURNING id, provider, provider_config, credential_sealed, {team_id} AS team_id, \
+         {provider_team_id} AS provider_team_id, {team_name} AS team_name",
+        pick = pick_redeem_mother(skip).0,
+        team_id = team("id"),
+        provider_team_id = team("provider_team_id"),
+        team_name = team("name"),
+    );
     let hold = format!("{HOLD_LOWEST_FREE} RETURNING {COLUMNS}");
-    // Each lost race rules one mother out; a few rounds are plenty, since a hold only loses to
-    // holds that filled that mother.
+    // A round finds nothing only when no mother has room, or (PostgreSQL) when the one it picked
+    // filled while it waited for her row; a few rounds are plenty.
     const ROUNDS: usize = 8;
     in_transaction!(db, |tx| {
-        let mut excluded = skip.to_vec();
         for _ in 0..ROUNDS {
-            let candidate: Option<i64> = sqlx::query_scalar(pick_redeem_mother(&excluded))
+            let taken: Option<TakenMother> = sqlx::query_as(sqlx::AssertSqlSafe(take.clone()))
                 .bind(group)
+                .bind(now)
                 .fetch_optional(&mut *tx)
                 .await?;
-            let Some(mother_id) = candidate else {
-                return Ok(None);
-            };
-            let taken = sqlx::query(
-                "UPDATE mothers SET seats_held = seats_held + 1, updated_at = $2 \
-                 WHERE id = $1 AND status = 'active' AND seat_limit - seats_used - seats_held > 0",
-            )
-            .bind(mother_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if taken == 0 {
-                excluded.push(mother_id);
+            let Some(mother) = taken else {
+                let candidate: Option<i64> = sqlx::query_scalar(pick_redeem_mother(skip))
+                    .bind(group)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if candidate.is_none() {
+                    return Ok(None);
+                }
                 continue;
-            }
+            };
             let seat: Seat = sqlx::query_as(sqlx::AssertSqlSafe(hold.clone()))
-                .bind(mother_id)
+                .bind(mother.id)
                 .bind(email)
                 .bind(held_until)
                 .bind(now)
                 .fetch_one(&mut *tx)
                 .await?;
-            let (team_id, provider_team_id, team_name): (i64, String, String) = sqlx::query_as(
-                "SELECT id, provider_team_id, name FROM teams WHERE mother_id = $1 \
-                 AND is_enabled AND provider_team_id IS NOT NULL \
-                 ORDER BY is_default DESC, id LIMIT 1",
-            )
-            .bind(mother_id)
-            .fetch_one(&mut *tx)
-            .await?;
             tx.commit().await?;
             return Ok(Some(RedeemHold {
                 seat,
-                team_id,
-                provider_team_id,
-                team_name,
+                team_id: mother.team_id,
+                provider_team_id: mother.provider_team_id,
+                team_name: mother.team_name,
+                reach: mother.reach,
             }));
         }
         Ok(None)
     })
 }
 
-/// The mother a redeem tries next: active, with a free seat and an enabled linked team, of group
-/// `$1` when it is not null, not one of `excluded`; the fullest first.
 /// Whether a redeem for `group` (any group when `None`) would find a mother with a free seat now:
 /// the first step of [`hold_for_redeem`], on a reader.
 pub async fn has_redeemable_seat(db: &PoolDb, group: Option<i64>) -> StoreResult<bool> {
@@ -381,6 +398,8 @@ pub async fn has_redeemable_seat(db: &PoolDb, group: Option<i64>) -> StoreResult
     Ok(found.is_some())
 }
 
+/// The mother a redeem tries next: active, with a free seat and an enabled linked team, of group
+/// `$1` when it is not null, not one of `excluded`; the fullest first.
 fn pick_redeem_mother(excluded: &[i64]) -> sqlx::AssertSqlSafe<String> {
     // The ids are numbers this process holds, not input text.
     let not_in = if excluded.is_empty() {
@@ -402,26 +421,40 @@ fn pick_redeem_mother(excluded: &[i64]) -> sqlx::AssertSqlSafe<String> {
 /// Turns a held seat into a used one (its invite went out). `Conflict` when the seat is no longer
 /// held (its hold expired and maintenance freed it).
 pub async fn confirm_held(db: &PoolDb, seat_id: i64, now: i64) -> StoreResult<Seat> {
-    let sql = sqlx::AssertSqlSafe(format!(
+    // The mother's counters first, which on PostgreSQL locks her row (see the module notes); on
+    // SQLite both statements go to the writer in one round trip.
+    let count = "UPDATE mothers SET seats_held = seats_held - 1, seats_used = seats_used + 1, \
+        updated_at = $2 WHERE id = (SELECT mother_id FROM seats WHERE id = $1 AND status = 'held')";
+    let confirm = format!(
         "UPDATE seats SET status = 'used', held_until = NULL, updated_at = $2 \
          WHERE id = $1 AND status = 'held' RETURNING {COLUMNS}"
-    ));
+    );
+    let backend = db.0.backend();
     in_transaction!(db, |tx| {
-        // Lock the mother's row first (see the module notes).
-        sqlx::query(
-            "UPDATE mothers SET seats_held = seats_held - 1, seats_used = seats_used + 1, \
-             updated_at = $2 WHERE id = (SELECT mother_id FROM seats WHERE id = $1 \
-             AND status = 'held')",
-        )
-        .bind(seat_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let seat: Option<Seat> = sqlx::query_as(sql)
-            .bind(seat_id)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let seat: Option<Seat> = match backend {
+            Backend::Sqlite => {
+                // `fetch_all`: SQLite's statements run only as far as the rows are read.
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("{count}; {confirm}")))
+                    .bind(seat_id)
+                    .bind(now)
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .next()
+            }
+            Backend::Postgres => {
+                sqlx::query(count)
+                    .bind(seat_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query_as(sqlx::AssertSqlSafe(confirm))
+                    .bind(seat_id)
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+        };
         let Some(seat) = seat else {
             return Err(StoreError::Conflict(format!("seat {seat_id} is not held")));
         };
