@@ -280,17 +280,17 @@ pub async fn sync_mother(
             "mother {mother_id} does not belong to pool group {group_id}"
         )));
     }
-    let group = groups::get(&app.pool, group_id)
+    let (group_name, settings) = groups::name_and_settings(&app.pool, group_id)
         .await
         .map_err(not_found(format!("no pool group {group_id}")))?;
     let day = naming::utc_day(now);
     let names = Naming::check(
-        &group.name,
-        &group.settings.naming(),
+        &group_name,
+        &settings.naming(),
         app.config.child_email_domain.as_deref(),
         &day,
     )
-    .map_err(|e| SyncError::Failed(format!("pool group {}: {e}", group.name)))?;
+    .map_err(|e| SyncError::Failed(format!("pool group {}: {e}", group_name)))?;
     let sealed = mothers::credential_sealed(&app.pool, mother_id).await?;
     let credential = app.keyring.open(&sealed).map_err(|e| {
         SyncError::Failed(format!(
@@ -357,7 +357,7 @@ pub async fn sync_mother(
     let domain = names.domain.as_deref();
     for (pteam, team) in &mut linked {
         let target =
-            match sync_plan::team_name(&names.team, &group.name, domain, &pteam.name, &team.name) {
+            match sync_plan::team_name(&names.team, &group_name, domain, &pteam.name, &team.name) {
                 TeamName::Provider => pteam.name.clone(),
                 TeamName::Local => team.name.clone(),
                 TeamName::Render => {
@@ -365,7 +365,7 @@ pub async fn sync_mother(
                         groups::allocate_sequence(&app.pool, group_id, &day, SequenceKind::Team)
                             .await?;
                     let values = NameValues {
-                        group: &group.name,
+                        group: &group_name,
                         date: &day,
                         seq,
                         domain,
@@ -373,7 +373,7 @@ pub async fn sync_mother(
                     names.team.render(&values).ok_or_else(|| {
                         SyncError::Failed(format!(
                             "pool group {}: team_template needs a domain",
-                            group.name
+                            group_name
                         ))
                     })?
                 }
@@ -460,7 +460,7 @@ pub async fn sync_mother(
     // seats. The invitations are reserved first (children `inviting`, seats held), so a run killed
     // while sending resends the same addresses (step 2a); held seats are not free, so a rerun
     // sends nothing new.
-    if (group.settings.auto_invite || app.config.pool_auto_invite_missing)
+    if (settings.auto_invite || app.config.pool_auto_invite_missing)
         && let Some((pteam, team)) = linked.first()
     {
         let free = mothers::get(&app.pool, mother_id).await?.usage.seats_free;
@@ -469,11 +469,11 @@ pub async fn sync_mother(
                 groups::allocate_sequences(&app.pool, group_id, &day, SequenceKind::Child, free)
                     .await?;
             let invites: Vec<NewInvite> =
-                sync_plan::invite_names(&names, &group.name, &day, numbers)
+                sync_plan::invite_names(&names, &group_name, &day, numbers)
                     .map_err(|NeedsDomain| {
                         SyncError::Failed(format!(
                             "pool group {}: child templates need a domain",
-                            group.name
+                            group_name
                         ))
                     })?
                     .into_iter()

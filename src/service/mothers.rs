@@ -63,8 +63,8 @@ pub async fn create_checked(ctx: PoolCtx<'_>, m: &NewMother) -> Result<i64> {
     // A mother created without teams gets one default team, named by her group's team template
     // (numbered by the group's daily team sequence), else "default".
     let group = match m.pool_group_id {
-        Some(id) => match pool_groups::get(ctx.pool, id).await {
-            Ok(g) => Some(g),
+        Some(id) => match pool_groups::name_and_settings(ctx.pool, id).await {
+            Ok((name, settings)) => Some((id, name, settings)),
             Err(StoreError::NotFound) => {
                 return Err(Error::invalid(
                     "invalid_pool_group",
@@ -77,12 +77,15 @@ pub async fn create_checked(ctx: PoolCtx<'_>, m: &NewMother) -> Result<i64> {
     };
     let template = group
         .as_ref()
-        .and_then(|g| Template::parse(&g.settings.team_template).ok());
+        .and_then(|(_, _, settings)| Template::parse(&settings.team_template).ok());
     let domain = group
         .as_ref()
-        .and_then(|g| g.settings.email_domain.clone())
+        .and_then(|(_, _, settings)| settings.email_domain.clone())
         .or_else(|| ctx.child_email_domain.map(str::to_string));
-    let group_name = group.as_ref().map(|g| g.name.clone()).unwrap_or_default();
+    let group_name = group
+        .as_ref()
+        .map(|(_, name, _)| name.clone())
+        .unwrap_or_default();
     let render = |seq: i64| {
         let values = NameValues {
             group: &group_name,
@@ -96,8 +99,8 @@ pub async fn create_checked(ctx: PoolCtx<'_>, m: &NewMother) -> Result<i64> {
             .unwrap_or_else(|| format!("{group_name}-{day}-{seq:03}"))
     };
     let default_team = match &group {
-        Some(g) => DefaultTeam::Sequenced {
-            group_id: g.id,
+        Some((group_id, _, _)) => DefaultTeam::Sequenced {
+            group_id: *group_id,
             day: &day,
             render: &render,
         },

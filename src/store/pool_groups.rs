@@ -12,7 +12,7 @@ use crate::db::{PoolDb, in_transaction, on_reader, on_writer};
 use crate::domain::naming::NamingSettings;
 
 /// A group's settings as stored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, FromRow, Serialize, utoipa::ToSchema)]
 pub struct GroupSettings {
     pub team_template: String,
     pub child_name_template: String,
@@ -88,6 +88,28 @@ const SELECT: &str = "SELECT g.id, g.name, g.description, g.created_at, g.update
     s.team_template, s.child_name_template, s.child_email_template, s.email_domain, s.is_active, \
     s.auto_invite, (SELECT COUNT(*) FROM mothers m WHERE m.pool_group_id = g.id) AS mother_count \
     FROM pool_groups g JOIN pool_group_settings s ON s.group_id = g.id";
+
+#[derive(FromRow)]
+struct SettingsRow {
+    name: String,
+    #[sqlx(flatten)]
+    settings: GroupSettings,
+}
+
+/// A group's name and settings, without counting its mothers: what every mother's sync and
+/// creation reads, at a cost that does not grow with the group (counting its mothers, as [`get`]
+/// does, visits every one).
+pub async fn name_and_settings(db: &PoolDb, id: i64) -> StoreResult<(String, GroupSettings)> {
+    let row: SettingsRow = on_reader!(db, |p| sqlx::query_as(
+        "SELECT g.name, s.team_template, s.child_name_template, s.child_email_template, \
+         s.email_domain, s.is_active, s.auto_invite \
+         FROM pool_groups g JOIN pool_group_settings s ON s.group_id = g.id WHERE g.id = $1"
+    )
+    .bind(id)
+    .fetch_one(p)
+    .await)?;
+    Ok((row.name, row.settings))
+}
 
 /// Creates a group and its settings row in one transaction.
 pub async fn create(

@@ -459,6 +459,17 @@ pub async fn get(db: &PoolDb, session_id: &str) -> StoreResult<SessionDetail> {
     })
 }
 
+/// A session's status alone (`running`, `completed`, `failed` or `cancelled`): one row by its key,
+/// for callers that wait for a session to end.
+pub async fn status(db: &PoolDb, session_id: &str) -> StoreResult<String> {
+    Ok(on_reader!(db, |p| sqlx::query_scalar(
+        "SELECT status FROM sync_sessions WHERE session_id = $1"
+    )
+    .bind(session_id)
+    .fetch_one(p)
+    .await)?)
+}
+
 /// Which sessions a page lists.
 #[derive(Clone, Debug, Default)]
 pub struct SessionFilter {
