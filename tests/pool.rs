@@ -1267,3 +1267,59 @@ async fn web_pages_for_groups_and_mothers_with_csrf_and_inline_errors() {
     })
     .await;
 }
+
+/// The sync and a mother's creation read a group through `name_and_settings`, which skips the
+/// count of the group's mothers (issue 18: the count grew with the group, once per mother synced);
+/// it must return what the full read does.
+#[tokio::test]
+async fn a_groups_name_and_settings_match_the_full_read() {
+    each_backend(|backend| async move {
+        let t = TestApp::spawn_with(
+            &backend,
+            |c| c.child_email_domain = Some("kids.example.org".into()),
+            ManualClock::new(DAY1_MS),
+        )
+        .await;
+        let api = Api::new(&t).await;
+        let gid = api
+            .post(
+                "/api/admin/pool-groups",
+                json!({"name": "settings", "auto_invite": true}),
+            )
+            .await["id"]
+            .as_i64()
+            .unwrap();
+        let pool = &t.app().pool;
+        let mut changed = store::pool_groups::get(pool, gid).await.unwrap().settings;
+        changed.team_template = "{group}-t-{seq3}".into();
+        changed.email_domain = Some("settings.example.org".into());
+        store::pool_groups::update_settings(pool, gid, &changed, DAY1_MS)
+            .await
+            .unwrap();
+        // A mother's creation names her team by the group's settings, read without the count.
+        for (name, team) in [("s1", "settings-t-001"), ("s2", "settings-t-002")] {
+            let m = api
+                .mother(
+                    json!({"name": name, "provider": "sim", "credential": SECRET,
+                               "pool_group_id": gid}),
+                )
+                .await;
+            assert_eq!(m["teams"][0]["name"], team);
+        }
+        let full = store::pool_groups::get(pool, gid).await.unwrap();
+        assert_eq!(full.mother_count, 2);
+        assert_eq!(full.settings.team_template, "{group}-t-{seq3}");
+        assert!(full.settings.auto_invite);
+        let (name, settings) = store::pool_groups::name_and_settings(pool, gid)
+            .await
+            .unwrap();
+        assert_eq!(name, full.name);
+        assert_eq!(settings, full.settings);
+        assert!(matches!(
+            store::pool_groups::name_and_settings(pool, gid + 1000).await,
+            Err(store::StoreError::NotFound)
+        ));
+        t.stop().await;
+    })
+    .await;
+}
