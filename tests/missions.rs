@@ -363,18 +363,20 @@ async fn an_expired_claim_puts_its_requests_back_to_pending() {
         env.clock.advance_ms(59 * SEC);
         assert_eq!(env.claim().await.0, 204, "still running at 59 s");
         env.clock.advance_ms(SEC);
-        // Housekeeping sees it first here; a claim would too.
+        // Housekeeping sees it first here; a claim would too. The server's own housekeeping pass
+        // (one at start-up) may run at the same moment on a slow machine and close the lease or
+        // the claim first, so each call closes at most one, and the state below is what counts.
         let policy = env.t.app().config.leases.policy();
         let now = env.clock.now_ms();
         let leases_closed =
             poolkeeper::service::leasing::expire_overdue(&env.t.app().pool, now, &policy)
                 .await
                 .unwrap();
-        assert_eq!(leases_closed, 1);
+        assert!(leases_closed <= 1, "{leases_closed}");
         let n = poolkeeper::service::missions::expire_overdue(&env.t.app().pool, now, &policy)
             .await
             .unwrap();
-        assert_eq!(n, 1);
+        assert!(n <= 1, "{n}");
         for id in [a, b] {
             let r = env.request(id).await;
             assert_eq!((r.status.as_str(), r.claim_id), ("pending", None), "{id}");
