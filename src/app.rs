@@ -29,6 +29,8 @@ pub struct App {
     pub public_origin: Option<crate::domain::origin::Origin>,
     /// Group commit for the worker API's acquires and releases.
     pub lease_desk: crate::store::leases::Desk,
+    /// Group commit for the users-database steps of redeems (SQLite).
+    pub redeem_desk: crate::store::redeem_steps::RedeemDesk,
     /// The `[[webhooks]]` endpoints events go to.
     pub webhooks: Arc<crate::jobs::webhooks::Webhooks>,
 }
@@ -77,6 +79,7 @@ impl App {
             resend_throttle,
             metrics: crate::metrics::handle(),
             lease_desk,
+            redeem_desk: Default::default(),
         })
     }
 

@@ -79,26 +79,119 @@ pub(crate) enum Conn {
 /// connection's thread, and a write waited for that too. Here the next writer starts as soon as
 /// the last one is done. A writer whose future is dropped half-way leaves nothing behind: an
 /// unfinished transaction queues its rollback on the connection before the lock passes on, and
-/// the connection runs what it is sent in order.
-pub(crate) struct Writer(tokio::sync::Mutex<Option<sqlx::SqliteConnection>>);
+/// the connection runs what it is sent in order. A [`SpelledTx`] (a transaction written out in
+/// the statement text) left unfinished is rolled back by the next [`Writer::lock`].
+pub(crate) struct Writer {
+    conn: tokio::sync::Mutex<Option<sqlx::SqliteConnection>>,
+    /// A spelled-out transaction may still be open on the connection.
+    unfinished: std::sync::atomic::AtomicBool,
+}
 
 /// The write connection, held.
 pub(crate) type WriterGuard<'a> = tokio::sync::MappedMutexGuard<'a, sqlx::SqliteConnection>;
 
 impl Writer {
     fn new(conn: sqlx::SqliteConnection) -> Self {
-        Self(tokio::sync::Mutex::new(Some(conn)))
+        Self {
+            conn: tokio::sync::Mutex::new(Some(conn)),
+            unfinished: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
-    /// Waits for the write connection; `PoolClosed` once the database is closed.
+    /// Waits for the write connection; `PoolClosed` once the database is closed. A spelled-out
+    /// transaction its last holder left open is rolled back first.
     pub(crate) async fn lock(&self) -> Result<WriterGuard<'_>, sqlx::Error> {
-        tokio::sync::MutexGuard::try_map(self.0.lock().await, Option::as_mut)
-            .map_err(|_| sqlx::Error::PoolClosed)
+        use std::sync::atomic::Ordering;
+        let mut conn = tokio::sync::MutexGuard::try_map(self.conn.lock().await, Option::as_mut)
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        if self.unfinished.load(Ordering::Acquire) {
+            // "no transaction is active" when it had finished after all: nothing to undo.
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe("ROLLBACK"))
+                .execute(&mut *conn)
+                .await;
+            self.unfinished.store(false, Ordering::Release);
+        }
+        Ok(conn)
+    }
+
+    /// Takes the write connection for a [`SpelledTx`].
+    pub(crate) async fn spelled(self: &Arc<Self>) -> Result<SpelledTx<'_>, sqlx::Error> {
+        let conn = self.lock().await?;
+        self.unfinished
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(SpelledTx {
+            writer: self,
+            conn,
+            finished: false,
+        })
     }
 
     async fn close(&self) {
-        if let Some(conn) = self.0.lock().await.take() {
+        if let Some(conn) = self.conn.lock().await.take() {
             let _ = conn.close().await;
+        }
+    }
+}
+
+/// A write transaction on SQLite's writer that the statements sent spell out: the first text sent
+/// starts with `BEGIN IMMEDIATE`, the last ends with `COMMIT`. sqlx sends a text of several
+/// statements to the connection's thread in one round trip and runs them in order, so a short
+/// transaction costs one or two round trips instead of one per statement plus two for `BEGIN` and
+/// `COMMIT` (each a hand-off between threads, the main cost of a small write).
+///
+/// sqlx does not know of this transaction, so the guard does what its `Transaction` would: a
+/// failed text is rolled back at once, and a transaction left unfinished (its caller's future
+/// dropped half-way) is rolled back before anyone else writes.
+pub(crate) struct SpelledTx<'a> {
+    writer: &'a Arc<Writer>,
+    conn: WriterGuard<'a>,
+    finished: bool,
+}
+
+impl SpelledTx<'_> {
+    /// Runs `query` (one text, possibly several statements) to its end: all the rows it returned.
+    /// On an error the transaction is rolled back before the error is returned.
+    pub(crate) async fn fetch_all<'q, O>(
+        &mut self,
+        query: sqlx::query::QueryAs<'q, sqlx::Sqlite, O, sqlx::sqlite::SqliteArguments>,
+    ) -> Result<Vec<O>, sqlx::Error>
+    where
+        O: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
+    {
+        match query.fetch_all(&mut *self.conn).await {
+            Ok(rows) => Ok(rows),
+            Err(e) => {
+                self.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The text sent last ended with `COMMIT` and ran: the transaction is over.
+    pub(crate) fn committed(mut self) {
+        self.finished = true;
+    }
+
+    /// Ends the transaction without keeping anything.
+    pub(crate) async fn rollback(&mut self) {
+        if !self.finished {
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe("ROLLBACK"))
+                .execute(&mut *self.conn)
+                .await;
+            self.finished = true;
+        }
+    }
+}
+
+impl Drop for SpelledTx<'_> {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        if self.finished {
+            self.writer.unfinished.store(false, Ordering::Release);
+        } else if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            // Roll back now rather than when the next write comes: `lock` does it.
+            let writer = self.writer.clone();
+            runtime.spawn(async move { drop(writer.lock().await) });
         }
     }
 }
@@ -588,5 +681,89 @@ impl Database {
             },
             Err(e) => unreachable(format!("cannot read migration state: {e}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer(db: &UsersDb) -> &Arc<Writer> {
+        match &db.0.conn {
+            Conn::Sqlite { write, .. } => write,
+            Conn::Postgres(_) => unreachable!("a SQLite test database"),
+        }
+    }
+
+    async fn write(db: &UsersDb, sql: &'static str) {
+        let mut w = writer(db).lock().await.unwrap();
+        sqlx::query(sql).execute(&mut *w).await.unwrap();
+    }
+
+    async fn users_db(dir: &tempfile::TempDir) -> UsersDb {
+        let url = format!("sqlite:{}", dir.path().join("users.db").display());
+        let db = UsersDb::open(&url, &OpenOptions::default()).await.unwrap();
+        write(
+            &db,
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)",
+        )
+        .await;
+        db
+    }
+
+    async fn values(db: &UsersDb) -> Vec<String> {
+        let Conn::Sqlite { read, .. } = &db.0.conn else {
+            unreachable!("a SQLite test database")
+        };
+        sqlx::query_scalar("SELECT v FROM t ORDER BY id")
+            .fetch_all(read)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_spelled_transaction_left_open_is_rolled_back_before_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = users_db(&dir).await;
+        {
+            let mut tx = writer(&db).spelled().await.unwrap();
+            let rows: Vec<(i64,)> = tx
+                .fetch_all(sqlx::query_as(
+                    "BEGIN IMMEDIATE; INSERT INTO t (v) VALUES ('abandoned') RETURNING id",
+                ))
+                .await
+                .unwrap();
+            assert_eq!(rows.len(), 1);
+            // Dropped without its COMMIT, as when the caller's future is dropped half-way.
+        }
+        write(&db, "INSERT INTO t (v) VALUES ('next')").await;
+        // The next write stands on its own: committed, and without the abandoned row.
+        assert_eq!(values(&db).await, vec!["next".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_spelled_transaction_keeps_nothing_and_a_finished_one_keeps_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = users_db(&dir).await;
+        let mut tx = writer(&db).spelled().await.unwrap();
+        let failed = tx
+            .fetch_all(sqlx::query_as::<_, (i64,)>(
+                "BEGIN IMMEDIATE; INSERT INTO t (v) VALUES ('first'); \
+                 INSERT INTO t (v) VALUES (NULL); COMMIT",
+            ))
+            .await;
+        assert!(failed.is_err(), "the NULL breaks the second insert");
+        drop(tx);
+        assert!(values(&db).await.is_empty(), "the first insert was undone");
+
+        let mut tx = writer(&db).spelled().await.unwrap();
+        tx.fetch_all(sqlx::query_as::<_, (i64,)>(
+            "BEGIN IMMEDIATE; INSERT INTO t (v) VALUES ('a'); INSERT INTO t (v) VALUES ('b'); \
+             COMMIT",
+        ))
+        .await
+        .unwrap();
+        tx.committed();
+        assert_eq!(values(&db).await, vec!["a".to_string(), "b".to_string()]);
     }
 }

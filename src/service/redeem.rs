@@ -106,7 +106,11 @@ pub async fn redeem(app: &App, client: &str, req: RedeemRequest) -> Result<Redee
         return Err(no_seat());
     }
     let until = now + secs_ms(app.config.redeem.reservation_timeout_seconds);
-    let Some(code) = redeem_codes::reserve(&app.users, &hash, &email, until, now).await? else {
+    let Some(code) = app
+        .redeem_desk
+        .reserve(&app.users, &hash, &email, until, now)
+        .await?
+    else {
         return again(app, &hash, &email).await;
     };
     match place(app, &code, &email).await {
@@ -207,18 +211,20 @@ async fn place(app: &App, code: &Reserved, email: &str) -> Result<Redeemed> {
         };
         let mother_id = hold.seat.mother_id;
         tried.push(mother_id);
-        let invite_id = invites::insert(
-            &app.users,
-            &NewInvite {
-                email,
-                code_id: Some(code.id),
-                mother_id,
-                team_id: hold.team_id,
-                seat_id: Some(hold.seat.id),
-            },
-            now,
-        )
-        .await?;
+        let invite_id = app
+            .redeem_desk
+            .record_invite(
+                &app.users,
+                &NewInvite {
+                    email,
+                    code_id: Some(code.id),
+                    mother_id,
+                    team_id: hold.team_id,
+                    seat_id: Some(hold.seat.id),
+                },
+                now,
+            )
+            .await?;
         match invite_with(app, &hold.reach, mother_id, &hold.provider_team_id, email).await {
             Ok(()) => return finish(app, code, &hold, invite_id, email).await,
             Err(failure) => {
@@ -264,16 +270,17 @@ async fn finish(
 ) -> Result<Redeemed> {
     let now = app.clock.now_ms();
     let mother_id = hold.seat.mother_id;
-    redeem_codes::mark_used(
-        &app.users,
-        code.id,
-        invite_id,
-        email,
-        mother_id,
-        hold.team_id,
-        now,
-    )
-    .await?;
+    app.redeem_desk
+        .mark_used(
+            &app.users,
+            code.id,
+            invite_id,
+            email,
+            mother_id,
+            hold.team_id,
+            now,
+        )
+        .await?;
     match seats::confirm_held(&app.pool, hold.seat.id, now).await {
         Ok(_) => {}
         // The hold ran out while the provider answered and maintenance freed the seat; the member
