@@ -31,6 +31,8 @@ pub struct App {
     pub lease_desk: crate::store::leases::Desk,
     /// Group commit for the users-database steps of redeems (SQLite).
     pub redeem_desk: crate::store::redeem_steps::RedeemDesk,
+    /// Group commit for the seat holds and confirmations of redeems (SQLite).
+    pub seat_desk: crate::store::seat_desk::SeatDesk,
     /// The `[[webhooks]]` endpoints events go to.
     pub webhooks: Arc<crate::jobs::webhooks::Webhooks>,
 }
@@ -80,6 +82,7 @@ impl App {
             metrics: crate::metrics::handle(),
             lease_desk,
             redeem_desk: Default::default(),
+            seat_desk: Default::default(),
         })
     }
 

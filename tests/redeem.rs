@@ -235,6 +235,95 @@ async fn a_burst_of_redeems_never_oversells() {
     .await;
 }
 
+/// A burst is placed as the same redeems one after another would be (on SQLite they are held
+/// together, in batches): the fullest mother of the code's group first, filled to her limit, then
+/// the next, lowest-numbered seats first; a code of another group only in its own group.
+#[tokio::test]
+async fn a_burst_fills_the_fullest_mother_of_each_group_first() {
+    each_backend(|backend| async move {
+        let p = Arc::new(Pool::spawn(&backend, 100_000).await);
+        let (g, h) = (p.group("g").await, p.group("h").await);
+        let mut in_g = Vec::new();
+        for name in ["m1", "m2", "m3"] {
+            in_g.push(p.mother(name, g, 10).await);
+        }
+        let in_h = p.mother("m4", h, 5).await;
+        let group_codes = |group: i64, count: i64| {
+            let p = p.clone();
+            async move {
+                let (status, body) = p
+                    .post(
+                        "/api/admin/codes",
+                        json!({"count": count, "pool_group_id": group}),
+                    )
+                    .await;
+                assert_eq!(status, 201, "{body}");
+                body["codes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c.as_str().unwrap().to_string())
+                    .collect::<Vec<_>>()
+            }
+        };
+        let g_codes = group_codes(g, 12).await;
+        let h_codes = group_codes(h, 3).await;
+
+        // One at a time first: every mother empty, the first (lowest id) takes them.
+        for (i, code) in g_codes[..4].iter().enumerate() {
+            let (status, body) = p.redeem(code, &format!("one{i}@x.test")).await;
+            assert_eq!(status, 200, "{body}");
+        }
+        // Then a burst over both groups at once.
+        let burst: Vec<_> = g_codes[4..]
+            .iter()
+            .chain(&h_codes)
+            .enumerate()
+            .map(|(i, code)| {
+                let (p, code) = (p.clone(), code.clone());
+                tokio::spawn(async move { p.redeem(&code, &format!("burst{i}@x.test")).await })
+            })
+            .collect();
+        for task in burst {
+            let (status, body) = task.await.unwrap();
+            assert_eq!(status, 200, "{body}");
+        }
+
+        let used = |id: i64| {
+            let p = p.clone();
+            async move {
+                let detail = store::mothers::get_detail(&p.t.app().pool, id)
+                    .await
+                    .unwrap();
+                assert_eq!(detail.mother.usage.seats_held, 0);
+                let mut seats: Vec<i64> = detail
+                    .seats
+                    .iter()
+                    .filter(|s| s.status == "used")
+                    .map(|s| s.seat_no)
+                    .collect();
+                seats.sort_unstable();
+                assert_eq!(seats.len() as i64, detail.mother.usage.seats_used);
+                seats
+            }
+        };
+        assert_eq!(
+            used(in_g[0]).await,
+            (1..=10).collect::<Vec<_>>(),
+            "m1, the fullest, filled"
+        );
+        assert_eq!(
+            used(in_g[1]).await,
+            vec![1, 2],
+            "then m2, lowest seats first"
+        );
+        assert!(used(in_g[2]).await.is_empty(), "m3 untouched");
+        assert_eq!(used(in_h).await, vec![1, 2, 3], "group h's codes in h only");
+        Arc::try_unwrap(p).ok().unwrap().t.stop().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn bad_codes_get_one_answer_and_a_repeat_gets_the_same_seat() {
     each_backend(|backend| async move {

@@ -197,16 +197,24 @@ async fn place(app: &App, code: &Reserved, email: &str) -> Result<Redeemed> {
     loop {
         let now = app.clock.now_ms();
         let held_until = now + secs_ms(app.config.redeem.hold_seconds);
-        let Some(hold) = seats::hold_for_redeem(
-            &app.pool,
-            code.pool_group_id,
-            &tried,
-            email,
-            held_until,
-            now,
-        )
-        .await?
-        else {
+        // The first try goes with the other redeems of the moment (batched on SQLite); a try
+        // after a provider refused a mother skips those tried.
+        let hold = if tried.is_empty() {
+            app.seat_desk
+                .hold(&app.pool, code.pool_group_id, email, held_until, now)
+                .await?
+        } else {
+            seats::hold_for_redeem(
+                &app.pool,
+                code.pool_group_id,
+                &tried,
+                email,
+                held_until,
+                now,
+            )
+            .await?
+        };
+        let Some(hold) = hold else {
             return Err(no_seat());
         };
         let mother_id = hold.seat.mother_id;
@@ -281,7 +289,7 @@ async fn finish(
             now,
         )
         .await?;
-    match seats::confirm_held(&app.pool, hold.seat.id, now).await {
+    match app.seat_desk.confirm(&app.pool, hold.seat.id, now).await {
         Ok(_) => {}
         // The hold ran out while the provider answered and maintenance freed the seat; the member
         // is invited all the same, and the next sync of the mother counts her seat.

@@ -18,6 +18,7 @@ pub mod overview;
 pub mod pool_groups;
 pub mod redeem_codes;
 pub mod redeem_steps;
+pub mod seat_desk;
 pub mod seat_snapshots;
 pub mod seats;
 pub mod sessions;

@@ -452,13 +452,19 @@ fn pick_redeem_mother(excluded: &[i64]) -> sqlx::AssertSqlSafe<String> {
         format!("AND m.id NOT IN ({})", ids.join(", "))
     };
     sqlx::AssertSqlSafe(format!(
-        "SELECT m.id FROM mothers m WHERE m.status = 'active' \
-         AND m.seat_limit - m.seats_used - m.seats_held > 0 \
-         AND (CAST($1 AS BIGINT) IS NULL OR m.pool_group_id = $1) {not_in} \
-         AND EXISTS (SELECT 1 FROM teams t WHERE t.mother_id = m.id AND t.is_enabled \
-                     AND t.provider_team_id IS NOT NULL) \
-         ORDER BY m.seats_used + m.seats_held DESC, m.id LIMIT 1"
+        "SELECT m.id FROM mothers m WHERE {} {not_in} \
+         ORDER BY m.seats_used + m.seats_held DESC, m.id LIMIT 1",
+        redeem_mother_filter()
     ))
+}
+
+/// Which mothers `m` a redeem may place someone with (`$1` the group, or null for any): active,
+/// with a free seat and an enabled team linked to the provider.
+pub(super) fn redeem_mother_filter() -> &'static str {
+    "m.status = 'active' AND m.seat_limit - m.seats_used - m.seats_held > 0 \
+     AND (CAST($1 AS BIGINT) IS NULL OR m.pool_group_id = $1) \
+     AND EXISTS (SELECT 1 FROM teams t WHERE t.mother_id = m.id AND t.is_enabled \
+                 AND t.provider_team_id IS NOT NULL)"
 }
 
 /// Turns a held seat into a used one (its invite went out). `Conflict` when the seat is no longer
