@@ -278,12 +278,12 @@ pub struct ReleaseArgs {
 
 /// One write of the worker API, as the [`Desk`] runs it.
 #[derive(Clone, Debug)]
-enum Op {
+pub enum Op {
     Acquire(AcquireArgs),
     Release(ReleaseArgs),
 }
 
-enum Outcome {
+pub enum Outcome {
     Acquired(Option<Box<Acquired>>),
     /// The finished lease and, when the release quarantined the account anew, until when.
     Released(Result<(Lease, Option<i64>), Refusal>),
@@ -291,33 +291,13 @@ enum Outcome {
     NoSuchLease,
 }
 
-struct Waiting {
-    op: Op,
-    reply: tokio::sync::oneshot::Sender<StoreResult<Outcome>>,
-}
-
-struct DeskQueue {
-    waiting: Vec<Waiting>,
-    /// Drain tasks running; each takes whatever is waiting until the queue is empty.
-    draining: usize,
-    /// The most drain tasks at once: 1 on SQLite (one writer); on PostgreSQL several, so that
-    /// round trips to the server overlap while each transaction still carries a batch.
-    lanes: usize,
-}
-
-/// Group commit for acquires and releases. Workers acquire and release in bursts, and each of
-/// those writes is a short transaction whose fixed cost (taking the writer, `BEGIN`, `COMMIT`:
-/// on SQLite round trips to the one writer thread, on PostgreSQL a WAL flush) is most of its
-/// price. The desk runs whatever writes are waiting as one transaction, one after the other, and
-/// answers each with its own result: the same statements, in the order they arrived, so each
-/// behaves exactly as it would alone, and a write that joins a batch is never reordered before
-/// one that was waiting already.
-///
-/// Should the batch fail as a whole (a database error), each of its writes runs again alone, so
-/// one bad write cannot fail the others. Batches run on a spawned task: a request dropped half-way
-/// (its client went away) cannot stop the writes of the others waiting with it.
+/// Group commit for acquires and releases (see [`super::desk`]). Workers acquire and release in
+/// bursts; the desk runs whatever is waiting as one transaction, one write after the other in the
+/// order they arrived, the same statements each would run alone. SQLite has one lane (one
+/// writer); PostgreSQL `connections / 2`, so round trips to the server overlap while each
+/// transaction still carries a batch.
 #[derive(Clone)]
-pub struct Desk(std::sync::Arc<std::sync::Mutex<DeskQueue>>);
+pub struct Desk(super::desk::Desk<LeaseBatch>);
 
 impl Default for Desk {
     fn default() -> Self {
@@ -325,17 +305,10 @@ impl Default for Desk {
     }
 }
 
-/// The most writes one batch takes; the rest wait for the next.
-const MAX_BATCH: usize = 128;
-
 impl Desk {
     /// A desk running at most `lanes` batches at once (at least one).
     pub fn new(lanes: usize) -> Self {
-        Self(std::sync::Arc::new(std::sync::Mutex::new(DeskQueue {
-            waiting: Vec::new(),
-            draining: 0,
-            lanes: lanes.max(1),
-        })))
+        Self(super::desk::Desk::new(lanes))
     }
 
     /// A desk for `db`: one lane on SQLite, `connections / 2` (at least one) on PostgreSQL,
@@ -346,11 +319,14 @@ impl Desk {
             Backend::Postgres => Self::new(usize::try_from(connections / 2).unwrap_or(1)),
         }
     }
+
     /// Lends the first available account of the pool. `None` when no account is available.
     pub async fn acquire(&self, db: &PoolDb, args: AcquireArgs) -> StoreResult<Option<Acquired>> {
-        match self.submit(db, Op::Acquire(args)).await? {
+        match self.0.submit(db, Op::Acquire(args)).await? {
             Outcome::Acquired(acquired) => Ok(acquired.map(|a| *a)),
-            _ => unreachable!("an acquire is answered with an acquire"),
+            _ => Err(StoreError::Other(sqlx::Error::Protocol(
+                "the lease desk answered an acquire with something else".into(),
+            ))),
         }
     }
 
@@ -362,69 +338,26 @@ impl Desk {
         db: &PoolDb,
         args: ReleaseArgs,
     ) -> StoreResult<Result<(Lease, Option<i64>), Refusal>> {
-        match self.submit(db, Op::Release(args)).await? {
+        match self.0.submit(db, Op::Release(args)).await? {
             Outcome::Released(released) => Ok(released),
             Outcome::NoSuchLease => Err(StoreError::NotFound),
-            Outcome::Acquired(_) => unreachable!("a release is answered with a release"),
+            Outcome::Acquired(_) => Err(StoreError::Other(sqlx::Error::Protocol(
+                "the lease desk answered a release with an acquire".into(),
+            ))),
         }
     }
+}
 
-    async fn submit(&self, db: &PoolDb, op: Op) -> StoreResult<Outcome> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let start_drain = {
-            let mut queue = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            queue.waiting.push(Waiting { op, reply });
-            let start = queue.draining < queue.lanes;
-            if start {
-                queue.draining += 1;
-            }
-            start
-        };
-        if start_drain {
-            let (desk, db) = (self.clone(), db.clone());
-            tokio::spawn(async move { desk.drain(&db).await });
-        }
-        answer.await.map_err(|_| {
-            StoreError::Other(sqlx::Error::Protocol(
-                "the lease desk stopped before answering".into(),
-            ))
-        })?
-    }
+/// The writes of the worker API, as a [`super::desk::Batch`].
+pub struct LeaseBatch;
 
-    /// Runs batches until nothing is waiting.
-    async fn drain(&self, db: &PoolDb) {
-        loop {
-            let batch: Vec<Waiting> = {
-                let mut queue = self.0.lock().unwrap_or_else(|e| e.into_inner());
-                if queue.waiting.is_empty() {
-                    queue.draining -= 1;
-                    return;
-                }
-                let n = queue.waiting.len().min(MAX_BATCH);
-                queue.waiting.drain(..n).collect()
-            };
-            let ops: Vec<&Op> = batch.iter().map(|w| &w.op).collect();
-            match run_together(db, &ops).await {
-                Ok(outcomes) => {
-                    for (waiting, outcome) in batch.into_iter().zip(outcomes) {
-                        let _ = waiting.reply.send(Ok(outcome));
-                    }
-                }
-                Err(e) if batch.len() == 1 => {
-                    let waiting = batch.into_iter().next().expect("one write");
-                    let _ = waiting.reply.send(Err(e));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, writes = batch.len(), "lease batch failed; running its writes one by one");
-                    for waiting in batch {
-                        let outcome = run_together(db, &[&waiting.op])
-                            .await
-                            .map(|mut o| o.remove(0));
-                        let _ = waiting.reply.send(outcome);
-                    }
-                }
-            }
-        }
+impl super::desk::Batch for LeaseBatch {
+    type Db = PoolDb;
+    type Op = Op;
+    type Out = Outcome;
+
+    async fn run(db: &PoolDb, ops: &[Op]) -> StoreResult<Vec<Outcome>> {
+        run_together(db, ops).await
     }
 }
 
@@ -437,7 +370,7 @@ struct LeaseAndResting {
 }
 
 /// Runs `ops` in order in one write transaction and commits it; one outcome per op.
-async fn run_together(db: &PoolDb, ops: &[&Op]) -> StoreResult<Vec<Outcome>> {
+async fn run_together(db: &PoolDb, ops: &[Op]) -> StoreResult<Vec<Outcome>> {
     let backend = backend(db);
     in_transaction!(db, |tx| {
         let mut outcomes = Vec::with_capacity(ops.len());
