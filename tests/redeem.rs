@@ -100,7 +100,17 @@ impl Pool {
     }
 
     async fn codes(&self, count: i64) -> Vec<String> {
-        let (status, body) = self.post("/api/admin/codes", json!({"count": count})).await;
+        self.codes_in(None, count).await
+    }
+
+    /// `count` new codes of `group` (of any group when `None`).
+    async fn codes_in(&self, group: Option<i64>, count: i64) -> Vec<String> {
+        let (status, body) = self
+            .post(
+                "/api/admin/codes",
+                json!({"count": count, "pool_group_id": group}),
+            )
+            .await;
         assert_eq!(status, 201, "{body}");
         body["codes"]
             .as_array()
@@ -248,26 +258,8 @@ async fn a_burst_fills_the_fullest_mother_of_each_group_first() {
             in_g.push(p.mother(name, g, 10).await);
         }
         let in_h = p.mother("m4", h, 5).await;
-        let group_codes = |group: i64, count: i64| {
-            let p = p.clone();
-            async move {
-                let (status, body) = p
-                    .post(
-                        "/api/admin/codes",
-                        json!({"count": count, "pool_group_id": group}),
-                    )
-                    .await;
-                assert_eq!(status, 201, "{body}");
-                body["codes"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|c| c.as_str().unwrap().to_string())
-                    .collect::<Vec<_>>()
-            }
-        };
-        let g_codes = group_codes(g, 12).await;
-        let h_codes = group_codes(h, 3).await;
+        let g_codes = p.codes_in(Some(g), 12).await;
+        let h_codes = p.codes_in(Some(h), 3).await;
 
         // One at a time first: every mother empty, the first (lowest id) takes them.
         for (i, code) in g_codes[..4].iter().enumerate() {

@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use serde_json::json;
+use serde::Serialize;
 use sqlx::FromRow;
 
 use super::desk::{Batch, Desk};
@@ -22,7 +22,10 @@ use super::redeem_codes::{self, Reserved};
 use super::{StoreError, StoreResult};
 use crate::db::{Conn, UsersDb};
 
-/// One step of a redeem in the users database.
+/// One step of a redeem in the users database; in a batch's JSON arrays, an object with these
+/// field names.
+#[derive(Serialize)]
+#[serde(untagged)]
 pub enum Step {
     /// `unused -> reserved`, as [`redeem_codes::reserve`].
     Reserve {
@@ -78,25 +81,25 @@ struct StepRow {
 /// unused code through the status index instead.
 const BATCH_SQL: &str = "BEGIN IMMEDIATE; \
     UPDATE invites SET status = 'sent', last_error = NULL, updated_at = b.now \
-    FROM (SELECT value ->> 'invite' AS invite, value ->> 'code' AS code, value ->> 'now' AS now \
+    FROM (SELECT value ->> 'invite_id' AS invite, value ->> 'code_id' AS code, value ->> 'now' AS now \
           FROM json_each($3)) AS b \
     WHERE invites.id = b.invite AND EXISTS (SELECT 1 FROM redeem_codes c \
       WHERE c.id = b.code AND c.status = 'reserved'); \
     UPDATE redeem_codes SET status = 'used', used_by_email = b.email, used_at = b.now, \
       mother_id = b.mother, team_id = b.team, reserved_until = NULL, updated_at = b.now \
-    FROM (SELECT value ->> 'code' AS code, value ->> 'email' AS email, \
-            value ->> 'mother' AS mother, value ->> 'team' AS team, value ->> 'now' AS now \
+    FROM (SELECT value ->> 'code_id' AS code, value ->> 'email' AS email, \
+            value ->> 'mother_id' AS mother, value ->> 'team_id' AS team, value ->> 'now' AS now \
           FROM json_each($3)) AS b \
     WHERE redeem_codes.id = b.code AND +redeem_codes.status = 'reserved' \
     RETURNING 'used' AS step, NULL AS hash, id AS code_id, NULL AS group_id, NULL AS invite_id; \
     INSERT INTO invites (email, code_id, mother_id, team_id, seat_id, status, attempts, \
       created_at, updated_at) \
-    SELECT value ->> 'email', value ->> 'code', value ->> 'mother', value ->> 'team', \
-      value ->> 'seat', 'pending', 1, value ->> 'now', value ->> 'now' FROM json_each($2) \
+    SELECT value ->> 'email', value ->> 'code_id', value ->> 'mother_id', value ->> 'team_id', \
+      value ->> 'seat_id', 'pending', 1, value ->> 'now', value ->> 'now' FROM json_each($2) \
     RETURNING 'recorded' AS step, NULL AS hash, code_id, NULL AS group_id, id AS invite_id; \
     UPDATE redeem_codes SET status = 'reserved', reserved_by_email = b.email, \
       reserved_until = b.until, updated_at = b.now \
-    FROM (SELECT value ->> 'hash' AS hash, value ->> 'email' AS email, \
+    FROM (SELECT value ->> 'code_hash' AS hash, value ->> 'email' AS email, \
             value ->> 'until' AS until, value ->> 'now' AS now FROM json_each($1)) AS b \
     WHERE redeem_codes.code_hash = b.hash AND +redeem_codes.status = 'unused' \
       AND (redeem_codes.expires_at IS NULL OR redeem_codes.expires_at > b.now) \
@@ -126,45 +129,23 @@ impl Batch for RedeemBatch {
         let mut first_of_hash: HashMap<&str, usize> = HashMap::new();
         for (i, step) in steps.iter().enumerate() {
             match step {
-                Step::Reserve {
-                    code_hash,
-                    email,
-                    until,
-                    now,
-                } => {
+                Step::Reserve { code_hash, .. } => {
                     if *first_of_hash.entry(code_hash).or_insert(i) == i {
-                        reserves.push(
-                            json!({"hash": code_hash, "email": email, "until": until, "now": now}),
-                        );
+                        reserves.push(step);
                     }
                 }
-                Step::RecordInvite {
-                    email,
-                    code_id,
-                    mother_id,
-                    team_id,
-                    seat_id,
-                    now,
-                } => records.push(json!({"email": email, "code": code_id, "mother": mother_id,
-                    "team": team_id, "seat": seat_id, "now": now})),
-                Step::MarkUsed {
-                    code_id,
-                    invite_id,
-                    email,
-                    mother_id,
-                    team_id,
-                    now,
-                } => marks.push(json!({"code": code_id, "invite": invite_id, "email": email,
-                    "mother": mother_id, "team": team_id, "now": now})),
+                Step::RecordInvite { .. } => records.push(step),
+                Step::MarkUsed { .. } => marks.push(step),
             }
         }
+        let json = |steps: Vec<&Step>| serde_json::to_string(&steps).map_err(sqlx::Error::decode);
         let mut tx = write.spelled().await?;
         let rows: Vec<StepRow> = tx
             .fetch_all(
                 sqlx::query_as(BATCH_SQL)
-                    .bind(serde_json::Value::Array(reserves).to_string())
-                    .bind(serde_json::Value::Array(records).to_string())
-                    .bind(serde_json::Value::Array(marks).to_string()),
+                    .bind(json(reserves)?)
+                    .bind(json(records)?)
+                    .bind(json(marks)?),
             )
             .await?;
         tx.committed();
