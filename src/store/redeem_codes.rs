@@ -8,7 +8,7 @@ use serde::Serialize;
 use sqlx::FromRow;
 
 use super::{StoreError, StoreResult, contains_pattern};
-use crate::db::{Conn, UsersDb, in_transaction, on_reader, on_writer};
+use crate::db::{Backend, UsersDb, in_transaction, on_reader, on_writer};
 
 #[derive(Clone, Debug, FromRow, Serialize, utoipa::ToSchema)]
 pub struct RedeemCode {
@@ -146,45 +146,25 @@ pub async fn mark_used(
     team_id: i64,
     now: i64,
 ) -> StoreResult<()> {
-    // Both find nothing when the code is no longer reserved. SQLite: one round trip to the
-    // writer, the transaction spelled out around the two; PostgreSQL: one statement.
-    let used: Vec<i64> = match &db.0.conn {
-        Conn::Sqlite { write, .. } => {
-            let mut tx = write.spelled().await?;
-            let used: Vec<(i64,)> = tx
-                .fetch_all(
-                    sqlx::query_as(
-                        "BEGIN IMMEDIATE; \
-                         UPDATE invites SET status = 'sent', last_error = NULL, updated_at = $3 \
-                         WHERE id = $6 AND EXISTS (SELECT 1 FROM redeem_codes \
-                           WHERE id = $1 AND status = 'reserved'); \
-                         UPDATE redeem_codes SET status = 'used', used_by_email = $2, \
-                         used_at = $3, mother_id = $4, team_id = $5, reserved_until = NULL, \
-                         updated_at = $3 WHERE id = $1 AND status = 'reserved' RETURNING id; \
-                         COMMIT",
-                    )
-                    .bind(id)
-                    .bind(email)
-                    .bind(now)
-                    .bind(mother_id)
-                    .bind(team_id)
-                    .bind(invite_id),
-                )
-                .await?;
-            tx.committed();
-            used.into_iter().map(|(id,)| id).collect()
+    // SQLite runs both in one round trip; PostgreSQL in one statement.
+    let sql = match db.0.backend() {
+        Backend::Sqlite => {
+            "UPDATE invites SET status = 'sent', last_error = NULL, updated_at = $3 WHERE id = $6; \
+             UPDATE redeem_codes SET status = 'used', used_by_email = $2, used_at = $3, \
+             mother_id = $4, team_id = $5, reserved_until = NULL, updated_at = $3 \
+             WHERE id = $1 AND status = 'reserved' RETURNING id"
         }
-        Conn::Postgres(pg) => {
-            // In a transaction, so a code that stopped being reserved while the invite was being
-            // marked leaves the invite as it was.
-            let mut tx = pg.begin().await?;
-            let used: Vec<i64> = sqlx::query_scalar(
-                "WITH sent AS (UPDATE invites SET status = 'sent', last_error = NULL, \
-                   updated_at = $3 WHERE id = $6) \
-                 UPDATE redeem_codes SET status = 'used', used_by_email = $2, used_at = $3, \
-                 mother_id = $4, team_id = $5, reserved_until = NULL, updated_at = $3 \
-                 WHERE id = $1 AND status = 'reserved' RETURNING id",
-            )
+        Backend::Postgres => {
+            "WITH sent AS (UPDATE invites SET status = 'sent', last_error = NULL, updated_at = $3 \
+               WHERE id = $6) \
+             UPDATE redeem_codes SET status = 'used', used_by_email = $2, used_at = $3, \
+             mother_id = $4, team_id = $5, reserved_until = NULL, updated_at = $3 \
+             WHERE id = $1 AND status = 'reserved' RETURNING id"
+        }
+    };
+    in_transaction!(db, |tx| {
+        // `fetch_all`: SQLite's statements run only as far as the rows are read.
+        let used: Vec<i64> = sqlx::query_scalar(sql)
             .bind(id)
             .bind(email)
             .bind(now)
@@ -193,16 +173,12 @@ pub async fn mark_used(
             .bind(invite_id)
             .fetch_all(&mut *tx)
             .await?;
-            if !used.is_empty() {
-                tx.commit().await?;
-            }
-            used
+        if used.is_empty() {
+            return Err(StoreError::Conflict(format!("code {id} is not reserved")));
         }
-    };
-    if used.is_empty() {
-        return Err(StoreError::Conflict(format!("code {id} is not reserved")));
-    }
-    Ok(())
+        tx.commit().await?;
+        Ok(())
+    })
 }
 
 /// `reserved -> unused`: the redeem did not place anyone.

@@ -11,7 +11,7 @@ use sqlx::FromRow;
 
 use super::mothers::Reach;
 use super::{StoreError, StoreResult};
-use crate::db::{Conn, PoolDb, in_transaction, on_reader};
+use crate::db::{Backend, PoolDb, in_transaction, on_reader};
 use crate::domain::seats::{SeatChange, SeatPlan, SeatView, SeatWant, plan_seats};
 
 #[derive(Clone, Debug, FromRow, Serialize, utoipa::ToSchema)]
@@ -314,18 +314,6 @@ struct TakenMother {
     team_name: String,
 }
 
-impl TakenMother {
-    fn holding(self, seat: Seat) -> RedeemHold {
-        RedeemHold {
-            seat,
-            team_id: self.team_id,
-            provider_team_id: self.provider_team_id,
-            team_name: self.team_name,
-            reach: self.reach,
-        }
-    }
-}
-
 /// Holds a free seat for a redeem by `email` until `held_until`, in one transaction: the mother is
 /// an active one (of `group` when given, and not in `skip`) with a free seat and an enabled team
 /// linked to the provider; the fullest such mother first, so seats are packed; her default team
@@ -334,8 +322,7 @@ impl TakenMother {
 /// Two statements, so that a redeem's turn at the writer is short: the first picks the mother and
 /// takes a seat in her counters (re-checking that one is free, so of two racing holds for her last
 /// seat on PostgreSQL one finds nothing and picks again) and returns her team and provider; the
-/// second holds her lowest-numbered free seat. On SQLite they are two round trips to the writer,
-/// the transaction spelled out around them ([`crate::db::SpelledTx`]).
+/// second holds her lowest-numbered free seat.
 pub async fn hold_for_redeem(
     db: &PoolDb,
     group: Option<i64>,
@@ -361,42 +348,6 @@ pub async fn hold_for_redeem(
         team_name = team("name"),
     );
     let hold = format!("{HOLD_LOWEST_FREE} RETURNING {COLUMNS}");
-    if let Conn::Sqlite { write, .. } = &db.0.conn {
-        // Two round trips to the one writer, the transaction spelled out around the statements;
-        // nobody else writes in between, so a mother found has her seat.
-        let mut tx = write.spelled().await?;
-        let taken: Vec<TakenMother> = tx
-            .fetch_all(
-                sqlx::query_as(sqlx::AssertSqlSafe(format!("BEGIN IMMEDIATE; {take}")))
-                    .bind(group)
-                    .bind(now),
-            )
-            .await?;
-        let Some(mother) = taken.into_iter().next() else {
-            tx.rollback().await;
-            return Ok(None);
-        };
-        // Should her counters have promised a seat she does not have, the hold changes nothing
-        // and the seat taken in her counters is given back (`changes()`: the rows the statement
-        // before changed).
-        let seats: Vec<Seat> = tx
-            .fetch_all(
-                sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "{hold}; UPDATE mothers SET seats_held = seats_held - 1 \
-                     WHERE id = $1 AND changes() = 0; COMMIT"
-                )))
-                .bind(mother.id)
-                .bind(email)
-                .bind(held_until)
-                .bind(now),
-            )
-            .await?;
-        tx.committed();
-        let seat = seats.into_iter().next().ok_or_else(|| {
-            StoreError::Conflict(format!("mother {} had no free seat to hold", mother.id))
-        })?;
-        return Ok(Some(mother.holding(seat)));
-    }
     // A round finds nothing only when no mother has room, or (PostgreSQL) when the one it picked
     // filled while it waited for her row; a few rounds are plenty.
     const ROUNDS: usize = 8;
@@ -425,7 +376,13 @@ pub async fn hold_for_redeem(
                 .fetch_one(&mut *tx)
                 .await?;
             tx.commit().await?;
-            return Ok(Some(mother.holding(seat)));
+            return Ok(Some(RedeemHold {
+                seat,
+                team_id: mother.team_id,
+                provider_team_id: mother.provider_team_id,
+                team_name: mother.team_name,
+                reach: mother.reach,
+            }));
         }
         Ok(None)
     })
@@ -470,47 +427,46 @@ pub(super) fn redeem_mother_filter() -> &'static str {
 /// Turns a held seat into a used one (its invite went out). `Conflict` when the seat is no longer
 /// held (its hold expired and maintenance freed it).
 pub async fn confirm_held(db: &PoolDb, seat_id: i64, now: i64) -> StoreResult<Seat> {
-    // The mother's counters first, which on PostgreSQL locks her row (see the module notes). Both
-    // find nothing when the seat is no longer held.
+    // The mother's counters first, which on PostgreSQL locks her row (see the module notes); on
+    // SQLite both statements go to the writer in one round trip.
     let count = "UPDATE mothers SET seats_held = seats_held - 1, seats_used = seats_used + 1, \
         updated_at = $2 WHERE id = (SELECT mother_id FROM seats WHERE id = $1 AND status = 'held')";
     let confirm = format!(
         "UPDATE seats SET status = 'used', held_until = NULL, updated_at = $2 \
          WHERE id = $1 AND status = 'held' RETURNING {COLUMNS}"
     );
-    let seat: Option<Seat> = match &db.0.conn {
-        // One round trip to the writer: the transaction is spelled out around the two.
-        Conn::Sqlite { write, .. } => {
-            let mut tx = write.spelled().await?;
-            let seats = tx
-                .fetch_all(
-                    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                        "BEGIN IMMEDIATE; {count}; {confirm}; COMMIT"
-                    )))
+    let backend = db.0.backend();
+    in_transaction!(db, |tx| {
+        let seat: Option<Seat> = match backend {
+            Backend::Sqlite => {
+                // `fetch_all`: SQLite's statements run only as far as the rows are read.
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("{count}; {confirm}")))
                     .bind(seat_id)
-                    .bind(now),
-                )
-                .await?;
-            tx.committed();
-            seats.into_iter().next()
-        }
-        Conn::Postgres(pg) => {
-            let mut tx = pg.begin().await?;
-            sqlx::query(count)
-                .bind(seat_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            let seat = sqlx::query_as(sqlx::AssertSqlSafe(confirm))
-                .bind(seat_id)
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            seat
-        }
-    };
-    seat.ok_or_else(|| StoreError::Conflict(format!("seat {seat_id} is not held")))
+                    .bind(now)
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .next()
+            }
+            Backend::Postgres => {
+                sqlx::query(count)
+                    .bind(seat_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query_as(sqlx::AssertSqlSafe(confirm))
+                    .bind(seat_id)
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+        };
+        let Some(seat) = seat else {
+            return Err(StoreError::Conflict(format!("seat {seat_id} is not held")));
+        };
+        tx.commit().await?;
+        Ok(seat)
+    })
 }
 
 /// Frees seat `seat_id` if it is still used or held by `email` (case-insensitive); `Ok(false)`
