@@ -28,7 +28,7 @@ pub struct App {
     /// `public_url` as an origin, when configured.
     pub public_origin: Option<crate::domain::origin::Origin>,
     /// Group commit for the worker API's acquires and releases.
-    pub lease_desk: crate::store::leases::Desk,
+    pub lease_desk: crate::store::lease_desk::Desk,
     /// Group commit for the users-database steps of redeems (SQLite).
     pub redeem_desk: crate::store::redeem_steps::RedeemDesk,
     /// Group commit for the seat holds and confirmations of redeems (SQLite).
@@ -61,7 +61,7 @@ impl App {
         let resend_throttle = per_hour(config.redeem.resend_per_hour);
         let public_origin = config.public_origin().ok().flatten();
         let lease_desk =
-            crate::store::leases::Desk::for_database(&pool, config.database_max_connections);
+            crate::store::lease_desk::Desk::for_database(&pool, config.database_max_connections);
         let webhooks = Arc::new(crate::jobs::webhooks::Webhooks::from_config(
             &config,
             users.clone(),

@@ -401,7 +401,7 @@ async fn concurrent_acquires_never_share_an_account() {
     .await;
 }
 
-/// Releases arriving together run as one batch (`store::leases::Desk`); each still gets its own
+/// Releases arriving together run as one batch (`store::lease_desk::Desk`); each still gets its own
 /// answer, and refused or unknown ones in the batch change nothing of the others.
 #[tokio::test]
 async fn concurrent_releases_each_get_their_own_answer() {

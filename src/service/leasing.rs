@@ -13,6 +13,7 @@ use crate::crypto::{Credential, Keyring};
 use crate::db::PoolDb;
 use crate::domain::leases::{self, LeasePolicy, LeaseResult};
 use crate::store::credential_accounts as accounts;
+use crate::store::lease_desk;
 use crate::store::leases::{self as store, Lease, LeaseWithLogin, Refusal};
 use crate::store::{StoreError, StoreResult};
 
@@ -30,7 +31,7 @@ pub struct LeasingCtx<'a> {
     pub keyring: &'a Keyring,
     pub clock: &'a SharedClock,
     pub policy: LeasePolicy,
-    pub desk: &'a store::Desk,
+    pub desk: &'a lease_desk::Desk,
     /// Where `account_quarantined` goes; `None` where no webhooks run (CLI imports).
     pub webhooks: Option<&'a crate::jobs::webhooks::Webhooks>,
 }
@@ -205,7 +206,7 @@ pub async fn acquire(
         .map_err(|m| Error::invalid("invalid_ttl_seconds", m))?;
     let now = ctx.clock.now_ms();
     let lease_id = uuid::Uuid::new_v4().to_string();
-    let args = store::AcquireArgs {
+    let args = lease_desk::AcquireArgs {
         pool: pool.clone(),
         lease_id,
         worker: worker.clone(),
@@ -373,7 +374,7 @@ pub async fn release(
     let result = release_result(req.result.as_deref())?;
     let error_message = check_text("error_message", req.error_message, 2000)?;
     let now = ctx.clock.now_ms();
-    let args = store::ReleaseArgs {
+    let args = lease_desk::ReleaseArgs {
         lease_id: id.to_string(),
         token_id: holder.token_id,
         result,

@@ -9,6 +9,8 @@
 //! by whichever comes first of the next acquire of the account, a late release or renew, or the
 //! housekeeping step [`expire_overdue`].
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use sqlx::FromRow;
 
@@ -38,6 +40,15 @@ pub struct Lease {
 
 pub(crate) const LEASE_COLUMNS: &str = "id, account_id, pool, worker, holder_token_id, mission, acquired_at, \
     expires_at, released_at, renewals, result";
+
+/// [`LEASE_COLUMNS`] of the table aliased `alias`.
+pub(crate) fn lease_columns(alias: &str) -> String {
+    LEASE_COLUMNS
+        .split(", ")
+        .map(|c| format!("{alias}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// A lease with its account's login, for lists.
 #[derive(Clone, Debug, FromRow, Serialize, utoipa::ToSchema)]
@@ -127,6 +138,21 @@ macro_rules! close_expired {
 
 pub(crate) use close_expired;
 
+/// The `SET` list that lends an account: to lease `{lease}` until `{expires}`, used at `{now}`
+/// (SQL expressions). The expressions read the old row: a quarantine that is over ends here, and
+/// the failure count starts again from 0.
+pub(crate) fn claim_set(lease: &str, expires: &str, now: &str) -> String {
+    format!(
+        "current_lease_id = {lease}, leased_until = {expires}, \
+         last_used_at = {now}, total_uses = total_uses + 1, \
+         consecutive_failures = CASE WHEN quarantine_until IS NOT NULL AND quarantine_until <= {now} \
+           THEN 0 ELSE consecutive_failures END, \
+         quarantine_until = CASE WHEN quarantine_until IS NOT NULL AND quarantine_until <= {now} \
+           THEN NULL ELSE quarantine_until END, \
+         updated_at = {now}"
+    )
+}
+
 /// The claim of an acquire, one statement on PostgreSQL and one round trip to SQLite's writer
 /// (binds: `$1` pool, `$2` lease id, `$3` expiry, `$4` now, `$5` cooldown ms, `$6` worker, `$7`
 /// token id, `$8` mission). It picks the first available account in `selection_order`, which is
@@ -143,14 +169,7 @@ pub(crate) use close_expired;
 pub(crate) fn acquire_sql(backend: Backend) -> sqlx::AssertSqlSafe<String> {
     let available = credential_accounts::available_sql("$4", "$5");
     let columns = credential_accounts::COLUMNS;
-    // SET expressions read the old row: a quarantine that is over ends here, failures from 0.
-    let set = "current_lease_id = $2, leased_until = $3, \
-         last_used_at = $4, total_uses = total_uses + 1, \
-         consecutive_failures = CASE WHEN quarantine_until IS NOT NULL AND quarantine_until <= $4 \
-           THEN 0 ELSE consecutive_failures END, \
-         quarantine_until = CASE WHEN quarantine_until IS NOT NULL AND quarantine_until <= $4 \
-           THEN NULL ELSE quarantine_until END, \
-         updated_at = $4";
+    let set = claim_set("$2", "$3", "$4");
     let pick = format!(
         "SELECT id AS pick_id, current_lease_id AS previous_lease FROM credential_accounts \
          WHERE pool = $1 AND {available} ORDER BY total_uses, last_used_at, id LIMIT 1"
@@ -250,176 +269,6 @@ macro_rules! acquire_in {
 }
 
 pub(crate) use acquire_in;
-
-/// What one acquire asks for: lend the first available account of `pool` (see
-/// `domain::leases::selection_order`) to `worker` until `expires_at`.
-#[derive(Clone, Debug)]
-pub struct AcquireArgs {
-    pub pool: String,
-    pub lease_id: String,
-    pub worker: String,
-    pub token_id: i64,
-    pub mission: Option<String>,
-    pub now: i64,
-    pub expires_at: i64,
-    pub cooldown_ms: i64,
-}
-
-/// What one release asks for: end the lease `lease_id` held by `token_id` with `result`.
-#[derive(Clone, Debug)]
-pub struct ReleaseArgs {
-    pub lease_id: String,
-    pub token_id: i64,
-    pub result: LeaseResult,
-    pub error_message: Option<String>,
-    pub now: i64,
-    pub policy: LeasePolicy,
-}
-
-/// One write of the worker API, as the [`Desk`] runs it.
-#[derive(Clone, Debug)]
-pub enum Op {
-    Acquire(AcquireArgs),
-    Release(ReleaseArgs),
-}
-
-pub enum Outcome {
-    Acquired(Option<Box<Acquired>>),
-    /// The finished lease and, when the release quarantined the account anew, until when.
-    Released(Result<(Lease, Option<i64>), Refusal>),
-    /// A release of a lease that does not exist.
-    NoSuchLease,
-}
-
-/// Group commit for acquires and releases (see [`super::desk`]). Workers acquire and release in
-/// bursts; the desk runs whatever is waiting as one transaction, one write after the other in the
-/// order they arrived, the same statements each would run alone. SQLite has one lane (one
-/// writer); PostgreSQL `connections / 2`, so round trips to the server overlap while each
-/// transaction still carries a batch.
-#[derive(Clone)]
-pub struct Desk(super::desk::Desk<LeaseBatch>);
-
-impl Default for Desk {
-    fn default() -> Self {
-        Self::new(1)
-    }
-}
-
-impl Desk {
-    /// A desk running at most `lanes` batches at once (at least one).
-    pub fn new(lanes: usize) -> Self {
-        Self(super::desk::Desk::new(lanes))
-    }
-
-    /// A desk for `db`: one lane on SQLite, `connections / 2` (at least one) on PostgreSQL,
-    /// leaving the other connections to everything else.
-    pub fn for_database(db: &PoolDb, connections: u32) -> Self {
-        match backend(db) {
-            Backend::Sqlite => Self::new(1),
-            Backend::Postgres => Self::new(usize::try_from(connections / 2).unwrap_or(1)),
-        }
-    }
-
-    /// Lends the first available account of the pool. `None` when no account is available.
-    pub async fn acquire(&self, db: &PoolDb, args: AcquireArgs) -> StoreResult<Option<Acquired>> {
-        match self.0.submit(db, Op::Acquire(args)).await? {
-            Outcome::Acquired(acquired) => Ok(acquired.map(|a| *a)),
-            _ => Err(StoreError::Other(sqlx::Error::Protocol(
-                "the lease desk answered an acquire with something else".into(),
-            ))),
-        }
-    }
-
-    /// Ends an open lease with the worker's result: the account rests as
-    /// `domain::leases::after_release` says, and one usage row is written. `NotFound` for an
-    /// unknown lease. With the lease comes the end of a quarantine the release started, if any.
-    pub async fn release(
-        &self,
-        db: &PoolDb,
-        args: ReleaseArgs,
-    ) -> StoreResult<Result<(Lease, Option<i64>), Refusal>> {
-        match self.0.submit(db, Op::Release(args)).await? {
-            Outcome::Released(released) => Ok(released),
-            Outcome::NoSuchLease => Err(StoreError::NotFound),
-            Outcome::Acquired(_) => Err(StoreError::Other(sqlx::Error::Protocol(
-                "the lease desk answered a release with an acquire".into(),
-            ))),
-        }
-    }
-}
-
-/// The writes of the worker API, as a [`super::desk::Batch`].
-pub struct LeaseBatch;
-
-impl super::desk::Batch for LeaseBatch {
-    type Db = PoolDb;
-    type Op = Op;
-    type Out = Outcome;
-
-    async fn run(db: &PoolDb, ops: &[Op]) -> StoreResult<Vec<Outcome>> {
-        run_together(db, ops).await
-    }
-}
-
-#[derive(FromRow)]
-struct LeaseAndResting {
-    #[sqlx(flatten)]
-    lease: Lease,
-    #[sqlx(flatten)]
-    resting: RestingRow,
-}
-
-/// Runs `ops` in order in one write transaction and commits it; one outcome per op.
-async fn run_together(db: &PoolDb, ops: &[Op]) -> StoreResult<Vec<Outcome>> {
-    let backend = backend(db);
-    in_transaction!(db, |tx| {
-        let mut outcomes = Vec::with_capacity(ops.len());
-        for op in ops {
-            let outcome = match op {
-                Op::Acquire(a) => Outcome::Acquired(
-                    acquire_in!(tx, backend, pool: a.pool.as_str(),
-                    lease_id: a.lease_id.as_str(), worker: a.worker.as_str(),
-                    token_id: a.token_id, mission: a.mission.as_deref(), now: a.now,
-                    expires_at: a.expires_at, cooldown_ms: a.cooldown_ms)
-                    .map(Box::new),
-                ),
-                Op::Release(r) => {
-                    let row: Option<LeaseAndResting> =
-                        sqlx::query_as(lock_lease_and_account_sql(backend))
-                            .bind(&r.lease_id)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    let Some(LeaseAndResting { lease, resting }) = row else {
-                        outcomes.push(Outcome::NoSuchLease);
-                        continue;
-                    };
-                    Outcome::Released(match refusal(&lease, r.token_id, r.now) {
-                        Some(Refusal::Expired { .. }) => {
-                            let closed = close_expired!(
-                                tx,
-                                r.now,
-                                r.policy.cooldown_ms,
-                                None::<i64>,
-                                Some(r.lease_id.as_str())
-                            );
-                            Err(Refusal::Expired {
-                                closed_ms: closed.first().copied(),
-                            })
-                        }
-                        Some(refused) => Err(refused),
-                        None => Ok(finish_release!(tx, backend, lease: &lease,
-                            resting: &resting, result: r.result,
-                            error_message: r.error_message.as_deref(), now: r.now,
-                            policy: &r.policy)),
-                    })
-                }
-            };
-            outcomes.push(outcome);
-        }
-        tx.commit().await?;
-        Ok(outcomes)
-    })
-}
 
 pub(crate) fn lock_lease_sql(backend: Backend) -> sqlx::AssertSqlSafe<String> {
     let lock = match backend {
@@ -542,6 +391,48 @@ pub(crate) fn release_writes_sql(backend: Backend) -> &'static str {
     }
 }
 
+/// What a release does, worked out from the lease and its account's resting state: how the account
+/// rests after it (`domain::leases::after_release`), the finished lease, and until when the release
+/// quarantined the account anew, if it did.
+pub(crate) struct Release {
+    pub result: LeaseResult,
+    pub after: crate::domain::leases::Resting,
+    pub finished: Lease,
+    pub quarantined_until: Option<i64>,
+}
+
+impl Release {
+    pub(crate) fn decide(
+        lease: &Lease,
+        resting: &RestingRow,
+        result: LeaseResult,
+        now: i64,
+        policy: &LeasePolicy,
+    ) -> Self {
+        let before = crate::domain::leases::Resting {
+            cooldown_until: resting.cooldown_until,
+            quarantine_until: resting.quarantine_until,
+            consecutive_failures: resting.consecutive_failures,
+        };
+        let after = crate::domain::leases::after_release(policy, before, result, now);
+        Self {
+            result,
+            after,
+            finished: Lease {
+                released_at: Some(now),
+                result: Some(result.as_str().to_string()),
+                ..lease.clone()
+            },
+            quarantined_until: crate::domain::leases::quarantine_started(before, after),
+        }
+    }
+
+    /// 1 when the release counts as a success (`total_successes`), else 0.
+    pub(crate) fn success(&self) -> i64 {
+        i64::from(self.result == LeaseResult::Success)
+    }
+}
+
 /// An account's resting state as a release reads it (under lock on PostgreSQL), with its login
 /// for the usage row.
 #[derive(FromRow)]
@@ -555,11 +446,7 @@ pub(crate) struct RestingRow {
 /// A lease and its account's resting state, read together under lock (`$1` the lease id): the
 /// one read of a release by the worker API.
 pub(crate) fn lock_lease_and_account_sql(backend: Backend) -> sqlx::AssertSqlSafe<String> {
-    let cols: String = LEASE_COLUMNS
-        .split(", ")
-        .map(|c| format!("l.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let cols = lease_columns("l");
     let lock = match backend {
         Backend::Sqlite => "",
         Backend::Postgres => " FOR UPDATE",
@@ -584,34 +471,21 @@ macro_rules! finish_release {
         let result: $crate::domain::leases::LeaseResult = $result;
         let error_message: Option<&str> = $error_message;
         let now: i64 = $now;
-        let before = $crate::domain::leases::Resting {
-            cooldown_until: resting.cooldown_until,
-            quarantine_until: resting.quarantine_until,
-            consecutive_failures: resting.consecutive_failures,
-        };
-        let after = $crate::domain::leases::after_release($policy, before, result, now);
-        let success = i64::from(result == $crate::domain::leases::LeaseResult::Success);
+        let release = $crate::store::leases::Release::decide(lease, resting, result, now, $policy);
         sqlx::query($crate::store::leases::release_writes_sql(backend))
             .bind(lease.account_id)
             .bind(&lease.id)
-            .bind(after.cooldown_until)
-            .bind(after.quarantine_until)
-            .bind(after.consecutive_failures)
-            .bind(success)
+            .bind(release.after.cooldown_until)
+            .bind(release.after.quarantine_until)
+            .bind(release.after.consecutive_failures)
+            .bind(release.success())
             .bind(now)
             .bind(result.as_str())
             .bind(&resting.login)
             .bind(error_message)
             .execute(&mut *$tx)
             .await?;
-        (
-            $crate::store::leases::Lease {
-                released_at: Some(now),
-                result: Some(result.as_str().to_string()),
-                ..lease.clone()
-            },
-            $crate::domain::leases::quarantine_started(before, after),
-        )
+        (release.finished, release.quarantined_until)
     }};
 }
 
@@ -636,6 +510,27 @@ macro_rules! release_in {
 }
 
 pub(crate) use release_in;
+
+/// Closes those of `leases` (id and the cooldown to rest its account, ms) that are still open
+/// past their expiry at `now`, as [`close_expired`] does; the lengths (ms) of the leases it
+/// closed, by id.
+pub(crate) async fn close_if_expired(
+    db: &PoolDb,
+    leases: &[(String, i64)],
+    now: i64,
+) -> StoreResult<HashMap<String, i64>> {
+    in_transaction!(db, |tx| {
+        let mut closed = HashMap::new();
+        for (id, cooldown_ms) in leases {
+            let lengths = close_expired!(tx, now, *cooldown_ms, None::<i64>, Some(id.as_str()));
+            if let Some(length) = lengths.first() {
+                closed.insert(id.clone(), *length);
+            }
+        }
+        tx.commit().await?;
+        Ok::<_, StoreError>(closed)
+    })
+}
 
 /// Closes every open lease past its expiry (housekeeping); returns their durations in ms, one per
 /// lease closed. Correctness never waits for it: availability and release read the timestamps.
@@ -665,11 +560,7 @@ pub async fn list(
     limit: i64,
     offset: i64,
 ) -> StoreResult<(Vec<LeaseWithLogin>, i64)> {
-    let cols: String = LEASE_COLUMNS
-        .split(", ")
-        .map(|c| format!("l.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let cols = lease_columns("l");
     let cond = "(NOT $1 OR (l.released_at IS NULL AND l.expires_at > $2))";
     let page = sqlx::AssertSqlSafe(format!(
         "SELECT {cols}, a.login FROM credential_leases l \

@@ -10,6 +10,7 @@ pub mod invitations;
 pub mod invites;
 pub mod jobs;
 pub mod leader;
+pub mod lease_desk;
 pub mod leases;
 pub mod missions;
 pub mod mothers;

@@ -1,0 +1,788 @@
+//! Group commit for the worker API's lease writes. Workers acquire and release in bursts; the
+//! [`Desk`] runs whatever is waiting as one batch (see [`super::desk`]) and answers each with its
+//! own outcome.
+//!
+//! On SQLite a batch is a few statements, each over all its writes of one kind, in two round trips
+//! to the writer: the leases being released are read with their accounts' resting state,
+//! `domain::leases::after_release` decides each account's rest, and one text then writes every
+//! release, lends an account to every acquire (one statement per pool, walking the pool's
+//! accounts in selection order) and commits. PostgreSQL runs the writes one after the other in
+//! one transaction per batch, the same statements each would run alone, on `connections / 2`
+//! lanes so round trips to the server overlap.
+//!
+//! A batch gives the answers its writes would give one after the other, the releases first, then
+//! the acquires in arrival order (the first acquire of a pool gets the first available account,
+//! and so on). Two releases of one lease in a batch: the first releases it, the second is told it
+//! was released already. An expired lease found on the way (an acquire's account still had one
+//! open, a release came late) is closed right after the batch commits; until then availability
+//! already treats it as over, and housekeeping closes any the process did not get to.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sqlx::FromRow;
+
+use super::credential_accounts;
+use super::leases::{
+    Acquired, Claimed, Lease, Refusal, Release, RestingRow, acquire_in, claim_set, close_expired,
+    finish_release, lock_lease_and_account_sql, refusal,
+};
+use super::{StoreError, StoreResult};
+use crate::db::{Backend, Conn, PoolDb, in_transaction};
+use crate::domain::leases::{LeasePolicy, LeaseResult};
+
+/// What one acquire asks for: lend the first available account of `pool` (see
+/// `domain::leases::selection_order`) to `worker` until `expires_at`.
+#[derive(Clone, Debug)]
+pub struct AcquireArgs {
+    pub pool: String,
+    pub lease_id: String,
+    pub worker: String,
+    pub token_id: i64,
+    pub mission: Option<String>,
+    pub now: i64,
+    pub expires_at: i64,
+    pub cooldown_ms: i64,
+}
+
+/// What one release asks for: end the lease `lease_id` held by `token_id` with `result`.
+#[derive(Clone, Debug)]
+pub struct ReleaseArgs {
+    pub lease_id: String,
+    pub token_id: i64,
+    pub result: LeaseResult,
+    pub error_message: Option<String>,
+    pub now: i64,
+    pub policy: LeasePolicy,
+}
+
+/// One write of the worker API, as the [`Desk`] runs it.
+#[derive(Clone, Debug)]
+pub enum Op {
+    Acquire(AcquireArgs),
+    Release(ReleaseArgs),
+}
+
+pub enum Outcome {
+    Acquired(Option<Box<Acquired>>),
+    /// The finished lease and, when the release quarantined the account anew, until when.
+    Released(Result<(Lease, Option<i64>), Refusal>),
+    /// A release of a lease that does not exist.
+    NoSuchLease,
+}
+
+/// Group commit for acquires and releases (see the module's documentation). SQLite has one lane
+/// (one writer); PostgreSQL `connections / 2`, so round trips to the server overlap while each
+/// transaction still carries a batch.
+#[derive(Clone)]
+pub struct Desk(super::desk::Desk<LeaseBatch>);
+
+impl Default for Desk {
+    fn default() -> Self {
+        Self::new(1)
+    }
+}
+
+impl Desk {
+    /// A desk running at most `lanes` batches at once (at least one).
+    pub fn new(lanes: usize) -> Self {
+        Self(super::desk::Desk::new(lanes))
+    }
+
+    /// A desk for `db`: one lane on SQLite, `connections / 2` (at least one) on PostgreSQL,
+    /// leaving the other connections to everything else.
+    pub fn for_database(db: &PoolDb, connections: u32) -> Self {
+        match db.0.backend() {
+            Backend::Sqlite => Self::new(1),
+            Backend::Postgres => Self::new(usize::try_from(connections / 2).unwrap_or(1)),
+        }
+    }
+
+    /// Lends the first available account of the pool. `None` when no account is available.
+    pub async fn acquire(&self, db: &PoolDb, args: AcquireArgs) -> StoreResult<Option<Acquired>> {
+        match self.0.submit(db, Op::Acquire(args)).await? {
+            Outcome::Acquired(acquired) => Ok(acquired.map(|a| *a)),
+            _ => Err(StoreError::Other(sqlx::Error::Protocol(
+                "the lease desk answered an acquire with something else".into(),
+            ))),
+        }
+    }
+
+    /// Ends an open lease with the worker's result: the account rests as
+    /// `domain::leases::after_release` says, and one usage row is written. `NotFound` for an
+    /// unknown lease. With the lease comes the end of a quarantine the release started, if any.
+    pub async fn release(
+        &self,
+        db: &PoolDb,
+        args: ReleaseArgs,
+    ) -> StoreResult<Result<(Lease, Option<i64>), Refusal>> {
+        match self.0.submit(db, Op::Release(args)).await? {
+            Outcome::Released(released) => Ok(released),
+            Outcome::NoSuchLease => Err(StoreError::NotFound),
+            Outcome::Acquired(_) => Err(StoreError::Other(sqlx::Error::Protocol(
+                "the lease desk answered a release with an acquire".into(),
+            ))),
+        }
+    }
+}
+
+/// The writes of the worker API, as a [`super::desk::Batch`].
+pub struct LeaseBatch;
+
+impl super::desk::Batch for LeaseBatch {
+    type Db = PoolDb;
+    type Op = Op;
+    type Out = Outcome;
+
+    async fn run(db: &PoolDb, ops: &[Op]) -> StoreResult<Vec<Outcome>> {
+        match &db.0.conn {
+            Conn::Sqlite { write, .. } => {
+                let (mut outcomes, expired) = {
+                    let mut tx = write.spelled().await?;
+                    let done = SqliteBatch::new(ops).run(&mut tx).await?;
+                    tx.committed();
+                    done
+                };
+                close_expired_after(db, ops, &mut outcomes, expired).await?;
+                Ok(outcomes)
+            }
+            Conn::Postgres(_) => run_together(db, ops).await,
+        }
+    }
+}
+
+#[derive(FromRow)]
+struct LeaseAndResting {
+    #[sqlx(flatten)]
+    lease: Lease,
+    #[sqlx(flatten)]
+    resting: RestingRow,
+}
+
+/// Runs `ops` in order in one write transaction and commits it, each with the statements it
+/// would run alone; one outcome per op. PostgreSQL's batch.
+async fn run_together(db: &PoolDb, ops: &[Op]) -> StoreResult<Vec<Outcome>> {
+    let backend = db.0.backend();
+    in_transaction!(db, |tx| {
+        let mut outcomes = Vec::with_capacity(ops.len());
+        for op in ops {
+            let outcome = match op {
+                Op::Acquire(a) => Outcome::Acquired(
+                    acquire_in!(tx, backend, pool: a.pool.as_str(),
+                    lease_id: a.lease_id.as_str(), worker: a.worker.as_str(),
+                    token_id: a.token_id, mission: a.mission.as_deref(), now: a.now,
+                    expires_at: a.expires_at, cooldown_ms: a.cooldown_ms)
+                    .map(Box::new),
+                ),
+                Op::Release(r) => {
+                    let row: Option<LeaseAndResting> =
+                        sqlx::query_as(lock_lease_and_account_sql(backend))
+                            .bind(&r.lease_id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    let Some(LeaseAndResting { lease, resting }) = row else {
+                        outcomes.push(Outcome::NoSuchLease);
+                        continue;
+                    };
+                    Outcome::Released(match refusal(&lease, r.token_id, r.now) {
+                        Some(Refusal::Expired { .. }) => {
+                            let closed = close_expired!(
+                                tx,
+                                r.now,
+                                r.policy.cooldown_ms,
+                                None::<i64>,
+                                Some(r.lease_id.as_str())
+                            );
+                            Err(Refusal::Expired {
+                                closed_ms: closed.first().copied(),
+                            })
+                        }
+                        Some(refused) => Err(refused),
+                        None => Ok(finish_release!(tx, backend, lease: &lease,
+                            resting: &resting, result: r.result,
+                            error_message: r.error_message.as_deref(), now: r.now,
+                            policy: &r.policy)),
+                    })
+                }
+            };
+            outcomes.push(outcome);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    })
+}
+
+// ---- SQLite: one statement per kind of write ------------------------------------------------
+
+/// The leases a batch releases, read with their accounts' resting state, after `BEGIN
+/// IMMEDIATE`: `$1` a JSON array of lease ids.
+fn release_reads_sql() -> String {
+    format!(
+        "BEGIN IMMEDIATE; \
+         SELECT {lease}, a.cooldown_until, a.quarantine_until, a.consecutive_failures, a.login \
+         FROM json_each($1) j JOIN credential_leases l ON l.id = j.value \
+         JOIN credential_accounts a ON a.id = l.account_id",
+        lease = super::leases::lease_columns("l"),
+    )
+}
+
+/// Every release of a batch, decided ([`ReleaseRow`]s in `$1`): the accounts rest, the leases
+/// end, one usage row each. The same writes as `leases::release_writes_sql`, for many at once.
+const RELEASE_WRITES_SQL: &str = "\
+    UPDATE credential_accounts SET cooldown_until = r.cooldown_until, \
+      quarantine_until = r.quarantine_until, consecutive_failures = r.failures, \
+      total_successes = total_successes + r.success, leased_until = NULL, \
+      current_lease_id = NULL, updated_at = r.now \
+    FROM (SELECT value ->> 'account' AS account, value ->> 'lease' AS lease, \
+            value ->> 'cooldown_until' AS cooldown_until, \
+            value ->> 'quarantine_until' AS quarantine_until, value ->> 'failures' AS failures, \
+            value ->> 'success' AS success, value ->> 'now' AS now FROM json_each($1)) AS r \
+    WHERE credential_accounts.id = r.account AND credential_accounts.current_lease_id = r.lease; \
+    UPDATE credential_leases SET released_at = r.now, result = r.result \
+    FROM (SELECT value ->> 'lease' AS lease, value ->> 'now' AS now, \
+            value ->> 'result' AS result FROM json_each($1)) AS r \
+    WHERE credential_leases.id = r.lease; \
+    INSERT INTO credential_usage (account_id, login, pool, lease_id, mission, result, \
+      error_message, started_at, finished_at, duration_ms) \
+    SELECT l.account_id, r.value ->> 'login', l.pool, l.id, l.mission, r.value ->> 'result', \
+      r.value ->> 'error_message', l.acquired_at, r.value ->> 'now', \
+      (r.value ->> 'now') - l.acquired_at \
+    FROM json_each($1) r JOIN credential_leases l ON l.id = r.value ->> 'lease'; ";
+
+/// The acquires of one pool in a batch, the parameters numbered from `$first`: the pool, how
+/// many, a JSON array of [`WantRow`]s in arrival order, the cooldown (ms) and now. The first
+/// `n` available accounts in selection order (the walk of the index `credential_accounts_pick`
+/// stops there) are numbered in that order and lent to the acquires with the same numbers; each
+/// claimed row comes back with its new lease's id and a lease still open on it from before
+/// (`previous_lease`: expired, or the account would not have been available). The leases are
+/// inserted after the claim, so an open lease of a claimed account is an old one.
+fn claim_sql(first: usize) -> String {
+    let [pool, n, wants, cool, now] = std::array::from_fn(|i| format!("${}", first + i));
+    let available = credential_accounts::available_sql(&now, &cool);
+    format!(
+        "UPDATE credential_accounts SET {set} \
+         FROM (SELECT p.id AS pick, j.value ->> 'lease' AS lease, \
+                 j.value ->> 'expires_at' AS expires_at, j.value ->> 'now' AS now \
+               FROM (SELECT id, ROW_NUMBER() OVER (ORDER BY total_uses, last_used_at, id) - 1 AS k \
+                     FROM (SELECT id, total_uses, last_used_at FROM credential_accounts \
+                           WHERE pool = {pool} AND {available} \
+                           ORDER BY total_uses, last_used_at, id LIMIT {n})) AS p \
+               JOIN json_each({wants}) j ON j.key = p.k) AS w \
+         WHERE credential_accounts.id = w.pick \
+         RETURNING {columns}, password_sealed, current_lease_id AS lease_id, \
+           (SELECT l.id FROM credential_leases l WHERE l.account_id = credential_accounts.id \
+            AND l.released_at IS NULL LIMIT 1) AS previous_lease; \
+         INSERT INTO credential_leases (id, account_id, pool, worker, holder_token_id, mission, \
+           acquired_at, expires_at, released_at, renewals, result) \
+         SELECT a.current_lease_id, a.id, a.pool, j.value ->> 'worker', j.value ->> 'token_id', \
+           j.value ->> 'mission', j.value ->> 'now', j.value ->> 'expires_at', NULL, 0, NULL \
+         FROM json_each({wants}) j JOIN credential_accounts a \
+           ON a.current_lease_id = j.value ->> 'lease'; ",
+        set = claim_set("w.lease", "w.expires_at", "w.now"),
+        columns = credential_accounts::COLUMNS,
+    )
+}
+
+/// One decided release, as [`RELEASE_WRITES_SQL`] reads it.
+#[derive(serde::Serialize)]
+struct ReleaseRow<'a> {
+    lease: &'a str,
+    account: i64,
+    cooldown_until: Option<i64>,
+    quarantine_until: Option<i64>,
+    failures: i64,
+    success: i64,
+    result: &'static str,
+    login: String,
+    error_message: Option<&'a str>,
+    now: i64,
+}
+
+/// One acquire, as [`claim_sql`] reads it.
+#[derive(serde::Serialize)]
+struct WantRow<'a> {
+    lease: &'a str,
+    expires_at: i64,
+    now: i64,
+    worker: &'a str,
+    token_id: i64,
+    mission: Option<&'a str>,
+}
+
+/// An account a batch lent, with the id of its new lease.
+#[derive(FromRow)]
+struct ClaimRow {
+    #[sqlx(flatten)]
+    claimed: Claimed,
+    lease_id: String,
+}
+
+/// A lease a batch found past its expiry but still open, closed once the batch has committed:
+/// the op that found it, the lease, and the cooldown to rest its account.
+struct Overdue {
+    op: usize,
+    lease: String,
+    cooldown_ms: i64,
+}
+
+type Expired = Vec<Overdue>;
+
+/// One batch on SQLite's writer.
+struct SqliteBatch<'a> {
+    ops: &'a [Op],
+    /// One outcome per op, filled in as the batch learns them.
+    outcomes: Vec<Option<Outcome>>,
+}
+
+impl<'a> SqliteBatch<'a> {
+    fn new(ops: &'a [Op]) -> Self {
+        Self {
+            ops,
+            outcomes: ops.iter().map(|_| None).collect(),
+        }
+    }
+
+    /// Runs the batch in the transaction `tx` (begun and committed by the texts it sends).
+    async fn run(
+        mut self,
+        tx: &mut crate::db::SpelledTx<'_>,
+    ) -> StoreResult<(Vec<Outcome>, Expired)> {
+        let mut expired = Expired::new();
+        let releases = self.ops.iter().any(|op| matches!(op, Op::Release(_)));
+        let reads = if releases {
+            self.read_releases(tx).await?
+        } else {
+            HashMap::new()
+        };
+        let (release_json, release_expired) = self.decide_releases(reads)?;
+        expired.extend(release_expired);
+
+        // Acquires by pool (and cooldown, which the policy makes the same for all), in arrival
+        // order: (op index, its row).
+        let mut pools: BTreeMap<(&str, i64), Vec<(usize, WantRow<'_>)>> = BTreeMap::new();
+        for (i, op) in self.ops.iter().enumerate() {
+            if let Op::Acquire(a) = op {
+                pools
+                    .entry((a.pool.as_str(), a.cooldown_ms))
+                    .or_default()
+                    .push((
+                        i,
+                        WantRow {
+                            lease: &a.lease_id,
+                            expires_at: a.expires_at,
+                            now: a.now,
+                            worker: &a.worker,
+                            token_id: a.token_id,
+                            mission: a.mission.as_deref(),
+                        },
+                    ));
+            }
+        }
+        let mut text = String::new();
+        if !releases {
+            text.push_str("BEGIN IMMEDIATE; ");
+        }
+        text.push_str(RELEASE_WRITES_SQL);
+        let mut binds: Vec<(String, i64, String, i64, i64)> = Vec::new();
+        for ((pool, cooldown_ms), wants) in &pools {
+            text.push_str(&claim_sql(2 + 5 * binds.len()));
+            let now = wants.iter().map(|(_, w)| w.now).max().unwrap_or_default();
+            let rows: Vec<&WantRow<'_>> = wants.iter().map(|(_, w)| w).collect();
+            binds.push((
+                (*pool).to_string(),
+                i64::try_from(wants.len()).unwrap_or(i64::MAX),
+                to_json(&rows)?,
+                *cooldown_ms,
+                now,
+            ));
+        }
+        text.push_str("COMMIT");
+        let mut query = sqlx::query_as::<_, ClaimRow>(sqlx::AssertSqlSafe(text)).bind(release_json);
+        for (pool, n, wants, cooldown_ms, now) in binds {
+            query = query
+                .bind(pool)
+                .bind(n)
+                .bind(wants)
+                .bind(cooldown_ms)
+                .bind(now);
+        }
+        let mut claimed: HashMap<String, Claimed> = tx
+            .fetch_all(query)
+            .await?
+            .into_iter()
+            .map(|row| (row.lease_id, row.claimed))
+            .collect();
+
+        for (i, op) in self.ops.iter().enumerate() {
+            let Op::Acquire(a) = op else { continue };
+            let acquired = claimed.remove(&a.lease_id).map(|c| {
+                if let Some(previous) = &c.previous_lease {
+                    expired.push(Overdue {
+                        op: i,
+                        lease: previous.clone(),
+                        cooldown_ms: a.cooldown_ms,
+                    });
+                }
+                Box::new(acquired(a, c))
+            });
+            self.outcomes[i] = Some(Outcome::Acquired(acquired));
+        }
+        let outcomes = self
+            .outcomes
+            .into_iter()
+            .map(|o| {
+                o.ok_or_else(|| {
+                    StoreError::Other(sqlx::Error::Protocol(
+                        "a lease batch left a write unanswered".into(),
+                    ))
+                })
+            })
+            .collect::<StoreResult<Vec<Outcome>>>()?;
+        Ok((outcomes, expired))
+    }
+
+    /// `BEGIN IMMEDIATE` and the batch's leases to release, with their accounts, by lease id.
+    async fn read_releases(
+        &self,
+        tx: &mut crate::db::SpelledTx<'_>,
+    ) -> StoreResult<HashMap<String, LeaseAndResting>> {
+        let ids: Vec<&str> = self
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Release(r) => Some(r.lease_id.as_str()),
+                Op::Acquire(_) => None,
+            })
+            .collect();
+        let sql = sqlx::AssertSqlSafe(release_reads_sql());
+        Ok(tx
+            .fetch_all(sqlx::query_as::<_, LeaseAndResting>(sql).bind(to_json(&ids)?))
+            .await?
+            .into_iter()
+            .map(|row| (row.lease.id.clone(), row))
+            .collect())
+    }
+
+    /// Answers each release from what was read, in arrival order, as releases one after the
+    /// other would be answered: the JSON of the releases to write, and the leases found expired.
+    fn decide_releases(
+        &mut self,
+        mut reads: HashMap<String, LeaseAndResting>,
+    ) -> StoreResult<(String, Expired)> {
+        let ops = self.ops;
+        let mut rows = Vec::new();
+        let mut expired = Expired::new();
+        for (i, op) in ops.iter().enumerate() {
+            let Op::Release(r) = op else { continue };
+            let Some(read) = reads.get_mut(&r.lease_id) else {
+                self.outcomes[i] = Some(Outcome::NoSuchLease);
+                continue;
+            };
+            let outcome = match refusal(&read.lease, r.token_id, r.now) {
+                Some(Refusal::Expired { .. }) => {
+                    if !expired.iter().any(|o| o.lease == r.lease_id) {
+                        expired.push(Overdue {
+                            op: i,
+                            lease: r.lease_id.clone(),
+                            cooldown_ms: r.policy.cooldown_ms,
+                        });
+                    }
+                    Err(Refusal::Expired { closed_ms: None })
+                }
+                Some(refused) => Err(refused),
+                None => {
+                    let release =
+                        Release::decide(&read.lease, &read.resting, r.result, r.now, &r.policy);
+                    rows.push(ReleaseRow {
+                        lease: &r.lease_id,
+                        account: read.lease.account_id,
+                        cooldown_until: release.after.cooldown_until,
+                        quarantine_until: release.after.quarantine_until,
+                        failures: release.after.consecutive_failures,
+                        success: release.success(),
+                        result: r.result.as_str(),
+                        login: read.resting.login.clone(),
+                        error_message: r.error_message.as_deref(),
+                        now: r.now,
+                    });
+                    // A second release of this lease in the batch finds it released.
+                    read.lease = release.finished.clone();
+                    Ok((release.finished, release.quarantined_until))
+                }
+            };
+            self.outcomes[i] = Some(Outcome::Released(outcome));
+        }
+        Ok((to_json(&rows)?, expired))
+    }
+}
+
+/// What an acquire that was lent `claimed` hands out.
+fn acquired(a: &AcquireArgs, claimed: Claimed) -> Acquired {
+    Acquired {
+        lease: Lease {
+            id: a.lease_id.clone(),
+            account_id: claimed.account.id,
+            pool: a.pool.clone(),
+            worker: a.worker.clone(),
+            holder_token_id: a.token_id,
+            mission: a.mission.clone(),
+            acquired_at: a.now,
+            expires_at: a.expires_at,
+            released_at: None,
+            renewals: 0,
+            result: None,
+        },
+        account: claimed.account,
+        password_sealed: claimed.password_sealed,
+        closed_expired: Vec::new(),
+    }
+}
+
+/// Closes the expired leases a committed batch found (see `leases::close_if_expired`) and adds
+/// what that closed to the outcomes: to an acquire, the length of its account's previous lease;
+/// to the first late release of a lease in the batch, its length.
+async fn close_expired_after(
+    db: &PoolDb,
+    ops: &[Op],
+    outcomes: &mut [Outcome],
+    expired: Expired,
+) -> StoreResult<()> {
+    if expired.is_empty() {
+        return Ok(());
+    }
+    let now = ops
+        .iter()
+        .map(|op| match op {
+            Op::Acquire(a) => a.now,
+            Op::Release(r) => r.now,
+        })
+        .max()
+        .unwrap_or_default();
+    let leases: Vec<(String, i64)> = expired
+        .iter()
+        .map(|o| (o.lease.clone(), o.cooldown_ms))
+        .collect();
+    let mut closed = super::leases::close_if_expired(db, &leases, now).await?;
+    for overdue in expired {
+        let Some(length) = closed.remove(&overdue.lease) else {
+            continue;
+        };
+        match outcomes.get_mut(overdue.op) {
+            Some(Outcome::Acquired(Some(acquired))) => acquired.closed_expired.push(length),
+            Some(Outcome::Released(Err(Refusal::Expired { closed_ms }))) => {
+                *closed_ms = Some(length);
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Other(sqlx::Error::Encode(Box::new(e))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::OpenOptions;
+    use crate::store::credential_accounts::NewAccount;
+    use crate::store::desk::Batch;
+
+    const NOW: i64 = 10_000_000;
+    const TTL: i64 = 300_000;
+
+    /// A pool database with `default` accounts a1..a4 and `other` account b1, never used.
+    async fn pool_db(dir: &tempfile::TempDir, name: &str) -> PoolDb {
+        let url = format!("sqlite:{}", dir.path().join(name).display());
+        let db = PoolDb::open(&url, &OpenOptions::default()).await.unwrap();
+        db.database().migrate().await.unwrap();
+        let accounts: Vec<NewAccount> = [("default", "a1"), ("default", "a2")]
+            .into_iter()
+            .chain([("default", "a3"), ("default", "a4"), ("other", "b1")])
+            .map(|(pool, login)| NewAccount {
+                pool: pool.to_string(),
+                login: format!("{login}@example.com"),
+                password_sealed: format!("sealed-{login}"),
+                phone: None,
+                metadata: "{}".to_string(),
+            })
+            .collect();
+        credential_accounts::insert_all(&db, &accounts, NOW)
+            .await
+            .unwrap();
+        db
+    }
+
+    fn acquire(pool: &str, lease: &str, now: i64) -> Op {
+        Op::Acquire(AcquireArgs {
+            pool: pool.to_string(),
+            lease_id: lease.to_string(),
+            worker: "w".to_string(),
+            token_id: 1,
+            mission: None,
+            now,
+            expires_at: now + TTL,
+            cooldown_ms: 0,
+        })
+    }
+
+    fn release(lease: &str, token_id: i64, result: LeaseResult, now: i64) -> Op {
+        Op::Release(ReleaseArgs {
+            lease_id: lease.to_string(),
+            token_id,
+            result,
+            error_message: Some("why".to_string()),
+            now,
+            policy: LeasePolicy {
+                cooldown_ms: 0,
+                ..LeasePolicy::default()
+            },
+        })
+    }
+
+    /// What an outcome says, in a form to compare: the login lent, or the release's answer.
+    fn said(outcome: &Outcome) -> String {
+        match outcome {
+            Outcome::Acquired(None) => "none".to_string(),
+            Outcome::Acquired(Some(a)) => {
+                format!("{} closed {:?}", a.account.login, a.closed_expired)
+            }
+            Outcome::Released(Ok((lease, quarantined))) => {
+                format!("{:?} {quarantined:?}", lease.result)
+            }
+            Outcome::Released(Err(refused)) => format!("{refused:?}"),
+            Outcome::NoSuchLease => "no such lease".to_string(),
+        }
+    }
+
+    /// The batch on SQLite's writer and the same ops one after the other (PostgreSQL's way, run
+    /// here on a second database) answer alike and leave the same rows.
+    async fn both_ways(ops: Vec<Vec<Op>>) -> Vec<Vec<String>> {
+        let dir = tempfile::tempdir().unwrap();
+        let (batched, alone) = (pool_db(&dir, "a.db").await, pool_db(&dir, "b.db").await);
+        let mut answers = Vec::new();
+        for batch in &ops {
+            let together: Vec<String> = LeaseBatch::run(&batched, batch)
+                .await
+                .unwrap()
+                .iter()
+                .map(said)
+                .collect();
+            let mut one_by_one = Vec::new();
+            for op in batch {
+                let mut done = run_together(&alone, std::slice::from_ref(op))
+                    .await
+                    .unwrap();
+                one_by_one.push(said(&done.remove(0)));
+            }
+            assert_eq!(together, one_by_one, "the batch answered otherwise");
+            answers.push(together);
+        }
+        assert_eq!(rows(&batched).await, rows(&alone).await);
+        answers
+    }
+
+    /// Every account, lease and usage row, to compare two databases.
+    async fn rows(db: &PoolDb) -> Vec<String> {
+        let sql = "SELECT json_array(login, cooldown_until, quarantine_until, \
+              consecutive_failures, total_uses, total_successes, current_lease_id) \
+            FROM credential_accounts \
+            UNION ALL SELECT json_array(id, account_id, released_at, result) FROM credential_leases \
+            UNION ALL SELECT json_array(lease_id, result, error_message, duration_ms) \
+            FROM credential_usage ORDER BY 1";
+        crate::db::on_reader!(db, |p| sqlx::query_scalar(sql).fetch_all(p).await).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_batch_lends_accounts_as_acquires_one_after_the_other_would() {
+        let answers = both_ways(vec![
+            vec![
+                acquire("default", "l1", NOW),
+                acquire("other", "l2", NOW),
+                acquire("default", "l3", NOW),
+                acquire("other", "l4", NOW),
+            ],
+            vec![
+                release("l1", 1, LeaseResult::Success, NOW + 1),
+                acquire("default", "l5", NOW + 2),
+                acquire("default", "l6", NOW + 2),
+                acquire("default", "l7", NOW + 2),
+            ],
+        ])
+        .await;
+        assert_eq!(
+            answers[0],
+            [
+                "a1@example.com closed []",
+                "b1@example.com closed []",
+                "a2@example.com closed []",
+                "none"
+            ]
+        );
+        // Never used first (a3, a4), then the fewest uses and the least recently used (a1).
+        assert_eq!(
+            answers[1],
+            [
+                "Some(\"success\") None",
+                "a3@example.com closed []",
+                "a4@example.com closed []",
+                "a1@example.com closed []"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_answers_each_release_as_alone() {
+        let answers = both_ways(vec![
+            vec![
+                acquire("default", "l1", NOW),
+                acquire("default", "l2", NOW),
+                acquire("default", "l3", NOW),
+            ],
+            vec![
+                release("l1", 1, LeaseResult::Success, NOW + 10),
+                release("l1", 1, LeaseResult::Success, NOW + 10),
+                release("l2", 2, LeaseResult::Success, NOW + 10),
+                release("nope", 1, LeaseResult::Success, NOW + 10),
+                release("l2", 1, LeaseResult::Banned, NOW + 10),
+                release("l3", 1, LeaseResult::LoginFail, NOW + 10),
+            ],
+        ])
+        .await;
+        assert_eq!(
+            answers[1],
+            [
+                "Some(\"success\") None".to_string(),
+                "Released".to_string(),
+                "NotHolder".to_string(),
+                "no such lease".to_string(),
+                format!("Some(\"banned\") Some({})", NOW + 10 + 3_600_000),
+                "Some(\"login_fail\") None".to_string(),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn expired_leases_found_by_a_batch_are_closed_once() {
+        let late = NOW + TTL + 5;
+        let answers = both_ways(vec![
+            vec![acquire("other", "l1", NOW), acquire("default", "l2", NOW)],
+            // l1's account comes back after its expiry: the acquire closes l1; l2's holder is
+            // late twice, and only the first is told how long the lease lasted.
+            vec![
+                acquire("other", "l3", late),
+                release("l2", 1, LeaseResult::Success, late),
+                release("l2", 1, LeaseResult::Success, late),
+            ],
+        ])
+        .await;
+        assert_eq!(
+            answers[1],
+            [
+                format!("b1@example.com closed [{TTL}]"),
+                format!("Expired {{ closed_ms: Some({TTL}) }}"),
+                "Expired { closed_ms: None }".to_string(),
+            ]
+        );
+    }
+}
