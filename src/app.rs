@@ -18,6 +18,8 @@ pub struct App {
     pub clock: SharedClock,
     pub keyring: Keyring,
     pub login_throttle: LoginThrottle,
+    /// Bearer tokens read in the last second.
+    pub token_cache: crate::auth::TokenCache,
     /// Redeem attempts per client address (`redeem.per_hour`).
     pub redeem_throttle: std::sync::Mutex<Throttle>,
     /// Invite resends per client address (`redeem.resend_per_hour`).
@@ -77,6 +79,7 @@ impl App {
             clock,
             keyring,
             login_throttle: LoginThrottle::new(ThrottlePolicy::default()),
+            token_cache: Default::default(),
             redeem_throttle,
             resend_throttle,
             metrics: crate::metrics::handle(),

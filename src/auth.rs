@@ -436,13 +436,72 @@ pub async fn session_principal(
     }))
 }
 
-/// The token behind a bearer value, if it is active.
+/// Bearer tokens found active in the last [`TokenCache::FRESH_MS`], so that a burst of requests
+/// with one token (workers acquiring and releasing leases) reads the token once a second instead
+/// of once per request. Only active tokens are kept, by hash, never the token itself. A token
+/// revoked through this process's API is forgotten at once ([`TokenCache::forget_all`]); one
+/// revoked elsewhere (the CLI, another process on PostgreSQL) stops working within a second.
+pub struct TokenCache {
+    /// Token hash -> when it was read, and whose it is.
+    checked: Mutex<std::collections::HashMap<String, (i64, Principal)>>,
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        Self {
+            checked: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+}
+
+impl TokenCache {
+    /// How long a token read stays good.
+    pub const FRESH_MS: i64 = 1_000;
+    /// The most tokens kept; past it, stale entries go, and if none are stale, all.
+    const MAX_TOKENS: usize = 1_024;
+
+    fn get(&self, hash: &str, now: i64) -> Option<Principal> {
+        let checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
+        checked
+            .get(hash)
+            .filter(|(at, _)| now >= *at && now - at < Self::FRESH_MS)
+            .map(|(_, principal)| principal.clone())
+    }
+
+    fn put(&self, hash: String, principal: Principal, now: i64) {
+        let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
+        if checked.len() >= Self::MAX_TOKENS {
+            checked.retain(|_, (at, _)| now >= *at && now - *at < Self::FRESH_MS);
+            if checked.len() >= Self::MAX_TOKENS {
+                checked.clear();
+            }
+        }
+        checked.insert(hash, (now, principal));
+    }
+
+    /// Forgets every token read: the next request with each reads it again (after a revoke).
+    pub fn forget_all(&self) {
+        self.checked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
+/// The token behind a bearer value, if it is active (read at most once a
+/// [`TokenCache::FRESH_MS`] per token).
 pub async fn token_principal(
     users: &UsersDb,
     clock: &SharedClock,
+    cache: &TokenCache,
     bearer: &str,
 ) -> StoreResult<Option<Principal>> {
-    let Some(token) = store::tokens::find_active(users, &token_hash(bearer)).await? else {
+    let hash = token_hash(bearer);
+    let now = clock.now_ms();
+    if let Some(principal) = cache.get(&hash, now) {
+        return Ok(Some(principal));
+    }
+    let Some(token) = store::tokens::find_active(users, &hash).await? else {
         return Ok(None);
     };
     let Some(scope) = Scope::parse(&token.scope) else {
@@ -453,18 +512,19 @@ pub async fn token_principal(
     };
     // Use is recorded at most once a minute; the row just read says whether it is due, so most
     // requests never wait for the writer.
-    let now = clock.now_ms();
     if token
         .last_used_at
         .is_none_or(|at| at < now - store::tokens::TOUCH_INTERVAL_MS)
     {
         store::tokens::touch(users, token.id, now).await?;
     }
-    Ok(Some(Principal::Token {
+    let principal = Principal::Token {
         id: token.id,
         name: token.name,
         scope,
-    }))
+    };
+    cache.put(hash, principal.clone(), now);
+    Ok(Some(principal))
 }
 
 /// Creates an API token and returns it with the plain value, which is shown once and never stored.

@@ -487,6 +487,72 @@ async fn repeated_login_failures_are_throttled_per_username_and_per_address() {
     t.stop().await;
 }
 
+/// A server reads a token at most once a second. Revoked through its API, a token stops working at
+/// once; revoked elsewhere (the CLI, another process), within that second.
+#[tokio::test]
+async fn a_token_revoked_elsewhere_stops_working_within_a_second() {
+    let clock = poolkeeper::clock::ManualClock::new(1_700_000_000_000);
+    let t = TestApp::spawn_with(&common::Backend::Sqlite, |_| {}, clock.clone()).await;
+    let admin = t.token("admin-bot", Scope::Admin).await;
+    let cli_revoked = t.token("cli-revoked", Scope::Viewer).await;
+    let api_revoked = t.token("api-revoked", Scope::Viewer).await;
+    let status = |token: String| {
+        let req = t.client.get(t.url("/api/admin/system")).bearer_auth(token);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(cli_revoked.clone()).await, 200);
+    assert_eq!(status(api_revoked.clone()).await, 200);
+
+    poolkeeper::service::tokens::revoke_by_name(
+        &t.app().users,
+        "cli-revoked",
+        t.app().clock.now_ms(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        status(cli_revoked.clone()).await,
+        200,
+        "read less than a second ago"
+    );
+    clock.advance_ms(poolkeeper::auth::TokenCache::FRESH_MS);
+    assert_eq!(status(cli_revoked).await, 401);
+
+    assert_eq!(status(api_revoked.clone()).await, 200);
+    let tokens: Value = t
+        .client
+        .get(t.url("/api/admin/tokens?page_size=100"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = tokens["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "api-revoked")
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let res = t
+        .client
+        .delete(t.url(&format!("/api/admin/tokens/{id}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        status(api_revoked).await,
+        401,
+        "revoked through the API: at once"
+    );
+    t.stop().await;
+}
+
 /// `DELETE /api/admin/tokens/{id}` revokes by id only, and names cannot be mistaken for ids or
 /// carry control characters.
 #[tokio::test]

@@ -145,7 +145,7 @@ async fn authenticate_worker(app: &AppState, headers: &HeaderMap) -> ApiResult<P
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <worker token>"))?;
-    let principal = auth::token_principal(&app.users, &app.clock, token)
+    let principal = auth::token_principal(&app.users, &app.clock, &app.token_cache, token)
         .await?
         .ok_or_else(|| ApiError::unauthorized("API token is unknown or revoked"))?;
     match &principal {
@@ -176,7 +176,7 @@ async fn authenticate(
             .ok_or_else(|| {
                 ApiError::unauthorized("Authorization header must be `Bearer <token>`")
             })?;
-        let principal = auth::token_principal(&app.users, &app.clock, token)
+        let principal = auth::token_principal(&app.users, &app.clock, &app.token_cache, token)
             .await?
             .ok_or_else(|| ApiError::unauthorized("API token is unknown or revoked"))?;
         if let Principal::Token {

@@ -41,7 +41,8 @@ pub async fn list_all(users: &UsersDb) -> Result<Vec<ApiToken>> {
     Ok(store::list(users).await?)
 }
 
-/// Revokes the active token with this id; it stops working at once.
+/// Revokes the active token with this id. A server that read it in the last second still takes it
+/// until it reads it again (`auth::TokenCache`); the API forgets its reads at once.
 pub async fn revoke_by_id(users: &UsersDb, id: i64, now: i64) -> Result<ApiToken> {
     store::revoke_by_id(users, id, now)
         .await

@@ -80,7 +80,8 @@ pub async fn create_token(
     Ok((StatusCode::CREATED, Json(CreatedToken { token, value })))
 }
 
-/// Revokes a token by its id (never by name); it stops working at once.
+/// Revokes a token by its id (never by name); it stops working at once in this process, and within
+/// a second in other processes sharing the database.
 #[utoipa::path(delete, path = "/api/admin/tokens/{id}", tag = "users", params(("id" = i64, Path, description = "token id")),
     responses((status = 200, body = ApiToken), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody, description = "no active token with this id")))]
 pub async fn revoke_token(
@@ -89,6 +90,7 @@ pub async fn revoke_token(
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<ApiToken>> {
     let token = service::revoke_by_id(&app.users, id, app.clock.now_ms()).await?;
+    app.token_cache.forget_all();
     audit::record(
         &app.users,
         &app.clock,
