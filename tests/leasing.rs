@@ -608,6 +608,44 @@ async fn import_reports_each_row_and_writes_all_or_nothing() {
     .await;
 }
 
+/// On PostgreSQL an import of 100 accounts or more gathers the table's planner statistics, so an
+/// acquire walks the pick index instead of sorting the pool (autovacuum may be off or not yet
+/// round).
+#[tokio::test]
+async fn a_large_import_gathers_planner_statistics_on_postgres() {
+    each_backend(|backend| async move {
+        let env = Env::new(&backend, 0).await;
+        let csv: String = std::iter::once("login,password".to_string())
+            .chain((0..150).map(|i| format!("bulk{i}@example.org,pw{i}")))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let (status, body) = env
+            .admin(
+                Method::POST,
+                "/api/admin/accounts/import",
+                Some(json!({"data": csv})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["imported"], 150, "{body}");
+        if let Backend::Postgres { .. } = backend {
+            let pg = sqlx::PgPool::connect(&env.t.dbs.config.pool_database_url())
+                .await
+                .unwrap();
+            let tuples: f32 = sqlx::query_scalar(
+                "SELECT reltuples FROM pg_class WHERE relname = 'credential_accounts'",
+            )
+            .fetch_one(&pg)
+            .await
+            .unwrap();
+            pg.close().await;
+            assert_eq!(tuples, 150.0, "credential_accounts was not analyzed");
+        }
+        env.t.stop().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn delete_refuses_a_leased_account_unless_forced_and_reset_clears_rest() {
     each_backend(|backend| async move {

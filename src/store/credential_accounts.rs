@@ -9,7 +9,7 @@ use serde::Serialize;
 use sqlx::FromRow;
 
 use super::{StoreError, StoreResult};
-use crate::db::{PoolDb, in_transaction, on_reader, on_writer};
+use crate::db::{Backend, PoolDb, in_transaction, on_reader, on_writer};
 use crate::domain::leases::AccountTimes;
 
 /// An account without its password.
@@ -98,6 +98,12 @@ pub async fn insert(db: &PoolDb, a: &NewAccount, now: i64) -> StoreResult<Accoun
         .map_err(StoreError::from))
 }
 
+/// An import of at least this many accounts gathers PostgreSQL's planner statistics of the table.
+/// An acquire walks the index `credential_accounts_pick` and stops at the first available
+/// account only when the planner knows how many accounts a pool has; without statistics (a
+/// fresh table, autovacuum off or not yet round) it sorts the whole pool on every acquire.
+const ANALYZE_AFTER_ROWS: usize = 100;
+
 /// Creates all accounts in one transaction: all or none (`Conflict` on a taken login).
 pub async fn insert_all(db: &PoolDb, accounts: &[NewAccount], now: i64) -> StoreResult<Vec<i64>> {
     let sql = format!("{INSERT} RETURNING id");
@@ -114,6 +120,11 @@ pub async fn insert_all(db: &PoolDb, accounts: &[NewAccount], now: i64) -> Store
                 .fetch_one(&mut *tx)
                 .await?;
             ids.push(id);
+        }
+        if db.0.backend() == Backend::Postgres && accounts.len() >= ANALYZE_AFTER_ROWS {
+            sqlx::query("ANALYZE credential_accounts")
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(ids)
@@ -142,6 +153,11 @@ pub async fn insert_new(
                 .fetch_optional(&mut *tx)
                 .await?;
             ids.push(id);
+        }
+        if db.0.backend() == Backend::Postgres && accounts.len() >= ANALYZE_AFTER_ROWS {
+            sqlx::query("ANALYZE credential_accounts")
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(ids)
