@@ -22,12 +22,9 @@ use std::collections::{BTreeMap, HashMap};
 use sqlx::FromRow;
 
 use super::credential_accounts;
-use super::leases::{
-    Acquired, Claimed, Lease, Refusal, Release, RestingRow, acquire_in, claim_set, close_expired,
-    finish_release, lock_lease_and_account_sql, refusal,
-};
+use super::leases::{Acquired, Claimed, Lease, Refusal, Release, RestingRow, claim_set, refusal};
 use super::{StoreError, StoreResult};
-use crate::db::{Backend, Conn, PoolDb, in_transaction};
+use crate::db::{Backend, Conn, PoolDb};
 use crate::domain::leases::{LeasePolicy, LeaseResult};
 
 /// What one acquire asks for: lend the first available account of `pool` (see
@@ -138,14 +135,18 @@ impl super::desk::Batch for LeaseBatch {
             Conn::Sqlite { write, .. } => {
                 let (mut outcomes, expired) = {
                     let mut tx = write.spelled().await?;
-                    let done = SqliteBatch::new(ops).run(&mut tx).await?;
+                    let done = run_sqlite(ops, &mut tx).await?;
                     tx.committed();
                     done
                 };
                 close_expired_after(db, ops, &mut outcomes, expired).await?;
                 Ok(outcomes)
             }
-            Conn::Postgres(_) => run_together(db, ops).await,
+            Conn::Postgres(pg) => {
+                let (mut outcomes, expired) = run_postgres(pg, ops).await?;
+                close_expired_after(db, ops, &mut outcomes, expired).await?;
+                Ok(outcomes)
+            }
         }
     }
 }
@@ -156,59 +157,6 @@ struct LeaseAndResting {
     lease: Lease,
     #[sqlx(flatten)]
     resting: RestingRow,
-}
-
-/// Runs `ops` in order in one write transaction and commits it, each with the statements it
-/// would run alone; one outcome per op. PostgreSQL's batch.
-async fn run_together(db: &PoolDb, ops: &[Op]) -> StoreResult<Vec<Outcome>> {
-    let backend = db.0.backend();
-    in_transaction!(db, |tx| {
-        let mut outcomes = Vec::with_capacity(ops.len());
-        for op in ops {
-            let outcome = match op {
-                Op::Acquire(a) => Outcome::Acquired(
-                    acquire_in!(tx, backend, pool: a.pool.as_str(),
-                    lease_id: a.lease_id.as_str(), worker: a.worker.as_str(),
-                    token_id: a.token_id, mission: a.mission.as_deref(), now: a.now,
-                    expires_at: a.expires_at, cooldown_ms: a.cooldown_ms)
-                    .map(Box::new),
-                ),
-                Op::Release(r) => {
-                    let row: Option<LeaseAndResting> =
-                        sqlx::query_as(lock_lease_and_account_sql(backend))
-                            .bind(&r.lease_id)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    let Some(LeaseAndResting { lease, resting }) = row else {
-                        outcomes.push(Outcome::NoSuchLease);
-                        continue;
-                    };
-                    Outcome::Released(match refusal(&lease, r.token_id, r.now) {
-                        Some(Refusal::Expired { .. }) => {
-                            let closed = close_expired!(
-                                tx,
-                                r.now,
-                                r.policy.cooldown_ms,
-                                None::<i64>,
-                                Some(r.lease_id.as_str())
-                            );
-                            Err(Refusal::Expired {
-                                closed_ms: closed.first().copied(),
-                            })
-                        }
-                        Some(refused) => Err(refused),
-                        None => Ok(finish_release!(tx, backend, lease: &lease,
-                            resting: &resting, result: r.result,
-                            error_message: r.error_message.as_deref(), now: r.now,
-                            policy: &r.policy)),
-                    })
-                }
-            };
-            outcomes.push(outcome);
-        }
-        tx.commit().await?;
-        Ok(outcomes)
-    })
 }
 
 // ---- SQLite: one statement per kind of write ------------------------------------------------
@@ -282,6 +230,65 @@ fn claim_sql(first: usize) -> String {
     )
 }
 
+/// PostgreSQL: the leases a batch releases with their accounts' resting state, locked in the
+/// order of their ids (so that two lanes never wait for each other in a circle): `$1` the ids.
+fn pg_release_reads_sql() -> String {
+    format!(
+        "SELECT {lease}, a.cooldown_until, a.quarantine_until, a.consecutive_failures, a.login \
+         FROM credential_leases l JOIN credential_accounts a ON a.id = l.account_id \
+         WHERE l.id = ANY($1) ORDER BY l.id FOR UPDATE",
+        lease = super::leases::lease_columns("l"),
+    )
+}
+
+/// PostgreSQL: [`RELEASE_WRITES_SQL`] as one statement.
+const PG_RELEASE_WRITES_SQL: &str = "\
+    WITH r AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS r(lease text, account bigint, \
+        cooldown_until bigint, quarantine_until bigint, failures bigint, success bigint, \
+        result text, login text, error_message text, now bigint)), \
+    rested AS (UPDATE credential_accounts a SET cooldown_until = r.cooldown_until, \
+        quarantine_until = r.quarantine_until, consecutive_failures = r.failures, \
+        total_successes = a.total_successes + r.success, leased_until = NULL, \
+        current_lease_id = NULL, updated_at = r.now \
+      FROM r WHERE a.id = r.account AND a.current_lease_id = r.lease), \
+    finished AS (UPDATE credential_leases l SET released_at = r.now, result = r.result \
+      FROM r WHERE l.id = r.lease RETURNING l.id, l.account_id, l.pool, l.mission, l.acquired_at) \
+    INSERT INTO credential_usage (account_id, login, pool, lease_id, mission, result, \
+      error_message, started_at, finished_at, duration_ms) \
+    SELECT f.account_id, r.login, f.pool, f.id, f.mission, r.result, r.error_message, \
+      f.acquired_at, r.now, r.now - f.acquired_at \
+    FROM finished f JOIN r ON r.lease = f.id";
+
+/// PostgreSQL: [`claim_sql`] as one statement (`$1` pool, `$2` how many, `$3` the acquires,
+/// `$4` cooldown, `$5` now). The accounts are locked `FOR UPDATE SKIP LOCKED`, so a batch on
+/// another lane passes over them.
+fn pg_claim_sql() -> String {
+    format!(
+        "WITH want AS (SELECT w.*, w.ord - 1 AS k FROM ROWS FROM (jsonb_to_recordset($3::jsonb) \
+             AS (lease text, expires_at bigint, now bigint, worker text, token_id bigint, \
+                 mission text)) \
+           WITH ORDINALITY AS w(lease, expires_at, now, worker, token_id, mission, ord)), \
+         pick AS (SELECT pick_id, previous_lease, \
+             ROW_NUMBER() OVER (ORDER BY total_uses, last_used_at, pick_id) - 1 AS k \
+           FROM (SELECT id AS pick_id, current_lease_id AS previous_lease, total_uses, \
+                   last_used_at FROM credential_accounts WHERE pool = $1 AND {available} \
+                 ORDER BY total_uses, last_used_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) AS p), \
+         claimed AS (UPDATE credential_accounts SET {set} \
+           FROM pick JOIN want ON want.k = pick.k WHERE credential_accounts.id = pick.pick_id \
+           RETURNING {columns}, password_sealed, pick.previous_lease, want.lease AS lease_id, \
+             want.worker, want.token_id, want.mission, want.now AS acquired_at, \
+             want.expires_at), \
+         leased AS (INSERT INTO credential_leases (id, account_id, pool, worker, \
+             holder_token_id, mission, acquired_at, expires_at, released_at, renewals, result) \
+           SELECT lease_id, id, pool, worker, token_id, mission, acquired_at, expires_at, NULL, \
+             0, NULL FROM claimed) \
+         SELECT {columns}, password_sealed, previous_lease, lease_id FROM claimed",
+        available = credential_accounts::available_sql("$5", "$4"),
+        set = claim_set("want.lease", "want.expires_at", "want.now"),
+        columns = credential_accounts::COLUMNS,
+    )
+}
+
 /// One decided release, as [`RELEASE_WRITES_SQL`] reads it.
 #[derive(serde::Serialize)]
 struct ReleaseRow<'a> {
@@ -326,97 +333,90 @@ struct Overdue {
 
 type Expired = Vec<Overdue>;
 
-/// One batch on SQLite's writer.
-struct SqliteBatch<'a> {
+/// A batch worked out in Rust between the database's reads and writes, the same on both
+/// backends: which releases to write and what each answers, the acquires of each pool, and the
+/// expired leases found on the way.
+struct Plan<'a> {
     ops: &'a [Op],
     /// One outcome per op, filled in as the batch learns them.
     outcomes: Vec<Option<Outcome>>,
+    expired: Expired,
 }
 
-impl<'a> SqliteBatch<'a> {
+/// The acquires of one pool in a batch, in arrival order.
+struct PoolWants {
+    pool: String,
+    cooldown_ms: i64,
+    /// The latest `now` of the acquires: availability is judged at it.
+    now: i64,
+    count: i64,
+    /// A JSON array of [`WantRow`]s.
+    json: String,
+}
+
+impl<'a> Plan<'a> {
     fn new(ops: &'a [Op]) -> Self {
         Self {
             ops,
             outcomes: ops.iter().map(|_| None).collect(),
+            expired: Expired::new(),
         }
     }
 
-    /// Runs the batch in the transaction `tx` (begun and committed by the texts it sends).
-    async fn run(
-        mut self,
-        tx: &mut crate::db::SpelledTx<'_>,
-    ) -> StoreResult<(Vec<Outcome>, Expired)> {
-        let mut expired = Expired::new();
-        let releases = self.ops.iter().any(|op| matches!(op, Op::Release(_)));
-        let reads = if releases {
-            self.read_releases(tx).await?
-        } else {
-            HashMap::new()
-        };
-        let (release_json, release_expired) = self.decide_releases(reads)?;
-        expired.extend(release_expired);
+    fn has_releases(&self) -> bool {
+        self.ops.iter().any(|op| matches!(op, Op::Release(_)))
+    }
 
-        // Acquires by pool (and cooldown, which the policy makes the same for all), in arrival
-        // order: (op index, its row).
-        let mut pools: BTreeMap<(&str, i64), Vec<(usize, WantRow<'_>)>> = BTreeMap::new();
-        for (i, op) in self.ops.iter().enumerate() {
+    /// The leases the batch releases.
+    fn release_ids(&self) -> Vec<&'a str> {
+        self.ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Release(r) => Some(r.lease_id.as_str()),
+                Op::Acquire(_) => None,
+            })
+            .collect()
+    }
+
+    /// The acquires by pool (and cooldown, which the policy makes the same for all).
+    fn pools(&self) -> StoreResult<Vec<PoolWants>> {
+        let mut pools: BTreeMap<(&str, i64), Vec<WantRow<'_>>> = BTreeMap::new();
+        for op in self.ops {
             if let Op::Acquire(a) = op {
                 pools
                     .entry((a.pool.as_str(), a.cooldown_ms))
                     .or_default()
-                    .push((
-                        i,
-                        WantRow {
-                            lease: &a.lease_id,
-                            expires_at: a.expires_at,
-                            now: a.now,
-                            worker: &a.worker,
-                            token_id: a.token_id,
-                            mission: a.mission.as_deref(),
-                        },
-                    ));
+                    .push(WantRow {
+                        lease: &a.lease_id,
+                        expires_at: a.expires_at,
+                        now: a.now,
+                        worker: &a.worker,
+                        token_id: a.token_id,
+                        mission: a.mission.as_deref(),
+                    });
             }
         }
-        let mut text = String::new();
-        if !releases {
-            text.push_str("BEGIN IMMEDIATE; ");
-        }
-        text.push_str(RELEASE_WRITES_SQL);
-        let mut binds: Vec<(String, i64, String, i64, i64)> = Vec::new();
-        for ((pool, cooldown_ms), wants) in &pools {
-            text.push_str(&claim_sql(2 + 5 * binds.len()));
-            let now = wants.iter().map(|(_, w)| w.now).max().unwrap_or_default();
-            let rows: Vec<&WantRow<'_>> = wants.iter().map(|(_, w)| w).collect();
-            binds.push((
-                (*pool).to_string(),
-                i64::try_from(wants.len()).unwrap_or(i64::MAX),
-                to_json(&rows)?,
-                *cooldown_ms,
-                now,
-            ));
-        }
-        text.push_str("COMMIT");
-        let mut query = sqlx::query_as::<_, ClaimRow>(sqlx::AssertSqlSafe(text)).bind(release_json);
-        for (pool, n, wants, cooldown_ms, now) in binds {
-            query = query
-                .bind(pool)
-                .bind(n)
-                .bind(wants)
-                .bind(cooldown_ms)
-                .bind(now);
-        }
-        let mut claimed: HashMap<String, Claimed> = tx
-            .fetch_all(query)
-            .await?
+        pools
             .into_iter()
-            .map(|row| (row.lease_id, row.claimed))
-            .collect();
+            .map(|((pool, cooldown_ms), wants)| {
+                Ok(PoolWants {
+                    pool: pool.to_string(),
+                    cooldown_ms,
+                    now: wants.iter().map(|w| w.now).max().unwrap_or_default(),
+                    count: i64::try_from(wants.len()).unwrap_or(i64::MAX),
+                    json: to_json(&wants)?,
+                })
+            })
+            .collect()
+    }
 
+    /// Answers each acquire with the account claimed for its lease, if any.
+    fn answer_acquires(&mut self, mut claimed: HashMap<String, Claimed>) {
         for (i, op) in self.ops.iter().enumerate() {
             let Op::Acquire(a) = op else { continue };
             let acquired = claimed.remove(&a.lease_id).map(|c| {
                 if let Some(previous) = &c.previous_lease {
-                    expired.push(Overdue {
+                    self.expired.push(Overdue {
                         op: i,
                         lease: previous.clone(),
                         cooldown_ms: a.cooldown_ms,
@@ -426,6 +426,10 @@ impl<'a> SqliteBatch<'a> {
             });
             self.outcomes[i] = Some(Outcome::Acquired(acquired));
         }
+    }
+
+    /// The outcomes, one per op, and the expired leases to close.
+    fn finish(self) -> StoreResult<(Vec<Outcome>, Expired)> {
         let outcomes = self
             .outcomes
             .into_iter()
@@ -437,40 +441,17 @@ impl<'a> SqliteBatch<'a> {
                 })
             })
             .collect::<StoreResult<Vec<Outcome>>>()?;
-        Ok((outcomes, expired))
-    }
-
-    /// `BEGIN IMMEDIATE` and the batch's leases to release, with their accounts, by lease id.
-    async fn read_releases(
-        &self,
-        tx: &mut crate::db::SpelledTx<'_>,
-    ) -> StoreResult<HashMap<String, LeaseAndResting>> {
-        let ids: Vec<&str> = self
-            .ops
-            .iter()
-            .filter_map(|op| match op {
-                Op::Release(r) => Some(r.lease_id.as_str()),
-                Op::Acquire(_) => None,
-            })
-            .collect();
-        let sql = sqlx::AssertSqlSafe(release_reads_sql());
-        Ok(tx
-            .fetch_all(sqlx::query_as::<_, LeaseAndResting>(sql).bind(to_json(&ids)?))
-            .await?
-            .into_iter()
-            .map(|row| (row.lease.id.clone(), row))
-            .collect())
+        Ok((outcomes, self.expired))
     }
 
     /// Answers each release from what was read, in arrival order, as releases one after the
-    /// other would be answered: the JSON of the releases to write, and the leases found expired.
+    /// other would be answered: the JSON of the releases to write ([`ReleaseRow`]s).
     fn decide_releases(
         &mut self,
         mut reads: HashMap<String, LeaseAndResting>,
-    ) -> StoreResult<(String, Expired)> {
+    ) -> StoreResult<String> {
         let ops = self.ops;
         let mut rows = Vec::new();
-        let mut expired = Expired::new();
         for (i, op) in ops.iter().enumerate() {
             let Op::Release(r) = op else { continue };
             let Some(read) = reads.get_mut(&r.lease_id) else {
@@ -479,8 +460,8 @@ impl<'a> SqliteBatch<'a> {
             };
             let outcome = match refusal(&read.lease, r.token_id, r.now) {
                 Some(Refusal::Expired { .. }) => {
-                    if !expired.iter().any(|o| o.lease == r.lease_id) {
-                        expired.push(Overdue {
+                    if !self.expired.iter().any(|o| o.lease == r.lease_id) {
+                        self.expired.push(Overdue {
                             op: i,
                             lease: r.lease_id.clone(),
                             cooldown_ms: r.policy.cooldown_ms,
@@ -511,8 +492,99 @@ impl<'a> SqliteBatch<'a> {
             };
             self.outcomes[i] = Some(Outcome::Released(outcome));
         }
-        Ok((to_json(&rows)?, expired))
+        to_json(&rows)
     }
+}
+
+/// Runs a batch on SQLite's writer in the transaction `tx`, begun and committed by the texts it
+/// sends: one to read the releases (when there are any), one to write everything and commit.
+async fn run_sqlite(
+    ops: &[Op],
+    tx: &mut crate::db::SpelledTx<'_>,
+) -> StoreResult<(Vec<Outcome>, Expired)> {
+    let mut plan = Plan::new(ops);
+    let releases = plan.has_releases();
+    let reads: HashMap<String, LeaseAndResting> = if releases {
+        let sql = sqlx::AssertSqlSafe(release_reads_sql());
+        let ids = to_json(&plan.release_ids())?;
+        tx.fetch_all(sqlx::query_as::<_, LeaseAndResting>(sql).bind(ids))
+            .await?
+            .into_iter()
+            .map(|row| (row.lease.id.clone(), row))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let release_json = plan.decide_releases(reads)?;
+    let pools = plan.pools()?;
+
+    let mut text = String::new();
+    if !releases {
+        text.push_str("BEGIN IMMEDIATE; ");
+    }
+    text.push_str(RELEASE_WRITES_SQL);
+    for i in 0..pools.len() {
+        text.push_str(&claim_sql(2 + 5 * i));
+    }
+    text.push_str("COMMIT");
+    let mut query = sqlx::query_as::<_, ClaimRow>(sqlx::AssertSqlSafe(text)).bind(release_json);
+    for wants in pools {
+        query = query
+            .bind(wants.pool)
+            .bind(wants.count)
+            .bind(wants.json)
+            .bind(wants.cooldown_ms)
+            .bind(wants.now);
+    }
+    let claimed = tx
+        .fetch_all(query)
+        .await?
+        .into_iter()
+        .map(|row| (row.lease_id, row.claimed))
+        .collect();
+    plan.answer_acquires(claimed);
+    plan.finish()
+}
+
+/// Runs a batch on PostgreSQL in one transaction: one query reads and locks the releases, one
+/// statement writes them all, and one per pool claims the accounts of its acquires.
+async fn run_postgres(pg: &sqlx::PgPool, ops: &[Op]) -> StoreResult<(Vec<Outcome>, Expired)> {
+    let mut plan = Plan::new(ops);
+    let mut tx = pg.begin().await?;
+    let reads: HashMap<String, LeaseAndResting> = if plan.has_releases() {
+        sqlx::query_as::<_, LeaseAndResting>(sqlx::AssertSqlSafe(pg_release_reads_sql()))
+            .bind(plan.release_ids())
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|row| (row.lease.id.clone(), row))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let release_json = plan.decide_releases(reads)?;
+    if release_json != "[]" {
+        sqlx::query(PG_RELEASE_WRITES_SQL)
+            .bind(release_json)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let mut claimed = HashMap::new();
+    let claim = pg_claim_sql();
+    for wants in plan.pools()? {
+        let rows: Vec<ClaimRow> = sqlx::query_as(sqlx::AssertSqlSafe(claim.clone()))
+            .bind(wants.pool)
+            .bind(wants.count)
+            .bind(wants.json)
+            .bind(wants.cooldown_ms)
+            .bind(wants.now)
+            .fetch_all(&mut *tx)
+            .await?;
+        claimed.extend(rows.into_iter().map(|row| (row.lease_id, row.claimed)));
+    }
+    tx.commit().await?;
+    plan.answer_acquires(claimed);
+    plan.finish()
 }
 
 /// What an acquire that was lent `claimed` hands out.
@@ -591,10 +663,10 @@ mod tests {
     const NOW: i64 = 10_000_000;
     const TTL: i64 = 300_000;
 
-    /// A pool database with `default` accounts a1..a4 and `other` account b1, never used.
-    async fn pool_db(dir: &tempfile::TempDir, name: &str) -> PoolDb {
-        let url = format!("sqlite:{}", dir.path().join(name).display());
-        let db = PoolDb::open(&url, &OpenOptions::default()).await.unwrap();
+    /// A pool database at `url` with `default` accounts a1..a4 and `other` account b1, never
+    /// used.
+    async fn pool_db(url: &str) -> PoolDb {
+        let db = PoolDb::open(url, &OpenOptions::default()).await.unwrap();
         db.database().migrate().await.unwrap();
         let accounts: Vec<NewAccount> = [("default", "a1"), ("default", "a2")]
             .into_iter()
@@ -655,11 +727,87 @@ mod tests {
         }
     }
 
-    /// The batch on SQLite's writer and the same ops one after the other (PostgreSQL's way, run
-    /// here on a second database) answer alike and leave the same rows.
+    /// One op alone, in a transaction of its own, through the statements of a single acquire
+    /// and release (`leases::acquire_in`, `leases::release_in`, as missions use them).
+    async fn alone(db: &PoolDb, op: &Op) -> StoreResult<Outcome> {
+        use crate::store::leases::{acquire_in, close_expired, lock_lease_sql, release_in};
+        let backend = db.0.backend();
+        crate::db::in_transaction!(db, |tx| {
+            let outcome = match op {
+                Op::Acquire(a) => Outcome::Acquired(
+                    acquire_in!(tx, backend, pool: a.pool.as_str(),
+                    lease_id: a.lease_id.as_str(), worker: a.worker.as_str(),
+                    token_id: a.token_id, mission: a.mission.as_deref(), now: a.now,
+                    expires_at: a.expires_at, cooldown_ms: a.cooldown_ms)
+                    .map(Box::new),
+                ),
+                Op::Release(r) => {
+                    let lease: Option<Lease> = sqlx::query_as(lock_lease_sql(backend))
+                        .bind(&r.lease_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    match lease {
+                        None => Outcome::NoSuchLease,
+                        Some(lease) => {
+                            Outcome::Released(match refusal(&lease, r.token_id, r.now) {
+                                Some(Refusal::Expired { .. }) => {
+                                    let closed = close_expired!(
+                                        tx,
+                                        r.now,
+                                        r.policy.cooldown_ms,
+                                        None::<i64>,
+                                        Some(r.lease_id.as_str())
+                                    );
+                                    Err(Refusal::Expired {
+                                        closed_ms: closed.first().copied(),
+                                    })
+                                }
+                                Some(refused) => Err(refused),
+                                None => {
+                                    Ok(release_in!(tx, backend, lease: &lease, result: r.result,
+                                error_message: r.error_message.as_deref(), now: r.now,
+                                policy: &r.policy))
+                                }
+                            })
+                        }
+                    }
+                }
+            };
+            tx.commit().await?;
+            Ok(outcome)
+        })
+    }
+
+    /// A fresh database on the PostgreSQL server `POOLKEEPER_TEST_PG` names, if it names one:
+    /// its URL, and the server's URL with the database's name to drop it afterwards.
+    async fn postgres_db() -> Option<(String, String, String)> {
+        use sqlx::Connection;
+        let server = std::env::var("POOLKEEPER_TEST_PG").ok()?;
+        let name = format!(
+            "pk_unit_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..16]
+        );
+        let mut conn = sqlx::PgConnection::connect(&server).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let mut url = url::Url::parse(&server).unwrap();
+        url.set_path(&name);
+        Some((url.to_string(), server, name))
+    }
+
+    /// The batch (on PostgreSQL when `POOLKEEPER_TEST_PG` names a server, else on SQLite) and the
+    /// same ops one after the other (on SQLite) answer alike and leave the same rows.
     async fn both_ways(ops: Vec<Vec<Op>>) -> Vec<Vec<String>> {
         let dir = tempfile::tempdir().unwrap();
-        let (batched, alone) = (pool_db(&dir, "a.db").await, pool_db(&dir, "b.db").await);
+        let sqlite = |name: &str| format!("sqlite:{}", dir.path().join(name).display());
+        let postgres = postgres_db().await;
+        let batched = match &postgres {
+            Some((url, ..)) => pool_db(url).await,
+            None => pool_db(&sqlite("batched.db")).await,
+        };
+        let single = pool_db(&sqlite("single.db")).await;
         let mut answers = Vec::new();
         for batch in &ops {
             let together: Vec<String> = LeaseBatch::run(&batched, batch)
@@ -670,27 +818,65 @@ mod tests {
                 .collect();
             let mut one_by_one = Vec::new();
             for op in batch {
-                let mut done = run_together(&alone, std::slice::from_ref(op))
-                    .await
-                    .unwrap();
-                one_by_one.push(said(&done.remove(0)));
+                one_by_one.push(said(&alone(&single, op).await.unwrap()));
             }
             assert_eq!(together, one_by_one, "the batch answered otherwise");
             answers.push(together);
         }
-        assert_eq!(rows(&batched).await, rows(&alone).await);
+        assert_eq!(rows(&batched).await, rows(&single).await);
+        batched.0.close().await;
+        if let Some((_, server, name)) = postgres {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&server).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE {name} WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
         answers
     }
 
     /// Every account, lease and usage row, to compare two databases.
     async fn rows(db: &PoolDb) -> Vec<String> {
-        let sql = "SELECT json_array(login, cooldown_until, quarantine_until, \
-              consecutive_failures, total_uses, total_successes, current_lease_id) \
-            FROM credential_accounts \
-            UNION ALL SELECT json_array(id, account_id, released_at, result) FROM credential_leases \
-            UNION ALL SELECT json_array(lease_id, result, error_message, duration_ms) \
-            FROM credential_usage ORDER BY 1";
-        crate::db::on_reader!(db, |p| sqlx::query_scalar(sql).fetch_all(p).await).unwrap()
+        type AccountRow = (
+            String,
+            Option<i64>,
+            Option<i64>,
+            i64,
+            i64,
+            i64,
+            Option<String>,
+        );
+        type LeaseRow = (String, i64, Option<i64>, Option<String>);
+        type UsageRow = (String, String, Option<String>, i64);
+        let accounts: Vec<AccountRow> = crate::db::on_reader!(db, |p| sqlx::query_as(
+            "SELECT login, cooldown_until, quarantine_until, consecutive_failures, total_uses, \
+             total_successes, current_lease_id FROM credential_accounts ORDER BY id"
+        )
+        .fetch_all(p)
+        .await)
+        .unwrap();
+        let leases: Vec<LeaseRow> = crate::db::on_reader!(db, |p| sqlx::query_as(
+            "SELECT id, account_id, released_at, result FROM credential_leases ORDER BY id"
+        )
+        .fetch_all(p)
+        .await)
+        .unwrap();
+        let usage: Vec<UsageRow> = crate::db::on_reader!(db, |p| sqlx::query_as(
+            "SELECT lease_id, result, error_message, duration_ms FROM credential_usage \
+             ORDER BY lease_id, id"
+        )
+        .fetch_all(p)
+        .await)
+        .unwrap();
+        let accounts = accounts.iter().map(|a| format!("{a:?}"));
+        let leases = leases.iter().map(|l| format!("{l:?}"));
+        accounts
+            .chain(leases)
+            .chain(usage.iter().map(|u| format!("{u:?}")))
+            .collect()
     }
 
     #[tokio::test]

@@ -443,21 +443,6 @@ pub(crate) struct RestingRow {
     pub login: String,
 }
 
-/// A lease and its account's resting state, read together under lock (`$1` the lease id): the
-/// one read of a release by the worker API.
-pub(crate) fn lock_lease_and_account_sql(backend: Backend) -> sqlx::AssertSqlSafe<String> {
-    let cols = lease_columns("l");
-    let lock = match backend {
-        Backend::Sqlite => "",
-        Backend::Postgres => " FOR UPDATE",
-    };
-    sqlx::AssertSqlSafe(format!(
-        "SELECT {cols}, a.cooldown_until, a.quarantine_until, a.consecutive_failures, a.login \
-         FROM credential_leases l JOIN credential_accounts a ON a.id = l.account_id \
-         WHERE l.id = $1{lock}"
-    ))
-}
-
 /// The writes of a release inside the write transaction `$tx`, the account's resting state
 /// `$resting` ([`RestingRow`]) already read: the account rests as
 /// `domain::leases::after_release` says and one usage row is written. Evaluates to the finished
