@@ -241,7 +241,10 @@ fn pg_release_reads_sql() -> String {
     )
 }
 
-/// PostgreSQL: [`RELEASE_WRITES_SQL`] as one statement.
+/// PostgreSQL: [`RELEASE_WRITES_SQL`] as one statement, with the leases' ids again in `$2` and
+/// their accounts' in `$3`: the planner cannot see into the JSON, and without the arrays it may
+/// join by reading every lease (on a table whose statistics are old) instead of looking each one
+/// up by its key.
 const PG_RELEASE_WRITES_SQL: &str = "\
     WITH r AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS r(lease text, account bigint, \
         cooldown_until bigint, quarantine_until bigint, failures bigint, success bigint, \
@@ -250,9 +253,10 @@ const PG_RELEASE_WRITES_SQL: &str = "\
         quarantine_until = r.quarantine_until, consecutive_failures = r.failures, \
         total_successes = a.total_successes + r.success, leased_until = NULL, \
         current_lease_id = NULL, updated_at = r.now \
-      FROM r WHERE a.id = r.account AND a.current_lease_id = r.lease), \
+      FROM r WHERE a.id = ANY($3) AND a.id = r.account AND a.current_lease_id = r.lease), \
     finished AS (UPDATE credential_leases l SET released_at = r.now, result = r.result \
-      FROM r WHERE l.id = r.lease RETURNING l.id, l.account_id, l.pool, l.mission, l.acquired_at) \
+      FROM r WHERE l.id = ANY($2) AND l.id = r.lease \
+      RETURNING l.id, l.account_id, l.pool, l.mission, l.acquired_at) \
     INSERT INTO credential_usage (account_id, login, pool, lease_id, mission, result, \
       error_message, started_at, finished_at, duration_ms) \
     SELECT f.account_id, r.login, f.pool, f.id, f.mission, r.result, r.error_message, \
@@ -550,7 +554,12 @@ async fn run_sqlite(
 /// statement writes them all, and one per pool claims the accounts of its acquires.
 async fn run_postgres(pg: &sqlx::PgPool, ops: &[Op]) -> StoreResult<(Vec<Outcome>, Expired)> {
     let mut plan = Plan::new(ops);
-    let mut tx = pg.begin().await?;
+    // Every statement of a batch finds its rows by key or walks the pick index. A planner
+    // without statistics of the lease tables (new ones; autovacuum off or not yet round) reads
+    // the whole table instead, which costs more with every lease: never here.
+    let mut tx = pg
+        .begin_with("BEGIN; SET LOCAL enable_seqscan = off")
+        .await?;
     let reads: HashMap<String, LeaseAndResting> = if plan.has_releases() {
         sqlx::query_as::<_, LeaseAndResting>(sqlx::AssertSqlSafe(pg_release_reads_sql()))
             .bind(plan.release_ids())
@@ -562,10 +571,16 @@ async fn run_postgres(pg: &sqlx::PgPool, ops: &[Op]) -> StoreResult<(Vec<Outcome
     } else {
         HashMap::new()
     };
+    let (leases, accounts): (Vec<String>, Vec<i64>) = reads
+        .values()
+        .map(|read| (read.lease.id.clone(), read.lease.account_id))
+        .unzip();
     let release_json = plan.decide_releases(reads)?;
     if release_json != "[]" {
         sqlx::query(PG_RELEASE_WRITES_SQL)
             .bind(release_json)
+            .bind(leases)
+            .bind(accounts)
             .execute(&mut *tx)
             .await?;
     }
