@@ -1,9 +1,10 @@
-//! Leases of credential accounts and the usage log (pool database). Only this module writes
-//! `credential_leases` and `credential_usage`, and it changes an account's lease fields
-//! (`current_lease_id`, `leased_until`, the resting timestamps after a release).
+//! Leases of credential accounts and the usage log (pool database). Only this module and its
+//! batches for the worker API ([`super::lease_desk`]) write `credential_leases` and
+//! `credential_usage`, and change an account's lease fields (`current_lease_id`, `leased_until`,
+//! the resting timestamps after a release).
 //!
 //! Two acquires never get the same account: the choice and the claim are one `UPDATE ... WHERE id =
-//! (SELECT ... LIMIT 1)`, which on PostgreSQL skips rows other transactions hold (`FOR UPDATE SKIP
+//! (SELECT ... LIMIT n)`, which on PostgreSQL skips rows other transactions hold (`FOR UPDATE SKIP
 //! LOCKED`) and on SQLite runs through the single writer. A lease past its expiry is over whether
 //! or not anything noticed: availability reads `leased_until`; its `expired` usage row is written
 //! by whichever comes first of the next acquire of the account, a late release or renew, or the
