@@ -4,6 +4,7 @@ mod common;
 
 use common::{TestApp, api_error, each_backend, wait_until};
 use poolkeeper::auth::Scope;
+use reqwest::Method;
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -282,21 +283,7 @@ async fn credentials_are_required_and_scoped() {
             !list.to_string().contains(&worker),
             "token values are never listed"
         );
-        let worker_id = list["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["name"] == "worker-1")
-            .unwrap()["id"]
-            .as_i64()
-            .unwrap();
-        let res = c
-            .delete(t.url(&format!("/api/admin/tokens/{worker_id}")))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
+        assert_eq!(revoke(&t, &admin, id_of(&list, "worker-1")).await, 200);
         let err = api_error(
             c.get(t.url("/api/admin/system"))
                 .bearer_auth(&worker)
@@ -487,6 +474,19 @@ async fn repeated_login_failures_are_throttled_per_username_and_per_address() {
     t.stop().await;
 }
 
+/// The id of the token named `name` in a token list.
+fn id_of(list: &Value, name: &str) -> i64 {
+    let items = list["items"].as_array().expect("a token list");
+    let token = items.iter().find(|x| x["name"] == name).expect("the token");
+    token["id"].as_i64().expect("its id")
+}
+
+/// Revokes token `id` through the API as `admin`: the status.
+async fn revoke(t: &TestApp, admin: &str, id: i64) -> u16 {
+    let path = format!("/api/admin/tokens/{id}");
+    t.send_json(admin, Method::DELETE, &path, None).await.0
+}
+
 /// A server reads a token at most once a second. Revoked through its API, a token stops working at
 /// once; revoked elsewhere (the CLI, another process), within that second.
 #[tokio::test]
@@ -519,32 +519,11 @@ async fn a_token_revoked_elsewhere_stops_working_within_a_second() {
     assert_eq!(status(cli_revoked).await, 401);
 
     assert_eq!(status(api_revoked.clone()).await, 200);
-    let tokens: Value = t
-        .client
-        .get(t.url("/api/admin/tokens?page_size=100"))
-        .bearer_auth(&admin)
-        .send()
+    let tokens = t
+        .send_json(&admin, Method::GET, "/api/admin/tokens?page_size=100", None)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = tokens["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["name"] == "api-revoked")
-        .unwrap()["id"]
-        .as_i64()
-        .unwrap();
-    let res = t
-        .client
-        .delete(t.url(&format!("/api/admin/tokens/{id}")))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+        .1;
+    assert_eq!(revoke(&t, &admin, id_of(&tokens, "api-revoked")).await, 200);
     assert_eq!(
         status(api_revoked).await,
         401,

@@ -53,6 +53,13 @@ impl Env {
         self.t.send_json(&self.admin, method, path, body).await
     }
 
+    /// Imports `data` (CSV or JSON lines) through the admin API: status and body.
+    async fn import(&self, data: &str) -> (u16, Value) {
+        let body = json!({ "data": data });
+        self.admin(Method::POST, "/api/admin/accounts/import", Some(body))
+            .await
+    }
+
     /// Acquires as `token`: status, body and `Retry-After`.
     async fn acquire_as(&self, token: &str, body: Value) -> (u16, Value, Option<u64>) {
         let res = self
@@ -576,9 +583,7 @@ async fn import_reports_each_row_and_writes_all_or_nothing() {
     each_backend(|backend| async move {
         let env = Env::new(&backend, 1).await;
         let csv = "login,password,phone,region\nnew1@example.org,p1,+1,de\nuser0@example.org,p2,,fr\nnew1@example.org,p3,,\n,p4,,\n";
-        let (status, body) = env
-            .admin(Method::POST, "/api/admin/accounts/import", Some(json!({"data": csv})))
-            .await;
+        let (status, body) = env.import(csv).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["imported"], 0);
         assert_eq!((body["valid"].clone(), body["invalid"].clone()), (json!(1), json!(3)));
@@ -590,9 +595,7 @@ async fn import_reports_each_row_and_writes_all_or_nothing() {
         assert_eq!(s["total"], 1, "nothing half-written");
 
         let jsonl = "{\"login\": \"j1@example.org\", \"password\": \"x\", \"metadata\": {\"k\": 1}}\n{\"login\": \"j2@example.org\", \"password\": \"y\", \"pool\": \"eu\"}\n";
-        let (status, body) = env
-            .admin(Method::POST, "/api/admin/accounts/import", Some(json!({"data": jsonl})))
-            .await;
+        let (status, body) = env.import(jsonl).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["imported"], 2);
         let (_, eu) = env.admin(Method::GET, "/api/admin/accounts?pool=eu", None).await;
@@ -619,13 +622,7 @@ async fn a_large_import_gathers_planner_statistics_on_postgres() {
             .chain((0..150).map(|i| format!("bulk{i}@example.org,pw{i}")))
             .collect::<Vec<_>>()
             .join("\n");
-        let (status, body) = env
-            .admin(
-                Method::POST,
-                "/api/admin/accounts/import",
-                Some(json!({"data": csv})),
-            )
-            .await;
+        let (status, body) = env.import(&csv).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["imported"], 150, "{body}");
         if let Backend::Postgres { .. } = backend {
@@ -890,13 +887,7 @@ async fn account_passwords_never_reach_the_logs() {
             .await;
         assert_eq!(status, 201, "{body}");
         let csv = format!("login,password,phone\nimported@example.org,{imported},+1\n");
-        let (status, body) = env
-            .admin(
-                Method::POST,
-                "/api/admin/accounts/import",
-                Some(json!({"data": csv})),
-            )
-            .await;
+        let (status, body) = env.import(&csv).await;
         assert_eq!(
             (status, body["imported"].clone()),
             (200, json!(1)),

@@ -6,13 +6,16 @@
 //! to the writer: the leases being released are read with their accounts' resting state,
 //! `domain::leases::after_release` decides each account's rest, and one text then writes every
 //! release, lends an account to every acquire (one statement per pool, walking the pool's
-//! accounts in selection order) and commits. PostgreSQL runs the writes one after the other in
-//! one transaction per batch, the same statements each would run alone, on `connections / 2`
-//! lanes so round trips to the server overlap.
+//! accounts in selection order) and commits. PostgreSQL does the same in one transaction of a
+//! few statements (the releases read and locked in one, written in one, one claim per pool, `FOR
+//! UPDATE SKIP LOCKED`), on `connections / 2` lanes so round trips to the server overlap.
 //!
-//! A batch gives the answers its writes would give one after the other, the releases first, then
-//! the acquires in arrival order (the first acquire of a pool gets the first available account,
-//! and so on). Two releases of one lease in a batch: the first releases it, the second is told it
+//! A batch happens at one instant, the latest `now` of its writes (its leases begin, end and are
+//! judged expired then; an acquire's lease keeps its length), and gives the answers its writes
+//! would give one after the other at that instant, the releases first, then the acquires in
+//! arrival order (the first acquire of a pool gets the first available account, and so on). So
+//! an account released in a batch may be lent again in it, and its next lease never begins
+//! before the last one ended, whatever order the requests came in. Two releases of one lease in a batch: the first releases it, the second is told it
 //! was released already. An expired lease found on the way (an acquire's account still had one
 //! open, a release came late) is closed right after the batch commits; until then availability
 //! already treats it as over, and housekeeping closes any the process did not get to.
@@ -131,23 +134,21 @@ impl super::desk::Batch for LeaseBatch {
     type Out = Outcome;
 
     async fn run(db: &PoolDb, ops: &[Op]) -> StoreResult<Vec<Outcome>> {
-        match &db.0.conn {
+        let (mut outcomes, expired) = match &db.0.conn {
             Conn::Sqlite { write, .. } => {
-                let (mut outcomes, expired) = {
-                    let mut tx = write.spelled().await?;
-                    let done = run_sqlite(ops, &mut tx).await?;
-                    tx.committed();
-                    done
-                };
-                close_expired_after(db, ops, &mut outcomes, expired).await?;
-                Ok(outcomes)
+                let mut tx = write.spelled().await?;
+                let done = run_sqlite(ops, &mut tx).await?;
+                tx.committed();
+                done
             }
-            Conn::Postgres(pg) => {
-                let (mut outcomes, expired) = run_postgres(pg, ops).await?;
-                close_expired_after(db, ops, &mut outcomes, expired).await?;
-                Ok(outcomes)
-            }
+            Conn::Postgres(pg) => run_postgres(pg, ops).await?,
+        };
+        // The batch has committed: an error now must not fail it (the desk would run its writes
+        // again). The leases stay open past their expiry until housekeeping closes them.
+        if let Err(e) = close_expired_after(db, ops, &mut outcomes, expired).await {
+            tracing::warn!(error = %e, "closing expired leases after a lease batch failed; housekeeping will");
         }
+        Ok(outcomes)
     }
 }
 
@@ -342,6 +343,8 @@ type Expired = Vec<Overdue>;
 /// expired leases found on the way.
 struct Plan<'a> {
     ops: &'a [Op],
+    /// When the batch happens: the latest `now` of its writes.
+    at: i64,
     /// One outcome per op, filled in as the batch learns them.
     outcomes: Vec<Option<Outcome>>,
     expired: Expired,
@@ -362,6 +365,7 @@ impl<'a> Plan<'a> {
     fn new(ops: &'a [Op]) -> Self {
         Self {
             ops,
+            at: batch_time(ops),
             outcomes: ops.iter().map(|_| None).collect(),
             expired: Expired::new(),
         }
@@ -392,8 +396,8 @@ impl<'a> Plan<'a> {
                     .or_default()
                     .push(WantRow {
                         lease: &a.lease_id,
-                        expires_at: a.expires_at,
-                        now: a.now,
+                        expires_at: a.expires_at - a.now + self.at,
+                        now: self.at,
                         worker: &a.worker,
                         token_id: a.token_id,
                         mission: a.mission.as_deref(),
@@ -406,7 +410,7 @@ impl<'a> Plan<'a> {
                 Ok(PoolWants {
                     pool: pool.to_string(),
                     cooldown_ms,
-                    now: wants.iter().map(|w| w.now).max().unwrap_or_default(),
+                    now: self.at,
                     count: i64::try_from(wants.len()).unwrap_or(i64::MAX),
                     json: to_json(&wants)?,
                 })
@@ -426,7 +430,7 @@ impl<'a> Plan<'a> {
                         cooldown_ms: a.cooldown_ms,
                     });
                 }
-                Box::new(acquired(a, c))
+                Box::new(acquired(a, c, self.at))
             });
             self.outcomes[i] = Some(Outcome::Acquired(acquired));
         }
@@ -462,7 +466,7 @@ impl<'a> Plan<'a> {
                 self.outcomes[i] = Some(Outcome::NoSuchLease);
                 continue;
             };
-            let outcome = match refusal(&read.lease, r.token_id, r.now) {
+            let outcome = match refusal(&read.lease, r.token_id, self.at) {
                 Some(Refusal::Expired { .. }) => {
                     if !self.expired.iter().any(|o| o.lease == r.lease_id) {
                         self.expired.push(Overdue {
@@ -476,7 +480,7 @@ impl<'a> Plan<'a> {
                 Some(refused) => Err(refused),
                 None => {
                     let release =
-                        Release::decide(&read.lease, &read.resting, r.result, r.now, &r.policy);
+                        Release::decide(&read.lease, &read.resting, r.result, self.at, &r.policy);
                     rows.push(ReleaseRow {
                         lease: &r.lease_id,
                         account: read.lease.account_id,
@@ -487,7 +491,7 @@ impl<'a> Plan<'a> {
                         result: r.result.as_str(),
                         login: read.resting.login.clone(),
                         error_message: r.error_message.as_deref(),
-                        now: r.now,
+                        now: self.at,
                     });
                     // A second release of this lease in the batch finds it released.
                     read.lease = release.finished.clone();
@@ -602,8 +606,8 @@ async fn run_postgres(pg: &sqlx::PgPool, ops: &[Op]) -> StoreResult<(Vec<Outcome
     plan.finish()
 }
 
-/// What an acquire that was lent `claimed` hands out.
-fn acquired(a: &AcquireArgs, claimed: Claimed) -> Acquired {
+/// What an acquire that was lent `claimed` in a batch at `at` hands out.
+fn acquired(a: &AcquireArgs, claimed: Claimed, at: i64) -> Acquired {
     Acquired {
         lease: Lease {
             id: a.lease_id.clone(),
@@ -612,8 +616,8 @@ fn acquired(a: &AcquireArgs, claimed: Claimed) -> Acquired {
             worker: a.worker.clone(),
             holder_token_id: a.token_id,
             mission: a.mission.clone(),
-            acquired_at: a.now,
-            expires_at: a.expires_at,
+            acquired_at: at,
+            expires_at: a.expires_at - a.now + at,
             released_at: None,
             renewals: 0,
             result: None,
@@ -636,14 +640,7 @@ async fn close_expired_after(
     if expired.is_empty() {
         return Ok(());
     }
-    let now = ops
-        .iter()
-        .map(|op| match op {
-            Op::Acquire(a) => a.now,
-            Op::Release(r) => r.now,
-        })
-        .max()
-        .unwrap_or_default();
+    let now = batch_time(ops);
     let leases: Vec<(String, i64)> = expired
         .iter()
         .map(|o| (o.lease.clone(), o.cooldown_ms))
@@ -662,6 +659,17 @@ async fn close_expired_after(
         }
     }
     Ok(())
+}
+
+/// When a batch happens: the latest `now` of its writes.
+fn batch_time(ops: &[Op]) -> i64 {
+    ops.iter()
+        .map(|op| match op {
+            Op::Acquire(a) => a.now,
+            Op::Release(r) => r.now,
+        })
+        .max()
+        .unwrap_or_default()
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
@@ -904,7 +912,7 @@ mod tests {
                 acquire("other", "l4", NOW),
             ],
             vec![
-                release("l1", 1, LeaseResult::Success, NOW + 1),
+                release("l1", 1, LeaseResult::Success, NOW + 2),
                 acquire("default", "l5", NOW + 2),
                 acquire("default", "l6", NOW + 2),
                 acquire("default", "l7", NOW + 2),
@@ -929,6 +937,45 @@ mod tests {
                 "a4@example.com closed []",
                 "a1@example.com closed []"
             ]
+        );
+    }
+
+    /// An acquire that asked before a release of the pool's only account, in the same batch: the
+    /// batch happens when its last write was asked for, so the account's next lease begins when
+    /// the last one ended, not before.
+    #[tokio::test]
+    async fn a_batch_is_one_instant_and_leases_of_an_account_never_overlap() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("pool.db").display());
+        let db = pool_db(&url).await;
+        LeaseBatch::run(&db, &[acquire("other", "l1", NOW)])
+            .await
+            .unwrap();
+        let done = LeaseBatch::run(
+            &db,
+            &[
+                acquire("other", "l2", NOW + 1),
+                release("l1", 1, LeaseResult::Success, NOW + 5),
+            ],
+        )
+        .await
+        .unwrap();
+        let Outcome::Acquired(Some(second)) = &done[0] else {
+            panic!(
+                "the released account was not lent again: {}",
+                said(&done[0])
+            );
+        };
+        let Outcome::Released(Ok((first, _))) = &done[1] else {
+            panic!("not released: {}", said(&done[1]));
+        };
+        assert_eq!(first.released_at, Some(NOW + 5));
+        assert_eq!(second.lease.acquired_at, NOW + 5, "begins when l1 ended");
+        assert_eq!(second.lease.expires_at, NOW + 5 + TTL, "keeps its length");
+        let stored = crate::store::leases::get(&db, "l2").await.unwrap();
+        assert_eq!(
+            (stored.acquired_at, stored.expires_at),
+            (NOW + 5, NOW + 5 + TTL)
         );
     }
 
