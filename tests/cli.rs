@@ -490,13 +490,27 @@ async fn tokens_and_admins_are_managed_from_the_cli_while_serving() {
         let mut cmd = poolkeeper(&dbs);
         cmd.args(["token", "revoke", "ops-bot"]);
         assert_eq!(run(cmd).0, 0);
-        let me = api
-            .get(format!("{}/api/admin/me", served.base))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(me.status(), 401);
+        // The server reads a token at most once a second (`auth::TokenCache`).
+        let revoked = std::time::Instant::now();
+        wait_until(
+            "the revoked token to be refused",
+            std::time::Duration::from_secs(5),
+            || async {
+                let me = api
+                    .get(format!("{}/api/admin/me", served.base))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap();
+                me.status() == 401
+            },
+        )
+        .await;
+        assert!(
+            revoked.elapsed() < std::time::Duration::from_millis(3_000),
+            "refused only after {:?}",
+            revoked.elapsed()
+        );
 
         let mut cmd = poolkeeper(&dbs);
         cmd.args([
