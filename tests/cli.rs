@@ -472,13 +472,12 @@ async fn tokens_and_admins_are_managed_from_the_cli_while_serving() {
         let token = token.trim().to_string();
         assert!(token.starts_with("pk_"), "{token}");
         let api = reqwest::Client::new();
-        let me = api
-            .get(format!("{}/api/admin/me", served.base))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(me.status(), 200);
+        let me = || {
+            let req = api.get(format!("{}/api/admin/me", served.base));
+            let req = req.bearer_auth(&token);
+            async move { req.send().await.unwrap().status() }
+        };
+        assert_eq!(me().await, 200);
 
         let mut cmd = poolkeeper(&dbs);
         cmd.args(["token", "list"]);
@@ -495,15 +494,7 @@ async fn tokens_and_admins_are_managed_from_the_cli_while_serving() {
         wait_until(
             "the revoked token to be refused",
             std::time::Duration::from_secs(5),
-            || async {
-                let me = api
-                    .get(format!("{}/api/admin/me", served.base))
-                    .bearer_auth(&token)
-                    .send()
-                    .await
-                    .unwrap();
-                me.status() == 401
-            },
+            || async { me().await == 401 },
         )
         .await;
         assert!(
