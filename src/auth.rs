@@ -460,18 +460,23 @@ impl TokenCache {
     /// The most tokens kept; past it, stale entries go, and if none are stale, all.
     const MAX_TOKENS: usize = 1_024;
 
+    /// A token read at `at` is still good at `now`.
+    fn fresh(at: i64, now: i64) -> bool {
+        now >= at && now - at < Self::FRESH_MS
+    }
+
     fn get(&self, hash: &str, now: i64) -> Option<Principal> {
         let checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
         checked
             .get(hash)
-            .filter(|(at, _)| now >= *at && now - at < Self::FRESH_MS)
+            .filter(|(at, _)| Self::fresh(*at, now))
             .map(|(_, principal)| principal.clone())
     }
 
     fn put(&self, hash: String, principal: Principal, now: i64) {
         let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
         if checked.len() >= Self::MAX_TOKENS {
-            checked.retain(|_, (at, _)| now >= *at && now - *at < Self::FRESH_MS);
+            checked.retain(|_, (at, _)| Self::fresh(*at, now));
             if checked.len() >= Self::MAX_TOKENS {
                 checked.clear();
             }

@@ -104,6 +104,18 @@ pub async fn insert(db: &PoolDb, a: &NewAccount, now: i64) -> StoreResult<Accoun
 /// fresh table, autovacuum off or not yet round) it sorts the whole pool on every acquire.
 const ANALYZE_AFTER_ROWS: usize = 100;
 
+/// Inside an import's write transaction `$tx` of `$rows` accounts: on PostgreSQL, when they are
+/// [`ANALYZE_AFTER_ROWS`] or more, gathers the table's statistics.
+macro_rules! analyze_after_import {
+    ($db:expr, $tx:ident, $rows:expr) => {
+        if $db.0.backend() == Backend::Postgres && $rows >= ANALYZE_AFTER_ROWS {
+            sqlx::query("ANALYZE credential_accounts")
+                .execute(&mut *$tx)
+                .await?;
+        }
+    };
+}
+
 /// Creates all accounts in one transaction: all or none (`Conflict` on a taken login).
 pub async fn insert_all(db: &PoolDb, accounts: &[NewAccount], now: i64) -> StoreResult<Vec<i64>> {
     let sql = format!("{INSERT} RETURNING id");
@@ -121,11 +133,7 @@ pub async fn insert_all(db: &PoolDb, accounts: &[NewAccount], now: i64) -> Store
                 .await?;
             ids.push(id);
         }
-        if db.0.backend() == Backend::Postgres && accounts.len() >= ANALYZE_AFTER_ROWS {
-            sqlx::query("ANALYZE credential_accounts")
-                .execute(&mut *tx)
-                .await?;
-        }
+        analyze_after_import!(db, tx, accounts.len());
         tx.commit().await?;
         Ok(ids)
     })
@@ -154,11 +162,7 @@ pub async fn insert_new(
                 .await?;
             ids.push(id);
         }
-        if db.0.backend() == Backend::Postgres && accounts.len() >= ANALYZE_AFTER_ROWS {
-            sqlx::query("ANALYZE credential_accounts")
-                .execute(&mut *tx)
-                .await?;
-        }
+        analyze_after_import!(db, tx, accounts.len());
         tx.commit().await?;
         Ok(ids)
     })

@@ -167,9 +167,16 @@ struct LeaseAndResting {
 fn release_reads_sql() -> String {
     format!(
         "BEGIN IMMEDIATE; \
-         SELECT {lease}, a.cooldown_until, a.quarantine_until, a.consecutive_failures, a.login \
-         FROM json_each($1) j JOIN credential_leases l ON l.id = j.value \
+         SELECT {columns} FROM json_each($1) j JOIN credential_leases l ON l.id = j.value \
          JOIN credential_accounts a ON a.id = l.account_id",
+        columns = lease_and_resting_columns(),
+    )
+}
+
+/// The columns of a [`LeaseAndResting`], from the lease `l` and its account `a`.
+fn lease_and_resting_columns() -> String {
+    format!(
+        "{lease}, a.cooldown_until, a.quarantine_until, a.consecutive_failures, a.login",
         lease = super::leases::lease_columns("l"),
     )
 }
@@ -235,10 +242,10 @@ fn claim_sql(first: usize) -> String {
 /// order of their ids (so that two lanes never wait for each other in a circle): `$1` the ids.
 fn pg_release_reads_sql() -> String {
     format!(
-        "SELECT {lease}, a.cooldown_until, a.quarantine_until, a.consecutive_failures, a.login \
-         FROM credential_leases l JOIN credential_accounts a ON a.id = l.account_id \
+        "SELECT {columns} FROM credential_leases l \
+         JOIN credential_accounts a ON a.id = l.account_id \
          WHERE l.id = ANY($1) ORDER BY l.id FOR UPDATE",
-        lease = super::leases::lease_columns("l"),
+        columns = lease_and_resting_columns(),
     )
 }
 
