@@ -80,6 +80,7 @@ const CONFIRM_SQL: &str = "BEGIN IMMEDIATE; \
 ///
 /// The mothers are those [`seats::hold_for_redeem`] picks from, in its order; `upto` is the room
 /// of a mother and of all before her, so only the mothers the holds need are read for seats.
+/// (`LIMIT CAST($2 AS INTEGER)`: see `lease_desk::claim_sql`.)
 fn hold_sql() -> String {
     let team = |column: &str| {
         format!(
@@ -106,7 +107,7 @@ fn hold_sql() -> String {
            WHERE e.upto - e.room < $2) \
          INSERT INTO temp.redeem_holds (k, seat_id, mother_id) \
          SELECT ROW_NUMBER() OVER (ORDER BY place, seat_no) - 1, seat_id, mother_id \
-         FROM free WHERE nth <= room ORDER BY place, seat_no LIMIT $2; \
+         FROM free WHERE nth <= room ORDER BY place, seat_no LIMIT CAST($2 AS INTEGER); \
          UPDATE seats SET status = 'held', holder_email = r.email, held_until = r.until, \
            updated_at = r.now \
          FROM (SELECT h.seat_id, j.value ->> 'email' AS email, j.value ->> 'until' AS until, \

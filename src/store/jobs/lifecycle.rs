@@ -35,7 +35,8 @@ pub async fn claim(
         }
         // One write transaction on the single writer: nobody else can claim between the statements.
         // `INDEXED BY` and the unary `+` keep the planner on the ready index and on primary-key
-        // lookups instead of scanning every pending row.
+        // lookups instead of scanning every pending row. `LIMIT CAST($4 AS INTEGER)`: SQLite
+        // compiles a statement again whenever a bare `LIMIT` parameter is bound anew.
         Conn::Sqlite { write, .. } => {
             let priorities_sql = format!(
                 "{} SELECT priority FROM p WHERE priority IS NOT NULL",
@@ -44,7 +45,7 @@ pub async fn claim(
             let claim_sql = format!(
                 "UPDATE job_queue SET {CLAIM_SET} WHERE +status = 'pending' AND id IN (SELECT id FROM job_queue \
                  INDEXED BY job_queue_ready WHERE status = 'pending' AND priority = $5 AND run_at <= $3 \
-                 ORDER BY run_at, id LIMIT $4) RETURNING {CLAIM_RETURNING}"
+                 ORDER BY run_at, id LIMIT CAST($4 AS INTEGER)) RETURNING {CLAIM_RETURNING}"
             );
             let mut conn = write.lock().await?;
             let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
