@@ -146,7 +146,8 @@ pub async fn claim(
         .map_err(|m| Error::invalid("invalid_max_requests", m))?;
     let now = ctx.leasing.clock.now_ms();
     let claim_id = uuid::Uuid::new_v4().to_string();
-    let lease_id = uuid::Uuid::new_v4().to_string();
+    // Time-ordered, like an acquire's (see `leasing::acquire`).
+    let lease_id = uuid::Uuid::now_v7().to_string();
     let ask = ClaimAsk {
         claim_id: &claim_id,
         lease_id: &lease_id,
