@@ -6,8 +6,13 @@
 //! is up to its [`Batch`].
 //!
 //! Should a batch fail as a whole (a database error), each of its writes runs again alone, so one
-//! bad write cannot fail the others. Batches run on a spawned task: a request dropped half-way
-//! (its client went away) cannot stop the writes of the others waiting with it.
+//! bad write cannot fail the others. Batches run apart from the requests: a request dropped
+//! half-way (its client went away) cannot stop the writes of the others waiting with it.
+//!
+//! They run on a thread of the runtime's blocking pool (for as long as writes keep coming), not
+//! as one more task among the requests': between its round trips to the database a batch would
+//! wait in line behind every request the runtime had to poll, and the writer, which all the
+//! waiting writes need, would sit idle meanwhile.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -82,7 +87,8 @@ impl<B: Batch> Desk<B> {
         };
         if start_drain {
             let (desk, db) = (self.clone(), db.clone());
-            tokio::spawn(async move { desk.drain(&db).await });
+            let runtime = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || runtime.block_on(desk.drain(&db)));
         }
         answer.await.map_err(|_| {
             StoreError::Other(sqlx::Error::Protocol(
