@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -201,6 +202,13 @@ pub async fn start(app: AppState, listen: SocketAddr) -> anyhow::Result<RunningS
     )
     .with_webhooks(app.webhooks.clone())
     .start();
+    // Answers are small and go out in one write: send them at once rather than wait (Nagle) for
+    // the client's acknowledgement of the previous one.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
+        }
+    });
     let task = tokio::spawn(async move {
         axum::serve(
             listener,
