@@ -25,9 +25,12 @@ pub async fn check_free_seats(app: &App) -> Result<usize> {
     if threshold <= 0 || !webhooks.wants(WebhookEvent::PoolBelowThreshold) {
         return Ok(0);
     }
+    // Which groups are marked low is read before the seats: a group marked by a check running
+    // beside this one after its seats were read would otherwise look low and above at once to
+    // this check, which would clear the mark, and the next check would report the crossing again.
+    let low = pool_groups::seats_low_ids(&app.pool).await?;
     let rows = tallies::mothers(&app.pool).await?;
     let groups = pool_groups::active_names(&app.pool, MAX_GROUPS).await?;
-    let low = pool_groups::seats_low_ids(&app.pool).await?;
     let now = app.clock.now_ms();
     let active = MotherStatus::Active.as_str();
     let mut crossed = 0;
