@@ -521,11 +521,11 @@ impl BenchConnection {
         })
     }
 
-    /// POSTs `body` (JSON) to `path`: the answer's status and body.
+    /// POSTs `body` (JSON text) to `path`: the answer's status and body.
     async fn post(
         &mut self,
         path: &str,
-        body: &serde_json::Value,
+        body: axum::body::Bytes,
     ) -> anyhow::Result<(u16, axum::body::Bytes)> {
         use axum::http::header;
         use http_body_util::BodyExt;
@@ -533,7 +533,7 @@ impl BenchConnection {
             .header(header::HOST, "127.0.0.1")
             .header(header::AUTHORIZATION, self.authorization.clone())
             .header(header::CONTENT_TYPE, "application/json")
-            .body(http_body_util::Full::new(serde_json::to_vec(body)?.into()))?;
+            .body(http_body_util::Full::new(body))?;
         self.sender.ready().await?;
         let response = self.sender.send_request(request).await?;
         let status = response.status().as_u16();
@@ -541,11 +541,12 @@ impl BenchConnection {
     }
 }
 
-/// One bench worker: its connection, what it sends, and the record of who holds what.
+/// One bench worker: its connection, the bodies it sends (serialized once; a clone shares them),
+/// and the record of who holds what.
 struct LeaseWorker {
     server: BenchConnection,
-    acquire: serde_json::Value,
-    release: serde_json::Value,
+    acquire: axum::body::Bytes,
+    release: axum::body::Bytes,
     holdings: std::sync::Arc<Holdings>,
 }
 
@@ -554,7 +555,10 @@ impl LeaseWorker {
     async fn cycle(&mut self, figures: &mut WorkerFigures) -> anyhow::Result<()> {
         let (lease, account) = loop {
             let t = Instant::now();
-            let (status, answer) = self.server.post("/api/pool/leases", &self.acquire).await?;
+            let (status, answer) = self
+                .server
+                .post("/api/pool/leases", self.acquire.clone())
+                .await?;
             let grant: serde_json::Value = serde_json::from_slice(&answer)?;
             match status {
                 201 => {
@@ -579,7 +583,7 @@ impl LeaseWorker {
         self.holdings.give_back(account);
         let t = Instant::now();
         let path = format!("/api/pool/leases/{id}/release", id = lease);
-        let (status, answer) = self.server.post(&path, &self.release).await?;
+        let (status, answer) = self.server.post(&path, self.release.clone()).await?;
         let released: serde_json::Value = serde_json::from_slice(&answer)?;
         anyhow::ensure!(status == 200, "release answered {status}: {released}");
         figures.release.push(t.elapsed());
@@ -680,8 +684,10 @@ pub async fn leases(args: &LeasesBenchArgs) -> anyhow::Result<()> {
                 let warm_up = async {
                     let mut worker = LeaseWorker {
                         server: BenchConnection::open(addr, &token).await?,
-                        acquire: json!({"worker": format!("bench-{w}"), "ttl_seconds": 600}),
-                        release: json!({"result": "success"}),
+                        acquire: json!({"worker": format!("bench-{w}"), "ttl_seconds": 600})
+                            .to_string()
+                            .into(),
+                        release: json!({"result": "success"}).to_string().into(),
                         holdings,
                     };
                     let mut untimed = WorkerFigures::default();
