@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::clock::SharedClock;
 use crate::db::UsersDb;
 use crate::domain::login_throttle::{Throttle, ThrottlePolicy, address_key};
+use crate::domain::lower_hex;
 pub use crate::domain::roles::Role;
 use crate::store::{self, StoreError, StoreResult};
 
@@ -127,11 +128,7 @@ impl fmt::Debug for Principal {
 pub fn random_hex(n: usize) -> String {
     let mut bytes = vec![0u8; n];
     getrandom::fill(&mut bytes).expect("the operating system's random source is unavailable");
-    hex(&bytes)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    lower_hex(&bytes)
 }
 
 /// A readable random password of 20 characters from an alphabet without look-alikes.
@@ -148,7 +145,7 @@ pub fn random_password() -> String {
 
 /// SHA-256 of a token, as stored in the database.
 pub fn token_hash(token: &str) -> String {
-    hex(&Sha256::digest(token.as_bytes()))
+    lower_hex(&Sha256::digest(token.as_bytes()))
 }
 
 /// A new API token: `pk_` and 64 hex digits.

@@ -34,6 +34,7 @@ use crate::clock::Clock as _;
 use crate::config::Config;
 use crate::crypto::Keyring;
 use crate::db::{Backend, Conn, Database, DbName, PoolDb, UsersDb};
+use crate::domain::lower_hex;
 
 /// Format of the manifest; a reader refuses any other.
 pub const FORMAT: u32 = 1;
@@ -95,10 +96,6 @@ pub struct BackupReport {
     pub path: PathBuf,
     pub size_bytes: u64,
     pub manifest: Manifest,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn sqlite_reader(db: &Database) -> anyhow::Result<&sqlx::SqlitePool> {
@@ -254,7 +251,7 @@ fn hash_file(path: &Path) -> anyhow::Result<(String, u64)> {
         hasher.update(&buf[..n]);
         size += n as u64;
     }
-    Ok((hex(&hasher.finalize()), size))
+    Ok((lower_hex(&hasher.finalize()), size))
 }
 
 async fn open_copy(file: &Path) -> anyhow::Result<SqliteConnection> {
@@ -450,7 +447,7 @@ fn extract_checked<R: Read + std::io::Seek>(
         out.write_all(&buf[..n])?;
     }
     out.sync_all()?;
-    let sha256 = hex(&hasher.finalize());
+    let sha256 = lower_hex(&hasher.finalize());
     if sha256 != db.sha256 || size != db.size_bytes {
         anyhow::bail!(
             "{} does not match its checksum in the manifest (the archive is damaged or was changed)",

@@ -16,3 +16,23 @@ pub mod seats;
 pub mod sync_plan;
 pub mod sync_sessions;
 pub mod webhooks;
+
+/// `bytes` as lowercase hex, two digits a byte (digests, random tokens, signatures).
+pub fn lower_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lower_hex_writes_two_digits_a_byte() {
+        assert_eq!(super::lower_hex(&[]), "");
+        assert_eq!(super::lower_hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+    }
+}

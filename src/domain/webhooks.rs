@@ -119,11 +119,7 @@ pub fn mac_hex(secret: &[u8], timestamp_secs: i64, body: &[u8]) -> String {
     mac.update(timestamp_secs.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    super::lower_hex(&mac.finalize().into_bytes())
 }
 
 /// The `X-Poolkeeper-Signature` value: `t=<unix seconds>,v1=<hex>`.
