@@ -1006,3 +1006,116 @@ async fn lease_durations_are_observed_when_leases_end() {
     })
     .await;
 }
+
+/// Runs `sql` on the pool database from a connection of the test's own.
+async fn execute_on_pool(url: &str, sql: &str) {
+    if url.starts_with("sqlite:") {
+        let db = sqlx::SqlitePool::connect(url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&db)
+            .await
+            .unwrap();
+        db.close().await;
+    } else {
+        let db = sqlx::PgPool::connect(url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&db)
+            .await
+            .unwrap();
+        db.close().await;
+    }
+}
+
+/// A plan line that reads the whole lease table (PostgreSQL or SQLite wording).
+fn scans_leases(line: &str) -> bool {
+    let l = line.trim_start_matches([' ', '-', '>']);
+    l.starts_with("Seq Scan on credential_leases") || l == "SCAN l"
+}
+
+/// A plan line that sorts what it read.
+fn sorts(line: &str) -> bool {
+    let l = line.trim_start_matches([' ', '-', '>']);
+    l.starts_with("Sort") || l.starts_with("USE TEMP B-TREE")
+}
+
+/// The lease list reads an index, not the lease table, which gains a row per lease for good: the
+/// open leases through `credential_leases_open`, all of them newest first (unsorted) through
+/// `credential_leases_newest`; and it lists what it should.
+#[tokio::test]
+async fn the_lease_list_reads_its_rows_from_an_index_not_the_whole_lease_table() {
+    each_backend(|backend| async move {
+        let env = Env::new(&backend, 1).await;
+        let (status, grant, _) = env.acquire().await;
+        assert_eq!(status, 201, "{grant}");
+        let account = grant["account"]["id"].as_i64().unwrap();
+        // 20,000 finished leases of the hour before, as months of use leave behind.
+        let url = env.t.dbs.config.pool_database_url();
+        let old = 20_000;
+        execute_on_pool(
+            &url,
+            &format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {old}) \
+                 INSERT INTO credential_leases (id, account_id, pool, worker, holder_token_id, \
+                   acquired_at, expires_at, released_at, renewals, result) \
+                 SELECT 'old-' || i, {account}, 'default', 'w0', 1, {from} + i, {from} + i + 60000, \
+                   {from} + i + 1000, 0, 'success' FROM n",
+                from = T0 - 3_600 * SEC,
+            ),
+        )
+        .await;
+        if let Backend::Postgres { .. } = backend {
+            // As autovacuum would after a load of this size.
+            execute_on_pool(&url, "VACUUM ANALYZE credential_leases").await;
+        }
+
+        let pool = &env.t.app().pool;
+        for active in [true, false] {
+            let (page, count) = poolkeeper::store::leases::explain_list(pool, active, T0)
+                .await
+                .unwrap();
+            let index = if active {
+                "credential_leases_open"
+            } else {
+                "credential_leases_newest"
+            };
+            let page = page.join("\n");
+            assert!(page.contains(index), "active={active}: the page reads {index}:\n{page}");
+            assert!(
+                !page.lines().any(scans_leases),
+                "active={active}: the page does not scan the leases:\n{page}"
+            );
+            // The open leases are at most one per account; all of them come in order.
+            assert!(
+                active || !page.lines().any(sorts),
+                "all leases come newest first from the index, unsorted:\n{page}"
+            );
+            if active {
+                let count = count.join("\n");
+                assert!(
+                    !count.lines().any(scans_leases),
+                    "the count of open leases does not scan the leases:\n{count}"
+                );
+            }
+        }
+
+        let (status, open) = env.admin(Method::GET, "/api/admin/leases?active=true", None).await;
+        assert_eq!(status, 200, "{open}");
+        assert_eq!(open["total"], 1, "{open}");
+        assert_eq!(open["items"][0]["id"], grant["lease_id"], "{open}");
+        let (status, all) = env
+            .admin(Method::GET, "/api/admin/leases?page_size=3", None)
+            .await;
+        assert_eq!(status, 200, "{all}");
+        assert_eq!(all["total"], old + 1, "{all}");
+        let ids: Vec<&str> = all["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["id"].as_str().unwrap())
+            .collect();
+        let newest = grant["lease_id"].as_str().unwrap();
+        assert_eq!(ids, [newest, "old-20000", "old-19999"], "{all}");
+        env.t.stop().await;
+    })
+    .await;
+}

@@ -538,6 +538,29 @@ pub async fn get(db: &PoolDb, lease_id: &str) -> StoreResult<Lease> {
         .await)?)
 }
 
+/// The page and count queries of [`list`]. Each reads an index, never the whole lease table, which
+/// grows by a row per lease for as long as poolkeeper runs: the open leases through
+/// `credential_leases_open` (at most one per account), all of them newest first through
+/// `credential_leases_newest` (pool migration 0014). Open ones take `$1` now, then the page's
+/// limit and offset; all of them take the limit and offset as `$1` and `$2`.
+fn list_sql(active_only: bool) -> (String, String) {
+    let cols = lease_columns("l");
+    let (open, first_page_param) = if active_only {
+        ("WHERE l.released_at IS NULL AND l.expires_at > $1", 2)
+    } else {
+        ("", 1)
+    };
+    let (limit, offset) = (first_page_param, first_page_param + 1);
+    (
+        format!(
+            "SELECT {cols}, a.login FROM credential_leases l \
+             JOIN credential_accounts a ON a.id = l.account_id {open} \
+             ORDER BY l.acquired_at DESC, l.id DESC LIMIT ${limit} OFFSET ${offset}"
+        ),
+        format!("SELECT COUNT(*) FROM credential_leases l {open}"),
+    )
+}
+
 /// Leases, newest first; with `active_only`, those open and unexpired at `now`.
 pub async fn list(
     db: &PoolDb,
@@ -546,29 +569,45 @@ pub async fn list(
     limit: i64,
     offset: i64,
 ) -> StoreResult<(Vec<LeaseWithLogin>, i64)> {
-    let cols = lease_columns("l");
-    let cond = "(NOT $1 OR (l.released_at IS NULL AND l.expires_at > $2))";
-    let page = sqlx::AssertSqlSafe(format!(
-        "SELECT {cols}, a.login FROM credential_leases l \
-         JOIN credential_accounts a ON a.id = l.account_id WHERE {cond} \
-         ORDER BY l.acquired_at DESC, l.id LIMIT $3 OFFSET $4"
-    ));
-    let count = sqlx::AssertSqlSafe(format!(
-        "SELECT COUNT(*) FROM credential_leases l WHERE {cond}"
-    ));
-    let items = on_reader!(db, |p| sqlx::query_as(page)
-        .bind(active_only)
-        .bind(now)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(p)
-        .await)?;
-    let total: i64 = on_reader!(db, |p| sqlx::query_scalar(count)
-        .bind(active_only)
-        .bind(now)
-        .fetch_one(p)
-        .await)?;
+    let (page, count) = list_sql(active_only);
+    let (page, count) = (sqlx::AssertSqlSafe(page), sqlx::AssertSqlSafe(count));
+    let items = on_reader!(db, |p| {
+        let q = sqlx::query_as(page);
+        let q = if active_only { q.bind(now) } else { q };
+        q.bind(limit).bind(offset).fetch_all(p).await
+    })?;
+    let total: i64 = on_reader!(db, |p| {
+        let q = sqlx::query_scalar(count);
+        let q = if active_only { q.bind(now) } else { q };
+        q.fetch_one(p).await
+    })?;
     Ok((items, total))
+}
+
+/// How the database runs [`list`]: the plan of the page query, then that of the count, as the
+/// backend's EXPLAIN prints them (`EXPLAIN QUERY PLAN` details on SQLite), one line each. For the
+/// tests that check which index each reads.
+pub async fn explain_list(
+    db: &PoolDb,
+    active_only: bool,
+    now: i64,
+) -> StoreResult<(Vec<String>, Vec<String>)> {
+    let explain = super::explain_prefix(db.0.backend());
+    let (page, count) = list_sql(active_only);
+    let mut plans = Vec::new();
+    for (sql, paged) in [(page, true), (count, false)] {
+        let sql = sqlx::AssertSqlSafe(format!("{explain} {sql}"));
+        let lines = on_reader!(db, |p| {
+            let q = sqlx::query(sql);
+            let q = if active_only { q.bind(now) } else { q };
+            let q = if paged { q.bind(50_i64).bind(0_i64) } else { q };
+            super::plan_lines(&q.fetch_all(p).await?)
+        })?;
+        plans.push(lines);
+    }
+    let count = plans.pop().unwrap_or_default();
+    let page = plans.pop().unwrap_or_default();
+    Ok((page, count))
 }
 
 /// One finished lease.

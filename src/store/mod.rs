@@ -60,6 +60,27 @@ impl From<sqlx::Error> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// The statement that asks `backend` how it would run a query: for the functions that return plans
+/// to the tests checking which index a query reads.
+pub(crate) fn explain_prefix(backend: crate::db::Backend) -> &'static str {
+    match backend {
+        crate::db::Backend::Sqlite => "EXPLAIN QUERY PLAN",
+        crate::db::Backend::Postgres => "EXPLAIN",
+    }
+}
+
+/// The lines of a plan [`explain_prefix`] returned: each row's last column (SQLite's detail,
+/// PostgreSQL's only one).
+pub(crate) fn plan_lines<R: sqlx::Row>(rows: &[R]) -> Result<Vec<String>, sqlx::Error>
+where
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    rows.iter()
+        .map(|r| r.try_get::<String, _>(r.len() - 1))
+        .collect()
+}
+
 /// A LIKE pattern matching `term` anywhere, with `%`, `_` and `\` taken literally (backslash is
 /// the escape character: PostgreSQL's default, and SQLite's with `ESCAPE '\'`).
 pub(crate) fn contains_pattern(term: &str) -> String {

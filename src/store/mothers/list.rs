@@ -213,10 +213,7 @@ pub async fn explain_list_with_usage(
     offset: i64,
 ) -> StoreResult<(Vec<String>, Vec<String>)> {
     let (items_sql, count_sql, pattern) = list_sql(db, filter, false);
-    let explain = match db.0.backend() {
-        Backend::Sqlite => "EXPLAIN QUERY PLAN",
-        Backend::Postgres => "EXPLAIN",
-    };
+    let explain = crate::store::explain_prefix(db.0.backend());
     let mut plans = Vec::new();
     for (sql, paged) in [(items_sql, true), (count_sql, false)] {
         let sql = format!("{explain} {sql}");
@@ -228,14 +225,7 @@ pub async fn explain_list_with_usage(
             if paged {
                 q = q.bind(limit).bind(offset);
             }
-            let rows = q.fetch_all(p).await?;
-            // SQLite: (id, parent, notused, detail); PostgreSQL: one text column.
-            rows.iter()
-                .map(|r| {
-                    use sqlx::Row as _;
-                    r.try_get::<String, _>(r.len() - 1)
-                })
-                .collect::<Result<Vec<String>, sqlx::Error>>()
+            crate::store::plan_lines(&q.fetch_all(p).await?)
         })?;
         plans.push(lines);
     }
