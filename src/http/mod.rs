@@ -141,16 +141,14 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(middleware::MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn(middleware::limit_body))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("handler panicked").into_response()
         }))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            middleware::check_host,
+            middleware::front_door,
         ))
-        .layer(axum::middleware::from_fn(middleware::security_headers))
         .layer(axum::Extension(domains))
         .with_state(state)
 }
