@@ -155,7 +155,7 @@ pub fn router(state: AppState) -> Router {
 
 async fn not_found(req: Request) -> Response {
     let path = req.uri().path();
-    if path.starts_with("/api/") || path == "/api" {
+    if middleware::is_api_path(path) {
         ApiError::not_found(format!("no API route {} {path}", req.method())).into_response()
     } else {
         (StatusCode::NOT_FOUND, Html(ui::not_found_page())).into_response()
