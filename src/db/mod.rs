@@ -205,10 +205,10 @@ impl Drop for SpelledTx<'_> {
 ///
 /// A passive checkpoint never lets the log start again under steady writes: SQLite goes back to the
 /// log's beginning only when a write finds it all copied, and the writer appends while the copy
-/// runs. So past [`Checkpointer::RESTART_FRAMES`] the checkpoint waits its turn with the writer
-/// (`RESTART`): it copies what the passive one left, a few milliseconds' worth, and the next write
-/// starts the log again. Without it the log of a busy server grew by 60 MB a second (a lease burst)
-/// until the writes paused, and every append extended the file.
+/// runs. So past [`Checkpointer::RESTART_FRAMES`] the checkpoint takes its turn as a write
+/// (`RESTART`, see [`checkpoint`]): it copies what the passive one left, a few milliseconds' worth,
+/// and the next write starts the log again. Without it the log of a busy server grew by 60 MB a
+/// second (a lease burst) until the writes paused, and every append extended the file.
 pub(crate) struct Checkpointer {
     stop: tokio::sync::watch::Sender<()>,
 }
@@ -218,7 +218,7 @@ impl Checkpointer {
     /// The log length (in pages, 64 MiB of 4 KiB pages) past which a checkpoint starts it again.
     const RESTART_FRAMES: i64 = 16_384;
 
-    fn start(mut conn: sqlx::SqliteConnection, name: DbName) -> Self {
+    fn start(mut conn: sqlx::SqliteConnection, writer: Arc<Writer>, name: DbName) -> Self {
         let (stop, mut stopped) = tokio::sync::watch::channel(());
         tokio::spawn(async move {
             loop {
@@ -226,21 +226,7 @@ impl Checkpointer {
                     _ = tokio::time::sleep(Self::INTERVAL) => {}
                     _ = stopped.changed() => break,
                 }
-                // (busy, pages in the log, pages copied)
-                let passive =
-                    sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
-                        .fetch_one(&mut conn)
-                        .await;
-                let done = match passive {
-                    Ok((_, logged, _)) if logged > Self::RESTART_FRAMES => {
-                        sqlx::query("PRAGMA wal_checkpoint(RESTART)")
-                            .execute(&mut conn)
-                            .await
-                            .map(drop)
-                    }
-                    other => other.map(drop),
-                };
-                if let Err(e) = done {
+                if let Err(e) = checkpoint(&mut conn, &writer, Self::RESTART_FRAMES).await {
                     tracing::warn!(database = name.as_str(), error = %e, "WAL checkpoint failed");
                 }
             }
@@ -248,6 +234,32 @@ impl Checkpointer {
         });
         Self { stop }
     }
+}
+
+/// One round of the [`Checkpointer`]: a passive checkpoint from its own connection `conn`, then,
+/// when the log is longer than `restart_frames` pages, a restart. True when it restarted.
+///
+/// The restart needs the log to itself for a moment, so it runs on the writer, taken the way every
+/// write takes it: the writes queue on the writer's lock and go on the moment it ends. Run from a
+/// connection of its own, it made them back off in SQLite's busy handler instead, which sleeps 1,
+/// 2, then 5 ms between tries: a 7 ms restart held the worker API's writes 9-10 ms.
+async fn checkpoint(
+    conn: &mut sqlx::SqliteConnection,
+    writer: &Writer,
+    restart_frames: i64,
+) -> Result<bool, sqlx::Error> {
+    // (busy, pages in the log, pages copied)
+    let (_, logged, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(&mut *conn)
+        .await?;
+    if logged <= restart_frames {
+        return Ok(false);
+    }
+    let mut writer = writer.lock().await?;
+    sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+        .execute(&mut *writer)
+        .await?;
+    Ok(true)
 }
 
 impl Drop for Checkpointer {
@@ -483,10 +495,11 @@ impl Database {
             if is_file {
                 crate::files::restrict_sqlite_files(&file)?;
             }
+            let write = Arc::new(Writer::new(write));
             Conn::Sqlite {
                 read,
-                write: Arc::new(Writer::new(write)),
-                _checkpointer: Arc::new(Checkpointer::start(checkpointer, name)),
+                write: write.clone(),
+                _checkpointer: Arc::new(Checkpointer::start(checkpointer, write, name)),
             }
         } else {
             anyhow::bail!(
@@ -739,6 +752,57 @@ mod tests {
             .fetch_all(read)
             .await
             .unwrap()
+    }
+
+    /// Pages in the log of the database in `dir` (a passive checkpoint from `conn` reports them).
+    async fn logged_pages(conn: &mut sqlx::SqliteConnection) -> i64 {
+        let (_, logged, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(conn)
+            .await
+            .unwrap();
+        logged
+    }
+
+    #[tokio::test]
+    async fn a_long_log_is_started_again_by_a_restart_that_takes_its_turn_on_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = users_db(&dir).await;
+        let url = format!("sqlite:{}", dir.path().join("users.db").display());
+        let mut conn = SqliteConnectOptions::from_str(&url)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        for _ in 0..20 {
+            write(&db, "INSERT INTO t (v) VALUES (hex(randomblob(2000)))").await;
+        }
+        assert!(logged_pages(&mut conn).await >= 20);
+        // Under its limit the log is only copied.
+        assert!(!checkpoint(&mut conn, writer(&db), 1_000).await.unwrap());
+
+        // Past it, the restart waits while a write holds the writer...
+        let held = writer(&db).lock().await.unwrap();
+        let restart = tokio::spawn({
+            let writer = writer(&db).clone();
+            async move {
+                let restarted = checkpoint(&mut conn, &writer, 10).await.unwrap();
+                (restarted, conn)
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !restart.is_finished(),
+            "the restart went ahead of the writer"
+        );
+        drop(held);
+        let (restarted, mut conn) = restart.await.unwrap();
+        assert!(restarted);
+
+        // ...and the next write starts the log from its beginning.
+        write(&db, "INSERT INTO t (v) VALUES ('after')").await;
+        let logged = logged_pages(&mut conn).await;
+        assert!((1..=3).contains(&logged), "{logged} pages in the log");
+        assert_eq!(values(&db).await.len(), 21);
     }
 
     #[tokio::test]
