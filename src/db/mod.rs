@@ -255,7 +255,12 @@ async fn checkpoint(
     if logged <= restart_frames {
         return Ok(false);
     }
-    let mut writer = writer.lock().await?;
+    let mut writer = match writer.lock().await {
+        Ok(writer) => writer,
+        // The database is closing; SQLite checkpoints as its last connection closes.
+        Err(sqlx::Error::PoolClosed) => return Ok(false),
+        Err(e) => return Err(e),
+    };
     sqlx::query("PRAGMA wal_checkpoint(RESTART)")
         .execute(&mut *writer)
         .await?;
@@ -754,7 +759,7 @@ mod tests {
             .unwrap()
     }
 
-    /// Pages in the log of the database in `dir` (a passive checkpoint from `conn` reports them).
+    /// Pages in the log of the database `conn` is open on (as a passive checkpoint reports them).
     async fn logged_pages(conn: &mut sqlx::SqliteConnection) -> i64 {
         let (_, logged, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
             .fetch_one(conn)
