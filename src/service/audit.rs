@@ -313,8 +313,11 @@ pub async fn verify(users: &UsersDb) -> Result<VerifyReport> {
     let mut anchor = store::anchor(users).await?;
     for _ in 1..VERIFY_ATTEMPTS {
         let report = walk(users, anchor.clone()).await?;
+        if report.broken.is_none() {
+            return Ok(report);
+        }
         let now = store::anchor(users).await?;
-        if report.broken.is_none() || now == anchor {
+        if now == anchor {
             return Ok(report);
         }
         anchor = now;
