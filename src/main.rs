@@ -6,7 +6,7 @@ use tracing_subscriber::EnvFilter;
 /// jemalloc serves the process's allocations. Requests are handled on one thread and their memory
 /// often freed on another (a response written by the runtime, a batch's answers sent from the
 /// lease desk's thread); glibc's malloc spent about a tenth of the lease bench's time in its arenas
-/// and locks, and jemalloc gave that bench about 17% more cycles a second. It also hands freed
+/// and locks, and jemalloc gave that bench about 16% more cycles a second. It also hands freed
 /// large blocks back to the OS (each login's argon2 hash allocates about 19 MiB), so `serve` stays
 /// near 37 MiB resident at rest (see docs/performance.md). SQLite's C code keeps the C library's
 /// malloc.
