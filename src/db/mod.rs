@@ -248,11 +248,7 @@ async fn checkpoint(
     writer: &Writer,
     restart_frames: i64,
 ) -> Result<bool, sqlx::Error> {
-    // (busy, pages in the log, pages copied)
-    let (_, logged, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-        .fetch_one(&mut *conn)
-        .await?;
-    if logged <= restart_frames {
+    if passive_checkpoint(conn).await? <= restart_frames {
         return Ok(false);
     }
     let mut writer = match writer.lock().await {
@@ -265,6 +261,15 @@ async fn checkpoint(
         .execute(&mut *writer)
         .await?;
     Ok(true)
+}
+
+/// A passive checkpoint from `conn`: the pages in the log (copied or not) when it ended.
+async fn passive_checkpoint(conn: &mut sqlx::SqliteConnection) -> Result<i64, sqlx::Error> {
+    // (busy, pages in the log, pages copied)
+    let (_, logged, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(conn)
+        .await?;
+    Ok(logged)
 }
 
 impl Drop for Checkpointer {
@@ -759,15 +764,6 @@ mod tests {
             .unwrap()
     }
 
-    /// Pages in the log of the database `conn` is open on (as a passive checkpoint reports them).
-    async fn logged_pages(conn: &mut sqlx::SqliteConnection) -> i64 {
-        let (_, logged, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_one(conn)
-            .await
-            .unwrap();
-        logged
-    }
-
     #[tokio::test]
     async fn a_long_log_is_started_again_by_a_restart_that_takes_its_turn_on_the_writer() {
         let dir = tempfile::tempdir().unwrap();
@@ -781,7 +777,7 @@ mod tests {
         for _ in 0..20 {
             write(&db, "INSERT INTO t (v) VALUES (hex(randomblob(2000)))").await;
         }
-        assert!(logged_pages(&mut conn).await >= 20);
+        assert!(passive_checkpoint(&mut conn).await.unwrap() >= 20);
         // Under its limit the log is only copied.
         assert!(!checkpoint(&mut conn, writer(&db), 1_000).await.unwrap());
 
@@ -805,7 +801,7 @@ mod tests {
 
         // ...and the next write starts the log from its beginning.
         write(&db, "INSERT INTO t (v) VALUES ('after')").await;
-        let logged = logged_pages(&mut conn).await;
+        let logged = passive_checkpoint(&mut conn).await.unwrap();
         assert!((1..=3).contains(&logged), "{logged} pages in the log");
         assert_eq!(values(&db).await.len(), 21);
     }
