@@ -468,6 +468,12 @@ pub struct LeasesBenchArgs {
     /// Connections per database (`database_max_connections`) [default: the configuration's default].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<u32>,
+    /// Start the cycles on a fixed schedule, this many a second in all, instead of each worker
+    /// starting its next cycle the moment the last one ends. An acquire's time then counts from
+    /// when its cycle was due, so a cycle started late (a worker still busy, a timer firing late)
+    /// counts its wait too [default: as fast as the workers go].
+    #[arg(long, value_name = "CYCLES_PER_SEC")]
+    pub rate: Option<f64>,
 }
 
 /// What the bench itself saw of who holds which account. An account is marked held from the
@@ -551,10 +557,15 @@ struct LeaseWorker {
 }
 
 impl LeaseWorker {
-    /// One cycle: acquire (again while every account is lent), hold, release.
-    async fn cycle(&mut self, figures: &mut WorkerFigures) -> anyhow::Result<()> {
+    /// One cycle: acquire (again while every account is lent), hold, release. The acquire's time
+    /// counts from `due` when the cycle had one (see `--rate`), else from its request.
+    async fn cycle(
+        &mut self,
+        figures: &mut WorkerFigures,
+        due: Option<Instant>,
+    ) -> anyhow::Result<()> {
         let (lease, account) = loop {
-            let t = Instant::now();
+            let t = due.unwrap_or_else(Instant::now);
             let (status, answer) = self
                 .server
                 .post("/api/pool/leases", self.acquire.clone())
@@ -603,6 +614,8 @@ impl LeaseWorker {
 #[derive(Default)]
 struct WorkerFigures {
     acquire: Vec<Duration>,
+    /// With `--rate`: how late each cycle started, after the time it was due.
+    late: Vec<Duration>,
     release: Vec<Duration>,
     unavailable: u64,
     /// (account, acquired_at, released_at) of every lease, as the server reported it.
@@ -620,11 +633,17 @@ fn overlapping_leases(mut spans: Vec<(i64, i64, i64)>) -> u64 {
         .count() as u64
 }
 
+/// When cycle `n` of a run begun at `begin` is due at `rate` cycles a second.
+fn due_at(begin: Instant, n: usize, rate: f64) -> Instant {
+    begin + Duration::from_secs_f64(n as f64 / rate)
+}
+
 /// Runs `--cycles` acquire/release cycles over HTTP on loopback against an in-process server with
 /// `--accounts` accounts (cooldown 0, so a released account can be lent again at once), from
 /// `--workers` concurrent workers, each over its own connection and after one untimed cycle of
-/// its own; checks that no account was ever held by two leases at once (warm-up cycles included)
-/// and prints one JSON line. Fails when a double lease was seen or an answer was unexpected.
+/// its own, as fast as they go or, with `--rate`, on a schedule; checks that no account was ever
+/// held by two leases at once (warm-up cycles included) and prints one JSON line. Fails when a
+/// double lease was seen or an answer was unexpected.
 pub async fn leases(args: &LeasesBenchArgs) -> anyhow::Result<()> {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -633,6 +652,12 @@ pub async fn leases(args: &LeasesBenchArgs) -> anyhow::Result<()> {
         args.accounts >= 1 && (1..=4096).contains(&args.workers) && args.cycles >= 1,
         "--accounts and --cycles must be at least 1 and --workers between 1 and 4096"
     );
+    if let Some(rate) = args.rate {
+        anyhow::ensure!(
+            rate.is_finite() && (1.0..=1_000_000.0).contains(&rate),
+            "--rate must be between 1 and 1,000,000 cycles a second"
+        );
+    }
     let instance = BenchInstance::new(args.database_url.as_deref()).await?;
     let mut config = instance.config();
     config.leases.cooldown_seconds = 0;
@@ -675,11 +700,13 @@ pub async fn leases(args: &LeasesBenchArgs) -> anyhow::Result<()> {
         // are of a server at work: not of 64 connections opening at once, nor of statements
         // being compiled for their first batch.
         let warmed_up = Arc::new(tokio::sync::Barrier::new(args.workers + 1));
+        // The timed run begins when the barrier opens; whoever passes it first notes the moment.
+        let begin = Arc::new(std::sync::OnceLock::new());
         let mut tasks = tokio::task::JoinSet::new();
         for w in 0..args.workers {
             let token = token.clone();
             let (holdings, started, cycles) = (holdings.clone(), started.clone(), args.cycles);
-            let warmed_up = warmed_up.clone();
+            let (warmed_up, begin, rate) = (warmed_up.clone(), begin.clone(), args.rate);
             tasks.spawn(async move {
                 let warm_up = async {
                     let mut worker = LeaseWorker {
@@ -691,31 +718,42 @@ pub async fn leases(args: &LeasesBenchArgs) -> anyhow::Result<()> {
                         holdings,
                     };
                     let mut untimed = WorkerFigures::default();
-                    worker.cycle(&mut untimed).await?;
+                    worker.cycle(&mut untimed, None).await?;
                     anyhow::Ok((worker, untimed.spans))
                 }
                 .await;
                 // Wait for the others even after a failure, so that none waits forever.
                 warmed_up.wait().await;
+                let begin = *begin.get_or_init(Instant::now);
                 let (mut worker, spans) = warm_up?;
                 let mut figures = WorkerFigures {
                     spans,
                     ..Default::default()
                 };
-                while started.fetch_add(1, Ordering::SeqCst) < cycles {
-                    worker.cycle(&mut figures).await?;
+                loop {
+                    let n = started.fetch_add(1, Ordering::SeqCst);
+                    if n >= cycles {
+                        break;
+                    }
+                    let due = rate.map(|r| due_at(begin, n, r));
+                    if let Some(due) = due {
+                        tokio::time::sleep_until(due.into()).await;
+                        figures.late.push(due.elapsed());
+                    }
+                    worker.cycle(&mut figures, due).await?;
                 }
                 anyhow::Ok(figures)
             });
         }
         warmed_up.wait().await;
-        let begin = Instant::now();
+        let begin = *begin.get_or_init(Instant::now);
         let mut all = WorkerFigures::default();
         let mut failure = None;
         while let Some(joined) = tasks.join_next().await {
             match joined.map_err(anyhow::Error::from).and_then(|r| r) {
                 Ok(f) => {
                     all.acquire.extend(f.acquire);
+                    all.late.extend(f.late);
                     all.release.extend(f.release);
                     all.unavailable += f.unavailable;
                     all.spans.extend(f.spans);
@@ -730,6 +768,7 @@ pub async fn leases(args: &LeasesBenchArgs) -> anyhow::Result<()> {
         }
         all.acquire.sort();
         all.release.sort();
+        all.late.sort();
         let round = |v: f64| (v * 1000.0).round() / 1000.0;
         let seen_live = holdings
             .double_leases
@@ -744,6 +783,7 @@ pub async fn leases(args: &LeasesBenchArgs) -> anyhow::Result<()> {
             "workers": args.workers,
             "max_connections": config.database_max_connections,
             "cycles": all.acquire.len(),
+            "rate": args.rate,
             "cooldown_seconds": 0,
             "seconds": round(seconds),
             "cycles_per_sec": round(all.acquire.len() as f64 / seconds.max(1e-9)),
@@ -751,6 +791,8 @@ pub async fn leases(args: &LeasesBenchArgs) -> anyhow::Result<()> {
             "acquire_p99_ms": round(percentile_ms(&all.acquire, 0.99)),
             "release_p50_ms": round(percentile_ms(&all.release, 0.50)),
             "release_p99_ms": round(percentile_ms(&all.release, 0.99)),
+            "start_late_p50_ms": args.rate.map(|_| round(percentile_ms(&all.late, 0.50))),
+            "start_late_p99_ms": args.rate.map(|_| round(percentile_ms(&all.late, 0.99))),
             "unavailable_answers": all.unavailable,
             "double_leases": double_leases,
             "double_leases_seen_live": seen_live,

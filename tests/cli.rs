@@ -204,6 +204,41 @@ async fn bench_leases_cycles_over_http_and_never_double_leases() {
 }
 
 #[tokio::test]
+async fn bench_leases_with_a_rate_starts_its_cycles_on_schedule() {
+    let dbs = TestDbs::new(&Backend::Sqlite).await;
+    let bench = |rate: &str| {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(dbs.dir.path())
+            .env("RUST_LOG", "warn")
+            .env("TMPDIR", dbs.dir.path())
+            .args(["bench", "leases", "--accounts", "6", "--workers", "4"])
+            .args(["--cycles", "100", &format!("--rate={rate}")]);
+        run(cmd)
+    };
+    let (code, out, err) = bench("200");
+    assert_eq!(code, 0, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON report");
+    assert_eq!(report["rate"], 200.0, "{report}");
+    assert_eq!(report["cycles"], 100, "{report}");
+    assert_eq!(report["double_leases"], 0, "{report}");
+    // The last of 100 cycles is due 0.495 s in, so the run cannot go faster than about 200 a
+    // second; unpaced, four workers do thousands.
+    let rate = report["cycles_per_sec"].as_f64().unwrap();
+    assert!((100.0..=203.0).contains(&rate), "{report}");
+    let (late_p50, late_p99) = (
+        report["start_late_p50_ms"].as_f64().unwrap(),
+        report["start_late_p99_ms"].as_f64().unwrap(),
+    );
+    assert!(0.0 <= late_p50 && late_p50 <= late_p99, "{report}");
+
+    for bad in ["0", "-5", "NaN", "fast"] {
+        let (code, out, err) = bench(bad);
+        assert_ne!(code, 0, "--rate {bad}: {out}");
+        assert!(err.contains("--rate"), "--rate {bad}: {err}");
+    }
+}
+
+#[tokio::test]
 async fn bad_flags_and_values_exit_non_zero_naming_the_problem() {
     let dbs = TestDbs::new(&Backend::Sqlite).await;
     let mut cmd = poolkeeper(&dbs);
